@@ -1,0 +1,299 @@
+"""Reading shards back with webdataset, robust to bad input.
+
+The pipeline is built from webdataset's named stages (shard list -> split by node -> split by worker
+-> tar expansion -> shuffle -> decode -> batch). Every sample that cannot be used is skipped with a
+counted, logged reason in `ReadStats` (per shard); nothing aborts an epoch and nothing is dropped
+silently. Reasons:
+
+- `empty_shard`, `truncated_tar`, `unreadable_tar`: the tar itself is broken; samples before the
+  break are still read;
+- `duplicate_file`: a tar member repeats within a sample; `duplicate_key`: a key seen before in the
+  same shard (the first occurrence is kept);
+- `missing_image`, `missing_caption`, `missing_json`: a sample lacks a member;
+- `bad_json`, `bad_caption_encoding`, `empty_caption`, `caption_too_long`;
+- `corrupt_image`, `image_too_large` (decompression-bomb guard, checked before decoding),
+  `image_too_small`.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+import tarfile
+import threading
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+from PIL import Image
+
+from blip_core.config import ReaderConfig
+from blip_core.data.shards import list_shards
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+@dataclass
+class ReadStats:
+    """Counts of read and skipped samples, per shard and reason. Thread-safe."""
+
+    ok: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[tuple[str, str]] = field(default_factory=Counter)
+    examples: dict[tuple[str, str], str] = field(default_factory=dict)
+    current_shard: str = "?"
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record_ok(self, shard: str) -> None:
+        with self._lock:
+            self.ok[shard] += 1
+
+    def record_skip(self, shard: str, reason: str, detail: str = "") -> None:
+        with self._lock:
+            self.skipped[(shard, reason)] += 1
+            self.examples.setdefault((shard, reason), detail[:300])
+        logger.warning("skipped sample in %s: %s %s", shard, reason, detail[:200])
+
+    @property
+    def num_ok(self) -> int:
+        return sum(self.ok.values())
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def by_reason(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for (_, reason), n in self.skipped.items():
+            out[reason] += n
+        return dict(sorted(out.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        shards = sorted(set(self.ok) | {s for s, _ in self.skipped})
+        return {
+            "num_ok": self.num_ok,
+            "num_skipped": self.num_skipped,
+            "skipped_by_reason": self.by_reason(),
+            "shards": {
+                s: {
+                    "ok": self.ok.get(s, 0),
+                    "skipped": {r: n for (s2, r), n in sorted(self.skipped.items()) if s2 == s},
+                }
+                for s in shards
+            },
+        }
+
+    # -- webdataset exception handler ------------------------------------------------------------
+    def handler(self, exn: Exception) -> bool:
+        """webdataset handler: classify, count, log, and continue (never abort the epoch)."""
+        msg = str(exn)
+        shard = self.current_shard
+        if isinstance(exn, ValueError) and "duplicate file name" in msg:
+            reason = "duplicate_file"
+        elif isinstance(exn, tarfile.ReadError) and "empty" in msg:
+            reason = "empty_shard"
+        elif isinstance(exn, tarfile.ReadError | EOFError) or "unexpected end of data" in msg:
+            reason = "truncated_tar"
+        elif isinstance(exn, tarfile.TarError | OSError):
+            reason = "unreadable_tar"
+        else:
+            reason = f"error_{type(exn).__name__}"
+        self.record_skip(shard, reason, msg)
+        return True
+
+
+def _track_shard(src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[dict[str, Any]]:
+    """Pipeline stage that remembers which shard is being expanded, for the exception handler."""
+    for source in src:
+        stats.current_shard = Path(str(source.get("url", "?"))).name
+        yield source
+
+
+def _drop_duplicate_keys(src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[dict[str, Any]]:
+    """Skip a sample whose key was already seen in the same pass over its shard (first one wins)."""
+    url, seen = None, set()
+    for sample in src:
+        if sample.get("__url__") != url:
+            url, seen = sample.get("__url__"), set()
+        key = sample.get("__key__")
+        if key in seen:
+            stats.record_skip(_shard_of(sample), "duplicate_key", str(key))
+            continue
+        seen.add(key)
+        yield sample
+
+
+def _shard_of(sample: dict[str, Any]) -> str:
+    return Path(str(sample.get("__url__", "?"))).name
+
+
+class SampleDecoder:
+    """Turns a raw webdataset sample into `{key, image, captions, meta}` or skips it with a reason.
+
+    The decoded `image` is a PIL RGB image (decoded fully, so truncation surfaces here, not later in
+    a transform). `meta` is the sample json minus `captions`; it may include `gt`, which only
+    evaluation code may read.
+    """
+
+    def __init__(self, stats: ReadStats, cfg: ReaderConfig | None = None, *, keep_bytes: bool = False) -> None:
+        self.stats = stats
+        self.cfg = cfg or ReaderConfig()
+        self.keep_bytes = keep_bytes
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any] | None:
+        shard = _shard_of(sample)
+        key = sample.get("__key__", "?")
+        try:
+            out = self._decode(sample, shard, key)
+        except _Skip as s:
+            self.stats.record_skip(shard, s.reason, f"{key}: {s.detail}")
+            return None
+        self.stats.record_ok(shard)
+        return out
+
+    def _decode(self, sample: dict[str, Any], shard: str, key: str) -> dict[str, Any]:
+        image_bytes = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
+        if image_bytes is None:
+            raise _Skip("missing_image", f"members {sorted(k for k in sample if not k.startswith('__'))}")
+        meta: dict[str, Any] = {}
+        if "json" in sample:
+            try:
+                meta = json.loads(sample["json"].decode("utf-8"))
+                if not isinstance(meta, dict):
+                    raise ValueError("json is not an object")
+            except (UnicodeDecodeError, ValueError) as e:
+                raise _Skip("bad_json", str(e)) from None
+        captions = meta.pop("captions", None)
+        if captions is None and "txt" in sample:
+            try:
+                captions = [sample["txt"].decode("utf-8")]
+            except UnicodeDecodeError as e:
+                raise _Skip("bad_caption_encoding", str(e)) from None
+        if captions is None:
+            raise _Skip("missing_caption", "no .txt and no captions in .json")
+        if "json" not in sample and "txt" in sample:
+            raise _Skip("missing_json", "no .json member")
+        if isinstance(captions, str):
+            captions = [captions]
+        captions = [c.strip() for c in captions if isinstance(c, str)]
+        captions = [c for c in captions if c]
+        if not captions:
+            raise _Skip("empty_caption", "all captions empty")
+        if any(len(c) > self.cfg.max_caption_chars for c in captions):
+            raise _Skip("caption_too_long", f"> {self.cfg.max_caption_chars} characters")
+        image = decode_image(image_bytes, self.cfg)
+        out = {"key": key, "image": image, "captions": captions, "meta": meta}
+        if self.keep_bytes:
+            out["image_bytes"] = image_bytes
+        return out
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def decode_image(data: bytes, cfg: ReaderConfig) -> Image.Image:
+    """Decode image bytes to RGB with a decompression-bomb guard before any pixel is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            width, height = im.size  # header only
+            if width * height > cfg.max_image_pixels:
+                raise _Skip("image_too_large", f"{width}x{height} > {cfg.max_image_pixels} pixels")
+            if min(width, height) < cfg.min_image_side:
+                raise _Skip("image_too_small", f"{width}x{height} < {cfg.min_image_side}")
+            im.load()
+            return im.convert("RGB")
+    except _Skip:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _Skip("image_too_large", str(e)) from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+        raise _Skip("corrupt_image", f"{type(e).__name__}: {e}") from None
+
+
+def build_pipeline(
+    shards: str | Path | list[str | Path],
+    *,
+    stats: ReadStats | None = None,
+    reader_cfg: ReaderConfig | None = None,
+    transform: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    batch_size: int | None = None,
+    collate: Callable[[list[Any]], Any] | None = None,
+    split_by_node: bool = True,
+    split_by_worker: bool = True,
+    repeat: bool = False,
+    keep_bytes: bool = False,
+) -> wds.DataPipeline:
+    """A webdataset pipeline of decoded samples (or batches).
+
+    Args:
+        shards: a shard folder, or a list of `.tar` paths.
+        stats: collects per-shard read and skip counts (created if omitted; `pipeline.stats`).
+        transform: applied to each decoded sample (returning None drops it; the transform is
+            responsible for counting why).
+        shuffle_buffer: samples held in the shuffle buffer; 0 keeps shard order (evaluation).
+        batch_size: when set, yields lists (or `collate(list)`) of this many samples.
+        split_by_node / split_by_worker: give each DDP rank and each DataLoader worker its own
+            shards, so no sample is read twice per epoch.
+        keep_bytes: also return the raw image bytes (`image_bytes`), e.g. for hashing.
+    """
+    urls = [str(p) for p in (list_shards(shards) if isinstance(shards, str | Path) else shards)]
+    stats = stats if stats is not None else ReadStats()
+    stages: list[Any] = [wds.SimpleShardList(urls)]
+    if shuffle_buffer:
+        stages.append(wds.detshuffle(bufsize=len(urls), initial=len(urls), seed=seed))
+    if split_by_node:
+        stages.append(wds.split_by_node)
+    if split_by_worker:
+        stages.append(wds.split_by_worker)
+    stages.append(functools.partial(_track_shard, stats=stats))
+    stages.append(wds.tarfile_to_samples(handler=stats.handler))
+    stages.append(functools.partial(_drop_duplicate_keys, stats=stats))
+    if shuffle_buffer:
+        stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=_seeded(seed)))
+    stages.append(wds.map(SampleDecoder(stats, reader_cfg, keep_bytes=keep_bytes)))
+    if transform is not None:
+        stages.append(wds.map(transform))
+    if batch_size:
+        stages.append(wds.batched(batch_size, collation_fn=collate or _as_list, partial=True))
+    pipeline = wds.DataPipeline(*stages)
+    if repeat:
+        pipeline = pipeline.repeat()
+    pipeline.stats = stats  # type: ignore[attr-defined]
+    return pipeline
+
+
+def _as_list(batch: list[Any]) -> list[Any]:
+    return list(batch)
+
+
+def _seeded(seed: int):
+    import random
+
+    return random.Random(seed)
+
+
+def iter_samples(
+    shards: str | Path | list[str | Path],
+    *,
+    stats: ReadStats | None = None,
+    reader_cfg: ReaderConfig | None = None,
+    keep_bytes: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Decoded samples of all shards in order, in this process (no node/worker split)."""
+    yield from build_pipeline(
+        shards, stats=stats, reader_cfg=reader_cfg, split_by_node=False, split_by_worker=False, keep_bytes=keep_bytes
+    )

@@ -1,0 +1,122 @@
+"""`blip`: the project's one console script; its subcommands are the pipeline's stage entry points.
+
+DVC stage commands call these subcommands, Prefect tasks call the same stage functions
+(`flows.stages`). Runs change through presets and `params.yaml`, so flags stay few.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def _cmd_world(args: argparse.Namespace) -> int:
+    from flows.stages import stage_world
+
+    summary = stage_world(args.out, params=args.params, seed=args.seed, scale=args.scale, num_workers=args.workers)
+    _print({"out": str(args.out), "splits": summary["splits"]})
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from blip_core.data import importers
+
+    src = Path(args.src)
+    kw = {"shard_size": args.shard_size}
+    if args.format == "coco":
+        report = importers.import_coco(src, args.images or src.parent, args.out, split=args.split or "coco", **kw)
+    elif args.format == "karpathy":
+        if args.images is None:
+            raise ValueError("blip import karpathy needs --images (the COCO image root holding train2014/, val2014/)")
+        report = importers.import_karpathy(src, args.images, args.out, **kw)
+    elif args.format == "blip-json":
+        report = importers.import_blip_json(src, args.images or src.parent, args.out, split=args.split or "train", **kw)
+    else:
+        if args.out is not None and Path(args.out).resolve() != src.resolve():
+            raise ValueError("blip import img2dataset indexes a shard folder in place: omit --out or pass SRC again")
+        report = importers.index_img2dataset(src)
+    _print(report.to_dict())
+    if report.rejected:
+        print(f"rejected {len(report.rejected)} records; see {importers.REJECTED_FILE} in {report.outputs}", file=sys.stderr)
+    return 0
+
+
+def _cmd_tokenizer(args: argparse.Namespace) -> int:
+    from flows.stages import stage_tokenizer
+
+    summary = stage_tokenizer(args.data, args.out, params=args.params)
+    _print({"out": str(args.out), "vocab_size": summary["vocab_size"], "num_captions": summary["num_captions"]})
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from flows.stages import stage_inspect
+
+    _print(stage_inspect(args.data, params=args.params))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blip",
+        description="BLIP + CapFilt pipeline stages. Knobs live in params.yaml; flags are operational only.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("world", help="generate the embedded image-caption world (one folder per split)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--seed", type=int, default=None, help="override world.seed")
+    p.add_argument("--scale", type=float, default=None, help="multiply the split sizes (0.01 = a few dozen images)")
+    p.add_argument("--workers", type=int, default=None, help="override world.num_workers")
+    p.add_argument("--params", type=Path, default=None, help="params file (default: ./params.yaml if present)")
+    p.set_defaults(func=_cmd_world)
+
+    p = sub.add_parser("import", help="import real data into shards: coco | karpathy | blip-json | img2dataset")
+    p.add_argument("format", choices=["coco", "karpathy", "blip-json", "img2dataset"])
+    p.add_argument("src", help="annotation json (coco, karpathy, blip-json) or shard folder (img2dataset)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (not for img2dataset: indexed in place)")
+    p.add_argument("--images", type=Path, default=None, help="image root (default: the json's folder)")
+    p.add_argument("--split", default=None, help="split name written into the manifest")
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("tokenizer", help="train the WordPiece tokenizer on shard captions")
+    p.add_argument("--data", nargs="+", required=True, type=Path, help="training shard folders")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--params", type=Path, default=None)
+    p.set_defaults(func=_cmd_tokenizer)
+
+    p = sub.add_parser("inspect", help="read shard folders with the guarded reader; print counts and skips")
+    p.add_argument("data", nargs="+", type=Path)
+    p.add_argument("--params", type=Path, default=None)
+    p.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "import" and args.format != "img2dataset" and args.out is None:
+        parser.error(f"blip import {args.format} needs --out DIR")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        # user errors: one clear line, no traceback
+        print(f"blip {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
