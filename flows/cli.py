@@ -45,7 +45,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
         report = importers.index_img2dataset(src)
     _print(report.to_dict())
     if report.rejected:
-        print(f"rejected {len(report.rejected)} records; see {importers.REJECTED_FILE} in {report.outputs}", file=sys.stderr)
+        where = ", ".join(report.outputs)
+        print(f"rejected {len(report.rejected)} records; see {importers.REJECTED_FILE} in {where}", file=sys.stderr)
     return 0
 
 
@@ -60,7 +61,11 @@ def _cmd_tokenizer(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from flows.stages import stage_inspect
 
-    _print(stage_inspect(args.data, params=args.params))
+    result = stage_inspect(args.data, params=args.params)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    _print(result)
     return 0
 
 
@@ -97,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="read shard folders with the guarded reader; print counts and skips")
     p.add_argument("data", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="also write the report as JSON (DVC metrics)")
     p.add_argument("--params", type=Path, default=None)
     p.set_defaults(func=_cmd_inspect)
     return parser

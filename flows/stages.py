@@ -73,5 +73,8 @@ def stage_inspect(data_dirs: list[str | Path], *, params: str | Path | None = No
     for d in data_dirs:
         stats = ReadStats()
         num_captions = sum(len(s["captions"]) for s in iter_samples(d, stats=stats, reader_cfg=reader_cfg))
-        out[str(d)] = {"num_ok": stats.num_ok, "num_captions": num_captions, "skipped": stats.by_reason()}
+        out[Path(d).name] = {
+            "num_ok": stats.num_ok, "num_skipped": stats.num_skipped, "num_captions": num_captions,
+            "skipped": stats.by_reason(),
+        }  # fmt: skip
     return out

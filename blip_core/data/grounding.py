@@ -5,8 +5,8 @@ The world generator writes captions from structured mentions; this module parses
 into the same structure with the shared lexicon, so it also works on generated (model) captions.
 
 Scoring (per caption):
-- every mentioned attribute (shape, colour, size, count, relation, background) is checked against
-  the scene; precision = true attributes / mentioned attributes;
+- every mentioned attribute (shape, colour, size, count of two or more, relation, background) is
+  checked against the scene; precision = true attributes / mentioned attributes;
 - object recall = scene objects matched by a fully-true noun phrase / scene objects;
 - attribute recall = (shape, colour, size) attributes of scene objects that a true noun phrase names
   / (3 * scene objects);
@@ -210,11 +210,11 @@ def _check_phrase(np_: NounPhrase, scene: Scene) -> tuple[int, int, list[str], l
         else:
             errors.append(f"no {np_.size} {np_.color or ''} {np_.shape or 'shape'}".replace("  ", " "))
     matched = [o for o in objs if _matches(o, np_)]
-    if np_.count is not None:
+    # "a red circle" claims existence (covered by shape/colour/size); a numeral >= 2 is a count
+    # attribute that must be exact, COCO-style ("two dogs" is false with three dogs)
+    if np_.count is not None and np_.count >= 2:
         mentioned += 1
-        # "a red circle" is true when at least one exists; a numeral >= 2 must be exact (COCO-style)
-        ok = len(matched) >= 1 if np_.count == 1 else len(matched) == np_.count
-        if ok:
+        if len(matched) == np_.count:
             true += 1
         else:
             errors.append(f"count {np_.count} but {len(matched)} match")

@@ -49,6 +49,7 @@ class ReadStats:
     skipped: Counter[tuple[str, str]] = field(default_factory=Counter)
     examples: dict[tuple[str, str], str] = field(default_factory=dict)
     current_shard: str = "?"
+    _truncated_in_pass: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record_ok(self, shard: str) -> None:
@@ -93,11 +94,11 @@ class ReadStats:
     # -- webdataset exception handler ------------------------------------------------------------
     def handler(self, exn: Exception) -> bool:
         """webdataset handler: classify, count, log, and continue (never abort the epoch)."""
-        msg = str(exn)
+        msg = str(exn.args[0]) if exn.args else str(exn)
         shard = self.current_shard
         if isinstance(exn, ValueError) and "duplicate file name" in msg:
             reason = "duplicate_file"
-        elif isinstance(exn, tarfile.ReadError) and "empty" in msg:
+        elif isinstance(exn, tarfile.ReadError) and msg.startswith("empty file"):
             reason = "empty_shard"
         elif isinstance(exn, tarfile.ReadError | EOFError) or "unexpected end of data" in msg:
             reason = "truncated_tar"
@@ -105,6 +106,11 @@ class ReadStats:
             reason = "unreadable_tar"
         else:
             reason = f"error_{type(exn).__name__}"
+        if reason == "truncated_tar":
+            # tarfile raises once while reading the member and again when asked for the next header
+            if self._truncated_in_pass:
+                return True
+            self._truncated_in_pass = True
         self.record_skip(shard, reason, msg)
         return True
 
@@ -113,6 +119,7 @@ def _track_shard(src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[di
     """Pipeline stage that remembers which shard is being expanded, for the exception handler."""
     for source in src:
         stats.current_shard = Path(str(source.get("url", "?"))).name
+        stats._truncated_in_pass = False
         yield source
 
 

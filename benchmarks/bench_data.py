@@ -1,0 +1,58 @@
+"""Data throughput: world generation and shard reading, in images/s.
+
+Ratios are against a reference run in the same process (1 worker process), so the numbers compare
+on any machine. Usage: python benchmarks/bench_data.py [--scale 0.2] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from blip_core.config import WorldConfig
+from blip_core.data.reader import build_pipeline, iter_samples
+from blip_core.data.world import generate_world
+
+
+def _timed(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--scale", type=float, default=0.2, help="fraction of the default world (1.0 = full size)")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        results = {}
+        for workers in sorted({1, args.workers}):
+            cfg = WorldConfig(num_workers=workers, shard_size=500).scaled(args.scale)
+            n = sum(cfg.split_sizes().values())
+            dt, _ = _timed(lambda cfg=cfg, w=workers: generate_world(cfg, tmp / f"w{w}", progress=False))
+            results[workers] = n / dt
+            print(f"world generation, {workers} process(es): {n} images in {dt:.2f} s = {n / dt:,.0f} images/s")
+        if args.workers in results and args.workers != 1:
+            print(f"  ratio {args.workers} processes / 1 process: {results[args.workers] / results[1]:.2f}x")
+        full = sum(WorldConfig().split_sizes().values())
+        print(f"  projected default-size world ({full} images): {full / results[max(results)]:.1f} s")
+
+        web = tmp / f"w{max(results)}" / "web"
+        dt, n = _timed(lambda: sum(1 for _ in iter_samples(web)))
+        ref = n / dt
+        print(f"shard read + JPEG decode, in process: {n} images in {dt:.2f} s = {ref:,.0f} images/s")
+        pipe = build_pipeline(web, transform=lambda s: s["key"])
+        loader = torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=args.workers)
+        dt, n2 = _timed(lambda: sum(1 for _ in loader))
+        assert n2 == n, (n2, n)
+        print(f"shard read via DataLoader, {args.workers} workers: {n2 / dt:,.0f} images/s ({n2 / dt / ref:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Shared fixtures: a tiny embedded world built once per session, and helpers to write raw tars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import tiny_world_config
+
+from blip_core.data.world import generate_world
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """A generated world (~300 images) shared by read-only tests."""
+    out = tmp_path_factory.mktemp("world")
+    generate_world(tiny_world_config(), out, progress=False)
+    return out

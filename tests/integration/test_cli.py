@@ -1,0 +1,69 @@
+"""The `blip` console script: subcommands and one clear message on bad arguments."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import subprocess
+import sys
+
+import pytest
+
+from flows.cli import main
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_subcommands():
+    r = _run("--help")
+    assert r.returncode == 0
+    for cmd in ("world", "import", "tokenizer", "inspect"):
+        assert cmd in r.stdout
+
+
+def test_world_cli_is_deterministic(tmp_path):
+    for name in ("a", "b"):
+        assert main(["world", "--out", str(tmp_path / name), "--seed", "7", "--scale", "0.01"]) == 0
+    for split in ("coco_train", "web", "val", "test", "novel"):
+        assert filecmp.cmp(tmp_path / "a" / split / "00000.tar", tmp_path / "b" / split / "00000.tar", shallow=False)
+    summary = json.loads((tmp_path / "a" / "world.json").read_text())
+    assert summary["splits"]["web"]["num_samples"] == 100
+
+
+def test_tokenizer_and_inspect_cli(tmp_path, capsys):
+    assert main(["world", "--out", str(tmp_path / "w"), "--scale", "0.01"]) == 0
+    assert main(["tokenizer", "--data", str(tmp_path / "w" / "coco_train"), str(tmp_path / "w" / "web"),
+                 "--out", str(tmp_path / "tok")]) == 0  # fmt: skip
+    assert (tmp_path / "tok" / "tokenizer.json").is_file()
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "w" / "val")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["val"]["num_ok"] == 2 and out["val"]["num_skipped"] == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["world"], "the following arguments are required: --out"),
+        (["world", "--out", "x", "--scale", "abc"], "invalid float value"),
+        (["nosuch"], "invalid choice"),
+        (["import", "parquet", "x"], "invalid choice"),
+        (["import", "coco", "x.json"], "needs --out"),
+    ],
+)
+def test_bad_arguments_give_one_clear_message(args, message):
+    r = _run(*args)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_user_errors_have_no_traceback(tmp_path):
+    r = _run("world", "--out", str(tmp_path / "w"), "--scale", "-2")
+    assert r.returncode == 2 and "--scale must be > 0" in r.stderr and "Traceback" not in r.stderr
+    r = _run("inspect", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "shard folder not found" in r.stderr
+    (tmp_path / "p.yaml").write_text("world:\n  num_wbe: 3\n")
+    r = _run("world", "--out", str(tmp_path / "w"), "--params", str(tmp_path / "p.yaml"))
+    assert r.returncode == 2 and "Unknown config key: world.num_wbe" in r.stderr

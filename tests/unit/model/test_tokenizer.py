@@ -1,0 +1,43 @@
+"""Tokenizer trained without any hub, loadable by transformers; BLIP caption cleaning."""
+
+from __future__ import annotations
+
+import re
+
+from transformers import BertTokenizerFast
+
+from blip_core.data.text import pre_caption
+from blip_core.model.tokenizer import BLIP_PROMPT, load_tokenizer, train_tokenizer
+
+
+def _blip_pre_caption(caption, max_words=50):
+    # verbatim from salesforce/BLIP data/utils.py
+    caption = re.sub(r"([.!\"()*#:;~])", " ", caption.lower())
+    caption = re.sub(r"\s{2,}", " ", caption)
+    caption = caption.rstrip("\n")
+    caption = caption.strip(" ")
+    caption_words = caption.split(" ")
+    if len(caption_words) > max_words:
+        caption = " ".join(caption_words[:max_words])
+    return caption
+
+
+def test_pre_caption_matches_blip():
+    for c in ["A Red  Circle!", "two (big) stars; left of: a ring~", "  x.y.z  ", "w " * 60, "IMG_2041.JPG\n"]:
+        for n in (5, 50):
+            assert pre_caption(c, n) == _blip_pre_caption(c, n)
+
+
+def test_train_save_load_roundtrip(tmp_path):
+    caps = ["a red circle left of a blue star", "two green squares", "a small violet ring above a hexagon"] * 5
+    tok = train_tokenizer(caps + [BLIP_PROMPT] * 2, tmp_path / "tok", vocab_size=200, min_frequency=1)
+    plain = BertTokenizerFast.from_pretrained(str(tmp_path / "tok"), local_files_only=True)
+    loaded = load_tokenizer(tmp_path / "tok")
+    assert len(plain) == len(tok) == len(loaded)
+    for special in ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]", "[DEC]", "[ENC]"):
+        assert loaded.convert_tokens_to_ids(special) != loaded.unk_token_id or special == "[UNK]"
+    assert loaded.bos_token == "[DEC]" and loaded.enc_token_id == loaded.convert_tokens_to_ids("[ENC]")
+    ids = loaded("A Red circle!").input_ids
+    assert ids[0] == loaded.cls_token_id and ids[-1] == loaded.sep_token_id
+    assert loaded.tokenize("a picture of a red circle") == ["a", "picture", "of", "a", "red", "circle"]
+    assert loaded.decode(loaded("two green squares").input_ids, skip_special_tokens=True) == "two green squares"

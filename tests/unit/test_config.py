@@ -1,0 +1,54 @@
+"""Config dataclasses and params.yaml loading: every section builds, bad values name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from blip_core.config import ReaderConfig, TokenizerConfig, WorldConfig, from_dict, load_params_section
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_params_yaml_sections_build():
+    params = ROOT / "params.yaml"
+    world = load_params_section(params, "world", WorldConfig)
+    assert world.num_web > world.num_coco_train
+    load_params_section(params, "reader", ReaderConfig)
+    load_params_section(params, "tokenizer", TokenizerConfig)
+
+
+def test_params_yaml_matches_dataclass_defaults():
+    # params.yaml is the pipeline's source of truth; keep the code defaults in step with it
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert from_dict(WorldConfig, params["world"], section="world") == WorldConfig()
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ValueError, match=r"Unknown config key: world\.nmu_web"):
+        from_dict(WorldConfig, {"nmu_web": 3}, section="world")
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ValueError, match=r"Wrong type for world\.num_web"):
+        from_dict(WorldConfig, {"num_web": "many"}, section="world")
+    with pytest.raises(ValueError, match=r"Wrong type for world\.web_noise"):
+        from_dict(WorldConfig, {"web_noise": {"spam": "lots"}}, section="world")
+    assert from_dict(WorldConfig, {"novel_fraction": 0.2}, section="world").novel_fraction == 0.2
+
+
+def test_bad_value_is_named():
+    with pytest.raises(ValueError, match=r"reader\.max_image_pixels"):
+        ReaderConfig(max_image_pixels=0)
+    with pytest.raises(ValueError, match=r"tokenizer\.vocab_size"):
+        TokenizerConfig(vocab_size=3)
+
+
+def test_scaled_world():
+    cfg = WorldConfig().scaled(0.01)
+    assert cfg.num_web == 100 and cfg.num_coco_train == 20 and cfg.num_val == 2
+    assert WorldConfig().scaled(0.0001).num_val == 1
+    with pytest.raises(ValueError, match="--scale"):
+        WorldConfig().scaled(0)
