@@ -195,3 +195,151 @@ def load_params_section(path: str | Path, section: str, cls: type[T]) -> T:
     with path.open() as f:
         params = yaml.safe_load(f) or {}
     return from_dict(cls, params.get(section, {}) or {}, section=section)
+
+
+# ------------------------------------------------------------------------------------------------
+# model
+
+
+@dataclass(kw_only=True, slots=True)
+class VisionConfig:
+    """timm VisionTransformer hyper-parameters (BLIP: ViT-B/16 or ViT-L/16)."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    width: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    layer_norm_eps: float = 1e-6
+    """BLIP's ViT uses 1e-6; Hugging Face's BLIP port uses 1e-5 (kept when converting from HF)."""
+    drop_path_rate: float = 0.0
+    grad_checkpointing: bool = False
+    """Recompute block activations in backward (BLIP enables it for ViT-L)."""
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"vision.image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})"
+            )
+        if self.width % self.num_heads:
+            raise ValueError(f"vision.width ({self.width}) must be divisible by num_heads ({self.num_heads})")
+        for name in ("image_size", "patch_size", "width", "depth", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"vision.{name} must be >= 1")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"vision.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass(kw_only=True, slots=True)
+class TextConfig:
+    """MED (BERT-style) text transformer; token ids come from the tokenizer."""
+
+    vocab_size: int = 30524
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    layer_norm_eps: float = 1e-12
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    pad_token_id: int = 0
+    cls_token_id: int = 101
+    sep_token_id: int = 102
+    """Also the decoder's end-of-sequence token (BLIP)."""
+    bos_token_id: int = 30522
+    """`[DEC]`: replaces `[CLS]` as the decoder's first token."""
+    enc_token_id: int = 30523
+    """`[ENC]`: replaces `[CLS]` for the image-grounded text encoder (ITM)."""
+    label_smoothing: float = 0.1
+    max_text_len: int = 35
+    """Captions are truncated to this many tokens (BLIP: 30-35)."""
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"text.hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_text_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"text.{name} must be >= 1")
+        ids = {"pad": self.pad_token_id, "cls": self.cls_token_id, "sep": self.sep_token_id,
+               "bos": self.bos_token_id, "enc": self.enc_token_id}  # fmt: skip
+        for name, i in ids.items():
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"text.{name}_token_id ({i}) is outside the vocabulary (size {self.vocab_size})")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"text.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.max_text_len > self.max_position_embeddings:
+            raise ValueError("text.max_text_len must be <= text.max_position_embeddings")
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelConfig:
+    """A BLIP model: towers, projections, momentum encoders and queues."""
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    embed_dim: int = 256
+    """ITC projection size."""
+    queue_size: int = 57600
+    """Momentum feature queue length; must be divisible by the global batch size."""
+    momentum: float = 0.995
+    alpha: float = 0.4
+    """Weight of the momentum-distillation pseudo-targets in ITC."""
+    temp: float = 0.07
+    """Initial ITC temperature (learnable, clamped to [0.001, 0.5])."""
+    prompt: str = "a picture of "
+    """Captioner prompt; its tokens are not trained on and are stripped from generated captions."""
+    tokenizer: str = ""
+    """Tokenizer directory (ours, or a local bert-base-uncased for official weights)."""
+
+    def __post_init__(self) -> None:
+        if self.embed_dim < 1:
+            raise ValueError(f"model.embed_dim must be >= 1, got {self.embed_dim}")
+        if self.queue_size < 1:
+            raise ValueError(f"model.queue_size must be >= 1, got {self.queue_size}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"model.momentum must be in [0, 1), got {self.momentum}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"model.alpha must be in [0, 1], got {self.alpha}")
+        if not 0.001 <= self.temp <= 0.5:
+            raise ValueError(f"model.temp must be in [0.001, 0.5], got {self.temp}")
+
+    def check_batch(self, global_batch_size: int) -> None:
+        """The queue is filled a whole global batch at a time, so it must divide evenly."""
+        if global_batch_size < 1 or self.queue_size % global_batch_size:
+            raise ValueError(
+                f"model.queue_size ({self.queue_size}) must be divisible by the global batch size ({global_batch_size})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vision": {f.name: getattr(self.vision, f.name) for f in dataclasses.fields(self.vision)},
+            "text": {f.name: getattr(self.text, f.name) for f in dataclasses.fields(self.text)},
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("vision", "text")},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, section: str = "model") -> ModelConfig:
+        d = dict(d)
+        vision = from_dict(VisionConfig, d.pop("vision", {}), section=f"{section}.vision")
+        text = from_dict(TextConfig, d.pop("text", {}), section=f"{section}.text")
+        base = from_dict(_ModelScalars, d, section=section)
+        return cls(vision=vision, text=text, **{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+
+
+@dataclass(kw_only=True, slots=True)
+class _ModelScalars:
+    """ModelConfig minus its nested parts, for type-checked loading."""
+
+    embed_dim: int = 256
+    queue_size: int = 57600
+    momentum: float = 0.995
+    alpha: float = 0.4
+    temp: float = 0.07
+    prompt: str = "a picture of "
+    tokenizer: str = ""

@@ -7,9 +7,10 @@ import json
 import tarfile
 from pathlib import Path
 
+import torch
 from PIL import Image
 
-from blip_core.config import WorldConfig
+from blip_core.config import ModelConfig, TextConfig, VisionConfig, WorldConfig
 
 
 def jpeg_bytes(size: tuple[int, int] = (32, 32), color=(200, 30, 30)) -> bytes:
@@ -44,3 +45,26 @@ def tiny_world_config(**overrides) -> WorldConfig:
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return cfg
+
+
+def micro_config(**kw) -> ModelConfig:
+    cfg = ModelConfig(
+        vision=VisionConfig(image_size=32, patch_size=8, width=48, depth=2, num_heads=4),
+        text=TextConfig(vocab_size=120, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                        max_position_embeddings=64, max_text_len=32, pad_token_id=0, cls_token_id=2, sep_token_id=3,
+                        bos_token_id=5, enc_token_id=6),
+        embed_dim=16, queue_size=16,
+    )  # fmt: skip
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def text_batch(B=4, L=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(7, 120, (B, L), generator=g)
+    ids[:, 0] = 2
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    ids[1, 6:] = 0
+    return ids, mask

@@ -70,3 +70,41 @@ def load_tokenizer(path: str | Path) -> BertTokenizerFast:
         )
     tok = BertTokenizerFast.from_pretrained(str(path), local_files_only=True)
     return add_blip_tokens(tok)
+
+
+class TextProcessor:
+    """Captions <-> token tensors the way BLIP feeds them to the model.
+
+    Cleaning with `pre_caption`, `[CLS] caption [SEP]` padded to the longest row and truncated to
+    `max_len`; with `prompt=True` the captioner's prompt is prepended ("a picture of " + caption)
+    and `prompt_length` tokens ([CLS]/[DEC] + prompt) are excluded from the LM loss (BLIP
+    `BLIP_Decoder.prompt_length`).
+    """
+
+    def __init__(self, tokenizer, *, max_len: int = 35, max_words: int = 30, prompt: str = BLIP_PROMPT) -> None:
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+        self.max_words = max_words
+        self.prompt = prompt
+        self.prompt_length = len(tokenizer(prompt).input_ids) - 1  # without the trailing [SEP]
+
+    def __call__(self, captions: list[str], *, prompt: bool = False):
+        texts = [(self.prompt if prompt else "") + pre_caption(c, self.max_words) for c in captions]
+        enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.max_len, return_tensors="pt")
+        return enc.input_ids, enc.attention_mask
+
+    def prompt_ids(self):
+        """`[DEC]` + prompt tokens: the decoder input that generation continues."""
+        import torch
+
+        ids = self.tokenizer(self.prompt).input_ids[:-1]
+        ids[0] = self.tokenizer.bos_token_id
+        return torch.tensor(ids, dtype=torch.long)
+
+    def decode(self, sequences) -> list[str]:
+        """Generated ids (prompt included) -> captions without the prompt."""
+        out = []
+        for seq in sequences.tolist():
+            text = self.tokenizer.decode(seq[self.prompt_length :], skip_special_tokens=True)
+            out.append(text.strip())
+        return out

@@ -1,0 +1,34 @@
+"""Minimal distributed helpers; every function is a no-op in a single plain process."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_info() -> tuple[int, int]:
+    """(rank, world size)."""
+    return (dist.get_rank(), dist.get_world_size()) if is_dist() else (0, 1)
+
+
+def is_main_process() -> bool:
+    return world_info()[0] == 0
+
+
+def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from all ranks along dim 0 (no gradient), as BLIP's concat_all_gather."""
+    if not is_dist():
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))

@@ -1,0 +1,81 @@
+"""BLIP's three objectives, each returning `{"<name>_loss": tensor}`.
+
+References: BLIP paper Sec. 3.2; salesforce/BLIP models/blip_pretrain.py and blip_retrieval.py.
+
+Deliberate difference from salesforce/BLIP pre-training: ITC targets and ITM negatives are
+*same-image aware*. BLIP pre-training marks only the diagonal as positive, which is wrong once a
+batch or queue holds several captions of one image (COCO's five, or CapFilt's web + synthetic
+captions): those become false negatives. We use image ids, as BLIP's retrieval fine-tuning does
+(`sim_targets = eq(idx, idx_all)`), in both pre-training and fine-tuning.
+
+Shapes: B batch, Q queue length, E embed dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def itc_targets(image_ids: torch.Tensor, image_ids_all: torch.Tensor) -> torch.Tensor:
+    """(B,), (B+Q,) -> (B, B+Q): uniform distribution over every entry of the same image."""
+    pos = (image_ids[:, None] == image_ids_all[None, :]).float()
+    return pos / pos.sum(dim=1, keepdim=True)
+
+
+def itc_loss(
+    sim_i2t: torch.Tensor,  # (B, B+Q) image feats . [text feats; text queue] / temp
+    sim_t2i: torch.Tensor,  # (B, B+Q)
+    targets: torch.Tensor,  # (B, B+Q) from itc_targets
+    sim_i2t_m: torch.Tensor | None = None,  # momentum-encoder similarities, same shapes
+    sim_t2i_m: torch.Tensor | None = None,
+    alpha: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """Image-text contrastive loss with momentum distillation (ALBEF/BLIP):
+    targets = alpha * softmax(momentum sims) + (1 - alpha) * same-image targets."""
+    t_i2t = t_t2i = targets
+    if sim_i2t_m is not None and alpha > 0:
+        t_i2t = alpha * F.softmax(sim_i2t_m, dim=1) + (1 - alpha) * targets
+        t_t2i = alpha * F.softmax(sim_t2i_m, dim=1) + (1 - alpha) * targets
+    loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * t_i2t).sum(dim=1).mean()
+    loss_t2i = -(F.log_softmax(sim_t2i, dim=1) * t_t2i).sum(dim=1).mean()
+    return {"itc_loss": (loss_i2t + loss_t2i) / 2}
+
+
+def sample_hard_negatives(
+    sim: torch.Tensor,  # (B, B) in-batch similarities, rows = anchors
+    same_image: torch.Tensor,  # (B, B) bool, True where row and column show the same image
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every row, draw one in-batch negative with probability softmax(sim) over *other* images.
+
+    Vectorised (one multinomial call). Returns (indices (B,), valid (B,) bool): a row whose every
+    column shows its own image has no valid negative; it gets index 0 and valid=False, and callers
+    drop it instead of training on a false negative.
+    """
+    weights = F.softmax(sim.float(), dim=1) + 1e-4  # + 1e-4 as BLIP: no weight is exactly zero
+    weights = weights.masked_fill(same_image, 0.0)
+    valid = weights.sum(dim=1) > 0
+    weights = torch.where(valid[:, None], weights, torch.ones_like(weights))  # placeholder rows
+    idx = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    return torch.where(valid, idx, torch.zeros_like(idx)), valid
+
+
+def itm_loss(itm_logits: torch.Tensor, itm_labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Binary match / no-match cross-entropy over (positives, hard negatives). (M, 2), (M,)."""
+    return {"itm_loss": F.cross_entropy(itm_logits, itm_labels)}
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1) -> dict[str, torch.Tensor]:
+    """Next-token cross-entropy with label smoothing. logits (B, L, V) predict labels (B, L) shifted
+    by one; -100 labels (padding, prompt) are ignored."""
+    shifted = logits[:, :-1].reshape(-1, logits.shape[-1])  # (B*(L-1), V)
+    target = labels[:, 1:].reshape(-1)  # (B*(L-1),)
+    return {"lm_loss": F.cross_entropy(shifted.float(), target, ignore_index=-100, label_smoothing=label_smoothing)}
+
+
+def alpha_ramp(step: int, ramp_steps: int, alpha: float) -> float:
+    """BLIP ramps the distillation weight linearly over the first epoch (ramp_steps)."""
+    if ramp_steps <= 0:
+        return alpha
+    return alpha * min(1.0, step / ramp_steps)

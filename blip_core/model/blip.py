@@ -1,0 +1,275 @@
+"""BLIP models: retrieval/filter (ITC + ITM), pre-training (ITC + ITM + LM), captioner (LM).
+
+References:
+- BLIP paper Sec. 3 (architecture and objectives) and Sec. 3.3 (CapFilt: the captioner and the
+  filter are both initialised from the pre-trained model and fine-tuned on COCO).
+- salesforce/BLIP models/blip_pretrain.py, blip_retrieval.py, blip.py (BLIP_Decoder).
+
+Structure: `BlipRetrieval` owns the vision encoder, a MED with cross-attention, the ITC projections,
+the ITM head, momentum copies and feature queues. `BlipPretrain` is the same model whose MED also
+has a decoder self-attention and an LM head: encoder and decoder share every other parameter
+(the paper's Table 3 setting; shared = the same tensors). `BlipCaptioner` is a vision encoder plus
+a decoder-mode MED with an LM head. `split_pretrain_state` turns a pre-training state into the
+captioner and the filter.
+
+Shapes: B batch, N image tokens, Dv vision width, L text tokens, D text width, E embed dim,
+Q queue length, V vocab.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blip_core.config import ModelConfig
+from blip_core.distributed import all_gather_no_grad
+from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_hard_negatives
+from blip_core.model.med import MED
+from blip_core.model.vision import create_vision_encoder, encode_image
+
+TEMP_MIN, TEMP_MAX = 0.001, 0.5
+
+
+def _with_first_token(input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
+    ids = input_ids.clone()
+    ids[:, 0] = token_id
+    return ids
+
+
+class BlipRetrieval(nn.Module):
+    """Image-text retrieval model; fine-tuned on clean pairs it is CapFilt's filter."""
+
+    def __init__(self, cfg: ModelConfig, *, decoder: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        vw, d, e = cfg.vision.width, cfg.text.hidden_size, cfg.embed_dim
+        self.visual_encoder = create_vision_encoder(cfg.vision)
+        self.text = MED(cfg.text, vw, cross_attention=True, decoder_self_attention=decoder, lm_head=decoder)
+        self.vision_proj = nn.Linear(vw, e)
+        self.text_proj = nn.Linear(d, e)
+        self.itm_head = nn.Linear(d, 2)
+        for head in (self.vision_proj, self.text_proj, self.itm_head):
+            nn.init.normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+        self.temp = nn.Parameter(torch.tensor(cfg.temp))
+        # momentum encoders: EMA copies used only without gradients (the text copy needs no
+        # cross-attention, decoder or LM head: it only runs in "text" mode)
+        self.visual_encoder_m = copy.deepcopy(self.visual_encoder)
+        self.text_m = MED(cfg.text, vw, cross_attention=False)
+        self.text_m.load_state_dict(self.text.state_dict(), strict=False)
+        self.vision_proj_m = copy.deepcopy(self.vision_proj)
+        self.text_proj_m = copy.deepcopy(self.text_proj)
+        for p in self._momentum_params(momentum=True):
+            p.requires_grad_(False)
+        q = cfg.queue_size
+        self.register_buffer("image_queue", F.normalize(torch.randn(e, q), dim=0))  # (E, Q)
+        self.register_buffer("text_queue", F.normalize(torch.randn(e, q), dim=0))  # (E, Q)
+        self.register_buffer("idx_queue", torch.full((q,), -100, dtype=torch.long))  # (Q,) image ids
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    # -- momentum and queues -------------------------------------------------------------------------
+    def _momentum_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        pairs = []
+        for online, mom in [
+            (self.visual_encoder, self.visual_encoder_m),
+            (self.vision_proj, self.vision_proj_m),
+            (self.text_proj, self.text_proj_m),
+        ]:
+            pairs += list(zip(online.parameters(), mom.parameters(), strict=True))
+        online_text = dict(self.text.named_parameters())
+        pairs += [(online_text[name], p) for name, p in self.text_m.named_parameters()]
+        return pairs
+
+    def _momentum_params(self, momentum: bool) -> list[nn.Parameter]:
+        return [p[1] if momentum else p[0] for p in self._momentum_pairs()]
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        m = self.cfg.momentum
+        online, mom = zip(*self._momentum_pairs(), strict=True)
+        torch._foreach_mul_(mom, m)
+        torch._foreach_add_(mom, online, alpha=1 - m)
+
+    @torch.no_grad()
+    def enqueue(self, image_feat_m: torch.Tensor, text_feat_m: torch.Tensor, image_ids: torch.Tensor) -> None:
+        """Write the global batch (gathered from all ranks) into the queues, ring-buffer style."""
+        image_feat_m, text_feat_m = all_gather_no_grad(image_feat_m), all_gather_no_grad(text_feat_m)
+        image_ids = all_gather_no_grad(image_ids)
+        n, ptr = image_feat_m.shape[0], int(self.queue_ptr)
+        assert self.cfg.queue_size % n == 0, "queue size must be divisible by the global batch (config check)"
+        self.image_queue[:, ptr : ptr + n] = image_feat_m.T
+        self.text_queue[:, ptr : ptr + n] = text_feat_m.T
+        self.idx_queue[ptr : ptr + n] = image_ids
+        self.queue_ptr.fill_((ptr + n) % self.cfg.queue_size)
+
+    # -- features --------------------------------------------------------------------------------------
+    def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
+        return encode_image(self.visual_encoder, images)  # (B, N, Dv)
+
+    def image_feat(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)  # (B, E)
+
+    def text_feat(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.text(input_ids, attention_mask, mode="text")  # (B, L, D)
+        return F.normalize(self.text_proj(h[:, 0]), dim=-1)  # (B, E)
+
+    def itm_logits(
+        self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, use_enc: bool = True
+    ) -> torch.Tensor:
+        """(Bi, N, Dv), (B, L) with B a multiple of Bi (image i pairs with text rows i*R..i*R+R-1) -> (B, 2).
+
+        `use_enc` puts `[ENC]` first as BLIP does; Hugging Face's port keeps `[CLS]` (use_enc=False).
+        """
+        ids = _with_first_token(input_ids, self.cfg.text.enc_token_id) if use_enc else input_ids
+        h = self.text(ids, attention_mask, mode="multimodal", image_embeds=image_embeds)
+        return self.itm_head(h[:, 0])
+
+    @torch.no_grad()
+    def score(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        """CapFilt filter scores for (image, caption) pairs: ITM p(match) and ITC cosine.
+
+        One vision pass serves all captions of an image: pass each image once and its R captions as
+        consecutive rows (B = Bi * R).
+        """
+        R = input_ids.shape[0] // image_embeds.shape[0]
+        itm = self.itm_logits(image_embeds, input_ids, attention_mask).float().softmax(dim=-1)[:, 1]
+        img = self.image_feat(image_embeds).repeat_interleave(R, dim=0)  # (B, E)
+        txt = self.text_feat(input_ids, attention_mask)
+        return {"itm_prob": itm, "itc_cosine": (img * txt).sum(-1).float()}
+
+    # -- training ----------------------------------------------------------------------------------------
+    def forward(
+        self,
+        images: torch.Tensor,  # (B, 3, H, W)
+        input_ids: torch.Tensor,  # (B, L), [CLS] first
+        attention_mask: torch.Tensor,  # (B, L)
+        image_ids: torch.Tensor,  # (B,) int64; equal ids = same image
+        *,
+        alpha: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        image_embeds = self.image_embeds(images)
+        out = self._itc_itm(images, image_embeds, input_ids, attention_mask, image_ids, alpha, generator)
+        out["image_embeds"] = image_embeds
+        return out
+
+    def _itc_itm(self, images, image_embeds, input_ids, attention_mask, image_ids, alpha, generator) -> dict:
+        alpha = self.cfg.alpha if alpha is None else alpha
+        B = input_ids.shape[0]
+        with torch.no_grad():
+            self.temp.clamp_(TEMP_MIN, TEMP_MAX)
+        image_feat = self.image_feat(image_embeds)  # (B, E)
+        text_feat = self.text_feat(input_ids, attention_mask)  # (B, E)
+
+        # ITC against the batch and the momentum queues
+        with torch.no_grad():
+            self.momentum_update()
+            image_embeds_m = encode_image(self.visual_encoder_m, images)  # (B, N, Dv)
+            image_feat_m = F.normalize(self.vision_proj_m(image_embeds_m[:, 0]), dim=-1)  # (B, E)
+            h_m = self.text_m(input_ids, attention_mask, mode="text")
+            text_feat_m = F.normalize(self.text_proj_m(h_m[:, 0]), dim=-1)
+            image_feat_all = torch.cat([image_feat_m.T, self.image_queue.clone()], dim=1)  # (E, B+Q)
+            text_feat_all = torch.cat([text_feat_m.T, self.text_queue.clone()], dim=1)  # (E, B+Q)
+            ids_all = torch.cat([image_ids, self.idx_queue.clone()])  # (B+Q,)
+            targets = itc_targets(image_ids, ids_all)  # (B, B+Q)
+            sim_i2t_m = image_feat_m @ text_feat_all / self.temp
+            sim_t2i_m = text_feat_m @ image_feat_all / self.temp
+        sim_i2t = image_feat @ text_feat_all / self.temp  # (B, B+Q)
+        sim_t2i = text_feat @ image_feat_all / self.temp  # (B, B+Q)
+        out = itc_loss(sim_i2t, sim_t2i, targets, sim_i2t_m, sim_t2i_m, alpha)
+        self.enqueue(image_feat_m, text_feat_m, image_ids)
+
+        # ITM: positives + one hard negative text per image and one hard negative image per text
+        with torch.no_grad():
+            same = image_ids[:, None] == image_ids[None, :]  # (B, B)
+            neg_img, ok_t = sample_hard_negatives(sim_t2i[:, :B], same, generator)
+            neg_txt, ok_i = sample_hard_negatives(sim_i2t[:, :B], same, generator)
+        rows_t, rows_i = ok_t.nonzero().squeeze(1), ok_i.nonzero().squeeze(1)
+        ids_all_itm = torch.cat([input_ids, input_ids[rows_t], input_ids[neg_txt[rows_i]]])
+        mask_all = torch.cat([attention_mask, attention_mask[rows_t], attention_mask[neg_txt[rows_i]]])
+        img_all = torch.cat([image_embeds, image_embeds[neg_img[rows_t]], image_embeds[rows_i]])
+        logits = self.itm_logits(img_all, ids_all_itm, mask_all)  # (B + n_t + n_i, 2)
+        labels = torch.cat([torch.ones(B, dtype=torch.long), torch.zeros(logits.shape[0] - B, dtype=torch.long)])
+        out |= itm_loss(logits, labels.to(logits.device))
+        out |= {
+            "itm_logits": logits,
+            "itm_labels": labels,
+            "sim_i2t": sim_i2t.detach(),
+            "num_no_negative": (~ok_t).sum() + (~ok_i).sum(),
+            "temp": self.temp.detach(),
+        }
+        return out
+
+
+class BlipPretrain(BlipRetrieval):
+    """Pre-training model: ITC + ITM + LM. The MED has a second (decoder) self-attention and an LM
+    head; every other text parameter is shared between the encoder and the decoder."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg, decoder=True)
+
+    def forward(self, images, input_ids, attention_mask, image_ids, *, alpha=None, generator=None):
+        out = super().forward(images, input_ids, attention_mask, image_ids, alpha=alpha, generator=generator)
+        # LM: [DEC] replaces [CLS]; padding is not predicted
+        dec_ids = _with_first_token(input_ids, self.cfg.text.bos_token_id)
+        labels = dec_ids.masked_fill(attention_mask == 0, -100)
+        h = self.text(dec_ids, attention_mask, mode="decoder", image_embeds=out["image_embeds"])
+        logits = self.text.logits(h)  # (B, L, V)
+        out |= lm_loss(logits, labels, self.cfg.text.label_smoothing)
+        out["lm_logits"] = logits
+        return out
+
+
+class BlipCaptioner(nn.Module):
+    """Image-grounded decoder: vision encoder + decoder-mode MED + LM head. Generation lives in
+    `blip_core.model.generate`."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.visual_encoder = create_vision_encoder(cfg.vision)
+        self.text = MED(cfg.text, cfg.vision.width, cross_attention=True, lm_head=True)
+
+    def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
+        return encode_image(self.visual_encoder, images)  # (B, N, Dv)
+
+    def forward(
+        self,
+        images: torch.Tensor,  # (B, 3, H, W)
+        input_ids: torch.Tensor,  # (B, L): [CLS] prompt caption [SEP] padding
+        attention_mask: torch.Tensor,  # (B, L)
+        *,
+        prompt_length: int = 0,
+        image_embeds: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """LM loss on the caption; the prompt tokens (including [DEC]) are not trained on, as BLIP."""
+        if image_embeds is None:
+            image_embeds = self.image_embeds(images)
+        dec_ids = _with_first_token(input_ids, self.cfg.text.bos_token_id)
+        labels = dec_ids.masked_fill(attention_mask == 0, -100)
+        labels[:, :prompt_length] = -100
+        logits = self.text.logits(self.text(dec_ids, attention_mask, mode="decoder", image_embeds=image_embeds))
+        return lm_loss(logits, labels, self.cfg.text.label_smoothing) | {"lm_logits": logits}
+
+
+def split_pretrain_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """Pre-training state -> (captioner state, retrieval/filter state).
+
+    The captioner takes the vision encoder, the shared text parameters, the *decoder* self-attention
+    (renamed to the captioner's only self-attention) and the LM head. The filter takes everything
+    but the decoder self-attention and LM head (momentum encoders and queues included).
+    """
+    cap, ret = {}, {}
+    for k, v in state.items():
+        if ".attention_dec." in k or k.startswith("text.lm_head."):
+            continue
+        ret[k] = v
+    for k, v in state.items():
+        if k.startswith("visual_encoder."):
+            cap[k] = v
+        elif k.startswith("text.") and ".attention." not in k:
+            cap[k.replace(".attention_dec.", ".attention.")] = v
+    return cap, ret

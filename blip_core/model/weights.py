@@ -1,0 +1,378 @@
+"""Weights: our format, official salesforce/BLIP checkpoints, and Hugging Face BLIP.
+
+- Ours: a directory with `model.safetensors`, `config.json` (`kind` + the ModelConfig) and the
+  tokenizer in `tokenizer/`, so a checkpoint directory is self-contained.
+- Official BLIP (`model_base.pth`, `model_base_capfilt_large.pth`, `model_base_caption_capfilt_large.pth`,
+  `model_base_retrieval_coco.pth`, ...): `torch.load(weights_only=True)`, key mapping, position
+  embedding resize (BLIP pre-trains at 224 and fine-tunes at 384).
+- Hugging Face: `BlipForConditionalGeneration` (captioner) and `BlipForImageTextRetrieval` (filter)
+  directories in, and our captioner/filter out as directories that transformers loads.
+
+Our vision keys are timm's (identical to BLIP's ViT); text keys are BERT's, so mapping is mostly
+prefix renaming. The state-dict adapters are plain functions over dicts (torchtitan's
+state_dict_adapter idea), tested against each other and against live HF models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_model
+from torch import nn
+
+from blip_core.config import ModelConfig
+from blip_core.model.blip import BlipCaptioner, BlipPretrain, BlipRetrieval
+from blip_core.model.vision import resize_pos_embed
+
+logger = logging.getLogger(__name__)
+
+KINDS: dict[str, type[nn.Module]] = {"pretrain": BlipPretrain, "captioner": BlipCaptioner, "retrieval": BlipRetrieval}
+FORMAT_VERSION = 1
+
+
+def kind_of(model: nn.Module) -> str:
+    for name, cls in KINDS.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"not a BLIP model: {type(model).__name__}")
+
+
+def create_model(kind: str, cfg: ModelConfig) -> nn.Module:
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    return KINDS[kind](cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# our format
+
+
+def save_pretrained(model: nn.Module, out_dir: str | Path, *, tokenizer=None) -> Path:
+    """Write model.safetensors + config.json (+ tokenizer/) atomically enough: files are renamed in."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "model.safetensors.tmp"
+    save_model(model, str(tmp))  # handles the tied LM head / shared tensors
+    tmp.replace(out_dir / "model.safetensors")
+    meta = {"format_version": FORMAT_VERSION, "kind": kind_of(model), "model": model.cfg.to_dict()}
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir / "tokenizer")
+        meta["model"]["tokenizer"] = "tokenizer"
+    (out_dir / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return out_dir
+
+
+def read_config(path: str | Path) -> tuple[str, ModelConfig]:
+    path = Path(path)
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"not a model directory (no config.json): {path}")
+    meta = json.loads(cfg_path.read_text())
+    if "kind" not in meta or "model" not in meta:
+        raise ValueError(f"{cfg_path} is not one of our checkpoints (needs 'kind' and 'model')")
+    cfg = ModelConfig.from_dict(meta["model"])
+    if cfg.tokenizer and not Path(cfg.tokenizer).is_absolute():
+        cfg.tokenizer = str(path / cfg.tokenizer)
+    return meta["kind"], cfg
+
+
+def load_pretrained(path: str | Path, *, kind: str | None = None, map_location: str = "cpu") -> nn.Module:
+    """Load one of our checkpoint directories. With `kind` differing from the saved kind, a
+    pre-training checkpoint is split into the captioner or the filter."""
+    saved_kind, cfg = read_config(path)
+    state = load_file(str(Path(path) / "model.safetensors"), device=map_location)
+    kind = kind or saved_kind
+    if kind != saved_kind:
+        if saved_kind != "pretrain":
+            raise ValueError(f"cannot turn a {saved_kind} checkpoint into a {kind}")
+        from blip_core.model.blip import split_pretrain_state
+
+        cap, ret = split_pretrain_state(state)
+        state = cap if kind == "captioner" else ret
+    model = create_model(kind, cfg)
+    _load_strict(model, state, ignore_missing=())
+    return model
+
+
+def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], ignore_missing: tuple[str, ...]) -> None:
+    """load_state_dict that allows only the listed missing prefixes and no unexpected keys."""
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(ignore_missing)]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"checkpoint does not fit {type(model).__name__}: missing {missing[:8]}"
+            f"{'...' if len(missing) > 8 else ''}, unexpected {result.unexpected_keys[:8]}"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Hugging Face
+
+
+_HF_VISION = [
+    (r"^vision_model\.embeddings\.class_embedding$", "visual_encoder.cls_token"),
+    (r"^vision_model\.embeddings\.patch_embedding\.", "visual_encoder.patch_embed.proj."),
+    (r"^vision_model\.embeddings\.position_embedding$", "visual_encoder.pos_embed"),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.layer_norm1\.", r"visual_encoder.blocks.\1.norm1."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.layer_norm2\.", r"visual_encoder.blocks.\1.norm2."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.qkv\.", r"visual_encoder.blocks.\1.attn.qkv."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.projection\.", r"visual_encoder.blocks.\1.attn.proj."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.mlp\.", r"visual_encoder.blocks.\1.mlp."),
+    (r"^vision_model\.post_layernorm\.", "visual_encoder.norm."),
+]
+_HF_CAPTION_TEXT = [
+    (r"^text_decoder\.bert\.", "text."),
+    (r"^text_decoder\.cls\.predictions\.transform\.", "text.lm_head.transform."),
+    (r"^text_decoder\.cls\.predictions\.bias$", "text.lm_head.bias"),
+]
+_HF_RETRIEVAL_TEXT = [
+    (r"^text_encoder\.", "text."),
+    (r"^(vision_proj|text_proj|itm_head)\.", r"\1."),
+]
+# the inverse direction (ours -> HF); order matters where prefixes overlap
+_HF_VISION_INV = [
+    (r"^visual_encoder\.cls_token$", "vision_model.embeddings.class_embedding"),
+    (r"^visual_encoder\.patch_embed\.proj\.", "vision_model.embeddings.patch_embedding."),
+    (r"^visual_encoder\.pos_embed$", "vision_model.embeddings.position_embedding"),
+    (r"^visual_encoder\.blocks\.(\d+)\.norm1\.", r"vision_model.encoder.layers.\1.layer_norm1."),
+    (r"^visual_encoder\.blocks\.(\d+)\.norm2\.", r"vision_model.encoder.layers.\1.layer_norm2."),
+    (r"^visual_encoder\.blocks\.(\d+)\.attn\.qkv\.", r"vision_model.encoder.layers.\1.self_attn.qkv."),
+    (r"^visual_encoder\.blocks\.(\d+)\.attn\.proj\.", r"vision_model.encoder.layers.\1.self_attn.projection."),
+    (r"^visual_encoder\.blocks\.(\d+)\.mlp\.", r"vision_model.encoder.layers.\1.mlp."),
+    (r"^visual_encoder\.norm\.", "vision_model.post_layernorm."),
+]
+_HF_CAPTION_TEXT_INV = [
+    (r"^text\.lm_head\.transform\.", "text_decoder.cls.predictions.transform."),
+    (r"^text\.lm_head\.bias$", "text_decoder.cls.predictions.bias"),
+    (r"^text\.", "text_decoder.bert."),
+]
+_HF_RETRIEVAL_TEXT_INV = [(r"^text\.", "text_encoder."), (r"^(vision_proj|text_proj|itm_head)\.", r"\1.")]
+_HF_SKIP = re.compile(r"(cls\.predictions\.decoder\.|position_ids$|embeddings\.token_type|text_encoder\.pooler\.)")
+
+
+def _rename(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], skip: re.Pattern) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        if skip.search(k):
+            continue
+        for pat, rep in rules:
+            new, n = re.subn(pat, rep, k)
+            if n:
+                out[new] = v
+                break
+        else:
+            raise ValueError(f"unmapped checkpoint key: {k}")
+    return out
+
+
+def hf_config_to_ours(hf_config, *, tokenizer_dir: str = "") -> ModelConfig:
+    """A ModelConfig equal to a transformers BlipConfig (vision LayerNorm eps included)."""
+    from blip_core.config import TextConfig, VisionConfig
+
+    v, t = hf_config.vision_config, hf_config.text_config
+    vision = VisionConfig(
+        image_size=v.image_size, patch_size=v.patch_size, width=v.hidden_size, depth=v.num_hidden_layers,
+        num_heads=v.num_attention_heads, mlp_ratio=v.intermediate_size / v.hidden_size, layer_norm_eps=v.layer_norm_eps,
+    )  # fmt: skip
+    text = TextConfig(
+        vocab_size=t.vocab_size, hidden_size=t.hidden_size, num_layers=t.num_hidden_layers,
+        num_heads=t.num_attention_heads, intermediate_size=t.intermediate_size,
+        max_position_embeddings=t.max_position_embeddings, layer_norm_eps=t.layer_norm_eps,
+        # HF's config has no [CLS]/[ENC] ids (its tokenizer has them): BERT's layout by default,
+        # replaced by the tokenizer's ids below when a tokenizer is given
+        pad_token_id=t.pad_token_id, cls_token_id=101 if t.vocab_size > 101 else 1,
+        sep_token_id=t.sep_token_id, bos_token_id=t.bos_token_id,
+        enc_token_id=t.bos_token_id + 1 if t.bos_token_id + 1 < t.vocab_size else 2,
+        label_smoothing=t.label_smoothing or 0.1, max_text_len=min(35, t.max_position_embeddings),
+    )  # fmt: skip
+    cfg = ModelConfig(vision=vision, text=text, embed_dim=hf_config.image_text_hidden_size, tokenizer=tokenizer_dir)
+    if tokenizer_dir:
+        from blip_core.model.tokenizer import load_tokenizer
+        from blip_core.presets import with_tokenizer
+
+        with_tokenizer(cfg, load_tokenizer(tokenizer_dir))
+    return cfg
+
+
+def ours_to_hf_config(cfg: ModelConfig):
+    from transformers import BlipConfig
+
+    v, t = cfg.vision, cfg.text
+    return BlipConfig(
+        vision_config={
+            "hidden_size": v.width, "intermediate_size": int(v.width * v.mlp_ratio), "num_hidden_layers": v.depth,
+            "num_attention_heads": v.num_heads, "image_size": v.image_size, "patch_size": v.patch_size,
+            "layer_norm_eps": v.layer_norm_eps,
+        },
+        text_config={
+            "vocab_size": t.vocab_size, "hidden_size": t.hidden_size, "encoder_hidden_size": v.width,
+            "intermediate_size": t.intermediate_size, "num_hidden_layers": t.num_layers,
+            "num_attention_heads": t.num_heads, "max_position_embeddings": t.max_position_embeddings,
+            "layer_norm_eps": t.layer_norm_eps, "bos_token_id": t.bos_token_id, "pad_token_id": t.pad_token_id,
+            "sep_token_id": t.sep_token_id, "eos_token_id": t.sep_token_id, "label_smoothing": t.label_smoothing,
+        },
+        image_text_hidden_size=cfg.embed_dim,
+    )  # fmt: skip
+
+
+def from_hf_state(state: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
+    """HF BLIP state dict -> ours (kind: captioner | retrieval)."""
+    rules = _HF_VISION + (_HF_CAPTION_TEXT if kind == "captioner" else _HF_RETRIEVAL_TEXT)
+    return _rename(state, rules, _HF_SKIP)
+
+
+def to_hf_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Our captioner or filter -> HF state dict (tied LM weights written out explicitly)."""
+    kind = kind_of(model)
+    if kind == "pretrain":
+        raise ValueError("export a captioner or a filter (split the pre-training checkpoint first)")
+    state = {k: v for k, v in model.state_dict().items() if "_m." not in k}  # no momentum copies in HF
+    state = {k: v for k, v in state.items() if k not in ("image_queue", "text_queue", "idx_queue", "queue_ptr", "temp")}
+    rules = _HF_VISION_INV + (_HF_CAPTION_TEXT_INV if kind == "captioner" else _HF_RETRIEVAL_TEXT_INV)
+    out = _rename(state, rules, re.compile(r"^$"))
+    if kind == "captioner":
+        out["text_decoder.cls.predictions.decoder.weight"] = state["text.embeddings.word_embeddings.weight"]
+        out["text_decoder.cls.predictions.decoder.bias"] = state["text.lm_head.bias"]
+    return out
+
+
+def load_hf(path_or_model: Any, *, tokenizer_dir: str = "") -> nn.Module:
+    """A transformers BlipForConditionalGeneration / BlipForImageTextRetrieval (object or local
+    directory) as our captioner / filter; momentum encoders start as copies (BLIP's copy_params)."""
+    import transformers
+
+    hf = path_or_model
+    if isinstance(path_or_model, str | Path):
+        path = Path(path_or_model)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"not a Hugging Face model directory (no config.json): {path}")
+        arch = (json.loads((path / "config.json").read_text()).get("architectures") or [""])[0]
+        if arch not in ("BlipForConditionalGeneration", "BlipForImageTextRetrieval"):
+            raise ValueError(f"{path}: unsupported architecture {arch!r} (captioning or retrieval BLIP expected)")
+        hf = getattr(transformers, arch).from_pretrained(str(path), local_files_only=True)
+        if not tokenizer_dir and (path / "tokenizer.json").is_file():
+            tokenizer_dir = str(path)
+    kind = "captioner" if type(hf).__name__ == "BlipForConditionalGeneration" else "retrieval"
+    cfg = hf_config_to_ours(hf.config, tokenizer_dir=tokenizer_dir)
+    model = create_model(kind, cfg)
+    state = from_hf_state(hf.state_dict(), kind)
+    _load_strict(model, state, ignore_missing=_MOMENTUM_AND_QUEUES)
+    if kind == "retrieval":
+        _copy_momentum(model)
+    return model
+
+
+def export_hf(model: nn.Module, out_dir: str | Path, *, tokenizer=None) -> Path:
+    """Write our captioner / filter as a Hugging Face directory that transformers loads."""
+    import transformers
+
+    kind = kind_of(model)
+    cls = transformers.BlipForConditionalGeneration if kind == "captioner" else transformers.BlipForImageTextRetrieval
+    hf = cls(ours_to_hf_config(model.cfg))
+    result = hf.load_state_dict(to_hf_state(model), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"HF export mismatch: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
+    hf.save_pretrained(str(out_dir))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out_dir))
+    return Path(out_dir)
+
+
+_MOMENTUM_AND_QUEUES = ("visual_encoder_m.", "text_m.", "vision_proj_m.", "text_proj_m.", "image_queue",
+                        "text_queue", "idx_queue", "queue_ptr", "temp")  # fmt: skip
+
+
+def _copy_momentum(model: BlipRetrieval) -> None:
+    with torch.no_grad():
+        for online, mom in model._momentum_pairs():
+            mom.copy_(online)
+
+
+# ------------------------------------------------------------------------------------------------
+# official salesforce/BLIP checkpoints
+
+
+def load_official_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The `model` dict of an official BLIP .pth, loaded without executing pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a BLIP state dict")
+    return state
+
+
+def from_official_state(state: dict[str, torch.Tensor], kind: str, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Official BLIP state -> ours for `kind` (pretrain | captioner | retrieval).
+
+    Pre-training checkpoints hold text_encoder, text_decoder (tied to the encoder except its
+    self-attention) and momentum copies; captioning checkpoints hold text_decoder only; retrieval
+    checkpoints hold text_encoder, momentum copies and queues (`ptr_queue`, `idx_queue`).
+    """
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.startswith(("visual_encoder.", "visual_encoder_m.")):
+            out[k] = v
+        elif k.startswith(("vision_proj", "text_proj", "itm_head")) or k == "temp":
+            if kind != "captioner":
+                out[k] = v
+        elif k.startswith("text_encoder.") and kind != "captioner":
+            out["text." + k[len("text_encoder.") :]] = v
+        elif k.startswith("text_encoder_m.") and kind != "captioner":
+            if ".crossattention." not in k:  # our momentum text encoder runs in text mode only
+                out["text_m." + k[len("text_encoder_m.") :]] = v
+        elif k.startswith("text_decoder.bert.encoder.layer.") and kind == "pretrain":
+            if ".attention." in k:  # the only decoder parameters not tied to the encoder
+                out["text." + k[len("text_decoder.bert.") :].replace(".attention.", ".attention_dec.")] = v
+        elif k.startswith("text_decoder.bert.") and kind == "captioner":
+            out["text." + k[len("text_decoder.bert.") :]] = v
+        elif k.startswith("text_decoder.cls.predictions.") and kind in ("pretrain", "captioner"):
+            rest = k[len("text_decoder.cls.predictions.") :]
+            if rest.startswith("transform."):
+                out["text.lm_head." + rest] = v
+            elif rest == "bias":
+                out["text.lm_head.bias"] = v
+        elif k in ("image_queue", "text_queue") and kind != "captioner":
+            out[k] = v
+        elif k in ("queue_ptr", "ptr_queue") and kind != "captioner":
+            out["queue_ptr"] = v.reshape(()).long()
+        elif k == "idx_queue" and kind != "captioner":
+            out["idx_queue"] = v.reshape(-1).long()
+    out = {k: v for k, v in out.items() if "position_ids" not in k}
+    # resolution change: resize patch position embeddings (e.g. 224 -> 384)
+    for key in ("visual_encoder.pos_embed", "visual_encoder_m.pos_embed"):
+        if key in out:
+            out[key] = resize_pos_embed(out[key], cfg.vision.num_patches)
+    if kind == "captioner":
+        out = {k: v for k, v in out.items() if not k.startswith("visual_encoder_m.")}
+    # queues of another length cannot be reused: start fresh ones (logged)
+    if "image_queue" in out and out["image_queue"].shape[1] != cfg.queue_size:
+        logger.warning("checkpoint queue length %d != model.queue_size %d: queues re-initialised",
+                       out["image_queue"].shape[1], cfg.queue_size)  # fmt: skip
+        for key in ("image_queue", "text_queue", "idx_queue", "queue_ptr"):
+            out.pop(key, None)
+    return out
+
+
+def load_official(path: str | Path, kind: str, cfg: ModelConfig) -> nn.Module:
+    """Build our `kind` model from an official BLIP .pth file."""
+    model = create_model(kind, cfg)
+    state = from_official_state(load_official_state(path), kind, cfg)
+    has_momentum = any(k.startswith("visual_encoder_m.") for k in state)
+    _load_strict(model, state, ignore_missing=_MOMENTUM_AND_QUEUES if not has_momentum else ("image_queue",
+                 "text_queue", "idx_queue", "queue_ptr"))  # fmt: skip
+    if kind != "captioner" and not has_momentum:
+        _copy_momentum(model)
+    return model
+
+
+def copy_tokenizer(src: str | Path, dst: str | Path) -> None:
+    shutil.copytree(src, dst, dirs_exist_ok=True)

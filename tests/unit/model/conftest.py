@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import micro_config
+
+from blip_core.config import ModelConfig
+
+
+@pytest.fixture
+def cfg() -> ModelConfig:
+    torch.manual_seed(0)
+    return micro_config()
