@@ -69,6 +69,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from flows.stages import stage_convert
+
+    _print(stage_convert(args.src, args.out, src_format=args.src_format, dst_format=args.to, kind=args.kind,
+                         preset=args.preset, tokenizer=args.tokenizer))  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blip",
@@ -105,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="also write the report as JSON (DVC metrics)")
     p.add_argument("--params", type=Path, default=None)
     p.set_defaults(func=_cmd_inspect)
+    p = sub.add_parser("convert", help="convert checkpoints: official BLIP .pth / HF dir / ours -> ours or HF")
+    p.add_argument("src", type=Path, help="checkpoint file (blip) or directory (hf, ours)")
+    p.add_argument("--from", dest="src_format", required=True, choices=["blip", "hf", "ours"])
+    p.add_argument("--to", default="ours", choices=["ours", "hf"])
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--kind",
+        choices=["pretrain", "captioner", "retrieval"],
+        default=None,
+        help="model to build (needed for official BLIP; splits a pre-training checkpoint of ours)",
+    )
+    p.add_argument("--preset", default="base", help="architecture of an official checkpoint: base or large")
+    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory to use and copy")
+    p.set_defaults(func=_cmd_convert)
     return parser
 
 

@@ -78,3 +78,44 @@ def stage_inspect(data_dirs: list[str | Path], *, params: str | Path | None = No
             "skipped": stats.by_reason(),
         }  # fmt: skip
     return out
+
+
+def stage_convert(
+    src: str | Path, out_dir: str | Path, *, src_format: str, dst_format: str = "ours", kind: str | None = None,
+    preset: str = "base", tokenizer: str | Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Convert checkpoints between our format, official salesforce/BLIP .pth files and HF directories.
+
+    - `blip`: needs `kind` (pretrain | captioner | retrieval), the architecture `preset` and a local
+      tokenizer directory (bert-base-uncased for official weights);
+    - `hf`: a BlipForConditionalGeneration / BlipForImageTextRetrieval directory;
+    - `ours`: one of our checkpoint directories (with `kind`, a pre-training checkpoint is split).
+    """
+    from blip_core.model import weights
+    from blip_core.model.tokenizer import load_tokenizer
+    from blip_core.presets import get_preset, with_tokenizer
+
+    tok = load_tokenizer(tokenizer) if tokenizer else None
+    if src_format == "blip":
+        if kind is None:
+            raise ValueError("converting an official BLIP checkpoint needs --kind (pretrain, captioner or retrieval)")
+        if tok is None:
+            raise ValueError("converting an official BLIP checkpoint needs --tokenizer (a local bert-base-uncased dir)")
+        cfg = with_tokenizer(get_preset(preset), tok)
+        model = weights.load_official(src, kind, cfg)
+    elif src_format == "hf":
+        model = weights.load_hf(src, tokenizer_dir=str(tokenizer or ""))
+    elif src_format == "ours":
+        model = weights.load_pretrained(src, kind=kind)
+    else:
+        raise ValueError(f"unknown source format {src_format!r} (blip, hf or ours)")
+    if tok is None and model.cfg.tokenizer:
+        tok = load_tokenizer(model.cfg.tokenizer)
+    if dst_format == "hf":
+        weights.export_hf(model, out_dir, tokenizer=tok)
+    elif dst_format == "ours":
+        weights.save_pretrained(model, out_dir, tokenizer=tok)
+    else:
+        raise ValueError(f"unknown target format {dst_format!r} (ours or hf)")
+    n = sum(p.numel() for p in model.parameters())
+    return {"kind": weights.kind_of(model), "out": str(out_dir), "format": dst_format, "parameters": n}

@@ -67,3 +67,27 @@ def test_user_errors_have_no_traceback(tmp_path):
     (tmp_path / "p.yaml").write_text("world:\n  num_wbe: 3\n")
     r = _run("world", "--out", str(tmp_path / "w"), "--params", str(tmp_path / "p.yaml"))
     assert r.returncode == 2 and "Unknown config key: world.num_wbe" in r.stderr
+
+
+def test_convert_cli_between_formats(tmp_path):
+    import torch
+    from helpers import micro_config
+
+    from blip_core.model.blip import BlipPretrain
+    from blip_core.model.weights import load_pretrained, save_pretrained
+
+    save_pretrained(BlipPretrain(micro_config()), tmp_path / "pre")
+    assert (
+        main(
+            ["convert", str(tmp_path / "pre"), "--from", "ours", "--kind", "captioner", "--out", str(tmp_path / "cap")]
+        )
+        == 0
+    )
+    assert main(["convert", str(tmp_path / "cap"), "--from", "ours", "--to", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "config.json").is_file()
+    assert main(["convert", str(tmp_path / "hf"), "--from", "hf", "--out", str(tmp_path / "back")]) == 0
+    a, b = load_pretrained(tmp_path / "cap"), load_pretrained(tmp_path / "back")
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    r = _run("convert", str(tmp_path / "x.pth"), "--from", "blip", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "needs --kind" in r.stderr

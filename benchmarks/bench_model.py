@@ -1,0 +1,144 @@
+"""Our BLIP vs Hugging Face's BLIP, identical config and weights, in one process.
+
+Prints ratios (ours / HF) for:
+1. beam-search captioning (beam 3, max 20, min 5), images/s; tokens are checked identical;
+2. ITM scoring, pairs/s, with one caption per image and CapFilt-style with R captions per image
+   (the web caption plus synthetic ones: we run the vision tower once per image, HF once per pair);
+3. a pre-training step (ITC + ITM + LM, forward + backward), with achieved FLOP/s against this
+   machine's measured fp32 matmul peak (HF has no BLIP pre-training model to compare with).
+
+Random-init weights (no download). Usage:
+    python benchmarks/bench_model.py [--preset base|tiny] [--batch 4] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from blip_core.model.blip import BlipPretrain
+from blip_core.model.generate import GenerationConfig, generate
+from blip_core.model.weights import export_hf, ours_to_hf_config
+from blip_core.presets import get_preset
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def matmul_peak(n: int = 2048, iters: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    dt = best_time(lambda: [a @ b for _ in range(iters)], 3)
+    return 2 * n**3 * iters / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="base")
+    ap.add_argument("--batch", type=int, default=4, help="images per captioning batch")
+    ap.add_argument("--pairs", type=int, default=16, help="pairs per ITM batch")
+    ap.add_argument("--captions-per-image", type=int, default=2)
+    ap.add_argument("--train-batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    cfg = get_preset(args.preset)
+    cfg.queue_size = args.train_batch * 4
+    print(f"preset {args.preset}: ViT {cfg.vision.depth}x{cfg.vision.width} @ {cfg.vision.image_size}px, "
+          f"MED {cfg.text.num_layers}x{cfg.text.hidden_size}; threads {torch.get_num_threads()}")  # fmt: skip
+    peak = matmul_peak()
+    print(f"measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+
+    import tempfile
+
+    import transformers
+
+    # --- build the same weights in both implementations -------------------------------------------
+    pre = BlipPretrain(cfg).eval()
+    from blip_core.model.blip import BlipCaptioner, BlipRetrieval, split_pretrain_state
+
+    cap_state, ret_state = split_pretrain_state(pre.state_dict())
+    cap, ret = BlipCaptioner(cfg).eval(), BlipRetrieval(cfg).eval()
+    cap.load_state_dict(cap_state)
+    ret.load_state_dict(ret_state)
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_cap = transformers.BlipForConditionalGeneration.from_pretrained(str(export_hf(cap, f"{tmp}/c"))).eval()
+        hf_ret = transformers.BlipForImageTextRetrieval.from_pretrained(str(export_hf(ret, f"{tmp}/r"))).eval()
+    assert ours_to_hf_config(cfg).text_config.hidden_size == hf_cap.config.text_config.hidden_size
+
+    S = cfg.vision.image_size
+    t = cfg.text
+    # --- 1. beam-search captioning -------------------------------------------------------------------
+    imgs = torch.randn(args.batch, 3, S, S)
+    prompt = torch.tensor([t.bos_token_id, 1000 % t.vocab_size, 1001 % t.vocab_size])
+    gcfg = GenerationConfig(method="beam", num_beams=3, max_length=20, min_length=5)
+    with torch.no_grad():
+        ours_tokens = generate(cap, cap.image_embeds(imgs), prompt, gcfg)
+        hf_prompt = torch.cat([prompt, torch.tensor([t.sep_token_id])])[None].repeat(args.batch, 1)
+        hf_tokens = hf_cap.generate(pixel_values=imgs, input_ids=hf_prompt, num_beams=3, max_length=20, min_length=5)
+        same = ours_tokens.tolist() == hf_tokens.tolist()
+        t_ours = best_time(lambda: generate(cap, cap.image_embeds(imgs), prompt, gcfg), args.repeats)
+        t_hf = best_time(
+            lambda: hf_cap.generate(pixel_values=imgs, input_ids=hf_prompt, num_beams=3, max_length=20, min_length=5),
+            args.repeats,
+        )
+    n = args.batch
+    print(f"\n1. beam-3 captioning, batch {n}, {ours_tokens.shape[1]} tokens (identical tokens: {same})")
+    print(f"   HF   {n / t_hf:7.2f} images/s\n   ours {n / t_ours:7.2f} images/s   ratio {t_hf / t_ours:.2f}x")
+
+    # --- 2. ITM scoring --------------------------------------------------------------------------------
+    P = args.pairs
+    ids = torch.randint(1000 % t.vocab_size, t.vocab_size, (P, 20))
+    ids[:, 0] = t.cls_token_id
+    mask = torch.ones_like(ids)
+    print(f"\n2. ITM scoring, {P} pairs of 20 tokens")
+    for R in (1, args.captions_per_image):
+        pix = torch.randn(P // R, 3, S, S)
+        pix_pairs = pix.repeat_interleave(R, dim=0)  # HF's API takes one image per pair
+        with torch.no_grad():
+            ref = hf_ret(input_ids=ids, attention_mask=mask, pixel_values=pix_pairs, use_itm_head=True).itm_score
+            got = ret.itm_logits(ret.image_embeds(pix), ids, mask, use_enc=False)
+            err = (ref - got).abs().max().item()
+            t_hf = best_time(lambda: hf_ret(input_ids=ids, attention_mask=mask, pixel_values=pix_pairs), args.repeats)
+            t_ours = best_time(lambda: ret.itm_logits(ret.image_embeds(pix), ids, mask), args.repeats)
+            t_score = best_time(lambda: ret.score(ret.image_embeds(pix), ids, mask), args.repeats)
+        print(f"   {R} caption(s)/image: HF {P / t_hf:6.2f} pairs/s | ours ITM {P / t_ours:6.2f} pairs/s "
+              f"(ratio {t_hf / t_ours:.2f}x, max |logit diff| {err:.1e}) | ours ITM+ITC {P / t_score:6.2f} pairs/s")  # fmt: skip
+
+    # --- 3. pre-training step ------------------------------------------------------------------------
+    B = args.train_batch
+    pre.train()
+    opt = torch.optim.AdamW([p for p in pre.parameters() if p.requires_grad], lr=1e-5)
+    imgs = torch.randn(B, 3, S, S)
+    ids = torch.randint(1000 % t.vocab_size, t.vocab_size, (B, 30))
+    ids[:, 0] = t.cls_token_id
+    mask = torch.ones_like(ids)
+    image_ids = torch.arange(B)
+
+    def train_step():
+        out = pre(imgs, ids, mask, image_ids)
+        loss = out["itc_loss"] + out["itm_loss"] + out["lm_loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as fc:
+        train_step()
+    flops = fc.get_total_flops()
+    dt = best_time(train_step, args.repeats)
+    print(f"\n3. pre-training step, batch {B} (ITC+ITM+LM, fwd+bwd+AdamW): {dt:.2f} s/step, "
+          f"{B / dt:.2f} images/s, {flops / 1e9:.0f} GFLOP -> {flops / dt / 1e9:.1f} GFLOP/s "
+          f"= {flops / dt / peak:.0%} of the measured matmul peak")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
