@@ -108,11 +108,14 @@ def main() -> None:
             ref = hf_ret(input_ids=ids, attention_mask=mask, pixel_values=pix_pairs, use_itm_head=True).itm_score
             got = ret.itm_logits(ret.image_embeds(pix), ids, mask, use_enc=False)
             err = (ref - got).abs().max().item()
-            t_hf = best_time(lambda: hf_ret(input_ids=ids, attention_mask=mask, pixel_values=pix_pairs), args.repeats)
-            t_ours = best_time(lambda: ret.itm_logits(ret.image_embeds(pix), ids, mask), args.repeats)
-            t_score = best_time(lambda: ret.score(ret.image_embeds(pix), ids, mask), args.repeats)
+            t_hf = best_time(
+                lambda pp=pix_pairs: hf_ret(input_ids=ids, attention_mask=mask, pixel_values=pp), args.repeats
+            )
+            t_ours = best_time(lambda p=pix: ret.itm_logits(ret.image_embeds(p), ids, mask), args.repeats)
+            t_score = best_time(lambda p=pix: ret.score(ret.image_embeds(p), ids, mask), args.repeats)
         print(f"   {R} caption(s)/image: HF {P / t_hf:6.2f} pairs/s | ours ITM {P / t_ours:6.2f} pairs/s "
-              f"(ratio {t_hf / t_ours:.2f}x, max |logit diff| {err:.1e}) | ours ITM+ITC {P / t_score:6.2f} pairs/s")  # fmt: skip
+              f"(ratio {t_hf / t_ours:.2f}x, max |logit diff| {err:.1e}) | "
+              f"ours ITM+ITC {P / t_score:6.2f} pairs/s")  # fmt: skip
 
     # --- 3. pre-training step ------------------------------------------------------------------------
     B = args.train_batch
