@@ -53,8 +53,10 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = get_preset(args.preset)
     cfg.queue_size = args.train_batch * 4
-    print(f"preset {args.preset}: ViT {cfg.vision.depth}x{cfg.vision.width} @ {cfg.vision.image_size}px, "
-          f"MED {cfg.text.num_layers}x{cfg.text.hidden_size}; threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"preset {args.preset}: ViT {cfg.vision.depth}x{cfg.vision.width} @ {cfg.vision.image_size}px, "
+        f"MED {cfg.text.num_layers}x{cfg.text.hidden_size}; threads {torch.get_num_threads()}"
+    )
     peak = matmul_peak()
     print(f"measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
 
@@ -113,9 +115,11 @@ def main() -> None:
             )
             t_ours = best_time(lambda p=pix: ret.itm_logits(ret.image_embeds(p), ids, mask), args.repeats)
             t_score = best_time(lambda p=pix: ret.score(ret.image_embeds(p), ids, mask), args.repeats)
-        print(f"   {R} caption(s)/image: HF {P / t_hf:6.2f} pairs/s | ours ITM {P / t_ours:6.2f} pairs/s "
-              f"(ratio {t_hf / t_ours:.2f}x, max |logit diff| {err:.1e}) | "
-              f"ours ITM+ITC {P / t_score:6.2f} pairs/s")  # fmt: skip
+        print(
+            f"   {R} caption(s)/image: HF {P / t_hf:6.2f} pairs/s | ours ITM {P / t_ours:6.2f} pairs/s "
+            f"(ratio {t_hf / t_ours:.2f}x, max |logit diff| {err:.1e}) | "
+            f"ours ITM+ITC {P / t_score:6.2f} pairs/s"
+        )
 
     # --- 3. pre-training step ------------------------------------------------------------------------
     B = args.train_batch
@@ -138,9 +142,11 @@ def main() -> None:
         train_step()
     flops = fc.get_total_flops()
     dt = best_time(train_step, args.repeats)
-    print(f"\n3. pre-training step, batch {B} (ITC+ITM+LM, fwd+bwd+AdamW): {dt:.2f} s/step, "
-          f"{B / dt:.2f} images/s, {flops / 1e9:.0f} GFLOP -> {flops / dt / 1e9:.1f} GFLOP/s "
-          f"= {flops / dt / peak:.0%} of the measured matmul peak")  # fmt: skip
+    print(
+        f"\n3. pre-training step, batch {B} (ITC+ITM+LM, fwd+bwd+AdamW): {dt:.2f} s/step, "
+        f"{B / dt:.2f} images/s, {flops / 1e9:.0f} GFLOP -> {flops / dt / 1e9:.1f} GFLOP/s "
+        f"= {flops / dt / peak:.0%} of the measured matmul peak"
+    )
 
 
 if __name__ == "__main__":

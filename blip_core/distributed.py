@@ -32,3 +32,22 @@ def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
 
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def init_distributed() -> bool:
+    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs,
+    gloo on CPU. Returns whether distributed mode is on."""
+    if is_dist():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def cleanup_distributed() -> None:
+    if is_dist():
+        dist.destroy_process_group()

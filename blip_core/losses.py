@@ -14,7 +14,10 @@ Shapes: B batch, Q queue length, E embed dim, V vocab.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+
+from blip_core.distributed import world_info
 
 
 def itc_targets(image_ids: torch.Tensor, image_ids_all: torch.Tensor) -> torch.Tensor:
@@ -68,10 +71,25 @@ def itm_loss(itm_logits: torch.Tensor, itm_labels: torch.Tensor) -> dict[str, to
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1) -> dict[str, torch.Tensor]:
     """Next-token cross-entropy with label smoothing. logits (B, L, V) predict labels (B, L) shifted
-    by one; -100 labels (padding, prompt) are ignored."""
+    by one; -100 labels (padding, prompt) are ignored.
+
+    The mean is over the tokens of the *global* batch: under DDP the token count is summed over
+    ranks (and multiplied back by the world size, which DDP's gradient averaging divides out), so
+    N processes give the same gradients as one process with the same global batch even when the
+    ranks hold different numbers of tokens.
+    """
     shifted = logits[:, :-1].reshape(-1, logits.shape[-1])  # (B*(L-1), V)
     target = labels[:, 1:].reshape(-1)  # (B*(L-1),)
-    return {"lm_loss": F.cross_entropy(shifted.float(), target, ignore_index=-100, label_smoothing=label_smoothing)}
+    total = F.cross_entropy(
+        shifted.float(), target, ignore_index=-100, label_smoothing=label_smoothing, reduction="sum"
+    )
+    count = (target != -100).sum()
+    world = world_info()[1]
+    if world > 1:
+        count = count.clone()
+        dist.all_reduce(count)
+        return {"lm_loss": total * world / count.clamp(min=1)}
+    return {"lm_loss": total / count.clamp(min=1)}
 
 
 def alpha_ramp(step: int, ramp_steps: int, alpha: float) -> float:

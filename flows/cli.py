@@ -69,11 +69,45 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from flows.stages import stage_train
+
+    summary = stage_train(
+        args.task,
+        args.data,
+        args.out,
+        params=args.params,
+        section=args.section,
+        preset=args.preset,
+        init=args.init,
+        tokenizer=args.tokenizer,
+        resume=args.resume,
+    )
+    _print({k: v for k, v in summary.items() if k != "read"})
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.stages import stage_evaluate
+
+    _print(stage_evaluate(args.model, args.data, args.out, params=args.params))
+    return 0
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from flows.stages import stage_convert
 
-    _print(stage_convert(args.src, args.out, src_format=args.src_format, dst_format=args.to, kind=args.kind,
-                         preset=args.preset, tokenizer=args.tokenizer))  # fmt: skip
+    _print(
+        stage_convert(
+            args.src,
+            args.out,
+            src_format=args.src_format,
+            dst_format=args.to,
+            kind=args.kind,
+            preset=args.preset,
+            tokenizer=args.tokenizer,
+        )
+    )
     return 0
 
 
@@ -113,6 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="also write the report as JSON (DVC metrics)")
     p.add_argument("--params", type=Path, default=None)
     p.set_defaults(func=_cmd_inspect)
+    p = sub.add_parser("train", help="pre-train or fine-tune (knobs from params.yaml)")
+    p.add_argument("--task", required=True, choices=["pretrain", "caption", "retrieval"])
+    p.add_argument("--data", nargs="+", required=True, type=Path, help="training shard folders")
+    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints/, model/, losses.jsonl)")
+    p.add_argument("--preset", default=None, help="model preset (overrides the params section): tiny, base, large")
+    p.add_argument("--init", type=Path, default=None, help="start from this checkpoint directory")
+    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory (from scratch)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--params", type=Path, default=None)
+    p.add_argument("--section", default=None, help="params section (default: pretrain / finetune_caption / ...)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="retrieval recall@k and captioning metrics -> one JSON file")
+    p.add_argument("--model", nargs="+", required=True, type=Path, help="checkpoint directories")
+    p.add_argument("--data", nargs="+", required=True, type=Path, help="evaluation split folders (test, novel, ...)")
+    p.add_argument("--out", required=True, type=Path, help="metrics JSON file")
+    p.add_argument("--params", type=Path, default=None)
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("convert", help="convert checkpoints: official BLIP .pth / HF dir / ours -> ours or HF")
     p.add_argument("src", type=Path, help="checkpoint file (blip) or directory (hf, ours)")
     p.add_argument("--from", dest="src_format", required=True, choices=["blip", "hf", "ours"])

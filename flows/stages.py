@@ -28,9 +28,13 @@ def _section(params: str | Path | None, name: str, cls):
 
 
 def stage_world(
-    out_dir: str | Path, *, params: str | Path | None = None, seed: int | None = None, scale: float | None = None,
+    out_dir: str | Path,
+    *,
+    params: str | Path | None = None,
+    seed: int | None = None,
+    scale: float | None = None,
     num_workers: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Generate the embedded image-caption world into `out_dir/<split>/`."""
     from blip_core.data.world import generate_world
 
@@ -74,16 +78,24 @@ def stage_inspect(data_dirs: list[str | Path], *, params: str | Path | None = No
         stats = ReadStats()
         num_captions = sum(len(s["captions"]) for s in iter_samples(d, stats=stats, reader_cfg=reader_cfg))
         out[Path(d).name] = {
-            "num_ok": stats.num_ok, "num_skipped": stats.num_skipped, "num_captions": num_captions,
+            "num_ok": stats.num_ok,
+            "num_skipped": stats.num_skipped,
+            "num_captions": num_captions,
             "skipped": stats.by_reason(),
-        }  # fmt: skip
+        }
     return out
 
 
 def stage_convert(
-    src: str | Path, out_dir: str | Path, *, src_format: str, dst_format: str = "ours", kind: str | None = None,
-    preset: str = "base", tokenizer: str | Path | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    src: str | Path,
+    out_dir: str | Path,
+    *,
+    src_format: str,
+    dst_format: str = "ours",
+    kind: str | None = None,
+    preset: str = "base",
+    tokenizer: str | Path | None = None,
+) -> dict[str, Any]:
     """Convert checkpoints between our format, official salesforce/BLIP .pth files and HF directories.
 
     - `blip`: needs `kind` (pretrain | captioner | retrieval), the architecture `preset` and a local
@@ -119,3 +131,88 @@ def stage_convert(
         raise ValueError(f"unknown target format {dst_format!r} (ours or hf)")
     n = sum(p.numel() for p in model.parameters())
     return {"kind": weights.kind_of(model), "out": str(out_dir), "format": dst_format, "parameters": n}
+
+
+TRAIN_SECTIONS = {"pretrain": "pretrain", "caption": "finetune_caption", "retrieval": "finetune_retrieval"}
+
+
+def stage_train(
+    task: str,
+    data_dirs: list[str | Path],
+    out_dir: str | Path,
+    *,
+    params: str | Path | None = None,
+    section: str | None = None,
+    preset: str | None = None,
+    init: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+    resume: bool = False,
+    metric_logger=None,
+) -> dict[str, Any]:
+    """Pre-train or fine-tune; the knobs come from params.yaml (section per task by default)."""
+    from blip_core.config import TrainConfig
+    from blip_core.presets import get_preset
+    from blip_core.train import run_training
+
+    if task not in TRAIN_SECTIONS:
+        raise ValueError(f"--task must be one of {', '.join(TRAIN_SECTIONS)}, got {task!r}")
+    cfg: TrainConfig = _section(params, section or TRAIN_SECTIONS[task], TrainConfig)
+    cfg.task = task
+    if preset is not None:
+        get_preset(preset)  # validates the name
+        cfg.preset = preset
+    return run_training(
+        cfg, data_dirs, out_dir, init=init, tokenizer=tokenizer, resume=resume, metric_logger=metric_logger
+    )
+
+
+def stage_evaluate(
+    model_dirs: list[str | Path],
+    data_dirs: list[str | Path],
+    out_file: str | Path,
+    *,
+    params: str | Path | None = None,
+    metric_logger=None,
+) -> dict[str, Any]:
+    """Evaluate captioners (COCO metrics + grounding) and filters/retrieval models (recall@k) on
+    each split; a pre-training checkpoint is evaluated as both. Writes one JSON file."""
+    import torch
+
+    from blip_core.config import EvalConfig
+    from blip_core.data.loader import load_eval_split
+    from blip_core.eval.captioning import evaluate_captioning
+    from blip_core.eval.retrieval import evaluate_retrieval
+    from blip_core.model import weights
+    from blip_core.model.tokenizer import TextProcessor, load_tokenizer
+    from blip_core.trainer import default_device
+
+    cfg: EvalConfig = _section(params, "evaluate", EvalConfig)
+    device = default_device()
+    results: dict[str, Any] = {}
+    predictions: dict[str, Any] = {}
+    for model_dir in model_dirs:
+        saved_kind, mcfg = weights.read_config(model_dir)
+        kinds = ["captioner", "retrieval"] if saved_kind == "pretrain" else [saved_kind]
+        processor = TextProcessor(load_tokenizer(mcfg.tokenizer), max_len=mcfg.text.max_text_len, prompt=mcfg.prompt)
+        for kind in kinds:
+            model = weights.load_pretrained(model_dir, kind=kind).to(device).eval()
+            for data_dir in data_dirs:
+                split = load_eval_split(data_dir, mcfg.vision.image_size, max_images=cfg.max_images)
+                name = Path(data_dir).name
+                with torch.no_grad():
+                    if kind == "captioner":
+                        metrics, preds = evaluate_captioning(model, split, processor, cfg, device)
+                        predictions[name] = preds
+                    else:
+                        metrics = evaluate_retrieval(model, split, processor, cfg, device)
+                results.setdefault(name, {}).update(metrics)
+                logger.info("%s %s on %s: %s", kind, model_dir, name, metrics)
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    if predictions:
+        out_file.with_name(out_file.stem + "_captions.json").write_text(json.dumps(predictions, indent=2) + "\n")
+    if metric_logger is not None:
+        flat = {f"eval/{split}_{k}": v for split, m in results.items() for k, v in m.items() if isinstance(v, float)}
+        metric_logger.log(flat, step=0)
+    return results

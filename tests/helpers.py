@@ -50,11 +50,23 @@ def tiny_world_config(**overrides) -> WorldConfig:
 def micro_config(**kw) -> ModelConfig:
     cfg = ModelConfig(
         vision=VisionConfig(image_size=32, patch_size=8, width=48, depth=2, num_heads=4),
-        text=TextConfig(vocab_size=120, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                        max_position_embeddings=64, max_text_len=32, pad_token_id=0, cls_token_id=2, sep_token_id=3,
-                        bos_token_id=5, enc_token_id=6),
-        embed_dim=16, queue_size=16,
-    )  # fmt: skip
+        text=TextConfig(
+            vocab_size=120,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            max_text_len=32,
+            pad_token_id=0,
+            cls_token_id=2,
+            sep_token_id=3,
+            bos_token_id=5,
+            enc_token_id=6,
+        ),
+        embed_dim=16,
+        queue_size=16,
+    )
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg

@@ -203,7 +203,7 @@ def import_coco(
             yield _Record(
                 make_key("coco", image_id), images_dir / im["file_name"], caps[image_id],
                 {"image_id": str(image_id), "file_name": im["file_name"]},
-            )  # fmt: skip
+            )
 
     write_records(records(), Path(out_dir), split=split, report=report, total=len(images), **kw)
     return report
@@ -231,7 +231,7 @@ def import_karpathy(
         by_split.setdefault(im["split"], []).append(
             _Record(make_key("coco", ident), images_root / rel, _clean_captions(raw) or [],
                     {"image_id": str(ident), "file_name": str(rel)})
-        )  # fmt: skip
+        )
     for split, recs in sorted(by_split.items()):
         write_records(iter(recs), Path(out_dir) / split, split=split, report=report, total=len(recs), **kw)
     return report
@@ -292,7 +292,7 @@ def index_img2dataset(folder: str | Path, *, reader_cfg: ReaderConfig | None = N
                     "source": str(s["meta"].get("source", "web")), "split": str(s["meta"].get("split", folder.name)),
                     "image_id": str(s["meta"].get("image_id", s["key"])),
                 }
-            )  # fmt: skip
+            )
         write_manifest(rows, manifest_path(folder, tar.stem))
         shards.append({"shard": tar.stem, "num_samples": len(rows), "num_captions": sum(r["num_captions"] for r in rows)})
         report.num_written += len(rows)

@@ -59,7 +59,7 @@ COUNT_WORDS: dict[int, tuple[str, ...]] = {1: ("a", "one"), 2: ("two",), 3: ("th
 COUNT_PARSE: dict[str, int] = {
     "a": 1, "an": 1, "one": 1, "1": 1, "two": 2, "2": 2, "three": 3, "3": 3, "four": 4, "4": 4,
     "five": 5, "5": 5, "six": 6, "6": 6,
-}  # fmt: skip
+}
 
 RELATIONS: tuple[str, ...] = ("left_of", "right_of", "above", "below", "next_to")
 RELATION_PHRASES: dict[str, tuple[str, ...]] = {
@@ -74,7 +74,7 @@ INVERSE_RELATION = {"left_of": "right_of", "right_of": "left_of", "above": "belo
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "striped", "checkered", "dotted", "noisy")
 BACKGROUND_TONES: tuple[tuple[int, int, int], ...] = (
     (128, 128, 128), (160, 150, 130), (110, 125, 140), (150, 165, 150), (140, 120, 130), (100, 100, 95),
-)  # fmt: skip
+)
 
 # Reverse maps used by the grounding parser.
 WORD_TO_COLOR = {syn: c for c, syns in COLOR_SYNONYMS.items() for syn in syns}
@@ -114,4 +114,4 @@ UNINFORMATIVE: tuple[str, ...] = (
     "image", "photo", "untitled", "picture", "no description available", "nice", "cool picture",
     "my favorite", "view", "untitled design", "thumbnail", "default image", "look at this", "wow",
     "new post", "artwork",
-)  # fmt: skip
+)

@@ -382,7 +382,7 @@ def web_caption(cfg: WorldConfig, index: int, scene: Scene) -> tuple[str, str, s
         text = template.format(
             n2=f"{rng.randrange(100):02d}", n4=f"{rng.randrange(10000):04d}", n5=f"{rng.randrange(100000):05d}",
             n6=f"{rng.randrange(1000000):06d}", site=rng.choice(lx.SPAM_SITES),
-        )  # fmt: skip
+        )
         return text, "spam", template
     if noise_type == "uninformative":
         return rng.choice(lx.UNINFORMATIVE), "uninformative", ""

@@ -31,6 +31,9 @@ from blip_core.model.med import MED
 from blip_core.model.vision import create_vision_encoder, encode_image
 
 TEMP_MIN, TEMP_MAX = 0.001, 0.5
+EMPTY_SLOT = -100
+"""idx_queue value of a never-written queue slot (masked out of ITC). Image ids are >= 0; -1 marks
+filled slots whose image is unknown (queues loaded from official BLIP pre-training checkpoints)."""
 
 
 def _with_first_token(input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
@@ -67,7 +70,7 @@ class BlipRetrieval(nn.Module):
         q = cfg.queue_size
         self.register_buffer("image_queue", F.normalize(torch.randn(e, q), dim=0))  # (E, Q)
         self.register_buffer("text_queue", F.normalize(torch.randn(e, q), dim=0))  # (E, Q)
-        self.register_buffer("idx_queue", torch.full((q,), -100, dtype=torch.long))  # (Q,) image ids
+        self.register_buffer("idx_queue", torch.full((q,), EMPTY_SLOT, dtype=torch.long))  # (Q,) image ids
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     # -- momentum and queues -------------------------------------------------------------------------
@@ -175,10 +178,13 @@ class BlipRetrieval(nn.Module):
             text_feat_all = torch.cat([text_feat_m.T, self.text_queue.clone()], dim=1)  # (E, B+Q)
             ids_all = torch.cat([image_ids, self.idx_queue.clone()])  # (B+Q,)
             targets = itc_targets(image_ids, ids_all)  # (B, B+Q)
-            sim_i2t_m = image_feat_m @ text_feat_all / self.temp
-            sim_t2i_m = text_feat_m @ image_feat_all / self.temp
-        sim_i2t = image_feat @ text_feat_all / self.temp  # (B, B+Q)
-        sim_t2i = text_feat @ image_feat_all / self.temp  # (B, B+Q)
+            # never-written queue slots (EMPTY_SLOT) hold random vectors: left in, a model trained from
+            # scratch learns the shortcut "batch vs random queue" and its features collapse
+            empty = (ids_all == EMPTY_SLOT).float() * -1e4  # (B+Q,)
+            sim_i2t_m = image_feat_m @ text_feat_all / self.temp + empty
+            sim_t2i_m = text_feat_m @ image_feat_all / self.temp + empty
+        sim_i2t = image_feat @ text_feat_all / self.temp + empty  # (B, B+Q)
+        sim_t2i = text_feat @ image_feat_all / self.temp + empty  # (B, B+Q)
         out = itc_loss(sim_i2t, sim_t2i, targets, sim_i2t_m, sim_t2i_m, alpha)
         self.enqueue(image_feat_m, text_feat_m, image_ids)
 

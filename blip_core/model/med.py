@@ -221,9 +221,9 @@ class MED(nn.Module):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """BERT initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+        """BERT initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorm."""
         if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, std=0.02)
+            nn.init.normal_(module.weight, std=self.cfg.initializer_range)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
         if isinstance(module, nn.LayerNorm):

@@ -9,6 +9,8 @@ Follows salesforce/BLIP `models/blip.py:init_tokenizer`.
 from __future__ import annotations
 
 import logging
+import string
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,31 +35,63 @@ def add_blip_tokens(tok: BertTokenizerFast) -> BertTokenizerFast:
     return tok
 
 
+def build_vocab(texts: Iterable[str], *, vocab_size: int, min_frequency: int) -> list[str]:
+    """A deterministic WordPiece vocabulary: special tokens, every character (word-initial and
+    `##` continuation), then whole words by frequency (ties alphabetical) up to `vocab_size`.
+
+    Deterministic on purpose: the `tokenizers` trainer breaks frequency ties in hash order, which
+    changes token ids between runs and makes `dvc repro` and golden losses unreproducible.
+    """
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    norm, pre = BertNormalizer(lowercase=True, strip_accents=True, clean_text=True), BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for t in texts:
+        counts.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
+    # every printable ASCII character is always in, so raw text never maps to [UNK]
+    chars = sorted({c for w in counts for c in w} | set(string.ascii_lowercase + string.digits + string.punctuation))
+    vocab = BERT_SPECIAL + [DEC_TOKEN, ENC_TOKEN] + chars + ["##" + c for c in chars]
+    seen = set(vocab)
+    for word, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size or n < min_frequency:
+            break
+        if word not in seen:
+            vocab.append(word)
+            seen.add(word)
+    return vocab
+
+
 def train_tokenizer(
     captions: Iterable[str], out_dir: str | Path, *, vocab_size: int = 1200, min_frequency: int = 2, max_words: int = 30
 ) -> BertTokenizerFast:
-    """Train a lower-cased WordPiece tokenizer on cleaned captions and save it to `out_dir`."""
-    from tokenizers import BertWordPieceTokenizer
+    """Build a lower-cased WordPiece tokenizer from cleaned captions and save it to `out_dir`."""
+    from tokenizers import Tokenizer, decoders
+    from tokenizers.models import WordPiece
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+    from tokenizers.processors import TemplateProcessing
 
     texts = [pre_caption(c, max_words) for c in captions]
     texts = [t for t in texts if t]
     if not texts:
         raise ValueError("cannot train a tokenizer on zero non-empty captions")
-    wp = BertWordPieceTokenizer(lowercase=True, strip_accents=True, clean_text=True)
-    wp.train_from_iterator(
-        texts,
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=BERT_SPECIAL + [DEC_TOKEN, ENC_TOKEN],
-        show_progress=False,
+    vocab = build_vocab(texts, vocab_size=vocab_size, min_frequency=min_frequency)
+    ids = {w: i for i, w in enumerate(vocab)}
+    wp = Tokenizer(WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=100))
+    wp.normalizer = BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+    wp.pre_tokenizer = BertPreTokenizer()
+    wp.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
+    wp.decoder = decoders.WordPiece(prefix="##")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = BertTokenizerFast(tokenizer_object=wp._tokenizer, do_lower_case=True, model_max_length=512)
+    tok = BertTokenizerFast(tokenizer_object=wp, do_lower_case=True, model_max_length=512)
     tok.pad_token, tok.unk_token, tok.cls_token, tok.sep_token, tok.mask_token = BERT_SPECIAL
     add_blip_tokens(tok)
     tok.save_pretrained(out_dir)
-    logger.info("trained WordPiece tokenizer (%d tokens) on %d captions -> %s", len(tok), len(texts), out_dir)
+    logger.info("built WordPiece tokenizer (%d tokens) from %d captions -> %s", len(tok), len(texts), out_dir)
     return tok
 
 

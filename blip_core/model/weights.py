@@ -177,20 +177,32 @@ def hf_config_to_ours(hf_config, *, tokenizer_dir: str = "") -> ModelConfig:
 
     v, t = hf_config.vision_config, hf_config.text_config
     vision = VisionConfig(
-        image_size=v.image_size, patch_size=v.patch_size, width=v.hidden_size, depth=v.num_hidden_layers,
-        num_heads=v.num_attention_heads, mlp_ratio=v.intermediate_size / v.hidden_size, layer_norm_eps=v.layer_norm_eps,
-    )  # fmt: skip
+        image_size=v.image_size,
+        patch_size=v.patch_size,
+        width=v.hidden_size,
+        depth=v.num_hidden_layers,
+        num_heads=v.num_attention_heads,
+        mlp_ratio=v.intermediate_size / v.hidden_size,
+        layer_norm_eps=v.layer_norm_eps,
+    )
     text = TextConfig(
-        vocab_size=t.vocab_size, hidden_size=t.hidden_size, num_layers=t.num_hidden_layers,
-        num_heads=t.num_attention_heads, intermediate_size=t.intermediate_size,
-        max_position_embeddings=t.max_position_embeddings, layer_norm_eps=t.layer_norm_eps,
+        vocab_size=t.vocab_size,
+        hidden_size=t.hidden_size,
+        num_layers=t.num_hidden_layers,
+        num_heads=t.num_attention_heads,
+        intermediate_size=t.intermediate_size,
+        max_position_embeddings=t.max_position_embeddings,
+        layer_norm_eps=t.layer_norm_eps,
         # HF's config has no [CLS]/[ENC] ids (its tokenizer has them): BERT's layout by default,
         # replaced by the tokenizer's ids below when a tokenizer is given
-        pad_token_id=t.pad_token_id, cls_token_id=101 if t.vocab_size > 101 else 1,
-        sep_token_id=t.sep_token_id, bos_token_id=t.bos_token_id,
+        pad_token_id=t.pad_token_id,
+        cls_token_id=101 if t.vocab_size > 101 else 1,
+        sep_token_id=t.sep_token_id,
+        bos_token_id=t.bos_token_id,
         enc_token_id=t.bos_token_id + 1 if t.bos_token_id + 1 < t.vocab_size else 2,
-        label_smoothing=t.label_smoothing or 0.1, max_text_len=min(35, t.max_position_embeddings),
-    )  # fmt: skip
+        label_smoothing=t.label_smoothing or 0.1,
+        max_text_len=min(35, t.max_position_embeddings),
+    )
     cfg = ModelConfig(vision=vision, text=text, embed_dim=hf_config.image_text_hidden_size, tokenizer=tokenizer_dir)
     if tokenizer_dir:
         from blip_core.model.tokenizer import load_tokenizer
@@ -206,19 +218,31 @@ def ours_to_hf_config(cfg: ModelConfig):
     v, t = cfg.vision, cfg.text
     return BlipConfig(
         vision_config={
-            "hidden_size": v.width, "intermediate_size": int(v.width * v.mlp_ratio), "num_hidden_layers": v.depth,
-            "num_attention_heads": v.num_heads, "image_size": v.image_size, "patch_size": v.patch_size,
+            "hidden_size": v.width,
+            "intermediate_size": int(v.width * v.mlp_ratio),
+            "num_hidden_layers": v.depth,
+            "num_attention_heads": v.num_heads,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
             "layer_norm_eps": v.layer_norm_eps,
         },
         text_config={
-            "vocab_size": t.vocab_size, "hidden_size": t.hidden_size, "encoder_hidden_size": v.width,
-            "intermediate_size": t.intermediate_size, "num_hidden_layers": t.num_layers,
-            "num_attention_heads": t.num_heads, "max_position_embeddings": t.max_position_embeddings,
-            "layer_norm_eps": t.layer_norm_eps, "bos_token_id": t.bos_token_id, "pad_token_id": t.pad_token_id,
-            "sep_token_id": t.sep_token_id, "eos_token_id": t.sep_token_id, "label_smoothing": t.label_smoothing,
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.hidden_size,
+            "encoder_hidden_size": v.width,
+            "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_layers,
+            "num_attention_heads": t.num_heads,
+            "max_position_embeddings": t.max_position_embeddings,
+            "layer_norm_eps": t.layer_norm_eps,
+            "bos_token_id": t.bos_token_id,
+            "pad_token_id": t.pad_token_id,
+            "sep_token_id": t.sep_token_id,
+            "eos_token_id": t.sep_token_id,
+            "label_smoothing": t.label_smoothing,
         },
         image_text_hidden_size=cfg.embed_dim,
-    )  # fmt: skip
+    )
 
 
 def from_hf_state(state: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
@@ -284,8 +308,17 @@ def export_hf(model: nn.Module, out_dir: str | Path, *, tokenizer=None) -> Path:
     return Path(out_dir)
 
 
-_MOMENTUM_AND_QUEUES = ("visual_encoder_m.", "text_m.", "vision_proj_m.", "text_proj_m.", "image_queue",
-                        "text_queue", "idx_queue", "queue_ptr", "temp")  # fmt: skip
+_MOMENTUM_AND_QUEUES = (
+    "visual_encoder_m.",
+    "text_m.",
+    "vision_proj_m.",
+    "text_proj_m.",
+    "image_queue",
+    "text_queue",
+    "idx_queue",
+    "queue_ptr",
+    "temp",
+)
 
 
 def _copy_momentum(model: BlipRetrieval) -> None:
@@ -353,10 +386,15 @@ def from_official_state(state: dict[str, torch.Tensor], kind: str, cfg: ModelCon
             out[key] = resize_pos_embed(out[key], cfg.vision.num_patches)
     if kind == "captioner":
         out = {k: v for k, v in out.items() if not k.startswith("visual_encoder_m.")}
+    if "image_queue" in out and "idx_queue" not in out:  # pre-training checkpoints: filled, ids unknown
+        out["idx_queue"] = torch.full((out["image_queue"].shape[1],), -1, dtype=torch.long)
     # queues of another length cannot be reused: start fresh ones (logged)
     if "image_queue" in out and out["image_queue"].shape[1] != cfg.queue_size:
-        logger.warning("checkpoint queue length %d != model.queue_size %d: queues re-initialised",
-                       out["image_queue"].shape[1], cfg.queue_size)  # fmt: skip
+        logger.warning(
+            "checkpoint queue length %d != model.queue_size %d: queues re-initialised",
+            out["image_queue"].shape[1],
+            cfg.queue_size,
+        )
         for key in ("image_queue", "text_queue", "idx_queue", "queue_ptr"):
             out.pop(key, None)
     return out
@@ -367,8 +405,13 @@ def load_official(path: str | Path, kind: str, cfg: ModelConfig) -> nn.Module:
     model = create_model(kind, cfg)
     state = from_official_state(load_official_state(path), kind, cfg)
     has_momentum = any(k.startswith("visual_encoder_m.") for k in state)
-    _load_strict(model, state, ignore_missing=_MOMENTUM_AND_QUEUES if not has_momentum else ("image_queue",
-                 "text_queue", "idx_queue", "queue_ptr"))  # fmt: skip
+    _load_strict(
+        model,
+        state,
+        ignore_missing=_MOMENTUM_AND_QUEUES
+        if not has_momentum
+        else ("image_queue", "text_queue", "idx_queue", "queue_ptr"),
+    )
     if kind != "captioner" and not has_momentum:
         _copy_momentum(model)
     return model

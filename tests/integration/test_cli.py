@@ -34,8 +34,19 @@ def test_world_cli_is_deterministic(tmp_path):
 
 def test_tokenizer_and_inspect_cli(tmp_path, capsys):
     assert main(["world", "--out", str(tmp_path / "w"), "--scale", "0.01"]) == 0
-    assert main(["tokenizer", "--data", str(tmp_path / "w" / "coco_train"), str(tmp_path / "w" / "web"),
-                 "--out", str(tmp_path / "tok")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "tokenizer",
+                "--data",
+                str(tmp_path / "w" / "coco_train"),
+                str(tmp_path / "w" / "web"),
+                "--out",
+                str(tmp_path / "tok"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "tok" / "tokenizer.json").is_file()
     capsys.readouterr()
     assert main(["inspect", str(tmp_path / "w" / "val")]) == 0

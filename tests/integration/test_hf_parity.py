@@ -19,13 +19,29 @@ BOS, PAD, SEP = 110, 0, 3
 
 def _hf_config() -> BlipConfig:
     return BlipConfig(
-        vision_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8),
-        text_config=dict(vocab_size=120, hidden_size=32, encoder_hidden_size=48, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
-                         bos_token_id=BOS, pad_token_id=PAD, sep_token_id=SEP, eos_token_id=SEP),
+        vision_config=dict(
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        ),
+        text_config=dict(
+            vocab_size=120,
+            hidden_size=32,
+            encoder_hidden_size=48,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            bos_token_id=BOS,
+            pad_token_id=PAD,
+            sep_token_id=SEP,
+            eos_token_id=SEP,
+        ),
         image_text_hidden_size=24,
-    )  # fmt: skip
+    )
 
 
 def _perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -95,8 +111,14 @@ def test_generate_matches_hf_tokens(captioners, method, eos_bias):
         hf.text_decoder.cls.predictions.bias[SEP] += eos_bias
         ours.text.lm_head.bias[SEP] += eos_bias
         try:
-            ref = hf.generate(pixel_values=imgs, input_ids=torch.tensor([[BOS, 7, 8, SEP]] * 4), max_length=20,
-                              min_length=5, num_beams=cfg.num_beams, do_sample=False)  # fmt: skip
+            ref = hf.generate(
+                pixel_values=imgs,
+                input_ids=torch.tensor([[BOS, 7, 8, SEP]] * 4),
+                max_length=20,
+                min_length=5,
+                num_beams=cfg.num_beams,
+                do_sample=False,
+            )
             got = generate(ours, ours.image_embeds(imgs), prompt, cfg)
         finally:
             hf.text_decoder.cls.predictions.bias[SEP] -= eos_bias

@@ -37,7 +37,7 @@ def test_import_coco(tmp_path):
             {"image_id": 4, "caption": "broken"}, {"image_id": 5, "caption": "file missing"},
             {"image_id": 2, "caption": "   "}, {"image_id": 99, "caption": "orphan"},
         ],
-    }  # fmt: skip
+    }
     (tmp_path / "captions.json").write_text(json.dumps(ann))
     out = tmp_path / "out"
     report = importers.import_coco(tmp_path / "captions.json", img, out)
@@ -48,7 +48,7 @@ def test_import_coco(tmp_path):
     assert report.num_written == 3 and report.num_captions == 4
     assert report.rejected_by_reason() == {
         "bad_image_entry": 1, "corrupt_image": 1, "empty_caption": 1, "missing_image": 1, "unknown_image_id": 1,
-    }  # fmt: skip
+    }
     reasons = {r["reason"]: r["record"] for r in _rejected(out)}
     assert reasons["missing_image"]["key"] == "coco-5"
     assert reasons["unknown_image_id"]["image_id"] == 99
@@ -66,7 +66,7 @@ def test_import_karpathy_splits(tmp_path):
             {"filepath": "val2014", "filename": "c.jpg", "split": "test", "cocoid": 12, "sentences": []},
             {"filepath": "val2014", "filename": "d.jpg", "split": "val", "cocoid": 13, "sentences": [{"raw": "y"}]},
         ]
-    }  # fmt: skip
+    }
     (tmp_path / "dataset_coco.json").write_text(json.dumps(data))
     report = importers.import_karpathy(tmp_path / "dataset_coco.json", tmp_path, tmp_path / "out")
     assert [s["captions"] for s in iter_samples(tmp_path / "out" / "train")] == [["one", "two"]]
@@ -97,7 +97,7 @@ def test_index_img2dataset_in_place(tmp_path):
     members = []
     for i in range(3):
         members += [(f"{i:09d}.jpg", jpeg_bytes()), (f"{i:09d}.txt", f"caption {i}".encode()),
-                    (f"{i:09d}.json", json.dumps({"key": f"{i:09d}", "caption": f"caption {i}", "url": "u"}).encode())]  # fmt: skip
+                    (f"{i:09d}.json", json.dumps({"key": f"{i:09d}", "caption": f"caption {i}", "url": "u"}).encode())]
     members += sample_members("000000009", image=b"broken")
     write_raw_tar(folder / "00000.tar", members)
     (folder / "00000.parquet").write_bytes(b"img2dataset's own parquet must stay untouched")

@@ -113,3 +113,13 @@ def test_presets_build_and_validate():
         micro_config().check_batch(5)
     micro_config().check_batch(8)
     assert get_preset("large").vision.grad_checkpointing and get_preset("base").vision.width == 768
+
+
+def test_empty_queue_slots_are_masked_out_of_itc(cfg):
+    """Never-written slots hold random vectors; they must not act as (easy) negatives."""
+    model = BlipRetrieval(cfg)
+    out = _step(model)
+    assert model.idx_queue[:4].tolist() == [0, 1, 2, 3] and (model.idx_queue[4:] == -100).all()
+    # the first call saw a fully empty queue: only the 4 in-batch columns carry probability
+    probs = out["sim_i2t"].softmax(dim=1)
+    assert torch.allclose(probs[:, :4].sum(1), torch.ones(4), atol=1e-5)

@@ -72,8 +72,10 @@ def test_encoder_decoder_share_everything_but_self_attention(cfg):
     assert sum(p.numel() for p in model.text.parameters() if id(p) in only_enc) == n_sa
     assert len(only_dec) == len(only_enc)
     # the LM head is tied to the word embeddings (no separate output matrix)
-    assert not any("lm_head" in n and p.shape == model.text.embeddings.word_embeddings.weight.shape
-                   for n, p in model.text.named_parameters())  # fmt: skip
+    assert not any(
+        "lm_head" in n and p.shape == model.text.embeddings.word_embeddings.weight.shape
+        for n, p in model.text.named_parameters()
+    )
 
 
 def test_decoder_uses_its_own_self_attention(cfg):

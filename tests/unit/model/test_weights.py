@@ -69,7 +69,7 @@ def test_load_official_pretrain_checkpoint(cfg, tmp_path):
     torch.save({"model": _official_pretrain_state(model), "epoch": 19}, tmp_path / "model_base.pth")
     loaded = load_official(tmp_path / "model_base.pth", "pretrain", cfg)
     _equal_states(model, loaded, skip=("idx_queue",))
-    assert (loaded.idx_queue == -100).all()  # pre-training checkpoints have no image-id queue
+    assert (loaded.idx_queue == -1).all()  # pre-training checkpoints: filled queue, image ids unknown
     # the same file gives the captioner (decoder self-attention) and the filter (encoder one)
     cap = load_official(tmp_path / "model_base.pth", "captioner", cfg)
     l0 = model.text.encoder.layer[0]

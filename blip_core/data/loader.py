@@ -1,0 +1,214 @@
+"""Training and evaluation data: shards -> (image tensor, caption tokens, image id) batches.
+
+Training pipeline (webdataset stages): shard list -> split by node -> split by worker -> tar
+expansion -> seeded shuffle -> decode (guarded) -> one item per caption -> seeded shuffle ->
+transform -> batch. Every random choice (shuffle order, crop) derives from (seed, epoch, rank,
+worker, sample key), so a run resumed mid-epoch sees exactly the batches it would have seen.
+
+Augmentation is deliberately mild: no horizontal flip (it would falsify "left of" captions) and no
+colour jitter (it would falsify colour words); a RandomResizedCrop with scale >= 0.85 keeps objects
+in view.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import webdataset as wds
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from blip_core.config import ReaderConfig
+from blip_core.data.reader import ReadStats, SampleDecoder, _drop_duplicate_keys, _track_shard
+from blip_core.data.shards import list_shards, read_manifests
+from blip_core.distributed import world_info
+
+# BLIP / CLIP normalisation
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def image_id_int(image_id: str) -> int:
+    """A stable 63-bit integer for an image id string (same image -> same int, across processes)."""
+    return int.from_bytes(hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "big") & ((1 << 63) - 1)
+
+
+def eval_transform(image, image_size: int) -> torch.Tensor:
+    """Resize to the model resolution (bicubic), to tensor, normalise."""
+    image = TF.resize(image, [image_size, image_size], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return TF.normalize(TF.to_tensor(image), MEAN, STD)
+
+
+class TrainTransform:
+    """Mild RandomResizedCrop whose randomness is a function of (seed, epoch, key): reproducible
+    whatever the number of workers and across resumes."""
+
+    def __init__(self, image_size: int, crop_scale_min: float, seed: int) -> None:
+        self.image_size, self.scale, self.seed = image_size, (crop_scale_min, 1.0), seed
+        self.epoch = 0
+
+    def __call__(self, image, key: str) -> torch.Tensor:
+        g = random.Random(f"{self.seed}/{self.epoch}/{key}")
+        w, h = image.size
+        area = w * h * g.uniform(*self.scale)
+        ratio = g.uniform(0.9, 1.1)
+        cw, ch = min(w, round((area * ratio) ** 0.5)), min(h, round((area / ratio) ** 0.5))
+        top, left = g.randint(0, h - ch), g.randint(0, w - cw)
+        image = TF.resized_crop(image, top, left, ch, cw, [self.image_size] * 2,
+                                interpolation=InterpolationMode.BICUBIC, antialias=True)
+        return TF.normalize(TF.to_tensor(image), MEAN, STD)
+
+
+def _expand_captions(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """One training pair per caption; all pairs of an image share its id (same-image aware losses)."""
+    for s in src:
+        for i, caption in enumerate(s["captions"]):
+            yield {"key": s["key"], "pair": f"{s['key']}/{i}", "image": s["image"], "caption": caption,
+                   "image_id": str(s["meta"].get("image_id", s["key"]))}
+
+
+def _seeded_shuffle(src, bufsize: int, seed: str) -> Iterator[Any]:
+    """webdataset's shuffle with an RNG seeded per (seed, rank, worker)."""
+    info = torch.utils.data.get_worker_info()
+    rng = random.Random(f"{seed}/{world_info()[0]}/{info.id if info else 0}")
+    yield from wds.filters._shuffle(src, bufsize, min(bufsize, 100), rng)
+
+
+def _split_samples(src, consumers: int, index_fn):
+    """Item-level split for when there are fewer shards than (ranks x workers): consumer c keeps
+    items c, c + consumers, ... so no pair is trained on by two consumers."""
+    me = index_fn()
+    for i, s in enumerate(src):
+        if i % consumers == me:
+            yield s
+
+
+def _consumer_index(num_workers: int) -> int:
+    info = torch.utils.data.get_worker_info()
+    return world_info()[0] * max(1, num_workers) + (info.id if info else 0)
+
+
+def _apply_transform(src, transform: TrainTransform):
+    for item in src:
+        item["tensor"] = transform(item.pop("image"), item["pair"])
+        yield item
+
+
+@dataclass
+class Collate:
+    """Stack images, tokenize captions (with the captioner prompt for the caption task)."""
+
+    processor: Any
+    prompt: bool = False
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        ids, mask = self.processor([it["caption"] for it in items], prompt=self.prompt)
+        return {
+            "images": torch.stack([it["tensor"] for it in items]),
+            "input_ids": ids,
+            "attention_mask": mask,
+            "image_ids": torch.tensor([image_id_int(it["image_id"]) for it in items], dtype=torch.long),
+            "keys": [it["pair"] for it in items],
+        }
+
+
+def count_pairs(dirs: list[str | Path]) -> int:
+    """Image-caption pairs in shard folders, from their manifests (no tar reads)."""
+    return int(sum(read_manifests(d)["num_captions"].sum() for d in dirs))
+
+
+class TrainData:
+    """Epochs of training batches over one or more shard folders.
+
+    Each rank gets whole shards (split by node, then by worker) and the stream repeats, so every
+    rank yields exactly `steps_per_epoch` batches of `batch_size` (drop-last semantics over the
+    global batch); `batches(epoch, skip)` restarts an epoch part-way for resume.
+    """
+
+    def __init__(self, dirs: list[str | Path], processor, *, batch_size: int, image_size: int, seed: int,
+                 crop_scale_min: float, shuffle_buffer: int, num_workers: int, prompt: bool = False,
+                 reader_cfg: ReaderConfig | None = None) -> None:
+        if not dirs:
+            raise ValueError("training needs at least one data directory")
+        self.urls = [str(p) for d in dirs for p in list_shards(d)]
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.shuffle_buffer = shuffle_buffer
+        self.num_pairs = count_pairs(dirs)
+        world = world_info()[1]
+        self.steps_per_epoch = self.num_pairs // (batch_size * world)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{self.num_pairs} training pairs are fewer than one global batch ({batch_size * world})")
+        self.transform = TrainTransform(image_size, crop_scale_min, seed)
+        self.collate = Collate(processor, prompt)
+        self.stats = ReadStats()
+        self.reader_cfg = reader_cfg
+
+    def _pipeline(self, epoch: int) -> wds.DataPipeline:
+        self.transform.epoch = epoch
+        stats = self.stats
+        consumers = world_info()[1] * max(1, self.num_workers)
+        shard_split = len(self.urls) >= consumers
+        stages: list[Any] = [wds.SimpleShardList(self.urls)]
+        if shard_split:
+            stages += [wds.split_by_node, wds.split_by_worker]
+        stages += [
+            functools.partial(_track_shard, stats=stats),
+            wds.tarfile_to_samples(handler=stats.handler),
+            functools.partial(_drop_duplicate_keys, stats=stats),
+        ]
+        if self.shuffle_buffer:
+            stages.append(functools.partial(_seeded_shuffle, bufsize=self.shuffle_buffer, seed=f"{self.seed}/{epoch}/raw"))
+        stages += [wds.map(SampleDecoder(stats, self.reader_cfg)), _expand_captions]
+        if not shard_split and consumers > 1:
+            # few shards: split the pair stream, so N ranks see exactly the pairs one process would
+            index_fn = functools.partial(_consumer_index, self.num_workers)
+            stages.append(functools.partial(_split_samples, consumers=consumers, index_fn=index_fn))
+        if self.shuffle_buffer:
+            stages.append(functools.partial(_seeded_shuffle, bufsize=4 * self.batch_size, seed=f"{self.seed}/{epoch}/pairs"))
+        stages += [functools.partial(_apply_transform, transform=self.transform),
+                   wds.batched(self.batch_size, collation_fn=self.collate, partial=False)]
+        return wds.DataPipeline(*stages).repeat()
+
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, Any]]:
+        """The batches of `epoch`, starting after the first `skip` (for resume)."""
+        pipe = self._pipeline(epoch)
+        if self.num_workers:
+            loader = torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=self.num_workers,
+                                                 persistent_workers=False)
+        else:
+            loader = pipe
+        return itertools.islice(iter(loader), skip, self.steps_per_epoch)
+
+
+@dataclass
+class EvalSplit:
+    """A whole evaluation split in memory: images, their captions, ground-truth scenes if any."""
+
+    keys: list[str]
+    images: torch.Tensor  # (N, 3, S, S)
+    captions: list[list[str]]
+    scenes: list[dict | None]
+
+
+def load_eval_split(folder: str | Path, image_size: int, *, max_images: int = 0) -> EvalSplit:
+    from blip_core.data.reader import iter_samples
+
+    keys, images, captions, scenes = [], [], [], []
+    for s in iter_samples(folder):
+        keys.append(s["key"])
+        images.append(eval_transform(s["image"], image_size))
+        captions.append(s["captions"])
+        scenes.append(s["meta"].get("gt", {}).get("scene"))
+        if max_images and len(keys) >= max_images:
+            break
+    if not keys:
+        raise ValueError(f"no readable samples in {folder}")
+    return EvalSplit(keys, torch.stack(images), captions, scenes)

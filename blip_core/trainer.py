@@ -1,0 +1,213 @@
+"""The training loop for the three tasks; no model code here.
+
+- pretrain / retrieval: model(images, ids, mask, image_ids, alpha, generator) -> ITC + ITM (+ LM)
+- caption:              model(images, ids, mask, prompt_length)              -> LM
+The total loss is the sum of every `*_loss` the model returns.
+
+Reproducibility: the hard-negative generator is re-seeded from (seed, step) every step, data order
+and augmentation derive from (seed, epoch, key), and checkpoints hold RNG states and the position
+in the epoch, so a resumed run continues sample-exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from blip_core.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from blip_core.config import TrainConfig
+from blip_core.data.loader import TrainData
+from blip_core.distributed import is_dist, is_main_process, world_info
+from blip_core.losses import alpha_ramp
+from blip_core.optim import create_optimizer, create_scheduler
+from blip_core.tracking import MetricLogger, NullLogger
+
+logger = logging.getLogger(__name__)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        data: TrainData,
+        out_dir: str | Path,
+        *,
+        prompt_length: int = 0,
+        metric_logger: MetricLogger | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        self.cfg, self.data, self.out_dir = cfg, data, Path(out_dir)
+        self.device = device or default_device()
+        self.model = model.to(self.device)
+        self.prompt_length = prompt_length
+        self.log = metric_logger or NullLogger()
+        self.steps_per_epoch = data.steps_per_epoch // cfg.grad_accum
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"train.grad_accum ({cfg.grad_accum}) exceeds the batches per epoch ({data.steps_per_epoch})"
+            )
+        total = self.steps_per_epoch * cfg.epochs
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        self.opt = create_optimizer(model, cfg)
+        self.sched = create_scheduler(self.opt, cfg, self.steps_per_epoch, self.total_steps)
+        self.forward_model: nn.Module = model
+        if is_dist():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        self.step = 0  # optimizer steps done
+        self.epoch = 0
+        self.batch_in_epoch = 0  # data batches consumed in the current epoch
+        self.history: list[dict[str, float]] = []
+
+    # -- checkpointing ----------------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "rng": rng_state(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+        }
+
+    def save(self) -> Path | None:
+        if not is_main_process():
+            return None
+        return save_checkpoint(self.ckpt_dir, self.state_dict(), self.step, self.cfg.keep_last)
+
+    def resume(self) -> bool:
+        """Continue from the latest checkpoint in out_dir, if any."""
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            return False
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        logger.info("resumed from %s (step %d, epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
+        return True
+
+    # -- one step -----------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()  # fp32 on CPU
+
+    def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        b = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with self._autocast():
+            if self.cfg.task == "caption":
+                return self.forward_model(
+                    b["images"], b["input_ids"], b["attention_mask"], prompt_length=self.prompt_length
+                )
+            ramp = int(self.cfg.alpha_ramp_epochs * self.steps_per_epoch)
+            gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + self.step)
+            return self.forward_model(
+                b["images"],
+                b["input_ids"],
+                b["attention_mask"],
+                b["image_ids"],
+                alpha=alpha_ramp(self.step, ramp, self.model.cfg.alpha),
+                generator=gen,
+            )
+
+    def train_step(self, batches: list[dict[str, Any]]) -> dict[str, float]:
+        """One optimizer step over `grad_accum` micro-batches."""
+        self.model.train()
+        sums: dict[str, float] = {}
+        for i, batch in enumerate(batches):
+            sync = i == len(batches) - 1 or not is_dist()
+            ctx = contextlib.nullcontext() if sync else self.forward_model.no_sync()
+            with ctx:
+                out = self._forward(batch)
+                losses = {k: v for k, v in out.items() if k.endswith("_loss")}
+                total = sum(losses.values())
+                (total / len(batches)).backward()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / len(batches)
+        if self.cfg.grad_clip:
+            sums["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        sums["lr"] = self.opt.param_groups[0]["lr"]
+        self.sched.step()
+        sums["loss"] = sum(v for k, v in sums.items() if k.endswith("_loss"))
+        if is_dist():  # log the global-batch values, not rank 0's share
+            keys = sorted(k for k in sums if k.endswith("loss"))
+            vals = torch.tensor([sums[k] for k in keys], device=self.device)
+            torch.distributed.all_reduce(vals)
+            sums |= dict(zip(keys, (vals / world_info()[1]).tolist()))
+        return sums
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        world = world_info()[1]
+        global_batch = cfg.batch_size * world * cfg.grad_accum
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc=f"train {cfg.task}",
+            unit="step",
+            disable=not is_main_process(),
+        )
+        losses_path = self.out_dir / "losses.jsonl"
+        start = time.perf_counter()
+        steps_this_run = 0
+        while self.step < self.total_steps:
+            it = self.data.batches(self.epoch, skip=self.batch_in_epoch)
+            while self.step < self.total_steps:
+                micro = list(itertools.islice(it, cfg.grad_accum))
+                if len(micro) < cfg.grad_accum:  # epoch exhausted
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                    break
+                self.batch_in_epoch += len(micro)
+                metrics = self.train_step(micro)
+                self.step += 1
+                steps_this_run += 1
+                self.history.append({"step": self.step, **metrics})
+                if is_main_process():
+                    with losses_path.open("a") as f:
+                        f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+                    ips = steps_this_run * global_batch / (time.perf_counter() - start)
+                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.1e}", img_s=f"{ips:.0f}")
+                    bar.update(1)
+                    if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                        self.log.log(
+                            {f"train/{k}": v for k, v in metrics.items()} | {"train/images_per_s": ips}, step=self.step
+                        )
+                if self.step % cfg.ckpt_every == 0:
+                    self.save()
+        bar.close()
+        self.save()
+        elapsed = time.perf_counter() - start
+        return {
+            "steps": self.step,
+            "epochs_done": self.epoch,
+            "seconds": elapsed,
+            "final": self.history[-1] if self.history else {},
+            "images_per_s": steps_this_run * global_batch / max(elapsed, 1e-9),
+        }
