@@ -177,14 +177,17 @@ def from_dict(cls: type[T], values: dict[str, Any], *, section: str) -> T:
         raise ValueError(f"params section '{section}' must be a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
+    built = {}
     for key, value in values.items():
         if key not in fields:
             raise ValueError(f"Unknown config key: {section}.{key} (known: {', '.join(sorted(fields))})")
-        if not _type_ok(value, hints[key]):
-            raise ValueError(
-                f"Wrong type for {section}.{key}: expected {hints[key]}, got {type(value).__name__} ({value!r})"
-            )
-    return cls(**values)
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):  # nested config section
+            value = from_dict(hint, value, section=f"{section}.{key}")
+        elif not _type_ok(value, hint):
+            raise ValueError(f"Wrong type for {section}.{key}: expected {hint}, got {type(value).__name__} ({value!r})")
+        built[key] = value
+    return cls(**built)
 
 
 def load_params_section(path: str | Path, section: str, cls: type[T]) -> T:
@@ -333,24 +336,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, section: str = "model") -> ModelConfig:
-        d = dict(d)
-        vision = from_dict(VisionConfig, d.pop("vision", {}), section=f"{section}.vision")
-        text = from_dict(TextConfig, d.pop("text", {}), section=f"{section}.text")
-        base = from_dict(_ModelScalars, d, section=section)
-        return cls(vision=vision, text=text, **{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
-
-
-@dataclass(kw_only=True, slots=True)
-class _ModelScalars:
-    """ModelConfig minus its nested parts, for type-checked loading."""
-
-    embed_dim: int = 256
-    queue_size: int = 57600
-    momentum: float = 0.995
-    alpha: float = 0.4
-    temp: float = 0.07
-    prompt: str = "a picture of "
-    tokenizer: str = ""
+        return from_dict(cls, d, section=section)
 
 
 # ------------------------------------------------------------------------------------------------
