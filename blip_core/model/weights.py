@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -415,7 +414,3 @@ def load_official(path: str | Path, kind: str, cfg: ModelConfig) -> nn.Module:
     if kind != "captioner" and not has_momentum:
         _copy_momentum(model)
     return model
-
-
-def copy_tokenizer(src: str | Path, dst: str | Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)
