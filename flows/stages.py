@@ -190,6 +190,7 @@ def stage_evaluate(
     device = default_device()
     results: dict[str, Any] = {}
     predictions: dict[str, Any] = {}
+    splits: dict[tuple[str, int], Any] = {}  # decoded once per (folder, resolution), shared by all models
     for model_dir in model_dirs:
         saved_kind, mcfg = weights.read_config(model_dir)
         kinds = ["captioner", "retrieval"] if saved_kind == "pretrain" else [saved_kind]
@@ -197,7 +198,10 @@ def stage_evaluate(
         for kind in kinds:
             model = weights.load_pretrained(model_dir, kind=kind).to(device).eval()
             for data_dir in data_dirs:
-                split = load_eval_split(data_dir, mcfg.vision.image_size, max_images=cfg.max_images)
+                key = (str(data_dir), mcfg.vision.image_size)
+                if key not in splits:
+                    splits[key] = load_eval_split(data_dir, mcfg.vision.image_size, max_images=cfg.max_images)
+                split = splits[key]
                 name = Path(data_dir).name
                 with torch.no_grad():
                     if kind == "captioner":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import random
 import logging
 import tarfile
 import threading
@@ -270,7 +271,7 @@ def build_pipeline(
     stages.append(wds.tarfile_to_samples(handler=stats.handler))
     stages.append(functools.partial(_drop_duplicate_keys, stats=stats))
     if shuffle_buffer:
-        stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=_seeded(seed)))
+        stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(seed)))
     stages.append(wds.map(SampleDecoder(stats, reader_cfg, keep_bytes=keep_bytes)))
     if transform is not None:
         stages.append(wds.map(transform))
@@ -285,12 +286,6 @@ def build_pipeline(
 
 def _as_list(batch: list[Any]) -> list[Any]:
     return list(batch)
-
-
-def _seeded(seed: int):
-    import random
-
-    return random.Random(seed)
 
 
 def iter_samples(

@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,6 @@ class ShardSummary:
     num_samples: int
     num_captions: int
     bytes: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,7 +87,6 @@ class ShardSummary:
             "num_samples": self.num_samples,
             "num_captions": self.num_captions,
             "bytes": self.bytes,
-            **self.extra,
         }
 
 

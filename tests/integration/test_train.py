@@ -105,6 +105,17 @@ def test_finetunes_from_pretrain_checkpoint(tiny_world, tokenizer_dir, tmp_path)
         assert s["steps"] == 2 and s["task"] == task
         expected = BlipCaptioner if task == "caption" else BlipRetrieval
         assert type(load_pretrained(tmp_path / task / "model")) is expected
+    # evaluation end to end: a pre-training checkpoint is scored as captioner and as filter
+    from flows.stages import stage_evaluate
+
+    params = tmp_path / "p.yaml"
+    params.write_text("evaluate:\n  batch_size: 4\n  k_test: 3\n  max_images: 6\n  max_length: 12\n")
+    res = stage_evaluate([pre / "model"], [tiny_world / "val"], tmp_path / "eval.json", params=params)
+    m = res["val"]
+    assert {"tr_r1", "ir_r1", "r_mean", "cider", "bleu4", "grounded_precision"} <= set(m)
+    assert all(0.0 <= m[k] <= 100.0 for k in ("tr_r1", "ir_r10", "r_mean"))
+    assert json.loads((tmp_path / "eval.json").read_text()) == res
+    assert len(json.loads((tmp_path / "eval_captions.json").read_text())["val"]) == 6
 
 
 def _blip(*args):
