@@ -303,6 +303,10 @@ class ModelConfig:
     """Weight of the momentum-distillation pseudo-targets in ITC."""
     temp: float = 0.07
     """Initial ITC temperature (learnable, clamped to [0.001, 0.5])."""
+    itc_online_batch: bool = False
+    """ITC in-batch columns use the online features (gradients through both towers, as CLIP) instead
+    of the momentum ones; the queue stays momentum features. BLIP's recipe (False) starts from
+    pre-trained towers; from scratch its text features collapse, so the `tiny` preset turns this on."""
     prompt: str = "a picture of "
     """Captioner prompt; its tokens are not trained on and are stripped from generated captions."""
     tokenizer: str = ""
@@ -430,3 +434,91 @@ class EvalConfig:
             raise ValueError("evaluate.min_length must be in [0, max_length]")
         if self.max_images < 0:
             raise ValueError("evaluate.max_images must be >= 0")
+
+
+CAPFILT_POLICIES = ("none", "filter", "captioner", "both", "clip_score")
+
+
+@dataclass(kw_only=True, slots=True)
+class CapFiltConfig:
+    """CapFilt (BLIP Sec. 3.3): caption the web pool, filter web and synthetic captions, select, reshard."""
+
+    num_captions: int = 1
+    """Synthetic captions per web image (nucleus sampling)."""
+    top_p: float = 0.9
+    max_length: int = 20
+    min_length: int = 5
+    repetition_penalty: float = 1.1
+    """BLIP's sampling setting (blip.py generate(sample=True))."""
+    caption_batch_size: int = 64
+    filter_batch_size: int = 64
+    seed: int = 0
+    policy: str = "both"
+    """none | filter | captioner | both | clip_score (the paper's 2x2 ablation plus a DataComp baseline)."""
+    threshold: float = 0.5
+    """Keep a caption when the filter's ITM p(match) is at least this."""
+    clip_keep_fraction: float = 0.3
+    """clip_score policy: keep this top fraction of web captions by ITC cosine (DataComp keeps 30%)."""
+
+    def __post_init__(self) -> None:
+        if self.num_captions < 1:
+            raise ValueError(f"capfilt.num_captions must be >= 1, got {self.num_captions}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"capfilt.top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_length <= self.max_length:
+            raise ValueError(f"capfilt.min_length ({self.min_length}) must be in [0, max_length]")
+        if self.caption_batch_size < 1 or self.filter_batch_size < 1:
+            raise ValueError("capfilt.caption_batch_size and filter_batch_size must be >= 1")
+        if self.policy not in CAPFILT_POLICIES:
+            raise ValueError(f"capfilt.policy must be one of {', '.join(CAPFILT_POLICIES)}, got {self.policy!r}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"capfilt.threshold must be in [0, 1], got {self.threshold}")
+        if not 0.0 < self.clip_keep_fraction <= 1.0:
+            raise ValueError(f"capfilt.clip_keep_fraction must be in (0, 1], got {self.clip_keep_fraction}")
+
+
+@dataclass(kw_only=True, slots=True)
+class ValidateConfig:
+    """Great Expectations gates on raw web shards and on CapFilt output (thresholds only)."""
+
+    min_caption_chars: int = 1
+    max_caption_chars: int = 300
+    max_url_rate: float = 0.05
+    max_html_rate: float = 0.05
+    max_filename_rate: float = 0.10
+    max_boilerplate_rate: float = 0.2
+    min_alpha_ratio: float = 0.6
+    """Mean share of letters among non-space characters."""
+    min_unique_caption_rate: float = 0.3
+    min_image_side: int = 16
+    min_decoded_rate: float = 0.99
+    keep_rate_min: float = 0.2
+    """Band for the CapFilt keep rate (kept web + synthetic captions over candidates)."""
+    keep_rate_max: float = 0.95
+    max_kept_noise: float = 0.25
+    """Upper bound on the ground-truth noise rate of kept captions (where the world's labels exist)."""
+    max_leaked_images: int = 0
+    """Evaluation images (val/test/novel) allowed in the pre-training pool, by content hash."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_url_rate",
+            "max_html_rate",
+            "max_filename_rate",
+            "max_boilerplate_rate",
+            "min_alpha_ratio",
+            "min_unique_caption_rate",
+            "min_decoded_rate",
+            "keep_rate_min",
+            "keep_rate_max",
+            "max_kept_noise",
+        ):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"validate.{name} must be in [0, 1], got {v}")
+        if self.keep_rate_min > self.keep_rate_max:
+            raise ValueError("validate.keep_rate_min must be <= validate.keep_rate_max")
+        if not 0 <= self.min_caption_chars <= self.max_caption_chars:
+            raise ValueError("validate.min_caption_chars must be in [0, max_caption_chars]")
+        if self.max_leaked_images < 0:
+            raise ValueError("validate.max_leaked_images must be >= 0")

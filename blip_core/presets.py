@@ -35,6 +35,7 @@ def tiny() -> ModelConfig:
         ),
         embed_dim=128,
         queue_size=2048,
+        itc_online_batch=True,  # from-scratch towers: see ModelConfig.itc_online_batch
     )
 
 

@@ -45,8 +45,18 @@ class NullLogger:
         pass
 
 
+DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
+"""Relative to the working directory (the repo root); `MLFLOW_TRACKING_URI` overrides it."""
+DEFAULT_ARTIFACT_ROOT = "mlflow/artifacts"
+
+
 class MLflowLogger:
-    """Logs to an MLflow run (nested under an active parent run when there is one)."""
+    """Logs to one MLflow run through the client API (explicit run ids, so stages running in
+    threads or other processes can nest under a parent run by passing `parent_run_id`).
+
+    The store is `tracking_uri`, else `MLFLOW_TRACKING_URI`, else `sqlite:///mlflow/mlflow.db` with
+    artifacts under `mlflow/artifacts`.
+    """
 
     def __init__(
         self,
@@ -55,28 +65,65 @@ class MLflowLogger:
         run_name: str | None = None,
         tracking_uri: str | None = None,
         tags: dict[str, str] | None = None,
-        nested: bool = True,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
     ) -> None:
-        import mlflow  # imported here: the core library must not need MLflow
+        import os
 
-        self._mlflow = mlflow
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_experiment(experiment)
-        self.run = mlflow.start_run(run_name=run_name, nested=nested and mlflow.active_run() is not None, tags=tags)
+        from mlflow.tracking import MlflowClient  # imported here: the core library must not need MLflow
+
+        self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        if self.tracking_uri == DEFAULT_TRACKING_URI:
+            Path("mlflow").mkdir(exist_ok=True)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        if run_id is not None:  # attach to an existing run (e.g. the flow's parent run)
+            self.run_id = run_id
+            self.experiment_id = self.client.get_run(run_id).info.experiment_id
+            return
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            location = None
+            if self.tracking_uri.startswith("sqlite:") and not os.environ.get("MLFLOW_ARTIFACT_ROOT"):
+                db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+                location = (db.parent / "artifacts").resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = exp.experiment_id
+        tags = dict(tags or {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self._mlflow.log_metrics({check_metric_name(k): float(v) for k, v in metrics.items()}, step=step)
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(check_metric_name(k), float(v), ts, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
 
     def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
         flat = _flatten(params)
-        self._mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
+        items = [Param(k, str(v)[:500]) for k, v in flat.items()]
+        for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
-    def log_artifact(self, path: str | Path) -> None:
-        self._mlflow.log_artifact(str(path))
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
 
-    def close(self) -> None:
-        self._mlflow.end_run()
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def close(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
 
 
 class LoggerList:

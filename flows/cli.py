@@ -111,6 +111,60 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_capfilt(args: argparse.Namespace) -> int:
+    from flows import stages
+
+    kw = {"captioner": args.captioner, "filter_model": args.filter, "params": args.params, "policy": args.policy}
+    if args.step in ("caption", "filter"):
+        result = stages.stage_capfilt_score(args.web, args.work, step=args.step, **kw)
+    elif args.step == "select":
+        result = stages.stage_capfilt_select(
+            args.web, args.work, metrics_dir=args.metrics, threshold=args.threshold, **kw
+        )
+    elif args.step == "reshard":
+        result = stages.stage_capfilt_reshard(args.human, args.web, args.work, **kw)
+    else:
+        result = stages.stage_capfilt_run(
+            args.human, args.web, args.work, metrics_dir=args.metrics, threshold=args.threshold, **kw
+        )
+    _print(result)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from flows.stages import stage_validate
+    from flows.validation import DataQualityError, format_report
+
+    try:
+        result = stage_validate(args.kind, args.path, params=args.params, out_file=args.out)
+    except DataQualityError as e:
+        print(f"blip validate {args.kind}: FAILED\n{e}", file=sys.stderr)
+        return 1
+    for r in result["suites"]:
+        print(format_report(r))
+    return 0
+
+
+def _cmd_leakage(args: argparse.Namespace) -> int:
+    from flows.stages import stage_leakage
+    from flows.validation import DataQualityError
+
+    try:
+        result = stage_leakage(args.eval, args.pool, params=args.params, out_file=args.out)
+    except DataQualityError as e:
+        print(f"blip leakage: FAILED: {e}", file=sys.stderr)
+        return 1
+    _print({k: v for k, v in result.items() if k != "pool"})
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from flows.stages import stage_report
+
+    print(stage_report(args.baseline, args.bootstrapped, args.out)["markdown"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blip",
@@ -180,6 +234,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="base", help="architecture of an official checkpoint: base or large")
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory to use and copy")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("capfilt", help="CapFilt: caption + filter the web pool, select, reshard (or `run` all)")
+    p.add_argument("step", choices=["caption", "filter", "select", "reshard", "run"])
+    p.add_argument("--web", required=True, type=Path, help="web shard folder")
+    p.add_argument("--work", required=True, type=Path, help="CapFilt work folder (captions/, scores/, shards/)")
+    p.add_argument("--human", nargs="*", type=Path, default=[], help="human-captioned folders, kept unfiltered")
+    p.add_argument("--captioner", type=Path, default=None, help="fine-tuned captioner checkpoint")
+    p.add_argument("--filter", required=True, type=Path, help="fine-tuned filter (retrieval) checkpoint")
+    p.add_argument("--metrics", type=Path, default=Path("data/metrics/capfilt"), help="quality JSON + plots folder")
+    p.add_argument("--policy", default=None, help="override capfilt.policy: none|filter|captioner|both|clip_score")
+    p.add_argument("--threshold", type=float, default=None, help="override capfilt.threshold")
+    p.add_argument("--params", type=Path, default=None)
+    p.set_defaults(func=_cmd_capfilt)
+
+    p = sub.add_parser("validate", help="Great Expectations gates; exits 1 when an expectation fails")
+    p.add_argument("kind", choices=["raw", "capfilt"])
+    p.add_argument("path", type=Path, help="raw shard folder, or a CapFilt work folder")
+    p.add_argument("--out", type=Path, default=None, help="JSON report")
+    p.add_argument("--params", type=Path, default=None)
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("leakage", help="evaluation images found in the pre-training pool (content hash)")
+    p.add_argument("--eval", nargs="+", required=True, type=Path, help="val/test/novel folders")
+    p.add_argument("--pool", nargs="+", required=True, type=Path, help="pre-training shard folders")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--params", type=Path, default=None)
+    p.set_defaults(func=_cmd_leakage)
+
+    p = sub.add_parser("report", help="baseline vs bootstrapped comparison table (json, csv, markdown)")
+    p.add_argument("--baseline", required=True, type=Path, help="evaluation JSON of the baseline")
+    p.add_argument("--bootstrapped", required=True, type=Path, help="evaluation JSON of the bootstrapped model")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -220,3 +220,188 @@ def stage_evaluate(
         flat = {f"eval/{split}_{k}": v for split, m in results.items() for k, v in m.items() if isinstance(v, float)}
         metric_logger.log(flat, step=0)
     return results
+
+
+# ------------------------------------------------------------------------------------------------
+# CapFilt
+
+
+def _capfilt(params, captioner: str | Path | None, filter_: str | Path, **overrides):
+    from blip_core.capfilt.pipeline import CapFiltModels, uses_captioner
+    from blip_core.config import CapFiltConfig
+
+    cfg: CapFiltConfig = _section(params, "capfilt", CapFiltConfig)
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(cfg, k, v)
+    cfg.__post_init__()
+    if uses_captioner(cfg) and captioner is None:
+        raise ValueError(f"capfilt.policy={cfg.policy} needs a captioner checkpoint (--captioner)")
+    for name, d in (("captioner", captioner), ("filter", filter_)):
+        if d is not None and not (Path(d) / "config.json").is_file():
+            raise FileNotFoundError(f"{name} checkpoint not found: {d}")
+    return cfg, CapFiltModels(captioner if uses_captioner(cfg) else None, filter_)
+
+
+def stage_capfilt_score(
+    web_dir, work_dir, *, captioner=None, filter_model, params=None, policy: str | None = None, step: str = "both"
+) -> dict[str, Any]:
+    """CapFilt caption (`step="caption"`), filter (`"filter"`) or both over every web shard.
+
+    Resumable: a shard whose output (named by the hash of its inputs) exists is skipped.
+    """
+    from blip_core.capfilt import pipeline
+
+    cfg, models = _capfilt(params, captioner, filter_model, policy=policy)
+    for sub in (pipeline.CAPTIONS, pipeline.SCORES):
+        Path(work_dir, sub).mkdir(parents=True, exist_ok=True)
+    if step == "caption":
+        if not pipeline.uses_captioner(cfg):
+            return {"skipped": f"capfilt.policy={cfg.policy} writes no synthetic captions"}
+        return pipeline.run_caption(web_dir, models, cfg, work_dir)
+    if step == "filter":
+        return pipeline.run_filter(web_dir, models, cfg, work_dir)
+    summary = pipeline.run_score(web_dir, models, cfg, work_dir)
+    Path(work_dir, "score_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def stage_capfilt_select(
+    web_dir, work_dir, *, captioner=None, filter_model, metrics_dir, params=None, policy=None, threshold=None
+) -> dict[str, Any]:
+    """Apply the selection policy to the stored scores; write quality metrics and plots (seconds)."""
+    from blip_core.capfilt.pipeline import run_select
+
+    cfg, models = _capfilt(params, captioner, filter_model, policy=policy, threshold=threshold)
+    return run_select(web_dir, models, cfg, work_dir, metrics_dir=metrics_dir)
+
+
+def stage_capfilt_reshard(
+    human_dirs, web_dir, work_dir, *, captioner=None, filter_model, params=None, policy=None, out_dir=None
+) -> dict[str, Any]:
+    """Write the bootstrapped webdataset (human shards unfiltered + kept web images) to work_dir/shards."""
+    from blip_core.capfilt.pipeline import SHARDS, run_reshard
+
+    cfg, models = _capfilt(params, captioner, filter_model, policy=policy)
+    summary = run_reshard(human_dirs, web_dir, models, cfg, work_dir, out_dir or Path(work_dir) / SHARDS)
+    return {k: v for k, v in summary.items() if k != "shards"}
+
+
+def stage_capfilt_run(
+    human_dirs,
+    web_dir,
+    work_dir,
+    *,
+    captioner=None,
+    filter_model,
+    metrics_dir,
+    params=None,
+    policy=None,
+    threshold=None,
+) -> dict[str, Any]:
+    """caption -> filter -> select -> reshard."""
+    kw = {"captioner": captioner, "filter_model": filter_model, "params": params, "policy": policy}
+    return {
+        "score": stage_capfilt_score(web_dir, work_dir, **kw),
+        "select": stage_capfilt_select(web_dir, work_dir, metrics_dir=metrics_dir, threshold=threshold, **kw),
+        "reshard": stage_capfilt_reshard(human_dirs, web_dir, work_dir, **kw),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# data-quality gates and leakage
+
+
+def stage_validate(
+    kind: str, path: str | Path, *, params=None, out_file: str | Path | None = None, gx_root=None
+) -> dict[str, Any]:
+    """Run the Great Expectations suites on raw web shards (`raw`) or a CapFilt work folder (`capfilt`).
+
+    Raises flows.validation.DataQualityError (a readable report) when an expectation fails.
+    """
+    from blip_core.config import CapFiltConfig, ReaderConfig, ValidateConfig
+    from flows import validation as v
+
+    cfg: ValidateConfig = _section(params, "validate", ValidateConfig)
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"folder to validate not found: {path}")
+    if kind == "raw":
+        from blip_core.capfilt.tables import raw_caption_table
+
+        df = raw_caption_table(path, reader_cfg=_section(params, "reader", ReaderConfig))
+        reports = [v.run_suite("raw_web", v.raw_web_suite(cfg), df, root=gx_root)]
+    elif kind == "capfilt":
+        out, sel = v.capfilt_tables(path)
+        capfilt_cfg: CapFiltConfig = _section(params, "capfilt", CapFiltConfig)
+        reports = [
+            v.run_suite("capfilt_output", v.capfilt_output_suite(cfg, capfilt_cfg), out, root=gx_root),
+            v.run_suite("capfilt_selection", v.capfilt_selection_suite(cfg), sel, root=gx_root),
+        ]
+    else:
+        raise ValueError(f"validate kind must be raw or capfilt, got {kind!r}")
+    return v.gate(reports, out_file)
+
+
+def stage_leakage(
+    eval_dirs: list[str | Path], pool_dirs: list[str | Path], *, params=None, out_file: str | Path | None = None
+) -> dict[str, Any]:
+    """Evaluation images found in the pre-training pool (by content hash); fails above the configured count."""
+    from blip_core.capfilt.leakage import leakage_report
+    from blip_core.config import ValidateConfig
+
+    cfg: ValidateConfig = _section(params, "validate", ValidateConfig)
+    report = leakage_report(eval_dirs, pool_dirs)
+    report["max_leaked_images"] = cfg.max_leaked_images
+    report["success"] = report["leaked_total"] <= cfg.max_leaked_images
+    if out_file is not None:
+        Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_file).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if not report["success"]:
+        from flows.validation import DataQualityError
+
+        per_split = {k: v["leaked"] for k, v in report["splits"].items()}
+        raise DataQualityError(
+            f"{report['leaked_total']} evaluation images are in the pre-training pool "
+            f"(validate.max_leaked_images={cfg.max_leaked_images}): {per_split}"
+        )
+    return report
+
+
+# ------------------------------------------------------------------------------------------------
+# comparison report
+
+REPORT_METRICS = (
+    "tr_r1", "ir_r1", "r_mean", "cider", "bleu4", "meteor", "grounded_precision", "grounded_true_rate",
+)  # fmt: skip
+
+
+def stage_report(baseline: str | Path, bootstrapped: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Baseline vs bootstrapped evaluation: comparison.json (DVC metric), .csv (DVC plot), .md (table)."""
+    base, boot = json.loads(Path(baseline).read_text()), json.loads(Path(bootstrapped).read_text())
+    rows = []
+    for split in sorted(set(base) & set(boot)):
+        for m in REPORT_METRICS:
+            a, b = base[split].get(m), boot[split].get(m)
+            if isinstance(a, int | float) and isinstance(b, int | float):
+                rows.append({"split": split, "metric": m, "baseline": a, "bootstrapped": b, "delta": b - a})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nested: dict[str, Any] = {}
+    for r in rows:
+        nested.setdefault(r["split"], {})[r["metric"]] = {k: r[k] for k in ("baseline", "bootstrapped", "delta")}
+    (out_dir / "comparison.json").write_text(json.dumps(nested, indent=2, sort_keys=True) + "\n")
+    lines = ["split,metric,model,value"]
+    lines += [f"{r['split']},{r['metric']},{m},{r[m]:.6g}" for r in rows for m in ("baseline", "bootstrapped")]
+    (out_dir / "comparison.csv").write_text("\n".join(lines) + "\n")
+    table = format_comparison(rows)
+    (out_dir / "comparison.md").write_text(table + "\n")
+    return {"rows": rows, "markdown": table}
+
+
+def format_comparison(rows: list[dict[str, Any]]) -> str:
+    out = ["| split | metric | baseline | bootstrapped | delta |", "|---|---|---:|---:|---:|"]
+    out += [
+        f"| {r['split']} | {r['metric']} | {r['baseline']:.3f} | {r['bootstrapped']:.3f} | {r['delta']:+.3f} |"
+        for r in rows
+    ]
+    return "\n".join(out)

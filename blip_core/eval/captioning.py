@@ -93,3 +93,37 @@ def evaluate_captioning(captioner, split: EvalSplit, processor, cfg: EvalConfig,
     gts = dict(zip(split.keys, split.captions))
     metrics = coco_caption_metrics(gts, res) | grounding_metrics(preds, split.scenes)
     return metrics, res
+
+
+def caption_grid(split_dir, predictions: dict[str, str], out_file, *, n: int = 16, cols: int = 4):
+    """A PNG grid of the first `n` images of a split with their generated captions (for run pages)."""
+    import textwrap
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless
+    import matplotlib.pyplot as plt
+
+    from blip_core.data.reader import iter_samples
+
+    samples = []
+    for s in iter_samples(split_dir):
+        if s["key"] in predictions:
+            samples.append(s)
+        if len(samples) == n:
+            break
+    if not samples:
+        return None
+    rows = (len(samples) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.0), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, s in zip(axes.flat, samples):
+        ax.imshow(s["image"])
+        ax.set_title("\n".join(textwrap.wrap(predictions[s["key"]], 28)), fontsize=7)
+    fig.tight_layout()
+    out_file = Path(out_file)
+    fig.savefig(out_file, dpi=90)
+    plt.close(fig)
+    return out_file

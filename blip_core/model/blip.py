@@ -183,6 +183,11 @@ class BlipRetrieval(nn.Module):
             empty = (ids_all == EMPTY_SLOT).float() * -1e4  # (B+Q,)
             sim_i2t_m = image_feat_m @ text_feat_all / self.temp + empty
             sim_t2i_m = text_feat_m @ image_feat_all / self.temp + empty
+        if self.cfg.itc_online_batch:
+            # the batch columns carry gradients into both towers (CLIP-style): from scratch, a
+            # detached momentum target lets the text tower collapse to one point (cosine ~0.99)
+            text_feat_all = torch.cat([text_feat.T, text_feat_all[:, B:]], dim=1)
+            image_feat_all = torch.cat([image_feat.T, image_feat_all[:, B:]], dim=1)
         sim_i2t = image_feat @ text_feat_all / self.temp + empty  # (B, B+Q)
         sim_t2i = text_feat @ image_feat_all / self.temp + empty  # (B, B+Q)
         out = itc_loss(sim_i2t, sim_t2i, targets, sim_i2t_m, sim_t2i_m, alpha)

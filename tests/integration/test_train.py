@@ -205,15 +205,22 @@ def test_ddp_two_processes_match_one(tiny_world, tokenizer_dir, tmp_path):
 def test_mlflow_logger_records_run(tmp_path):
     pytest.importorskip("mlflow")
     import mlflow
+
     from blip_core.tracking import MLflowLogger
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     lg = MLflowLogger(experiment="test", run_name="r", tracking_uri=uri)
     lg.log_params({"train": {"lr": 0.1}})
     lg.log({"train/itc_loss": 1.5}, step=3)
-    run_id = lg.run.info.run_id
+    child = MLflowLogger(experiment="test", run_name="stage", tracking_uri=uri, parent_run_id=lg.run_id)
+    child.log({"eval/test_tr_r1": 12.5}, step=0)
+    child.close()
     lg.close()
-    run = mlflow.MlflowClient(uri).get_run(run_id)
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(lg.run_id)
     assert run.data.metrics["train/itc_loss"] == 1.5 and run.data.params["train.lr"] == "0.1"
+    assert run.info.status == "FINISHED"
+    nested = client.get_run(child.run_id)
+    assert nested.data.tags["mlflow.parentRunId"] == lg.run_id and nested.data.metrics["eval/test_tr_r1"] == 12.5
     with pytest.raises(ValueError, match="invalid metric name"):
         MLflowLogger.log(lg, {"train//x": 1.0}, step=0)

@@ -1,0 +1,361 @@
+"""Per-shard CapFilt steps: caption, filter (score), select, reshard.
+
+Files (under one CapFilt work folder):
+- `captions/{shard}.{hash}.parquet`: synthetic captions, one row per (image, sample index).
+- `scores/{shard}.{hash}.parquet`: the filter's ITM p(match) and ITC cosine for the web caption
+  and every synthetic caption of every image (`cand` 0 is the web caption).
+- `selection.parquet`: every scored candidate with its `keep` decision (re-runs in seconds).
+- `shards/`: the bootstrapped webdataset (human split unfiltered, then the kept web images).
+
+`hash` covers the input shard's bytes, the checkpoint, the step's config and the seed, so a changed
+input never reuses a stale file. Columns prefixed `gt_` are the world's ground truth, copied for
+quality reports only: selection never reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from blip_core.config import CapFiltConfig
+from blip_core.data.grounding import Scene, ground_caption
+from blip_core.data.loader import eval_transform
+from blip_core.data.reader import ReadStats, iter_samples
+from blip_core.data.shards import ShardWriter, list_shards
+from blip_core.model.generate import GenerationConfig, caption_images
+
+logger = logging.getLogger(__name__)
+
+CAPTION_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field("caption", pa.string(), nullable=False),
+    ]
+)
+SCORE_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("cand", pa.int32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("caption", pa.string(), nullable=False),
+        pa.field("itm_prob", pa.float32(), nullable=False),
+        pa.field("itc_cosine", pa.float32(), nullable=False),
+        pa.field("gt_noise_type", pa.string()),
+        pa.field("gt_noisy", pa.bool_()),
+    ]
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# identities: what a per-shard output depends on
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_id(model_dir: str | Path) -> str:
+    """A model checkpoint's identity: the hash of its weights file (first 12 hex digits)."""
+    return file_sha256(Path(model_dir) / "model.safetensors")[:12]
+
+
+def step_hash(**parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def shard_seed(seed: int, shard: str) -> int:
+    """Sampling seed of one shard: independent of which shards ran before, so resume is exact."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}/{shard}".encode(), digest_size=8).digest(), "little") >> 1
+
+
+def generation_config(cfg: CapFiltConfig) -> GenerationConfig:
+    return GenerationConfig(
+        method="nucleus",
+        top_p=cfg.top_p,
+        max_length=cfg.max_length,
+        min_length=cfg.min_length,
+        repetition_penalty=cfg.repetition_penalty,
+        num_return_sequences=cfg.num_captions,
+    )
+
+
+def _write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> Path:
+    """Atomic: a killed run never leaves a file that a re-run would take for finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _batches(shard: Path, batch_size: int, stats: ReadStats) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for s in iter_samples([shard], stats=stats):
+        batch.append(s)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _images(batch: list[dict[str, Any]], image_size: int, device: torch.device) -> torch.Tensor:
+    return torch.stack([eval_transform(s["image"], image_size) for s in batch]).to(device)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+# ------------------------------------------------------------------------------------------------
+# caption
+
+
+def caption_output(out_dir: str | Path, shard: str | Path, ckpt: str, cfg: CapFiltConfig) -> Path:
+    shard = Path(shard)
+    gen = asdict(generation_config(cfg))
+    h = step_hash(step="caption", shard=file_sha256(shard), ckpt=ckpt, gen=gen, seed=cfg.seed)
+    return Path(out_dir) / f"{shard.stem}.{h}.parquet"
+
+
+@torch.no_grad()
+def caption_shard(
+    shard: str | Path,
+    captioner,
+    processor,
+    cfg: CapFiltConfig,
+    out_dir: str | Path,
+    *,
+    ckpt: str,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
+    """Write `num_captions` nucleus-sampled captions per image of one shard; skip if already done."""
+    shard = Path(shard)
+    out = caption_output(out_dir, shard, ckpt, cfg)
+    if out.is_file():
+        return {"shard": shard.stem, "path": str(out), "skipped": True}
+    device = device or next(captioner.parameters()).device
+    captioner.eval()
+    gen = generation_config(cfg)
+    generator = torch.Generator(device=device).manual_seed(shard_seed(cfg.seed, shard.stem))
+    stats = ReadStats()
+    rows: list[dict[str, Any]] = []
+    for batch in _batches(shard, cfg.caption_batch_size, stats):
+        with _autocast(device):
+            caps = caption_images(
+                captioner, processor, _images(batch, captioner.cfg.vision.image_size, device), gen, generator=generator
+            )
+        for i, s in enumerate(batch):
+            for j in range(cfg.num_captions):
+                rows.append(
+                    {"key": s["key"], "shard": shard.stem, "sample": j, "caption": caps[i * cfg.num_captions + j]}
+                )
+    _write_table(rows, CAPTION_SCHEMA, out)
+    return {"shard": shard.stem, "path": str(out), "skipped": False, "images": stats.num_ok, "read": stats.to_dict()}
+
+
+# ------------------------------------------------------------------------------------------------
+# filter (score)
+
+
+def score_output(out_dir: str | Path, shard: str | Path, ckpt: str, captions: str | Path | None) -> Path:
+    shard = Path(shard)
+    cap_hash = file_sha256(captions) if captions else None
+    h = step_hash(step="filter", shard=file_sha256(shard), ckpt=ckpt, captions=cap_hash)
+    return Path(out_dir) / f"{shard.stem}.{h}.parquet"
+
+
+def _ground_truth(meta: dict[str, Any], caption: str, source: str) -> tuple[str | None, bool | None]:
+    """(noise type, noisy) from the world's labels: web captions carry a noise type; a synthetic
+    caption is noisy when the grounding checker finds it not true of the rendered scene."""
+    gt = meta.get("gt") or {}
+    if source == "web":
+        nt = gt.get("noise_type")
+        return nt, (None if nt is None else nt != "clean")
+    scene = gt.get("scene")
+    if scene is None:
+        return None, None
+    return "synthetic", not ground_caption(caption, Scene.from_dict(scene)).is_true
+
+
+@torch.no_grad()
+def filter_shard(
+    shard: str | Path,
+    filter_model,
+    processor,
+    cfg: CapFiltConfig,
+    out_dir: str | Path,
+    *,
+    ckpt: str,
+    captions: str | Path | None = None,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
+    """Score each image's web caption and its synthetic captions (from `captions`, if given).
+
+    One vision pass per image serves all of its 1 + k captions (BlipRetrieval.score).
+    """
+    shard = Path(shard)
+    out = score_output(out_dir, shard, ckpt, captions)
+    if out.is_file():
+        return {"shard": shard.stem, "path": str(out), "skipped": True}
+    device = device or next(filter_model.parameters()).device
+    filter_model.eval()
+    synthetic: dict[str, list[str]] = {}
+    if captions is not None:
+        for r in pq.read_table(captions).to_pylist():
+            synthetic.setdefault(r["key"], []).append(r["caption"])
+    k = cfg.num_captions if captions is not None else 0
+    stats = ReadStats()
+    rows: list[dict[str, Any]] = []
+    for batch in _batches(shard, cfg.filter_batch_size, stats):
+        texts, cands = [], []
+        for s in batch:
+            syn = synthetic.get(s["key"], [])
+            if len(syn) != k:
+                raise ValueError(f"{captions}: {s['key']} has {len(syn)} synthetic captions, expected {k}")
+            web = s["captions"][0]  # a web image has one alt-text
+            for c, (text, source) in enumerate([(web, "web")] + [(t, "synthetic") for t in syn]):
+                texts.append(text)
+                cands.append((s, c, text, source))
+        ids, mask = processor(texts)
+        with _autocast(device):
+            embeds = filter_model.image_embeds(_images(batch, filter_model.cfg.vision.image_size, device))
+            scores = filter_model.score(embeds, ids.to(device), mask.to(device))
+        itm, itc = scores["itm_prob"].float().cpu().tolist(), scores["itc_cosine"].float().cpu().tolist()
+        for (s, c, text, source), p, cos in zip(cands, itm, itc, strict=True):
+            nt, noisy = _ground_truth(s["meta"], text, source)
+            rows.append(
+                {
+                    "key": s["key"],
+                    "shard": shard.stem,
+                    "cand": c,
+                    "source": source,
+                    "caption": text,
+                    "itm_prob": p,
+                    "itc_cosine": cos,
+                    "gt_noise_type": nt,
+                    "gt_noisy": noisy,
+                }
+            )
+    _write_table(rows, SCORE_SCHEMA, out)
+    return {"shard": shard.stem, "path": str(out), "skipped": False, "images": stats.num_ok, "read": stats.to_dict()}
+
+
+# ------------------------------------------------------------------------------------------------
+# select
+
+
+def read_scores(paths: list[str | Path]) -> pd.DataFrame:
+    if not paths:
+        raise FileNotFoundError("no CapFilt score files to select from")
+    return pd.concat([pq.read_table(p).to_pandas() for p in paths], ignore_index=True)
+
+
+def select(scores: pd.DataFrame, cfg: CapFiltConfig) -> pd.DataFrame:
+    """Add a boolean `keep` column. Policies (BLIP Table 1, plus a DataComp-style baseline):
+
+    - none: every web caption, no synthetic ones (the noisy baseline).
+    - filter: web captions with ITM p(match) >= threshold.
+    - captioner: every web caption and every synthetic caption.
+    - both (CapFilt): web and synthetic captions, each kept when p(match) >= threshold.
+    - clip_score: the top `clip_keep_fraction` of web captions by ITC cosine, no synthetic ones.
+    """
+    df = scores.copy()
+    web, syn = df["source"].eq("web"), df["source"].eq("synthetic")
+    passes = df["itm_prob"].ge(cfg.threshold)
+    if cfg.policy == "none":
+        keep = web
+    elif cfg.policy == "filter":
+        keep = web & passes
+    elif cfg.policy == "captioner":
+        keep = web | syn
+    elif cfg.policy == "both":
+        keep = (web | syn) & passes
+    else:  # clip_score: rank, so ties at the cut never keep more than the fraction
+        n_keep = int(round(cfg.clip_keep_fraction * int(web.sum())))
+        order = df.loc[web, "itc_cosine"].rank(method="first", ascending=False)
+        keep = pd.Series(False, index=df.index)
+        keep.loc[order.index] = order.le(n_keep)
+    df["keep"] = keep.astype(bool)
+    return df
+
+
+# ------------------------------------------------------------------------------------------------
+# reshard
+
+
+def reshard_shard(
+    shard: str | Path,
+    out_dir: str | Path,
+    index: int,
+    *,
+    kept: pd.DataFrame | None,
+    provenance: dict[str, str],
+) -> dict[str, Any]:
+    """Copy one input shard into the bootstrapped set.
+
+    With `kept` (rows of `select` with keep=True, for this shard) an image carries its kept captions
+    and is dropped when none is kept; without it (the human split) every caption is kept, unfiltered.
+    Each caption gets a provenance record: source, filter scores, captioner and filter checkpoint ids.
+    """
+    shard = Path(shard)
+    by_key = {k: g.sort_values("cand") for k, g in kept.groupby("key")} if kept is not None else None
+    stats = ReadStats()
+    written = dropped = num_captions = 0
+    with ShardWriter(out_dir, index, split="bootstrapped") as w:
+        for s in iter_samples([shard], stats=stats, keep_bytes=True):
+            if by_key is None:
+                caps = s["captions"]
+                prov = [{"source": "human"} for _ in caps]
+                source = "human"
+            else:
+                g = by_key.get(s["key"])
+                if g is None:
+                    dropped += 1
+                    continue
+                caps = g["caption"].tolist()
+                prov = [
+                    {
+                        "source": r.source,
+                        "itm_prob": round(float(r.itm_prob), 6),
+                        "itc_cosine": round(float(r.itc_cosine), 6),
+                        **provenance,
+                    }
+                    for r in g.itertuples()
+                ]
+                sources = sorted(set(g["source"]))
+                source = sources[0] if len(sources) == 1 else "mixed"
+            meta = dict(s["meta"]) | {"provenance": prov, "origin_shard": shard.stem}
+            w.write(s["key"], s["image_bytes"], caps, source=source, meta=meta, size=s["image"].size)
+            written += 1
+            num_captions += len(caps)
+    return {
+        "shard": shard.stem,
+        "out_index": index,
+        "written": written,
+        "captions": num_captions,
+        "dropped": dropped,
+        "read": stats.to_dict(),
+    }
+
+
+def shards_of(folder: str | Path) -> list[Path]:
+    return list_shards(folder)

@@ -1,0 +1,202 @@
+"""CapFilt over whole folders: load the two models once, run the per-shard steps with progress.
+
+`CapFiltModels` is what a worker holds (Prefect maps `caption_one` / `filter_one` over shards; a
+Dask or Ray worker builds its own from the checkpoint paths). `run_*` loop over all shards in
+this process, which is what `blip capfilt` and the DVC stages do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from blip_core.capfilt import core
+from blip_core.capfilt.quality import filter_quality, plot_quality
+from blip_core.config import CapFiltConfig
+from blip_core.data.shards import list_shards, write_stats
+
+logger = logging.getLogger(__name__)
+
+CAPTIONS, SCORES, SELECTION, SHARDS = "captions", "scores", "selection.parquet", "shards"
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class CapFiltModels:
+    """The captioner and the filter (loaded lazily, once) plus their checkpoint ids."""
+
+    captioner_dir: str | Path | None
+    filter_dir: str | Path
+    device: torch.device = field(default_factory=_device)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def _load(self, kind: str, path: str | Path):
+        if kind not in self._cache:
+            from blip_core.model import weights
+            from blip_core.model.tokenizer import TextProcessor, load_tokenizer
+
+            model = weights.load_pretrained(path, kind=kind).to(self.device).eval()
+            tok = load_tokenizer(model.cfg.tokenizer)
+            processor = TextProcessor(tok, max_len=model.cfg.text.max_text_len, prompt=model.cfg.prompt)
+            self._cache[kind] = (model, processor, core.checkpoint_id(path))
+        return self._cache[kind]
+
+    def captioner(self):
+        if self.captioner_dir is None:
+            raise ValueError("this CapFilt policy needs a captioner checkpoint")
+        return self._load("captioner", self.captioner_dir)
+
+    def filter(self):
+        return self._load("retrieval", self.filter_dir)
+
+    def ids(self) -> dict[str, str]:
+        out = {"filter": core.checkpoint_id(self.filter_dir)}
+        if self.captioner_dir is not None:
+            out["captioner"] = core.checkpoint_id(self.captioner_dir)
+        return out
+
+
+def uses_captioner(cfg: CapFiltConfig) -> bool:
+    return cfg.policy in ("captioner", "both")
+
+
+def caption_one(shard: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict:
+    model, processor, ckpt = models.captioner()
+    return core.caption_shard(shard, model, processor, cfg, Path(work_dir) / CAPTIONS, ckpt=ckpt, device=models.device)
+
+
+def filter_one(shard: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict:
+    model, processor, ckpt = models.filter()
+    captions = None
+    if uses_captioner(cfg):
+        _, _, cap_ckpt = models.captioner()
+        captions = core.caption_output(Path(work_dir) / CAPTIONS, shard, cap_ckpt, cfg)
+        if not captions.is_file():
+            raise FileNotFoundError(
+                f"captions of {Path(shard).name} not found ({captions}); run the caption step first"
+            )
+    return core.filter_shard(
+        shard, model, processor, cfg, Path(work_dir) / SCORES, ckpt=ckpt, captions=captions, device=models.device
+    )
+
+
+def _each(shards: list[Path], fn, desc: str) -> list[dict]:
+    out, t0, images = [], time.perf_counter(), 0
+    bar = tqdm(shards, desc=desc, unit="shard")
+    for shard in bar:
+        out.append(fn(shard))
+        images += out[-1].get("images", 0)
+        bar.set_postfix(
+            img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}", skipped=sum(r["skipped"] for r in out)
+        )
+    return out
+
+
+def run_caption(web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict[str, Any]:
+    """Caption every web shard; finished shards are skipped."""
+    t0 = time.perf_counter()
+    res = _each(list_shards(web_dir), lambda s: caption_one(s, models, cfg, work_dir), "capfilt caption")
+    return _throughput(res, time.perf_counter() - t0)
+
+
+def run_filter(web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict[str, Any]:
+    """Score every web shard's web and synthetic captions; finished shards are skipped."""
+    t0 = time.perf_counter()
+    res = _each(list_shards(web_dir), lambda s: filter_one(s, models, cfg, work_dir), "capfilt filter")
+    return _throughput(res, time.perf_counter() - t0)
+
+
+def run_score(web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict[str, Any]:
+    """Caption (if the policy uses the captioner), then filter."""
+    summary: dict[str, Any] = {"shards": len(list_shards(web_dir))}
+    if uses_captioner(cfg):
+        summary["caption"] = run_caption(web_dir, models, cfg, work_dir)
+    summary["filter"] = run_filter(web_dir, models, cfg, work_dir)
+    return summary
+
+
+def _throughput(results: list[dict], seconds: float) -> dict[str, Any]:
+    images = sum(r.get("images", 0) for r in results)
+    return {
+        "seconds": round(seconds, 2),
+        "images": images,
+        "images_per_s": round(images / seconds, 2) if images else None,
+        "shards_skipped": sum(r["skipped"] for r in results),
+    }
+
+
+def score_files(web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> list[Path]:
+    """The score files of the current shards and checkpoints (never a stale file of an earlier run)."""
+    ids = models.ids()
+    paths = []
+    for shard in list_shards(web_dir):
+        captions = (
+            core.caption_output(Path(work_dir) / CAPTIONS, shard, ids["captioner"], cfg)
+            if uses_captioner(cfg)
+            else None
+        )
+        p = core.score_output(Path(work_dir) / SCORES, shard, ids["filter"], captions)
+        if not p.is_file():
+            raise FileNotFoundError(f"scores of {shard.name} not found ({p}); run the filter step first")
+        paths.append(p)
+    return paths
+
+
+def run_select(
+    web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | Path
+) -> dict[str, Any]:
+    """Apply the policy to the stored scores (no model runs); write selection, quality metrics, plots."""
+    work_dir, metrics_dir = Path(work_dir), Path(metrics_dir)
+    sel = core.select(core.read_scores(score_files(web_dir, models, cfg, work_dir)), cfg)
+    sel.to_parquet(work_dir / SELECTION, index=False)
+    quality = {"policy": cfg.policy} | filter_quality(sel, cfg.threshold)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    (metrics_dir / "capfilt_quality.json").write_text(json.dumps(quality, indent=2, sort_keys=True) + "\n")
+    plot_quality(sel, cfg.threshold, metrics_dir / "plots")
+    return quality
+
+
+def run_reshard(
+    human_dirs: list[str | Path],
+    web_dir: str | Path,
+    models: CapFiltModels,
+    cfg: CapFiltConfig,
+    work_dir: str | Path,
+    out_dir: str | Path,
+) -> dict[str, Any]:
+    """Write the bootstrapped dataset: human shards unfiltered, then web shards with their kept captions."""
+    import pandas as pd
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # derived output: a smaller selection must not leave stale shards behind
+    sel = pd.read_parquet(Path(work_dir) / SELECTION)
+    kept = sel[sel["keep"]]
+    by_shard = dict(tuple(kept.groupby("shard")))
+    provenance = {f"{k}_ckpt": v for k, v in models.ids().items()}
+    jobs: list[tuple[Path, Any]] = [(s, None) for d in human_dirs for s in list_shards(d)]
+    jobs += [(s, by_shard.get(s.stem, kept.iloc[:0])) for s in list_shards(web_dir)]
+    results = []
+    for i, (shard, rows) in enumerate(tqdm(jobs, desc="capfilt reshard", unit="shard")):
+        results.append(core.reshard_shard(shard, out_dir, i, kept=rows, provenance=provenance))
+    summary = {
+        "images": sum(r["written"] for r in results),
+        "dropped_images": sum(r["dropped"] for r in results),
+        "captions": sum(r["captions"] for r in results),
+        "config": asdict(cfg),
+        "checkpoints": provenance,
+        "shards": results,
+    }
+    write_stats(out_dir, summary)
+    return summary

@@ -1,0 +1,187 @@
+"""Great Expectations gates: caption-quality suites built in code, run through a file-backed context.
+
+The context lives in the repo (`gx/great_expectations.yml`); suites, validation definitions and
+checkpoints are (re)written from code on every run, so thresholds come only from params.yaml's
+`validate` section. Data Docs HTML lands in `gx/uncommitted/data_docs/local_site/index.html`.
+
+A failed expectation raises `DataQualityError` whose message lists every failing expectation with
+its column, observed value and bounds: the pipeline stops there with a readable report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from blip_core.config import CapFiltConfig, ValidateConfig
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def gx_root() -> Path:
+    """The GX project root: the repo (gx/ sits beside flows/), or BLIP_GX_ROOT (tests, other checkouts)."""
+    return Path(os.environ.get("BLIP_GX_ROOT") or REPO)
+
+
+class DataQualityError(RuntimeError):
+    """A data-quality gate failed; the message is the readable report."""
+
+
+def raw_web_suite(cfg: ValidateConfig):
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column="caption", mostly=cfg.min_decoded_rate),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="caption_chars", min_value=cfg.min_caption_chars, max_value=cfg.max_caption_chars
+        ),
+        gxe.ExpectColumnMeanToBeBetween(column="has_url", max_value=cfg.max_url_rate),
+        gxe.ExpectColumnMeanToBeBetween(column="has_html", max_value=cfg.max_html_rate),
+        gxe.ExpectColumnMeanToBeBetween(column="has_filename", max_value=cfg.max_filename_rate),
+        gxe.ExpectColumnMeanToBeBetween(column="is_boilerplate", max_value=cfg.max_boilerplate_rate),
+        gxe.ExpectColumnMeanToBeBetween(column="alpha_ratio", min_value=cfg.min_alpha_ratio),
+        gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(column="caption", min_value=cfg.min_unique_caption_rate),
+        gxe.ExpectColumnMeanToBeBetween(column="decoded", min_value=cfg.min_decoded_rate),
+        gxe.ExpectColumnValuesToBeBetween(column="min_side", min_value=cfg.min_image_side),
+    ]
+
+
+def capfilt_output_suite(cfg: ValidateConfig, capfilt: CapFiltConfig):
+    import great_expectations.expectations as gxe
+
+    filtered = capfilt.policy in ("filter", "both")
+    return [
+        gxe.ExpectColumnValuesToBeBetween(
+            column="itm_prob", min_value=capfilt.threshold if filtered else 0.0, max_value=1.0
+        ),
+        gxe.ExpectColumnValuesToBeBetween(column="itc_cosine", min_value=-1.0, max_value=1.0),
+        gxe.ExpectColumnMinToBeBetween(column="num_captions", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="synthetic_words", min_value=1, max_value=capfilt.max_length),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["key", "caption"]),
+        gxe.ExpectColumnValuesToBeInSet(column="source", value_set=["human", "web", "synthetic"]),
+    ]
+
+
+def capfilt_selection_suite(cfg: ValidateConfig):
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToBeBetween(column="itm_prob", min_value=0.0, max_value=1.0),
+        gxe.ExpectColumnValuesToBeBetween(column="itc_cosine", min_value=-1.0, max_value=1.0),
+        gxe.ExpectColumnMeanToBeBetween(column="keep", min_value=cfg.keep_rate_min, max_value=cfg.keep_rate_max),
+        gxe.ExpectColumnMeanToBeBetween(column="kept_noisy", max_value=cfg.max_kept_noise),
+    ]
+
+
+def capfilt_tables(work_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(output table of the resharded kept captions, selection table of every scored candidate)."""
+    from blip_core.capfilt.pipeline import SELECTION, SHARDS
+    from blip_core.capfilt.tables import capfilt_output_table
+
+    work_dir = Path(work_dir)
+    out = capfilt_output_table(work_dir / SHARDS)
+    out["synthetic_words"] = out["caption_words"].where(out["source"].eq("synthetic")).astype(float)
+    sel = pd.read_parquet(work_dir / SELECTION)
+    sel["keep"] = sel["keep"].astype(float)
+    # ground-truth noise of the kept captions; NaN where a caption was dropped or has no label
+    noisy = sel["gt_noisy"].astype(float)
+    sel["kept_noisy"] = noisy.where(sel["keep"].astype(bool) & sel["gt_noisy"].notna())
+    return out, sel
+
+
+def run_suite(name: str, expectations: list, df: pd.DataFrame, *, root: str | Path | None = None) -> dict[str, Any]:
+    """Validate `df` against `expectations` as suite `name`; build Data Docs; return a JSON-able report."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    ctx = gx.get_context(mode="file", project_root_dir=str(root or gx_root()))
+    ds = ctx.data_sources.add_or_update_pandas(name="blip")
+    asset = _get_or_add(lambda: ds.get_asset(name), lambda: ds.add_dataframe_asset(name=name))
+    batch = _get_or_add(
+        lambda: asset.get_batch_definition("whole"), lambda: asset.add_batch_definition_whole_dataframe("whole")
+    )
+    suite = ctx.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
+    vd = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+    checkpoint = ctx.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[vd],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            result_format={"result_format": "SUMMARY"},
+        )
+    )
+    result = checkpoint.run(batch_parameters={"dataframe": df})
+    rows = []
+    for vr in result.run_results.values():
+        for r in vr.results:
+            kwargs = {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"}
+            rows.append(
+                {
+                    "expectation": r.expectation_config.type,
+                    "kwargs": kwargs,
+                    "success": bool(r.success),
+                    "observed": _jsonable(r.result.get("observed_value", r.result.get("unexpected_count"))),
+                    "unexpected_examples": _jsonable(r.result.get("partial_unexpected_list", [])[:5]),
+                }
+            )
+    docs = [s["site_url"] for s in ctx.get_docs_sites_urls()]
+    return {"suite": name, "success": bool(result.success), "rows": len(df), "results": rows, "data_docs": docs}
+
+
+def _get_or_add(get, add):
+    try:
+        return get()
+    except (LookupError, ValueError, KeyError) as e:
+        logger.debug("creating GX object: %s", e)
+        return add()
+    except Exception as e:  # GX raises its own not-found types, which differ across 1.x releases
+        if "not found" in str(e).lower() or "no " in str(e).lower():
+            return add()
+        raise
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and np.isnan(v):
+        return None
+    return v
+
+
+def format_report(report: dict[str, Any]) -> str:
+    failed = [r for r in report["results"] if not r["success"]]
+    lines = [
+        f"data-quality suite '{report['suite']}' on {report['rows']} rows: {len(failed)} of "
+        f"{len(report['results'])} expectations failed"
+    ]
+    for r in failed:
+        args = ", ".join(f"{k}={v}" for k, v in r["kwargs"].items())
+        lines.append(f"  FAILED {r['expectation']}({args}): observed {r['observed']}")
+        if r["unexpected_examples"]:
+            lines.append(f"         examples: {r['unexpected_examples']}")
+    if report.get("data_docs"):
+        lines.append(f"  Data Docs: {report['data_docs'][0]}")
+    return "\n".join(lines)
+
+
+def gate(reports: list[dict[str, Any]], out_file: str | Path | None) -> dict[str, Any]:
+    """Write the reports; raise DataQualityError with a readable report if any suite failed."""
+    summary = {"success": all(r["success"] for r in reports), "suites": reports}
+    if out_file is not None:
+        Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_file).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    for r in reports:
+        logger.info("%s", format_report(r))
+    if not summary["success"]:
+        raise DataQualityError("\n".join(format_report(r) for r in reports if not r["success"]))
+    return summary

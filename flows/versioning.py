@@ -1,0 +1,77 @@
+"""What a pipeline run is made of: git commit, params hash, data hashes, code hash.
+
+Prefect puts them in task run names and tags, MLflow in run tags, and the cache keys of the Prefect
+tasks are built from them (a re-run with nothing changed is served from the cache).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def git_commit(root: str | Path = REPO) -> str:
+    """Short commit of the checkout, `-dirty` when tracked files changed; `nogit` outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=root, capture_output=True).returncode
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "nogit"
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def params_hash(params: str | Path, sections: list[str] | None = None) -> str:
+    """Hash of the whole params file, or of the named sections."""
+    p = Path(params)
+    doc = yaml.safe_load(p.read_text()) if p.is_file() else {}
+    return _sha({k: doc.get(k) for k in sections} if sections else doc)
+
+
+def fingerprint(paths: list[str | Path]) -> str:
+    """Cheap identity of files/folders: names, sizes and mtimes (content hashing is DVC's job)."""
+    items = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            items += [(str(f.relative_to(path.parent)), f.stat().st_size, f.stat().st_mtime_ns)
+                      for f in sorted(path.rglob("*")) if f.is_file()]  # fmt: skip
+        elif path.is_file():
+            items.append((path.name, path.stat().st_size, path.stat().st_mtime_ns))
+        else:
+            items.append((str(path), "missing"))
+    return _sha(items)
+
+
+def data_hash(path: str | Path, lock: str | Path = "dvc.lock") -> str:
+    """DVC's md5 of an output folder when dvc.lock records it, else our fingerprint (`fp-...`)."""
+    lock = Path(lock)
+    if lock.is_file():
+        doc = yaml.safe_load(lock.read_text()) or {}
+        target = str(Path(path))
+        for stage in (doc.get("stages") or {}).values():
+            for out in stage.get("outs", []):
+                if out.get("path") == target and "md5" in out:
+                    return out["md5"].removesuffix(".dir")[:12]
+    return "fp-" + fingerprint([path])
+
+
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str:
+    """Hash of the library and flow sources: a code change invalidates cached task results."""
+    h = hashlib.sha256()
+    for f in sorted([*REPO.joinpath("blip_core").rglob("*.py"), *REPO.joinpath("flows").rglob("*.py")]):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]

@@ -1,0 +1,186 @@
+"""CapFilt end to end on the tiny world with micro models: per-shard idempotence, kill-and-resume
+equality, reshard contents and provenance, the CLI, and the Great Expectations gates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from helpers import micro_config
+
+from blip_core.capfilt import core, pipeline
+from blip_core.config import CapFiltConfig
+from blip_core.data.reader import iter_samples
+from blip_core.data.shards import read_manifests
+from blip_core.model import weights
+from blip_core.model.tokenizer import load_tokenizer
+from blip_core.presets import with_tokenizer
+
+
+@pytest.fixture(scope="module")
+def models(tiny_world, tmp_path_factory):
+    from flows.stages import stage_tokenizer
+
+    root = tmp_path_factory.mktemp("capfilt_models")
+    stage_tokenizer([tiny_world / "coco_train", tiny_world / "web"], root / "tok")
+    tok = load_tokenizer(root / "tok")
+    cfg = with_tokenizer(micro_config(), tok)
+    cfg.tokenizer = str(root / "tok")
+    torch.manual_seed(0)
+    weights.save_pretrained(weights.create_model("captioner", cfg), root / "captioner", tokenizer=tok)
+    weights.save_pretrained(weights.create_model("retrieval", cfg), root / "filter", tokenizer=tok)
+    return root / "captioner", root / "filter"
+
+
+def _cfg(**kw) -> CapFiltConfig:
+    return CapFiltConfig(**({"num_captions": 2, "caption_batch_size": 16, "filter_batch_size": 16} | kw))
+
+
+def _run_score(tiny_world, models, work, cfg) -> dict:
+    return pipeline.run_score(tiny_world / "web", pipeline.CapFiltModels(*models), cfg, work)
+
+
+def test_caption_and_filter_outputs_are_complete_and_idempotent(tiny_world, models, tmp_path):
+    cfg = _cfg()
+    first = _run_score(tiny_world, models, tmp_path, cfg)
+    assert first["caption"]["images"] == 240 and first["filter"]["images"] == 240
+    caps = pd.concat([pq.read_table(p).to_pandas() for p in sorted((tmp_path / "captions").glob("*.parquet"))])
+    assert len(caps) == 240 * 2 and caps.groupby("key").size().eq(2).all()
+    scores = core.read_scores(sorted((tmp_path / "scores").glob("*.parquet")))
+    assert len(scores) == 240 * 3 and not scores.duplicated(["key", "cand"]).any()
+    assert scores["itm_prob"].between(0, 1).all() and scores["itc_cosine"].between(-1, 1).all()
+    web = scores[scores["source"] == "web"]
+    assert set(web["gt_noise_type"]) <= {"clean", "mismatched", "corrupted", "spam", "uninformative"}
+    assert scores.loc[scores["source"] == "synthetic", "gt_noisy"].notna().all()  # grounded against the scene
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")}
+    second = _run_score(tiny_world, models, tmp_path, cfg)
+    assert second["caption"]["shards_skipped"] == 3 and second["filter"]["shards_skipped"] == 3
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")} == mtimes
+    # a changed generation config is a different output, never a stale reuse
+    third = _run_score(tiny_world, models, tmp_path, _cfg(top_p=0.5))
+    assert third["caption"]["shards_skipped"] == 0
+
+
+def test_killed_run_resumes_to_identical_output(tiny_world, models, tmp_path, monkeypatch):
+    cfg = _cfg()
+    _run_score(tiny_world, models, tmp_path / "full", cfg)
+    real = core.caption_shard
+    calls = []
+
+    def killed_on_second_shard(shard, *a, **kw):
+        calls.append(shard)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(shard, *a, **kw)
+
+    monkeypatch.setattr(core, "caption_shard", killed_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        _run_score(tiny_world, models, tmp_path / "resumed", cfg)
+    monkeypatch.setattr(core, "caption_shard", real)
+    assert len(list((tmp_path / "resumed" / "captions").glob("*.parquet"))) == 1  # nothing half-written
+    assert not list((tmp_path / "resumed").rglob(".*.tmp"))
+    resumed = _run_score(tiny_world, models, tmp_path / "resumed", cfg)
+    assert resumed["caption"]["shards_skipped"] == 1
+    for sub in ("captions", "scores"):
+        full = sorted((tmp_path / "full" / sub).glob("*.parquet"))
+        res = sorted((tmp_path / "resumed" / sub).glob("*.parquet"))
+        assert [p.name for p in full] == [p.name for p in res]
+        for a, b in zip(full, res, strict=True):
+            pd.testing.assert_frame_equal(pq.read_table(a).to_pandas(), pq.read_table(b).to_pandas())
+
+
+def test_select_and_reshard_write_kept_captions_with_provenance(tiny_world, models, tmp_path):
+    cfg = _cfg(policy="both", threshold=0.5)
+    m = pipeline.CapFiltModels(*models)
+    pipeline.run_score(tiny_world / "web", m, cfg, tmp_path)
+    quality = pipeline.run_select(tiny_world / "web", m, cfg, tmp_path, metrics_dir=tmp_path / "metrics")
+    assert {"filter/auroc", "filter/precision", "filter/recall", "keep_rate/web"} <= set(quality)
+    assert (tmp_path / "metrics" / "plots" / "score_hist.png").stat().st_size > 1000
+    assert (tmp_path / "metrics" / "plots" / "precision_recall.png").is_file()
+    summary = pipeline.run_reshard([tiny_world / "coco_train"], tiny_world / "web", m, cfg, tmp_path, tmp_path / "out")
+    sel = pd.read_parquet(tmp_path / "selection.parquet")
+    kept = sel[sel["keep"]]
+    samples = list(iter_samples(tmp_path / "out"))
+    keys = [s["key"] for s in samples]
+    assert len(keys) == len(set(keys))  # nothing duplicated
+    web_keys = {k for k in keys if k.startswith("web")}
+    assert web_keys == set(kept["key"])  # every image with a kept caption, and only those
+    assert sum(k.startswith("coco_train") for k in keys) == 40  # human split kept whole
+    assert summary["images"] == len(keys) and summary["dropped_images"] == 240 - len(web_keys)
+    ids = m.ids()
+    for s in samples:
+        prov = s["meta"]["provenance"]
+        assert len(prov) == len(s["captions"])
+        if s["key"].startswith("web"):
+            expected = kept[kept["key"] == s["key"]].sort_values("cand")
+            assert s["captions"] == expected["caption"].tolist()
+            assert all(p["itm_prob"] >= 0.5 and p["filter_ckpt"] == ids["filter"] for p in prov)
+            assert {p["source"] for p in prov} <= {"web", "synthetic"}
+        else:
+            assert {p["source"] for p in prov} == {"human"} and len(s["captions"]) == 5
+    assert read_manifests(tmp_path / "out")["num_captions"].min() >= 1
+    # re-selection with another threshold needs no model: the stored scores suffice
+    strict = core.select(sel, CapFiltConfig(policy="both", threshold=0.9))
+    assert strict["keep"].sum() <= kept.shape[0]
+
+
+def test_leakage_check_finds_copied_eval_images(tiny_world, tmp_path):
+    from blip_core.capfilt.leakage import leakage_report
+    from blip_core.data.shards import ShardWriter
+
+    clean = leakage_report([tiny_world / "val", tiny_world / "test"], [tiny_world / "coco_train", tiny_world / "web"])
+    assert clean["leaked_total"] == 0
+    with ShardWriter(tmp_path / "pool", 0, split="web") as w:  # two val images re-posted on the web
+        for s in list(iter_samples(tiny_world / "val", keep_bytes=True))[:2]:
+            w.write("copy-" + s["key"], s["image_bytes"], ["a repost"], source="web")
+    report = leakage_report([tiny_world / "val"], [tmp_path / "pool"])
+    assert report["leaked_total"] == 2 and report["splits"]["val"]["examples"][0]["pool_key"].startswith("copy-")
+
+
+def test_cli_capfilt_run_and_validate(tiny_world, models, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "capfilt:\n  num_captions: 1\n  caption_batch_size: 32\n  policy: both\n  threshold: 0.5\n"
+        # random micro models: loosen the bands that a trained filter must meet
+        "validate:\n  keep_rate_min: 0.0\n  keep_rate_max: 1.0\n  max_kept_noise: 1.0\n"
+    )
+    cap, filt = models
+    blip = [sys.executable, "-m", "flows.cli"]
+    args = [
+        "--web",
+        str(tiny_world / "web"),
+        "--work",
+        str(tmp_path / "work"),
+        "--human",
+        str(tiny_world / "coco_train"),
+        "--captioner",
+        str(cap),
+        "--filter",
+        str(filt),
+        "--metrics",
+        str(tmp_path / "m"),
+        "--params",
+        str(params),
+    ]
+    r = subprocess.run([*blip, "capfilt", "run", *args], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "m" / "capfilt_quality.json").read_text())["policy"] == "both"
+    gx_root = tmp_path / "gxroot"
+    from flows.stages import stage_validate
+
+    report = stage_validate("capfilt", tmp_path / "work", params=params, out_file=tmp_path / "v.json", gx_root=gx_root)
+    assert report["success"] and {s["suite"] for s in report["suites"]} == {"capfilt_output", "capfilt_selection"}
+    assert (gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    # a missing filter checkpoint is one clear line
+    r = subprocess.run(
+        [*blip, "capfilt", "select", *args[:8], "--filter", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "filter checkpoint not found" in r.stderr

@@ -1,0 +1,94 @@
+"""The whole bootstrap chain at micro size: the Prefect flow (under prefect_test_harness, with MLflow
+tracking and the model registry) and `dvc repro` in a temporary clone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import micro_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _outputs(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("model.safetensors")}
+
+
+@pytest.mark.slow
+def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch):
+    import mlflow
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.bootstrap import bootstrap
+
+    params = micro_params(tmp_path / "params.yaml")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("BLIP_GX_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "data"
+    with prefect_test_harness(server_startup_timeout=120):
+        result = bootstrap(params=str(params), root=str(root), experiment="test-bootstrap")
+        first = _outputs(root)
+        assert len(first) == 6  # 2 pre-trainings + 4 fine-tunings
+        again = bootstrap(params=str(params), root=str(root), experiment="test-bootstrap")
+        assert _outputs(root) == first  # served from the task cache: nothing re-trained
+    assert {r["split"] for r in result["rows"]} == {"test", "novel"}
+    assert again["rows"] == result["rows"]
+    comparison = json.loads((root / "metrics" / "report" / "comparison.json").read_text())
+    assert set(comparison["test"]["r_mean"]) == {"baseline", "bootstrapped", "delta"}
+    assert (root / "capfilt" / "shards" / "_stats.json").is_file()
+    assert json.loads((root / "metrics" / "validate_capfilt.json").read_text())["success"]
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("test-bootstrap")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[-1].info.run_id]
+    stage_names = {r.info.run_name for r in children}
+    assert {"pretrain_baseline", "capfilt_select", "evaluate_baseline", "evaluate_bootstrapped"} <= stage_names
+    ev = next(r for r in children if r.info.run_name == "evaluate_bootstrapped")
+    assert "eval/test_r_mean" in ev.data.metrics and ev.data.tags["git_commit"]
+    assert any(r.data.tags.get("data_hash") for r in parents)
+    for name in ("blip-pretrain", "blip-captioner", "blip-filter", "blip-bootstrapped"):
+        assert client.get_model_version_by_alias(name, "best").version
+    caption = mlflow.pyfunc.load_model("models:/blip-captioner@best")
+    img = next((root / "world" / "test").glob("*.tar"))
+    from blip_core.data.reader import iter_samples
+
+    sample = next(iter(iter_samples([img], keep_bytes=True)))
+    import pandas as pd
+
+    out = caption.predict(pd.DataFrame({"image": [sample["image_bytes"]]}))
+    assert isinstance(out["caption_generated"][0], str)
+
+
+@pytest.mark.slow
+def test_dvc_repro_in_a_clone_then_no_op(tmp_path):
+    clone = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (clone / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, clone / f)
+    micro_params(clone / "params.yaml")
+    env = os.environ | {"BLIP_GX_ROOT": str(clone), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=clone, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=clone, check=True)
+    subprocess.run([*git, "commit", "-qm", "clone"], cwd=clone, check=True)
+    first = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert (clone / "dvc.lock").is_file()
+    assert json.loads((clone / "data/metrics/report/comparison.json").read_text())["test"]
+    second = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "Running stage" not in second.stdout, second.stdout
+    metrics = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=clone, env=env, capture_output=True, text=True)
+    assert "comparison.json" in metrics.stdout

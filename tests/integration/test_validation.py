@@ -1,0 +1,71 @@
+"""Great Expectations gates: each suite passes on good data and fails, naming the failing
+expectation, on data built to break it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import jpeg_bytes
+
+from blip_core.config import CapFiltConfig, ValidateConfig
+from blip_core.data.shards import ShardWriter
+from flows import validation as v
+from flows.stages import stage_validate
+
+
+def test_raw_suite_passes_on_the_world_web_split(tiny_world, tmp_path):
+    report = stage_validate("raw", tiny_world / "web", out_file=tmp_path / "raw.json", gx_root=tmp_path)
+    assert report["success"]
+    names = {r["expectation"] for r in report["suites"][0]["results"]}
+    assert {"expect_column_mean_to_be_between", "expect_column_values_to_be_between"} <= names
+    assert (tmp_path / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+
+
+def test_raw_suite_fails_on_spam_and_tiny_images_with_a_readable_report(tmp_path):
+    with ShardWriter(tmp_path / "bad", 0, split="web") as w:
+        for i in range(20):
+            caption = f"https://www.shop.com/img/{i}.jpg" if i % 2 else "a red square"
+            w.write(f"web-{i:03d}", jpeg_bytes((32, 32) if i else (8, 8)), [caption], source="web")
+    r = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "validate", "raw", str(tmp_path / "bad")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "FAILED expect_column_mean_to_be_between(column=has_url" in r.stderr
+    assert "FAILED expect_column_values_to_be_between(column=min_side" in r.stderr
+    assert "FAILED expect_column_proportion_of_unique_values_to_be_between(column=caption" not in r.stderr
+
+
+def test_capfilt_suites_name_each_broken_expectation(tmp_path):
+    cfg, capfilt = ValidateConfig(), CapFiltConfig(threshold=0.5, max_length=20)
+    out = pd.DataFrame(
+        {
+            "key": ["a", "a", "b", "c"],
+            "caption": ["x", "x", "a blue circle", " ".join(["word"] * 30)],  # duplicate pair; too-long synthetic
+            "num_captions": [2, 2, 1, 1],
+            "source": ["web", "web", "web", "synthetic"],
+            "itm_prob": [0.9, 0.9, 0.3, 0.8],  # 0.3 kept below the threshold
+            "itc_cosine": [0.1, 0.1, 0.2, 0.3],
+        }
+    )
+    out["synthetic_words"] = np.where(out["source"] == "synthetic", out["caption"].str.split().str.len(), np.nan)
+    with pytest.raises(v.DataQualityError) as e:
+        v.gate([v.run_suite("capfilt_output", v.capfilt_output_suite(cfg, capfilt), out, root=tmp_path)], None)
+    msg = str(e.value)
+    assert "expect_compound_columns_to_be_unique(column_list=['key', 'caption'])" in msg
+    assert "expect_column_values_to_be_between(column=itm_prob, min_value=0.5" in msg
+    assert "expect_column_values_to_be_between(column=synthetic_words" in msg
+    assert "itc_cosine" not in msg
+
+    sel = pd.DataFrame(
+        {"itm_prob": [0.9, 0.8, 0.7, 0.1], "itc_cosine": [0.1] * 4, "keep": [1.0, 1.0, 1.0, 0.0],
+         "kept_noisy": [1.0, 1.0, 0.0, np.nan]}  # 2 of 3 kept captions are noise
+    )  # fmt: skip
+    report = v.run_suite("capfilt_selection", v.capfilt_selection_suite(ValidateConfig(keep_rate_max=0.5)), sel,
+                         root=tmp_path)  # fmt: skip
+    failed = {(r["expectation"], r["kwargs"]["column"]) for r in report["results"] if not r["success"]}
+    assert failed == {("expect_column_mean_to_be_between", "keep"), ("expect_column_mean_to_be_between", "kept_noisy")}

@@ -1,0 +1,111 @@
+"""Selection policies and filter-quality metrics on hand-built scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from blip_core.capfilt.core import select, shard_seed
+from blip_core.capfilt.quality import auroc, filter_quality, pr_curve
+from blip_core.config import CapFiltConfig
+
+
+def _scores() -> pd.DataFrame:
+    # 4 images, each with its web caption (cand 0) and one synthetic caption (cand 1)
+    rows = []
+    web = [(0.9, 0.5, "clean"), (0.2, 0.1, "spam"), (0.6, 0.3, "mismatched"), (0.4, 0.4, "clean")]
+    syn = [(0.8, 0.6, False), (0.7, 0.2, False), (0.1, 0.0, True), (0.5, 0.1, False)]
+    for i, ((pw, cw, nt), (ps, cs, noisy)) in enumerate(zip(web, syn, strict=True)):
+        rows.append(
+            dict(
+                key=f"k{i}",
+                shard="00000",
+                cand=0,
+                source="web",
+                caption=f"web {i}",
+                itm_prob=pw,
+                itc_cosine=cw,
+                gt_noise_type=nt,
+                gt_noisy=nt != "clean",
+            )
+        )
+        rows.append(
+            dict(
+                key=f"k{i}",
+                shard="00000",
+                cand=1,
+                source="synthetic",
+                caption=f"syn {i}",
+                itm_prob=ps,
+                itc_cosine=cs,
+                gt_noise_type="synthetic",
+                gt_noisy=noisy,
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def _kept(policy: str, **kw) -> list[tuple[str, int]]:
+    sel = select(_scores(), CapFiltConfig(policy=policy, **kw))
+    return sorted(zip(sel.loc[sel["keep"], "key"], sel.loc[sel["keep"], "cand"]))
+
+
+def test_policies_keep_what_the_paper_says():
+    assert _kept("none") == [("k0", 0), ("k1", 0), ("k2", 0), ("k3", 0)]
+    assert _kept("filter") == [("k0", 0), ("k2", 0)]  # web captions with p >= 0.5
+    assert _kept("captioner") == [(f"k{i}", c) for i in range(4) for c in (0, 1)]
+    assert _kept("both") == [("k0", 0), ("k0", 1), ("k1", 1), ("k2", 0), ("k3", 1)]  # 0.5 is kept (>=)
+    assert _kept("both", threshold=0.75) == [("k0", 0), ("k0", 1)]
+
+
+def test_clip_score_baseline_keeps_top_fraction_of_web_by_cosine():
+    assert _kept("clip_score", clip_keep_fraction=0.5) == [("k0", 0), ("k3", 0)]  # cosines 0.5, 0.4
+    assert _kept("clip_score", clip_keep_fraction=0.25) == [("k0", 0)]
+    assert _kept("clip_score", clip_keep_fraction=1.0) == [("k0", 0), ("k1", 0), ("k2", 0), ("k3", 0)]
+
+
+def test_selection_does_not_read_ground_truth():
+    a = select(_scores(), CapFiltConfig(policy="both"))
+    flipped = _scores().assign(gt_noisy=lambda d: ~d["gt_noisy"], gt_noise_type="x")
+    b = select(flipped, CapFiltConfig(policy="both"))
+    assert a["keep"].tolist() == b["keep"].tolist()
+
+
+def test_bad_policy_and_threshold_are_rejected_naming_the_key():
+    with pytest.raises(ValueError, match="capfilt.policy"):
+        CapFiltConfig(policy="magic")
+    with pytest.raises(ValueError, match="capfilt.threshold"):
+        CapFiltConfig(threshold=1.5)
+
+
+def test_auroc_matches_definition():
+    assert auroc(np.array([1, 1, 0, 0]), np.array([0.9, 0.8, 0.2, 0.1])) == 1.0
+    assert auroc(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
+    assert auroc(np.array([1, 0]), np.array([0.5, 0.5])) == 0.5  # ties count half
+    # pairwise definition on random data
+    rng = np.random.default_rng(0)
+    y, s = rng.random(200) < 0.3, rng.random(200)
+    pairs = [(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]]
+    assert auroc(y, s) == pytest.approx(np.mean(pairs))
+    assert np.isnan(auroc(np.array([1, 1]), np.array([0.1, 0.2])))
+
+
+def test_filter_quality_on_known_selection():
+    sel = select(_scores(), CapFiltConfig(policy="both"))
+    q = filter_quality(sel, 0.5)
+    # web: noisy = k1 (0.2, removed) and k2 (0.6, kept); removed = k1, k3 (0.4, clean)
+    assert q["filter/precision"] == 0.5 and q["filter/recall"] == 0.5
+    assert q["filter/removed_rate/spam"] == 1.0 and q["filter/removed_rate/mismatched"] == 0.0
+    # noisy {0.2, 0.6} vs clean {0.9, 0.4}: lower p(match) ranks noisier in 3 of 4 pairs
+    assert q["filter/auroc"] == pytest.approx(0.75)
+    assert q["keep_rate/web"] == 0.5 and q["keep_rate/synthetic"] == 0.75
+    assert q["synthetic/grounded_accuracy"] == 0.75
+    assert q["kept/noise_rate"] == pytest.approx(1 / 5)  # kept: k0 web, k0 syn, k1 syn, k2 web (noisy), k3 syn
+    curve = pr_curve(np.array([True, False, True]), np.array([0.9, 0.5, 0.1]))
+    assert curve["precision"].tolist() == [1.0, 0.5, 2 / 3] and curve["recall"].tolist() == [0.5, 0.5, 1.0]
+
+
+def test_shard_seed_depends_only_on_seed_and_shard():
+    assert shard_seed(0, "00001") == shard_seed(0, "00001")
+    assert len({shard_seed(0, "00001"), shard_seed(1, "00001"), shard_seed(0, "00002")}) == 3
