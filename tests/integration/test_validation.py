@@ -3,6 +3,7 @@ expectation, on data built to break it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -32,7 +33,7 @@ def test_raw_suite_fails_on_spam_and_tiny_images_with_a_readable_report(tmp_path
             w.write(f"web-{i:03d}", jpeg_bytes((32, 32) if i else (8, 8)), [caption], source="web")
     r = subprocess.run(
         [sys.executable, "-m", "flows.cli", "validate", "raw", str(tmp_path / "bad")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env=os.environ | {"BLIP_GX_ROOT": str(tmp_path)},
     )  # fmt: skip
     assert r.returncode == 1, r.stderr
     assert "FAILED expect_column_mean_to_be_between(column=has_url" in r.stderr
