@@ -4,7 +4,7 @@ PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 STAMP := .install.stamp
 
-.PHONY: help install run test test-all lint format bench clean
+.PHONY: help install run repro serve mlflow-ui prefect-server test test-all lint format bench clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -15,12 +15,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## install the project and dev tools (pip install -e .[dev]); re-runs when pyproject.toml changes
 
-run: $(STAMP)  ## the main job, end to end on the embedded world (dvc repro of the whole DAG)
+run: $(STAMP)  ## the main job end to end: local Prefect server + `prefect deployment run bootstrap/full`
+	$(PYTHON) -m flows.local
+
+repro: $(STAMP)  ## the same DAG through DVC (dvc repro), then its metrics
 	dvc repro
-	@echo
-	@echo "World: data/world/<split>/ (webdataset shards + manifests)   tokenizer: data/tokenizer/"
-	@echo "Read report (DVC metrics):"
-	@dvc metrics show
+	dvc metrics show
+
+prefect-server: $(STAMP)  ## start a local Prefect server (UI at http://127.0.0.1:4200)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false prefect server start --host 127.0.0.1
+
+serve: $(STAMP)  ## serve the bootstrap/full deployment (needs PREFECT_API_URL=http://127.0.0.1:4200/api)
+	$(PYTHON) -m flows.bootstrap serve
+
+mlflow-ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the local store mlflow/mlflow.db
+	mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow/mlflow.db \
+		--default-artifact-root ./mlflow/artifacts
 
 test: $(STAMP)  ## fast test suite (no slow or GPU tests)
 	$(PYTHON) -m pytest -m "not slow and not gpu" -q
@@ -40,4 +50,4 @@ bench: $(STAMP)  ## data benchmarks: world generation and shard read throughput
 	$(PYTHON) benchmarks/bench_data.py
 
 clean:  ## remove generated data and caches (not the DVC cache)
-	rm -rf data/world data/tokenizer data/metrics .pytest_cache .ruff_cache
+	rm -rf data/world data/tokenizer data/metrics data/runs data/capfilt data/logs .pytest_cache .ruff_cache

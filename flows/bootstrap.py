@@ -15,10 +15,12 @@ Serve the deployment and trigger it (a local server must be running, see README)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,13 +334,20 @@ def bootstrap(
         parent.log_params({k: v for k, v in doc.items() if isinstance(v, dict)})
         run |= {"mlflow_parent": parent.run_id, "tracking_uri": parent.tracking_uri}
 
+    Path(L.metrics).mkdir(parents=True, exist_ok=True)
+    Path(L.metrics, "stage_times.json").write_text("{}\n")
+
     def stage(name, fn, kwargs, inputs, outputs, sections, *, gpu=False):
         key = {s: doc.get(s) for s in sections}
+        # outputs deleted since the cached run: the cache must not pretend they exist
         opts: dict[str, Any] = {"refresh_cache": not all(Path(o).exists() for o in outputs)}
         if gpu:
             opts["tags"] = ["gpu"]
+        t0 = time.perf_counter()
         with tags(f"git:{commit}", f"params:{versioning._sha(key)}"):
-            return stage_task.with_options(**opts)(name, fn, kwargs, inputs, outputs, key, run)
+            out = stage_task.with_options(**opts)(name, fn, kwargs, inputs, outputs, key, run)
+        _add_time(L, name, time.perf_counter() - t0)
+        return out
 
     try:
         stage("world", "stage_world", {"out_dir": L.world, "params": params}, [], [L.world], ["world"])
@@ -386,9 +395,11 @@ def _pipeline(stage, L: Layout, params, doc, runner_kind, workers, uses_captione
     captioner = L.model("baseline", "caption") if uses_captioner(cfg) else None
     filt = L.model("baseline", "retrieval")
     _threads_per_worker(runner_kind, workers)
+    t0 = time.perf_counter()
     capfilt_flow.with_options(task_runner=task_runner(runner_kind, workers))(
         L.split("web"), L.capfilt, captioner, filt, _asdict(cfg), cfg.policy
     )
+    _add_time(L, "capfilt_caption_filter", time.perf_counter() - t0)
     cf = {"web_dir": L.split("web"), "work_dir": L.capfilt, "captioner": captioner, "filter_model": filt,
           "params": params}  # fmt: skip
     stage("capfilt_select", "stage_capfilt_select", cf | {"metrics_dir": f"{m}/capfilt"},
@@ -419,6 +430,12 @@ def _pipeline(stage, L: Layout, params, doc, runner_kind, workers, uses_captione
         logger.warning("could not create the comparison table artifact: %s", e)
     print(report["markdown"])
     return report
+
+
+def _add_time(L: Layout, name: str, seconds: float) -> None:
+    path = Path(L.metrics, "stage_times.json")
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps(times | {name: round(seconds, 2)}, indent=2) + "\n")
 
 
 def _threads_per_worker(kind: str, workers: int) -> None:
