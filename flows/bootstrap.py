@@ -474,11 +474,15 @@ def _register(run: dict, L: Layout, result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # run as `python -m flows.bootstrap`, this file is __main__, which cloudpickle would copy by value
+    # (locks included) into the flow-run subprocess: use the importable module's flow instead
+    from flows.bootstrap import bootstrap as flow_
+
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
-        bootstrap.serve(name="full", tags=["blip"], parameters={"params": "params.yaml", "root": "data"})
+        flow_.serve(name="full", tags=["blip"], parameters={"params": "params.yaml", "root": "data"})
         return 0
-    bootstrap()
+    flow_()
     return 0
 
 

@@ -63,6 +63,8 @@ def _stop(proc: subprocess.Popen | None) -> None:
 def main() -> int:
     env = os.environ | {"PREFECT_API_URL": API, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                         "GX_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    # SIGTERM (e.g. a CI timeout) must still run the `finally` below that stops the server and runner
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logs = Path("data/logs")
     logs.mkdir(parents=True, exist_ok=True)
     server = serve = None
