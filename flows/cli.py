@@ -133,13 +133,9 @@ def _cmd_capfilt(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from flows.stages import stage_validate
-    from flows.validation import DataQualityError, format_report
+    from flows.validation import format_report
 
-    try:
-        result = stage_validate(args.kind, args.path, params=args.params, out_file=args.out)
-    except DataQualityError as e:
-        print(f"blip validate {args.kind}: FAILED\n{e}", file=sys.stderr)
-        return 1
+    result = stage_validate(args.kind, args.path, params=args.params, out_file=args.out)
     for r in result["suites"]:
         print(format_report(r))
     return 0
@@ -147,13 +143,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_leakage(args: argparse.Namespace) -> int:
     from flows.stages import stage_leakage
-    from flows.validation import DataQualityError
 
-    try:
-        result = stage_leakage(args.eval, args.pool, params=args.params, out_file=args.out)
-    except DataQualityError as e:
-        print(f"blip leakage: FAILED: {e}", file=sys.stderr)
-        return 1
+    result = stage_leakage(args.eval, args.pool, params=args.params, out_file=args.out)
     _print({k: v for k, v in result.items() if k != "pool"})
     return 0
 
@@ -278,8 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    from flows.validation import DataQualityError
+
     try:
         return args.func(args)
+    except DataQualityError as e:
+        # a data-quality gate failed: the readable report, exit 1 (DVC and CI stop here)
+        print(f"blip {args.command}: FAILED\n{e}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         # user errors: one clear line, no traceback
         print(f"blip {args.command}: error: {e}", file=sys.stderr)
