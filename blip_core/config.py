@@ -456,7 +456,12 @@ class CapFiltConfig:
     policy: str = "both"
     """none | filter | captioner | both | clip_score (the paper's 2x2 ablation plus a DataComp baseline)."""
     threshold: float = 0.5
-    """Keep a caption when the filter's ITM p(match) is at least this."""
+    """Keep a caption when the filter's ITM p(match) is at least this (threshold_mode fixed)."""
+    threshold_mode: str = "fixed"
+    """fixed: `threshold` as is (BLIP). calibrated: the `calibration_quantile` of the filter's p(match)
+    on known-clean human pairs (a held-out split): for a filter whose ITM head is not calibrated
+    around 0.5 (a small budget leaves p(match) below 0.5 for every pair)."""
+    calibration_quantile: float = 0.1
     clip_keep_fraction: float = 0.3
     """clip_score policy: keep this top fraction of web captions by ITC cosine (DataComp keeps 30%)."""
 
@@ -473,6 +478,10 @@ class CapFiltConfig:
             raise ValueError(f"capfilt.policy must be one of {', '.join(CAPFILT_POLICIES)}, got {self.policy!r}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"capfilt.threshold must be in [0, 1], got {self.threshold}")
+        if self.threshold_mode not in ("fixed", "calibrated"):
+            raise ValueError(f"capfilt.threshold_mode must be fixed or calibrated, got {self.threshold_mode!r}")
+        if not 0.0 <= self.calibration_quantile <= 1.0:
+            raise ValueError(f"capfilt.calibration_quantile must be in [0, 1], got {self.calibration_quantile}")
         if not 0.0 < self.clip_keep_fraction <= 1.0:
             raise ValueError(f"capfilt.clip_keep_fraction must be in (0, 1], got {self.clip_keep_fraction}")
 

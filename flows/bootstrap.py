@@ -262,6 +262,16 @@ def filter_shard_task(shard: str, captioner: str | None, filter_model: str, cfg:
     return filter_one(shard, _capfilt_models(captioner, filter_model), CapFiltConfig(**cfg), work)
 
 
+@task(
+    task_run_name="calibrate-{shard}", tags=["gpu"], cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io
+)
+def calibrate_shard_task(shard: str, captioner: str | None, filter_model: str, cfg: dict, work: str) -> dict:
+    from blip_core.capfilt.pipeline import calibrate_one
+    from blip_core.config import CapFiltConfig
+
+    return calibrate_one(shard, _capfilt_models(captioner, filter_model), CapFiltConfig(**cfg), work)
+
+
 def task_runner(kind: str, workers: int):
     if kind == "threads":
         return ThreadPoolTaskRunner(max_workers=workers)
@@ -276,7 +286,15 @@ def task_runner(kind: str, workers: int):
 
 
 @flow(name="capfilt", flow_run_name="capfilt-{policy}")
-def capfilt_flow(web: str, work: str, captioner: str | None, filter_model: str, cfg: dict, policy: str) -> dict:
+def capfilt_flow(
+    web: str,
+    work: str,
+    captioner: str | None,
+    filter_model: str,
+    cfg: dict,
+    policy: str,
+    calibration: str | None = None,
+) -> dict:
     """Caption then filter every web shard, one task per shard, on the flow's task runner."""
     from blip_core.data.shards import list_shards
 
@@ -287,6 +305,10 @@ def capfilt_flow(web: str, work: str, captioner: str | None, filter_model: str, 
                                                  unmapped(work)).result()  # fmt: skip
     filtered = filter_shard_task.map(shards, unmapped(captioner), unmapped(filter_model), unmapped(cfg),
                                      unmapped(work)).result()  # fmt: skip
+    if cfg["threshold_mode"] == "calibrated":
+        calib = [str(s) for s in list_shards(calibration)]
+        calibrate_shard_task.map(calib, unmapped(captioner), unmapped(filter_model), unmapped(cfg),
+                                 unmapped(work)).result()  # fmt: skip
     return {
         "shards": len(shards),
         "captioned_images": sum(r.get("images", 0) for r in caption_results),
@@ -313,7 +335,7 @@ def bootstrap(
     track: bool = True,
     experiment: str = "blip-bootstrap",
     task_runner_kind: str = "threads",
-    capfilt_workers: int = 2,
+    capfilt_workers: int = 1,
 ) -> dict:
     """Run the whole bootstrap pipeline; returns the baseline-vs-bootstrapped comparison."""
     import yaml
@@ -357,7 +379,7 @@ def bootstrap(
         if parent is not None:
             parent.set_tags({"data_hash": data_tag})
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in result["rows"]}, step=0)
-            _register(run, L, result)
+            register_task(run, L.root, result["rows"], _model_paths(L))
             parent.close()
         return result
     except BaseException:
@@ -397,13 +419,14 @@ def _pipeline(stage, L: Layout, params, doc, runner_kind, workers, uses_captione
     _threads_per_worker(runner_kind, workers)
     t0 = time.perf_counter()
     capfilt_flow.with_options(task_runner=task_runner(runner_kind, workers))(
-        L.split("web"), L.capfilt, captioner, filt, _asdict(cfg), cfg.policy
+        L.split("web"), L.capfilt, captioner, filt, _asdict(cfg), cfg.policy, L.split("val")
     )
     _add_time(L, "capfilt_caption_filter", time.perf_counter() - t0)
     cf = {"web_dir": L.split("web"), "work_dir": L.capfilt, "captioner": captioner, "filter_model": filt,
           "params": params}  # fmt: skip
-    stage("capfilt_select", "stage_capfilt_select", cf | {"metrics_dir": f"{m}/capfilt"},
-          [L.p("capfilt", "scores"), filt], [f"{m}/capfilt"], ["capfilt"])  # fmt: skip
+    stage("capfilt_select", "stage_capfilt_select", cf | {"metrics_dir": f"{m}/capfilt", "calibration_dir":
+          L.split("val")}, [L.p("capfilt", "scores"), L.p("capfilt", "calibration"), filt], [f"{m}/capfilt"],
+          ["capfilt"])  # fmt: skip
     stage("capfilt_reshard", "stage_capfilt_reshard", cf | {"human_dirs": human},
           [L.p("capfilt", "selection.parquet"), *human], [L.bootstrapped], ["capfilt"])  # fmt: skip
     stage("validate_capfilt", "stage_validate", {"kind": "capfilt", "path": L.capfilt, "params": params,
@@ -453,24 +476,43 @@ def _asdict(cfg) -> dict:
     return asdict(cfg)
 
 
-def _register(run: dict, L: Layout, result: dict) -> None:
-    """Register the four models; the `best` alias follows test mean recall / CIDEr."""
+def _model_paths(L: Layout) -> dict[str, str]:
+    return {
+        "pretrain": L.model("baseline", "pretrain"),
+        "captioner": L.model("baseline", "caption"),
+        "filter": L.model("baseline", "retrieval"),
+        "bootstrapped": L.model("bootstrapped", "pretrain"),
+    }
+
+
+def _register_key(context, parameters: dict[str, Any]) -> str:
+    """Register again only when a model (or the store) changed: a cached re-run adds no versions."""
+    models = parameters["models"]
+    return versioning._sha({"models": versioning.fingerprint(list(models.values())),
+                            "store": parameters["run"].get("tracking_uri")})  # fmt: skip
+
+
+@task(cache_key_fn=_register_key, persist_result=True)
+def register_task(run: dict, root: str, rows: list[dict], models: dict[str, str]) -> dict:
+    """Register the four models; the `best` alias follows test mean recall (CIDEr for the captioner)."""
     from flows.registry import log_and_register
 
-    score = {(r["split"], r["metric"], m): r[m] for r in result["rows"] for m in ("baseline", "bootstrapped")}
-    r_mean = {m: score.get(("test", "r_mean", m)) for m in ("baseline", "bootstrapped")}
-    cider = score.get(("test", "cider", "baseline"))
-    for role, path, metric in (
-        ("pretrain", L.model("baseline", "pretrain"), r_mean["baseline"]),
-        ("captioner", L.model("baseline", "caption"), cider),
-        ("filter", L.model("baseline", "retrieval"), r_mean["baseline"]),
-        ("bootstrapped", L.model("bootstrapped", "pretrain"), r_mean["bootstrapped"]),
-    ):
+    score = {(r["split"], r["metric"], m): r[m] for r in rows for m in ("baseline", "bootstrapped")}
+    metric = {
+        "pretrain": score.get(("test", "r_mean", "baseline")),
+        "captioner": score.get(("test", "cider", "baseline")),
+        "filter": score.get(("test", "r_mean", "baseline")),
+        "bootstrapped": score.get(("test", "r_mean", "bootstrapped")),
+    }
+    out = {}
+    for role, path in models.items():
         try:
-            info = log_and_register(run["tracking_uri"], run["mlflow_parent"], path, role, metric=metric)
+            info = log_and_register(run["tracking_uri"], run["mlflow_parent"], path, role, metric=metric[role])
+            out[role] = info["version"]
             logger.info("registered %s version %s (best=%s)", info["name"], info["version"], info["best"])
         except Exception as e:  # the registry is a nicety of tracking: report, do not lose the run
             logger.warning("could not register %s: %s", role, e)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

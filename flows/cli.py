@@ -115,17 +115,18 @@ def _cmd_capfilt(args: argparse.Namespace) -> int:
     from flows import stages
 
     kw = {"captioner": args.captioner, "filter_model": args.filter, "params": args.params, "policy": args.policy}
+    cal = {"calibration_dir": args.calibration}
     if args.step in ("caption", "filter"):
-        result = stages.stage_capfilt_score(args.web, args.work, step=args.step, **kw)
+        result = stages.stage_capfilt_score(args.web, args.work, step=args.step, **kw, **cal)
     elif args.step == "select":
         result = stages.stage_capfilt_select(
-            args.web, args.work, metrics_dir=args.metrics, threshold=args.threshold, **kw
+            args.web, args.work, metrics_dir=args.metrics, threshold=args.threshold, **kw, **cal
         )
     elif args.step == "reshard":
         result = stages.stage_capfilt_reshard(args.human, args.web, args.work, **kw)
     else:
         result = stages.stage_capfilt_run(
-            args.human, args.web, args.work, metrics_dir=args.metrics, threshold=args.threshold, **kw
+            args.human, args.web, args.work, metrics_dir=args.metrics, threshold=args.threshold, **kw, **cal
         )
     _print(result)
     return 0
@@ -236,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=Path, default=Path("data/metrics/capfilt"), help="quality JSON + plots folder")
     p.add_argument("--policy", default=None, help="override capfilt.policy: none|filter|captioner|both|clip_score")
     p.add_argument("--threshold", type=float, default=None, help="override capfilt.threshold")
+    p.add_argument(
+        "--calibration", type=Path, default=None, help="clean held-out split (threshold_mode calibrated), e.g. val"
+    )
     p.add_argument("--params", type=Path, default=None)
     p.set_defaults(func=_cmd_capfilt)
 

@@ -77,6 +77,11 @@ def main() -> int:
             cmd = ["prefect", "server", "start", "--host", HOST, "--port", str(PORT)]
             server = _spawn(cmd, env, logs / "prefect-server.log")
             _wait(_healthy, "prefect server", 180, server)
+        # a fresh `gpu` limit (1 task at a time): slots leased by an earlier run that was killed would
+        # otherwise block every gpu-tagged task of this run
+        subprocess.run(
+            ["prefect", "concurrency-limit", "delete", "gpu"], env=env, capture_output=True, input="y\n", text=True
+        )
         subprocess.run(["prefect", "concurrency-limit", "create", "gpu", "1"], env=env, capture_output=True)
         print(f"Serving deployment bootstrap/full (log: {logs}/serve.log)")
         serve = _spawn([sys.executable, "-m", "flows.bootstrap", "serve"], env, logs / "serve.log")

@@ -244,7 +244,15 @@ def _capfilt(params, captioner: str | Path | None, filter_: str | Path, **overri
 
 
 def stage_capfilt_score(
-    web_dir, work_dir, *, captioner=None, filter_model, params=None, policy: str | None = None, step: str = "both"
+    web_dir,
+    work_dir,
+    *,
+    captioner=None,
+    filter_model,
+    params=None,
+    policy: str | None = None,
+    step: str = "both",
+    calibration_dir=None,
 ) -> dict[str, Any]:
     """CapFilt caption (`step="caption"`), filter (`"filter"`) or both over every web shard.
 
@@ -253,27 +261,36 @@ def stage_capfilt_score(
     from blip_core.capfilt import pipeline
 
     cfg, models = _capfilt(params, captioner, filter_model, policy=policy)
-    for sub in (pipeline.CAPTIONS, pipeline.SCORES):
+    for sub in (pipeline.CAPTIONS, pipeline.SCORES, pipeline.CALIBRATION):
         Path(work_dir, sub).mkdir(parents=True, exist_ok=True)
     if step == "caption":
         if not pipeline.uses_captioner(cfg):
             return {"skipped": f"capfilt.policy={cfg.policy} writes no synthetic captions"}
         return pipeline.run_caption(web_dir, models, cfg, work_dir)
     if step == "filter":
-        return pipeline.run_filter(web_dir, models, cfg, work_dir)
-    summary = pipeline.run_score(web_dir, models, cfg, work_dir)
+        return pipeline.run_filter(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
+    summary = pipeline.run_score(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
     Path(work_dir, "score_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 
 def stage_capfilt_select(
-    web_dir, work_dir, *, captioner=None, filter_model, metrics_dir, params=None, policy=None, threshold=None
+    web_dir,
+    work_dir,
+    *,
+    captioner=None,
+    filter_model,
+    metrics_dir,
+    params=None,
+    policy=None,
+    threshold=None,
+    calibration_dir=None,
 ) -> dict[str, Any]:
     """Apply the selection policy to the stored scores; write quality metrics and plots (seconds)."""
     from blip_core.capfilt.pipeline import run_select
 
     cfg, models = _capfilt(params, captioner, filter_model, policy=policy, threshold=threshold)
-    return run_select(web_dir, models, cfg, work_dir, metrics_dir=metrics_dir)
+    return run_select(web_dir, models, cfg, work_dir, metrics_dir=metrics_dir, calibration_dir=calibration_dir)
 
 
 def stage_capfilt_reshard(
@@ -298,12 +315,14 @@ def stage_capfilt_run(
     params=None,
     policy=None,
     threshold=None,
+    calibration_dir=None,
 ) -> dict[str, Any]:
     """caption -> filter -> select -> reshard."""
     kw = {"captioner": captioner, "filter_model": filter_model, "params": params, "policy": policy}
+    cal = {"calibration_dir": calibration_dir}
     return {
-        "score": stage_capfilt_score(web_dir, work_dir, **kw),
-        "select": stage_capfilt_select(web_dir, work_dir, metrics_dir=metrics_dir, threshold=threshold, **kw),
+        "score": stage_capfilt_score(web_dir, work_dir, **kw, **cal),
+        "select": stage_capfilt_select(web_dir, work_dir, metrics_dir=metrics_dir, threshold=threshold, **kw, **cal),
         "reshard": stage_capfilt_reshard(human_dirs, web_dir, work_dir, **kw),
     }
 
@@ -331,8 +350,9 @@ def stage_validate(
         df = raw_caption_table(path, reader_cfg=_section(params, "reader", ReaderConfig))
         reports = [v.run_suite("raw_web", v.raw_web_suite(cfg), df, root=gx_root)]
     elif kind == "capfilt":
-        out, sel = v.capfilt_tables(path)
+        out, sel, meta = v.capfilt_tables(path)
         capfilt_cfg: CapFiltConfig = _section(params, "capfilt", CapFiltConfig)
+        capfilt_cfg.threshold = meta.get("threshold", capfilt_cfg.threshold)  # the one selection used
         reports = [
             v.run_suite("capfilt_output", v.capfilt_output_suite(cfg, capfilt_cfg), out, root=gx_root),
             v.run_suite("capfilt_selection", v.capfilt_selection_suite(cfg), sel, root=gx_root),

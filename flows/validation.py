@@ -81,9 +81,10 @@ def capfilt_selection_suite(cfg: ValidateConfig):
     ]
 
 
-def capfilt_tables(work_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(output table of the resharded kept captions, selection table of every scored candidate)."""
-    from blip_core.capfilt.pipeline import SELECTION, SHARDS
+def capfilt_tables(work_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(output table of the resharded kept captions, selection table of every scored candidate,
+    selection metadata: policy and the threshold in use)."""
+    from blip_core.capfilt.pipeline import SELECTION, SELECTION_META, SHARDS
     from blip_core.capfilt.tables import capfilt_output_table
 
     work_dir = Path(work_dir)
@@ -94,7 +95,9 @@ def capfilt_tables(work_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     # ground-truth noise of the kept captions; NaN where a caption was dropped or has no label
     noisy = sel["gt_noisy"].astype(float)
     sel["kept_noisy"] = noisy.where(sel["keep"].astype(bool) & sel["gt_noisy"].notna())
-    return out, sel
+    meta_file = work_dir / SELECTION_META
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    return out, sel, meta
 
 
 def run_suite(name: str, expectations: list, df: pd.DataFrame, *, root: str | Path | None = None) -> dict[str, Any]:

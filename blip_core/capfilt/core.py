@@ -176,10 +176,12 @@ def caption_shard(
 # filter (score)
 
 
-def score_output(out_dir: str | Path, shard: str | Path, ckpt: str, captions: str | Path | None) -> Path:
+def score_output(
+    out_dir: str | Path, shard: str | Path, ckpt: str, captions: str | Path | None, source: str = "web"
+) -> Path:
     shard = Path(shard)
     cap_hash = file_sha256(captions) if captions else None
-    h = step_hash(step="filter", shard=file_sha256(shard), ckpt=ckpt, captions=cap_hash)
+    h = step_hash(step="filter", shard=file_sha256(shard), ckpt=ckpt, captions=cap_hash, source=source)
     return Path(out_dir) / f"{shard.stem}.{h}.parquet"
 
 
@@ -187,6 +189,8 @@ def _ground_truth(meta: dict[str, Any], caption: str, source: str) -> tuple[str 
     """(noise type, noisy) from the world's labels: web captions carry a noise type; a synthetic
     caption is noisy when the grounding checker finds it not true of the rendered scene."""
     gt = meta.get("gt") or {}
+    if source == "human":
+        return "human", False
     if source == "web":
         nt = gt.get("noise_type")
         return nt, (None if nt is None else nt != "clean")
@@ -206,14 +210,17 @@ def filter_shard(
     *,
     ckpt: str,
     captions: str | Path | None = None,
+    source: str = "web",
     device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """Score each image's web caption and its synthetic captions (from `captions`, if given).
+    """Score each image's own captions (labelled `source`: web alt-text, or human for calibration)
+    and its synthetic captions (from `captions`, if given).
 
-    One vision pass per image serves all of its 1 + k captions (BlipRetrieval.score).
+    One vision pass per image serves all of its captions: the image embeddings are repeated per
+    caption row for the ITM cross-attention and the ITC cosine.
     """
     shard = Path(shard)
-    out = score_output(out_dir, shard, ckpt, captions)
+    out = score_output(out_dir, shard, ckpt, captions, source)
     if out.is_file():
         return {"shard": shard.stem, "path": str(out), "skipped": True}
     device = device or next(filter_model.parameters()).device
@@ -226,18 +233,20 @@ def filter_shard(
     stats = ReadStats()
     rows: list[dict[str, Any]] = []
     for batch in _batches(shard, cfg.filter_batch_size, stats):
-        texts, cands = [], []
+        texts, cands, counts = [], [], []
         for s in batch:
             syn = synthetic.get(s["key"], [])
             if len(syn) != k:
                 raise ValueError(f"{captions}: {s['key']} has {len(syn)} synthetic captions, expected {k}")
-            web = s["captions"][0]  # a web image has one alt-text
-            for c, (text, source) in enumerate([(web, "web")] + [(t, "synthetic") for t in syn]):
+            own = [(t, source) for t in s["captions"]]
+            for c, (text, src) in enumerate(own + [(t, "synthetic") for t in syn]):
                 texts.append(text)
-                cands.append((s, c, text, source))
+                cands.append((s, c, text, src))
+            counts.append(len(own) + len(syn))
         ids, mask = processor(texts)
         with _autocast(device):
             embeds = filter_model.image_embeds(_images(batch, filter_model.cfg.vision.image_size, device))
+            embeds = embeds.repeat_interleave(torch.tensor(counts, device=device), dim=0)  # (sum counts, N, D)
             scores = filter_model.score(embeds, ids.to(device), mask.to(device))
         itm, itc = scores["itm_prob"].float().cpu().tolist(), scores["itc_cosine"].float().cpu().tolist()
         for (s, c, text, source), p, cos in zip(cands, itm, itc, strict=True):
@@ -269,7 +278,16 @@ def read_scores(paths: list[str | Path]) -> pd.DataFrame:
     return pd.concat([pq.read_table(p).to_pandas() for p in paths], ignore_index=True)
 
 
-def select(scores: pd.DataFrame, cfg: CapFiltConfig) -> pd.DataFrame:
+def resolve_threshold(cfg: CapFiltConfig, calibration: pd.DataFrame | None = None) -> float:
+    """The ITM threshold in use: `threshold`, or the `calibration_quantile` of p(match) on clean pairs."""
+    if cfg.threshold_mode == "fixed":
+        return cfg.threshold
+    if calibration is None or calibration.empty:
+        raise ValueError("capfilt.threshold_mode=calibrated needs filter scores of a clean split (--calibration DIR)")
+    return float(calibration["itm_prob"].quantile(cfg.calibration_quantile))
+
+
+def select(scores: pd.DataFrame, cfg: CapFiltConfig, *, threshold: float | None = None) -> pd.DataFrame:
     """Add a boolean `keep` column. Policies (BLIP Table 1, plus a DataComp-style baseline):
 
     - none: every web caption, no synthetic ones (the noisy baseline).
@@ -280,7 +298,7 @@ def select(scores: pd.DataFrame, cfg: CapFiltConfig) -> pd.DataFrame:
     """
     df = scores.copy()
     web, syn = df["source"].eq("web"), df["source"].eq("synthetic")
-    passes = df["itm_prob"].ge(cfg.threshold)
+    passes = df["itm_prob"].ge(cfg.threshold if threshold is None else threshold)
     if cfg.policy == "none":
         keep = web
     elif cfg.policy == "filter":

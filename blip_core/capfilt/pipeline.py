@@ -26,6 +26,7 @@ from blip_core.data.shards import list_shards, write_stats
 logger = logging.getLogger(__name__)
 
 CAPTIONS, SCORES, SELECTION, SHARDS = "captions", "scores", "selection.parquet", "shards"
+CALIBRATION, SELECTION_META = "calibration", "selection.json"
 
 
 def _device() -> torch.device:
@@ -91,6 +92,14 @@ def filter_one(shard: str | Path, models: CapFiltModels, cfg: CapFiltConfig, wor
     )
 
 
+def calibrate_one(shard: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict:
+    """Score the human captions of a clean held-out shard (for threshold_mode=calibrated)."""
+    model, processor, ckpt = models.filter()
+    return core.filter_shard(
+        shard, model, processor, cfg, Path(work_dir) / CALIBRATION, ckpt=ckpt, source="human", device=models.device
+    )
+
+
 def _each(shards: list[Path], fn, desc: str) -> list[dict]:
     out, t0, images = [], time.perf_counter(), 0
     bar = tqdm(shards, desc=desc, unit="shard")
@@ -110,19 +119,39 @@ def run_caption(web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, 
     return _throughput(res, time.perf_counter() - t0)
 
 
-def run_filter(web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict[str, Any]:
-    """Score every web shard's web and synthetic captions; finished shards are skipped."""
+def run_filter(
+    web_dir: str | Path,
+    models: CapFiltModels,
+    cfg: CapFiltConfig,
+    work_dir: str | Path,
+    *,
+    calibration_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score every web shard's web and synthetic captions (and the calibration split's human
+    captions when the threshold is calibrated); finished shards are skipped."""
     t0 = time.perf_counter()
     res = _each(list_shards(web_dir), lambda s: filter_one(s, models, cfg, work_dir), "capfilt filter")
-    return _throughput(res, time.perf_counter() - t0)
+    out = _throughput(res, time.perf_counter() - t0)
+    if cfg.threshold_mode == "calibrated":
+        if calibration_dir is None:
+            raise ValueError("capfilt.threshold_mode=calibrated needs a clean held-out split (--calibration DIR)")
+        _each(list_shards(calibration_dir), lambda s: calibrate_one(s, models, cfg, work_dir), "capfilt calibrate")
+    return out
 
 
-def run_score(web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict[str, Any]:
+def run_score(
+    web_dir: str | Path,
+    models: CapFiltModels,
+    cfg: CapFiltConfig,
+    work_dir: str | Path,
+    *,
+    calibration_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Caption (if the policy uses the captioner), then filter."""
     summary: dict[str, Any] = {"shards": len(list_shards(web_dir))}
     if uses_captioner(cfg):
         summary["caption"] = run_caption(web_dir, models, cfg, work_dir)
-    summary["filter"] = run_filter(web_dir, models, cfg, work_dir)
+    summary["filter"] = run_filter(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
     return summary
 
 
@@ -153,17 +182,44 @@ def score_files(web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, 
     return paths
 
 
+def calibration_files(calibration_dir: str | Path, models: CapFiltModels, work_dir: str | Path) -> list[Path]:
+    ckpt = models.ids()["filter"]
+    paths = [
+        core.score_output(Path(work_dir) / CALIBRATION, s, ckpt, None, "human") for s in list_shards(calibration_dir)
+    ]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"calibration scores not found ({missing[0]}); run the filter step with --calibration")
+    return paths
+
+
 def run_select(
-    web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | Path
+    web_dir: str | Path,
+    models: CapFiltModels,
+    cfg: CapFiltConfig,
+    work_dir: str | Path,
+    *,
+    metrics_dir: str | Path,
+    calibration_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Apply the policy to the stored scores (no model runs); write selection, quality metrics, plots."""
     work_dir, metrics_dir = Path(work_dir), Path(metrics_dir)
-    sel = core.select(core.read_scores(score_files(web_dir, models, cfg, work_dir)), cfg)
+    calibration = None
+    if cfg.threshold_mode == "calibrated":
+        if calibration_dir is None:
+            raise ValueError("capfilt.threshold_mode=calibrated needs a clean held-out split (--calibration DIR)")
+        calibration = core.read_scores(calibration_files(calibration_dir, models, work_dir))
+    threshold = core.resolve_threshold(cfg, calibration)
+    sel = core.select(core.read_scores(score_files(web_dir, models, cfg, work_dir)), cfg, threshold=threshold)
     sel.to_parquet(work_dir / SELECTION, index=False)
-    quality = {"policy": cfg.policy} | filter_quality(sel, cfg.threshold)
+    meta = {"policy": cfg.policy, "threshold": threshold, "threshold_mode": cfg.threshold_mode}
+    if calibration is not None:
+        meta |= {"calibration_quantile": cfg.calibration_quantile, "calibration_pairs": int(len(calibration))}
+    (work_dir / SELECTION_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    quality = meta | filter_quality(sel, threshold)
     metrics_dir.mkdir(parents=True, exist_ok=True)
     (metrics_dir / "capfilt_quality.json").write_text(json.dumps(quality, indent=2, sort_keys=True) + "\n")
-    plot_quality(sel, cfg.threshold, metrics_dir / "plots")
+    plot_quality(sel, threshold, metrics_dir / "plots")
     return quality
 
 

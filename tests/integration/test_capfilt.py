@@ -145,7 +145,8 @@ def test_leakage_check_finds_copied_eval_images(tiny_world, tmp_path):
 def test_cli_capfilt_run_and_validate(tiny_world, models, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(
-        "capfilt:\n  num_captions: 1\n  caption_batch_size: 32\n  policy: both\n  threshold: 0.5\n"
+        "capfilt:\n  num_captions: 1\n  caption_batch_size: 32\n  policy: both\n  threshold_mode: calibrated\n"
+        "  calibration_quantile: 0.5\n"
         # random micro models: loosen the bands that a trained filter must meet
         "validate:\n  keep_rate_min: 0.0\n  keep_rate_max: 1.0\n  max_kept_noise: 1.0\n"
     )
@@ -166,10 +167,16 @@ def test_cli_capfilt_run_and_validate(tiny_world, models, tmp_path):
         str(tmp_path / "m"),
         "--params",
         str(params),
+        "--calibration",
+        str(tiny_world / "val"),
     ]
     r = subprocess.run([*blip, "capfilt", "run", *args], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "m" / "capfilt_quality.json").read_text())["policy"] == "both"
+    quality = json.loads((tmp_path / "m" / "capfilt_quality.json").read_text())
+    assert quality["policy"] == "both" and quality["threshold_mode"] == "calibrated"
+    calib = core.read_scores(sorted((tmp_path / "work" / "calibration").glob("*.parquet")))
+    assert len(calib) == 8 * 5 and set(calib["source"]) == {"human"}  # every val caption scored
+    assert quality["threshold"] == pytest.approx(calib["itm_prob"].quantile(0.5))
     gx_root = tmp_path / "gxroot"
     from flows.stages import stage_validate
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blip_core.capfilt.core import select, shard_seed
+from blip_core.capfilt.core import resolve_threshold, select, shard_seed
 from blip_core.capfilt.quality import auroc, filter_quality, pr_curve
 from blip_core.config import CapFiltConfig
 
@@ -63,6 +63,19 @@ def test_clip_score_baseline_keeps_top_fraction_of_web_by_cosine():
     assert _kept("clip_score", clip_keep_fraction=0.5) == [("k0", 0), ("k3", 0)]  # cosines 0.5, 0.4
     assert _kept("clip_score", clip_keep_fraction=0.25) == [("k0", 0)]
     assert _kept("clip_score", clip_keep_fraction=1.0) == [("k0", 0), ("k1", 0), ("k2", 0), ("k3", 0)]
+
+
+def test_calibrated_threshold_is_a_quantile_of_clean_pair_scores():
+    calib = pd.DataFrame({"itm_prob": np.linspace(0.2, 0.4, 11)})
+    cfg = CapFiltConfig(policy="both", threshold_mode="calibrated", calibration_quantile=0.5)
+    assert resolve_threshold(cfg, calib) == pytest.approx(0.3)
+    assert resolve_threshold(CapFiltConfig(threshold=0.7), calib) == 0.7  # fixed ignores calibration
+    with pytest.raises(ValueError, match="--calibration"):
+        resolve_threshold(cfg, None)
+    sel = select(_scores(), cfg, threshold=0.3)
+    assert sorted(zip(sel.loc[sel["keep"], "key"], sel.loc[sel["keep"], "cand"])) == [
+        ("k0", 0), ("k0", 1), ("k1", 1), ("k2", 0), ("k3", 0), ("k3", 1)
+    ]  # fmt: skip
 
 
 def test_selection_does_not_read_ground_truth():
