@@ -106,7 +106,8 @@ def run_suite(name: str, expectations: list, df: pd.DataFrame, *, root: str | Pa
     import great_expectations as gx
 
     ctx = gx.get_context(mode="file", project_root_dir=str(root or gx_root()))
-    ds = ctx.data_sources.add_or_update_pandas(name="blip")
+    # get before add: re-adding rewrites gx/great_expectations.yml (new ids) on every run
+    ds = _get_or_add(lambda: ctx.data_sources.get("blip"), lambda: ctx.data_sources.add_pandas(name="blip"))
     asset = _get_or_add(lambda: ds.get_asset(name), lambda: ds.add_dataframe_asset(name=name))
     batch = _get_or_add(
         lambda: asset.get_batch_definition("whole"), lambda: asset.add_batch_definition_whole_dataframe("whole")

@@ -249,14 +249,14 @@ def filter_shard(
             embeds = embeds.repeat_interleave(torch.tensor(counts, device=device), dim=0)  # (sum counts, N, D)
             scores = filter_model.score(embeds, ids.to(device), mask.to(device))
         itm, itc = scores["itm_prob"].float().cpu().tolist(), scores["itc_cosine"].float().cpu().tolist()
-        for (s, c, text, source), p, cos in zip(cands, itm, itc, strict=True):
-            nt, noisy = _ground_truth(s["meta"], text, source)
+        for (s, c, text, src), p, cos in zip(cands, itm, itc, strict=True):
+            nt, noisy = _ground_truth(s["meta"], text, src)
             rows.append(
                 {
                     "key": s["key"],
                     "shard": shard.stem,
                     "cand": c,
-                    "source": source,
+                    "source": src,
                     "caption": text,
                     "itm_prob": p,
                     "itc_cosine": cos,

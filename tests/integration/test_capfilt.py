@@ -53,6 +53,9 @@ def test_caption_and_filter_outputs_are_complete_and_idempotent(tiny_world, mode
     assert len(caps) == 240 * 2 and caps.groupby("key").size().eq(2).all()
     scores = core.read_scores(sorted((tmp_path / "scores").glob("*.parquet")))
     assert len(scores) == 240 * 3 and not scores.duplicated(["key", "cand"]).any()
+    # labels hold across batches (16 images each): cand 0 is the web caption, the rest synthetic
+    assert scores.groupby("source").size().to_dict() == {"synthetic": 480, "web": 240}
+    assert (scores["source"] == "web").eq(scores["cand"] == 0).all()
     assert scores["itm_prob"].between(0, 1).all() and scores["itc_cosine"].between(-1, 1).all()
     web = scores[scores["source"] == "web"]
     assert set(web["gt_noise_type"]) <= {"clean", "mismatched", "corrupted", "spam", "uninformative"}
