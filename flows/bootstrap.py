@@ -238,11 +238,7 @@ def _capfilt_models(captioner: str | None, filter_model: str):
     with _MODELS_LOCK:
         key = (captioner, filter_model)
         if key not in _MODELS:
-            m = CapFiltModels(captioner, filter_model)
-            if captioner:
-                m.captioner()
-            m.filter()
-            _MODELS[key] = m
+            _MODELS[key] = CapFiltModels(captioner, filter_model)  # models load on first use, once
         return _MODELS[key]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,8 +42,13 @@ class CapFiltModels:
     filter_dir: str | Path
     device: torch.device = field(default_factory=_device)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _load(self, kind: str, path: str | Path):
+        with self._lock:  # mapped tasks in threads share one instance: load each model once
+            return self._load_locked(kind, path)
+
+    def _load_locked(self, kind: str, path: str | Path):
         if kind not in self._cache:
             from blip_core.model import weights
             from blip_core.model.tokenizer import TextProcessor, load_tokenizer
@@ -50,7 +56,7 @@ class CapFiltModels:
             model = weights.load_pretrained(path, kind=kind).to(self.device).eval()
             tok = load_tokenizer(model.cfg.tokenizer)
             processor = TextProcessor(tok, max_len=model.cfg.text.max_text_len, prompt=model.cfg.prompt)
-            self._cache[kind] = (model, processor, core.checkpoint_id(path))
+            self._cache[kind] = (model, processor, self.ids()["captioner" if kind == "captioner" else "filter"])
         return self._cache[kind]
 
     def captioner(self):
@@ -62,31 +68,47 @@ class CapFiltModels:
         return self._load("retrieval", self.filter_dir)
 
     def ids(self) -> dict[str, str]:
-        out = {"filter": core.checkpoint_id(self.filter_dir)}
-        if self.captioner_dir is not None:
-            out["captioner"] = core.checkpoint_id(self.captioner_dir)
-        return out
+        """Checkpoint ids (weight-file hashes), computed once and without loading the models."""
+        if "ids" not in self._cache:
+            ids = {"filter": core.checkpoint_id(self.filter_dir)}
+            if self.captioner_dir is not None:
+                ids["captioner"] = core.checkpoint_id(self.captioner_dir)
+            self._cache["ids"] = ids
+        return self._cache["ids"]
 
 
 def uses_captioner(cfg: CapFiltConfig) -> bool:
     return cfg.policy in ("captioner", "both")
 
 
+def _done(out: Path, shard: str | Path) -> dict | None:
+    """A finished shard is skipped before any model is loaded (a cached re-run takes seconds)."""
+    return {"shard": Path(shard).stem, "path": str(out), "skipped": True} if out.is_file() else None
+
+
 def caption_one(shard: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict:
+    if models.captioner_dir is None:
+        raise ValueError("this CapFilt policy needs a captioner checkpoint")
+    done = _done(core.caption_output(Path(work_dir) / CAPTIONS, shard, models.ids()["captioner"], cfg), shard)
+    if done:
+        return done
     model, processor, ckpt = models.captioner()
     return core.caption_shard(shard, model, processor, cfg, Path(work_dir) / CAPTIONS, ckpt=ckpt, device=models.device)
 
 
 def filter_one(shard: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict:
-    model, processor, ckpt = models.filter()
+    ids = models.ids()
     captions = None
     if uses_captioner(cfg):
-        _, _, cap_ckpt = models.captioner()
-        captions = core.caption_output(Path(work_dir) / CAPTIONS, shard, cap_ckpt, cfg)
+        captions = core.caption_output(Path(work_dir) / CAPTIONS, shard, ids["captioner"], cfg)
         if not captions.is_file():
             raise FileNotFoundError(
                 f"captions of {Path(shard).name} not found ({captions}); run the caption step first"
             )
+    done = _done(core.score_output(Path(work_dir) / SCORES, shard, ids["filter"], captions), shard)
+    if done:
+        return done
+    model, processor, ckpt = models.filter()
     return core.filter_shard(
         shard, model, processor, cfg, Path(work_dir) / SCORES, ckpt=ckpt, captions=captions, device=models.device
     )
@@ -94,6 +116,9 @@ def filter_one(shard: str | Path, models: CapFiltModels, cfg: CapFiltConfig, wor
 
 def calibrate_one(shard: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict:
     """Score the human captions of a clean held-out shard (for threshold_mode=calibrated)."""
+    out = core.score_output(Path(work_dir) / CALIBRATION, shard, models.ids()["filter"], None, "human")
+    if done := _done(out, shard):
+        return done
     model, processor, ckpt = models.filter()
     return core.filter_shard(
         shard, model, processor, cfg, Path(work_dir) / CALIBRATION, ckpt=ckpt, source="human", device=models.device

@@ -92,3 +92,12 @@ def test_dvc_repro_in_a_clone_then_no_op(tmp_path):
     assert second.returncode == 0 and "Running stage" not in second.stdout, second.stdout
     metrics = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=clone, env=env, capture_output=True, text=True)
     assert "comparison.json" in metrics.stdout
+    # an experiment on the CapFilt threshold re-selects from stored scores: no captioning, no filter run
+    exp = subprocess.run(
+        ["dvc", "exp", "run", "-S", "capfilt.threshold_mode=fixed", "-S", "capfilt.threshold=0.2"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    ran = {line.split("'")[1] for line in exp.stdout.splitlines() if line.startswith("Running stage")}
+    assert "capfilt_select" in ran and "pretrain_bootstrapped" in ran
+    assert not ran & {"world", "pretrain_baseline", "capfilt_score"}, ran
