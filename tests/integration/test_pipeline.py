@@ -99,5 +99,5 @@ def test_dvc_repro_in_a_clone_then_no_op(tmp_path):
     )  # fmt: skip
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
     ran = {line.split("'")[1] for line in exp.stdout.splitlines() if line.startswith("Running stage")}
-    assert "capfilt_select" in ran and "pretrain_bootstrapped" in ran
+    assert "capfilt_select" in ran  # what runs after it depends on whether the kept set changed
     assert not ran & {"world", "pretrain_baseline", "capfilt_score"}, ran
