@@ -6,10 +6,14 @@ import filecmp
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from flows.cli import main
+
+# the default world's sizes (params.yaml holds the smaller `make run` world)
+DEFAULT_WORLD = str(Path(__file__).resolve().parents[2] / "configs" / "default-world.yaml")
 
 
 def _run(*args, cwd=None):
@@ -25,7 +29,10 @@ def test_help_lists_subcommands():
 
 def test_world_cli_is_deterministic(tmp_path):
     for name in ("a", "b"):
-        assert main(["world", "--out", str(tmp_path / name), "--seed", "7", "--scale", "0.01"]) == 0
+        assert (
+            main(["world", "--out", str(tmp_path / name), "--seed", "7", "--scale", "0.01", "--params", DEFAULT_WORLD])
+            == 0
+        )
     for split in ("coco_train", "web", "val", "test", "novel"):
         assert filecmp.cmp(tmp_path / "a" / split / "00000.tar", tmp_path / "b" / split / "00000.tar", shallow=False)
     summary = json.loads((tmp_path / "a" / "world.json").read_text())
@@ -33,7 +40,7 @@ def test_world_cli_is_deterministic(tmp_path):
 
 
 def test_tokenizer_and_inspect_cli(tmp_path, capsys):
-    assert main(["world", "--out", str(tmp_path / "w"), "--scale", "0.01"]) == 0
+    assert main(["world", "--out", str(tmp_path / "w"), "--scale", "0.01", "--params", DEFAULT_WORLD]) == 0
     assert (
         main(
             [
