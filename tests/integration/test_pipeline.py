@@ -77,7 +77,9 @@ def test_dvc_repro_in_a_clone_then_no_op(tmp_path):
         if (REPO / f).is_file():
             (clone / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, clone / f)
-    micro_params(clone / "params.yaml")
+    # fixed threshold: then a threshold experiment needs no new scores (threshold_mode is a scoring param)
+    micro_params(clone / "params.yaml", capfilt={"threshold_mode": "fixed", "caption_batch_size": 32,
+                                                 "filter_batch_size": 32, "max_length": 12})  # fmt: skip
     env = os.environ | {"BLIP_GX_ROOT": str(clone), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
@@ -94,7 +96,7 @@ def test_dvc_repro_in_a_clone_then_no_op(tmp_path):
     assert "comparison.json" in metrics.stdout
     # an experiment on the CapFilt threshold re-selects from stored scores: no captioning, no filter run
     exp = subprocess.run(
-        ["dvc", "exp", "run", "-S", "capfilt.threshold_mode=fixed", "-S", "capfilt.threshold=0.2"],
+        ["dvc", "exp", "run", "-S", "capfilt.threshold=0.2"],
         cwd=clone, env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
