@@ -15,6 +15,7 @@ Serve the deployment and trigger it (a local server must be running, see README)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -412,11 +413,11 @@ def _pipeline(stage, L: Layout, params, doc, runner_kind, workers, uses_captione
     cfg = stages._section(params, "capfilt", CapFiltConfig)
     captioner = L.model("baseline", "caption") if uses_captioner(cfg) else None
     filt = L.model("baseline", "retrieval")
-    _threads_per_worker(runner_kind, workers)
     t0 = time.perf_counter()
-    capfilt_flow.with_options(task_runner=task_runner(runner_kind, workers))(
-        L.split("web"), L.capfilt, captioner, filt, _asdict(cfg), cfg.policy, L.split("val")
-    )
+    with _threads_per_worker(runner_kind, workers):
+        capfilt_flow.with_options(task_runner=task_runner(runner_kind, workers))(
+            L.split("web"), L.capfilt, captioner, filt, _asdict(cfg), cfg.policy, L.split("val")
+        )
     _add_time(L, "capfilt_caption_filter", time.perf_counter() - t0)
     cf = {"web_dir": L.split("web"), "work_dir": L.capfilt, "captioner": captioner, "filter_model": filt,
           "params": params}  # fmt: skip
@@ -457,13 +458,20 @@ def _add_time(L: Layout, name: str, seconds: float) -> None:
     path.write_text(json.dumps(times | {name: round(seconds, 2)}, indent=2) + "\n")
 
 
-def _threads_per_worker(kind: str, workers: int) -> None:
+@contextlib.contextmanager
+def _threads_per_worker(kind: str, workers: int):
     """Mapped CapFilt tasks run in threads of one process: split the cores between them, or the
-    BLAS thread pools oversubscribe the CPU (measured: 40x slower decoding on 2 cores)."""
+    BLAS thread pools oversubscribe the CPU (measured: 40x slower decoding on 2 cores). The
+    process-wide setting is restored afterwards, so the stages after CapFilt train on every core."""
     import torch
 
+    before = torch.get_num_threads()
     if kind == "threads" and not torch.cuda.is_available():
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(workers, 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _asdict(cfg) -> dict:

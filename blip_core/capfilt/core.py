@@ -132,7 +132,11 @@ def _autocast(device: torch.device):
 def caption_output(out_dir: str | Path, shard: str | Path, ckpt: str, cfg: CapFiltConfig) -> Path:
     shard = Path(shard)
     gen = asdict(generation_config(cfg))
-    h = step_hash(step="caption", shard=file_sha256(shard), ckpt=ckpt, gen=gen, seed=cfg.seed)
+    # the batch size is part of the identity: the shard's generator draws per batch, so another batch
+    # size samples other captions from the same seed
+    h = step_hash(
+        step="caption", shard=file_sha256(shard), ckpt=ckpt, gen=gen, seed=cfg.seed, batch=cfg.caption_batch_size
+    )
     return Path(out_dir) / f"{shard.stem}.{h}.parquet"
 
 

@@ -67,6 +67,9 @@ def test_caption_and_filter_outputs_are_complete_and_idempotent(tiny_world, mode
     # a changed generation config is a different output, never a stale reuse
     third = _run_score(tiny_world, models, tmp_path, _cfg(top_p=0.5))
     assert third["caption"]["shards_skipped"] == 0
+    # so is another batch size: the shard's generator draws per batch
+    fourth = _run_score(tiny_world, models, tmp_path, _cfg(caption_batch_size=8))
+    assert fourth["caption"]["shards_skipped"] == 0
 
 
 def test_killed_run_resumes_to_identical_output(tiny_world, models, tmp_path, monkeypatch):
