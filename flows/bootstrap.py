@@ -16,6 +16,7 @@ Serve the deployment and trigger it (a local server must be running, see README)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -141,7 +142,6 @@ def _stage_tracker(name: str, run: dict, key: dict, inputs: list[str]):
         "git_commit": run["git_commit"],
         "params_hash": versioning._sha(key),
         "data_hash": versioning._sha([versioning.data_hash(p) for p in inputs]),
-        "model": run.get("model_of", {}).get(name, ""),
     }
     lg = MLflowLogger(
         experiment=run["experiment"], run_name=name, tracking_uri=run["tracking_uri"], tags=tags_,
@@ -177,8 +177,6 @@ def _log_stage(tracker, name: str, summary: Any, kwargs: dict, outputs: list[str
 
 def _caption_grid(kwargs: dict) -> Path | None:
     """A PNG grid of test images with the generated captions, for the MLflow run."""
-    import json
-
     out = Path(kwargs["out_file"])
     preds_file = out.with_name(out.stem + "_captions.json")
     if not preds_file.is_file():
@@ -205,8 +203,6 @@ def _numeric(obj: Any, prefix: str = "") -> dict[str, float]:
 
 
 def _jsonable_summary(summary: Any) -> Any:
-    import json
-
     return json.loads(json.dumps(summary, default=str))
 
 
@@ -337,9 +333,6 @@ def bootstrap(
     """Run the whole bootstrap pipeline; returns the baseline-vs-bootstrapped comparison."""
     import yaml
 
-    from blip_core.capfilt.pipeline import uses_captioner
-    from blip_core.config import CapFiltConfig
-
     L = Layout(root)
     doc = yaml.safe_load(Path(params).read_text()) if Path(params).is_file() else {}
     commit = versioning.git_commit()
@@ -372,7 +365,7 @@ def bootstrap(
         stage("world", "stage_world", {"out_dir": L.world, "params": params}, [], [L.world], ["world"])
         data_tag = versioning.data_hash(L.world)
         with tags(f"data:{data_tag}"):
-            result = _pipeline(stage, L, params, doc, task_runner_kind, capfilt_workers, uses_captioner, CapFiltConfig)
+            result = _pipeline(stage, L, params, task_runner_kind, capfilt_workers)
         if parent is not None:
             parent.set_tags({"data_hash": data_tag})
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in result["rows"]}, step=0)
@@ -385,7 +378,10 @@ def bootstrap(
         raise
 
 
-def _pipeline(stage, L: Layout, params, doc, runner_kind, workers, uses_captioner, CapFiltConfig) -> dict:
+def _pipeline(stage, L: Layout, params, runner_kind, workers) -> dict:
+    from blip_core.capfilt.pipeline import uses_captioner
+    from blip_core.config import CapFiltConfig
+
     stage("tokenizer", "stage_tokenizer", {"data_dirs": [L.split("coco_train"), L.split("web")], "out_dir": L.tokenizer,
           "params": params}, [L.split("coco_train"), L.split("web")], [L.tokenizer], ["tokenizer"])  # fmt: skip
     m = L.metrics
@@ -416,7 +412,7 @@ def _pipeline(stage, L: Layout, params, doc, runner_kind, workers, uses_captione
     t0 = time.perf_counter()
     with _threads_per_worker(runner_kind, workers):
         capfilt_flow.with_options(task_runner=task_runner(runner_kind, workers))(
-            L.split("web"), L.capfilt, captioner, filt, _asdict(cfg), cfg.policy, L.split("val")
+            L.split("web"), L.capfilt, captioner, filt, dataclasses.asdict(cfg), cfg.policy, L.split("val")
         )
     _add_time(L, "capfilt_caption_filter", time.perf_counter() - t0)
     cf = {"web_dir": L.split("web"), "work_dir": L.capfilt, "captioner": captioner, "filter_model": filt,
@@ -472,12 +468,6 @@ def _threads_per_worker(kind: str, workers: int):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _asdict(cfg) -> dict:
-    from dataclasses import asdict
-
-    return asdict(cfg)
 
 
 def _model_paths(L: Layout) -> dict[str, str]:

@@ -29,14 +29,14 @@ REGISTERED = {
 class BlipPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from blip_core.model import weights
-        from blip_core.model.tokenizer import TextProcessor, load_tokenizer
+        from blip_core.model.tokenizer import TextProcessor
 
         path = context.artifacts["checkpoint"]
         self.kind, cfg = weights.read_config(path)
         self.models = {}
         for kind in ["captioner", "retrieval"] if self.kind == "pretrain" else [self.kind]:
             self.models[kind] = weights.load_pretrained(path, kind=kind).eval()
-        self.processor = TextProcessor(load_tokenizer(cfg.tokenizer), max_len=cfg.text.max_text_len, prompt=cfg.prompt)
+        self.processor = TextProcessor.for_model(cfg)
         self.image_size = cfg.vision.image_size
 
     def _images(self, col: pd.Series):

@@ -183,7 +183,7 @@ def stage_evaluate(
     from blip_core.eval.captioning import evaluate_captioning
     from blip_core.eval.retrieval import evaluate_retrieval
     from blip_core.model import weights
-    from blip_core.model.tokenizer import TextProcessor, load_tokenizer
+    from blip_core.model.tokenizer import TextProcessor
     from blip_core.trainer import default_device
 
     cfg: EvalConfig = _section(params, "evaluate", EvalConfig)
@@ -194,7 +194,7 @@ def stage_evaluate(
     for model_dir in model_dirs:
         saved_kind, mcfg = weights.read_config(model_dir)
         kinds = ["captioner", "retrieval"] if saved_kind == "pretrain" else [saved_kind]
-        processor = TextProcessor(load_tokenizer(mcfg.tokenizer), max_len=mcfg.text.max_text_len, prompt=mcfg.prompt)
+        processor = TextProcessor.for_model(mcfg)
         for kind in kinds:
             model = weights.load_pretrained(model_dir, kind=kind).to(device).eval()
             for data_dir in data_dirs:

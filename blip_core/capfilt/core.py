@@ -14,11 +14,11 @@ quality reports only: selection never reads them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,8 @@ import torch
 from blip_core.config import CapFiltConfig
 from blip_core.data.grounding import Scene, ground_caption
 from blip_core.data.loader import eval_transform
-from blip_core.data.reader import ReadStats, iter_samples
-from blip_core.data.shards import ShardWriter, list_shards
+from blip_core.data.reader import ReadStats, build_pipeline, iter_samples
+from blip_core.data.shards import ShardWriter
 from blip_core.model.generate import GenerationConfig, caption_images
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,15 @@ SCORE_SCHEMA = pa.schema(
 # identities: what a per-shard output depends on
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read once per (path, size, mtime): the caption, filter and select
+    steps each name their outputs by the same shard and caption-file hashes."""
+    st = os.stat(path)
+    return _file_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_sha256(path: str, size: int, mtime_ns: int, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -106,15 +114,9 @@ def _write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> P
     return path
 
 
-def _batches(shard: Path, batch_size: int, stats: ReadStats) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for s in iter_samples([shard], stats=stats):
-        batch.append(s)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _batches(shard: Path, batch_size: int, stats: ReadStats):
+    """Lists of decoded samples of one shard, in order, through the guarded reader."""
+    return build_pipeline([shard], stats=stats, batch_size=batch_size, split_by_node=False, split_by_worker=False)
 
 
 def _images(batch: list[dict[str, Any]], image_size: int, device: torch.device) -> torch.Tensor:
@@ -377,7 +379,3 @@ def reshard_shard(
         "dropped": dropped,
         "read": stats.to_dict(),
     }
-
-
-def shards_of(folder: str | Path) -> list[Path]:
-    return list_shards(folder)

@@ -23,15 +23,12 @@ from blip_core.capfilt import core
 from blip_core.capfilt.quality import filter_quality, plot_quality
 from blip_core.config import CapFiltConfig
 from blip_core.data.shards import list_shards, write_stats
+from blip_core.trainer import default_device
 
 logger = logging.getLogger(__name__)
 
 CAPTIONS, SCORES, SELECTION, SHARDS = "captions", "scores", "selection.parquet", "shards"
 CALIBRATION, SELECTION_META = "calibration", "selection.json"
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass
@@ -40,7 +37,7 @@ class CapFiltModels:
 
     captioner_dir: str | Path | None
     filter_dir: str | Path
-    device: torch.device = field(default_factory=_device)
+    device: torch.device = field(default_factory=default_device)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -51,11 +48,10 @@ class CapFiltModels:
     def _load_locked(self, kind: str, path: str | Path):
         if kind not in self._cache:
             from blip_core.model import weights
-            from blip_core.model.tokenizer import TextProcessor, load_tokenizer
+            from blip_core.model.tokenizer import TextProcessor
 
             model = weights.load_pretrained(path, kind=kind).to(self.device).eval()
-            tok = load_tokenizer(model.cfg.tokenizer)
-            processor = TextProcessor(tok, max_len=model.cfg.text.max_text_len, prompt=model.cfg.prompt)
+            processor = TextProcessor.for_model(model.cfg)
             self._cache[kind] = (model, processor, self.ids()["captioner" if kind == "captioner" else "filter"])
         return self._cache[kind]
 
@@ -230,11 +226,9 @@ def run_select(
     """Apply the policy to the stored scores (no model runs); write selection, quality metrics, plots."""
     work_dir, metrics_dir = Path(work_dir), Path(metrics_dir)
     calibration = None
-    if cfg.threshold_mode == "calibrated":
-        if calibration_dir is None:
-            raise ValueError("capfilt.threshold_mode=calibrated needs a clean held-out split (--calibration DIR)")
+    if cfg.threshold_mode == "calibrated" and calibration_dir is not None:
         calibration = core.read_scores(calibration_files(calibration_dir, models, work_dir))
-    threshold = core.resolve_threshold(cfg, calibration)
+    threshold = core.resolve_threshold(cfg, calibration)  # says what is missing when calibration is
     sel = core.select(core.read_scores(score_files(web_dir, models, cfg, work_dir)), cfg, threshold=threshold)
     sel.to_parquet(work_dir / SELECTION, index=False)
     meta = {"policy": cfg.policy, "threshold": threshold, "threshold_mode": cfg.threshold_mode}

@@ -122,6 +122,11 @@ class TextProcessor:
         self.prompt = prompt
         self.prompt_length = len(tokenizer(prompt).input_ids) - 1  # without the trailing [SEP]
 
+    @classmethod
+    def for_model(cls, cfg) -> TextProcessor:
+        """The processor of a model config: its tokenizer directory, text length and prompt."""
+        return cls(load_tokenizer(cfg.tokenizer), max_len=cfg.text.max_text_len, prompt=cfg.prompt)
+
     def __call__(self, captions: list[str], *, prompt: bool = False):
         texts = [(self.prompt if prompt else "") + pre_caption(c, self.max_words) for c in captions]
         enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.max_len, return_tensors="pt")
