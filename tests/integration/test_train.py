@@ -156,11 +156,27 @@ def test_bad_config_values_name_the_key(tiny_world, tokenizer_dir, tmp_path):
 
 def test_ddp_two_processes_match_one(tiny_world, tokenizer_dir, tmp_path):
     """2 CPU processes (gloo) with batch 4 each == 1 process with batch 8 (caption task: no sampling;
-    global-token LM normalisation makes the gradients identical)."""
+    global-token LM normalisation makes the gradients identical).
+
+    What must match is the maths, not one CPU's float kernels: the all-reduced gradients of the
+    first step equal the single-process gradients within fp32 reduction-order noise, and the losses
+    of the following steps agree. Weights after several AdamW steps are *not* compared: Adam turns
+    reduction-order noise in near-zero gradients into +-lr steps, and how large that noise is
+    depends on the CPU's vector width (it passed on AVX2 and failed on AVX512 machines).
+    """
     script = tmp_path / "run.py"
     script.write_text(
-        "import sys\nfrom blip_core.config import TrainConfig\nfrom blip_core.train import run_training\n"
+        "import sys, torch\nfrom torch.optim.optimizer import register_optimizer_step_pre_hook\n"
+        "from blip_core.config import TrainConfig\nfrom blip_core.distributed import is_main_process\n"
+        "from blip_core.train import run_training\n"
         "bs, out = int(sys.argv[1]), sys.argv[2]\n"
+        "saved = []\n"
+        "def dump_first_grads(opt, args, kwargs):\n"
+        "    if not saved and is_main_process():\n"
+        "        saved.append(1)\n"
+        "        grads = [p.grad.detach().clone() for g in opt.param_groups for p in g['params'] if p.grad is not None]\n"
+        "        torch.save(grads, out + '.grads.pt')\n"
+        "register_optimizer_step_pre_hook(dump_first_grads)\n"
         f"cfg = TrainConfig(task='caption', preset='tiny', batch_size=bs, max_steps=3, lr=1e-3, warmup_steps=0, "
         f"shuffle_buffer=0, seed=0, crop_scale_min=1.0)\n"
         f"run_training(cfg, [r'{tiny_world / 'coco_train'}'], out, tokenizer=r'{tokenizer_dir}')\n"
@@ -188,18 +204,18 @@ def test_ddp_two_processes_match_one(tiny_world, tokenizer_dir, tmp_path):
         text=True,
     )
     assert two.returncode == 0, two.stderr[-3000:]
-    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
-    for x, y in zip(a, b, strict=True):
-        assert x["lm_loss"] == pytest.approx(y["lm_loss"], abs=1e-5)
-    ma, mb = load_pretrained(tmp_path / "one" / "model"), load_pretrained(tmp_path / "two" / "model")
     import torch
 
-    for (k, v), w in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
-        if k.endswith("self.key.bias"):
-            # softmax is invariant to the key bias: its true gradient is 0, and Adam turns the
-            # float noise left in it into +-lr steps, which differ with the reduction order
-            continue
-        assert torch.allclose(v, w, atol=1e-5), k
+    ga, gb = torch.load(tmp_path / "one.grads.pt"), torch.load(tmp_path / "two.grads.pt")
+    assert len(ga) == len(gb) > 0
+    scale = max(float(g.abs().max()) for g in ga)
+    for i, (x, y) in enumerate(zip(ga, gb, strict=True)):
+        # fp32 sums of a few thousand terms in another order: ~1e-6 of the largest gradient
+        assert torch.allclose(x, y, rtol=1e-3, atol=1e-5 * scale), (i, float((x - y).abs().max()), scale)
+    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b, strict=True):
+        assert x["lm_loss"] == pytest.approx(y["lm_loss"], rel=1e-4)
 
 
 def test_mlflow_logger_records_run(tmp_path):
