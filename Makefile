@@ -4,10 +4,10 @@ PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 STAMP := .install.stamp
 
-.PHONY: help install run repro serve mlflow-ui prefect-server test test-all lint format bench clean
+.PHONY: help install run effect effect-full repro serve mlflow-ui prefect-server test test-all lint format bench clean
 
 help:  ## list targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PIP) install -e ".[dev]"
@@ -17,6 +17,13 @@ install: $(STAMP)  ## install the project and dev tools (pip install -e .[dev]);
 
 run: $(STAMP)  ## the main job end to end: local Prefect server + `prefect deployment run bootstrap/full`
 	$(PYTHON) -m flows.local
+
+effect: $(STAMP)  ## bootstrap effect: the whole flow for world seeds 1-3 -> reports/bootstrap_effect.{md,json} (~40 min)
+	$(PYTHON) -m flows.effect --seeds 1 2 3
+
+effect-full: $(STAMP)  ## the same on the full-size world (configs/default-world.yaml, seed 1; over an hour)
+	$(PYTHON) -m flows.effect --seeds 1 --params configs/default-world.yaml --root data/effect-full \
+		--out reports/bootstrap_effect_full_world
 
 repro: $(STAMP)  ## the same DAG through DVC (dvc repro), then its metrics
 	dvc repro

@@ -14,9 +14,22 @@ from blip_core.config import ModelConfig, TextConfig, VisionConfig
 
 def tiny() -> ModelConfig:
     return ModelConfig(
-        # 16 px patches on 64 px images (16 tokens) and 128-wide towers: ~0.6 s per batch of 64 for
-        # ITC+ITM+LM on 2 CPU cores (8 px patches cost ~4x more for the vision tower)
-        vision=VisionConfig(image_size=64, patch_size=16, width=128, depth=4, num_heads=4, layer_norm_eps=1e-6),
+        # a hybrid ViT: 5 BatchNorm convs (stride 8 in all) make an 8x8 token grid from 64 px images,
+        # then one transformer block. Measured on the make-run world (benchmarks/bench_learning.py):
+        # the patch ViT's image features collapse to one point and ITC stays at chance for hundreds of
+        # steps; this tower learns colours from the first ~100 steps. An 8 px grid beat a 16 px one at
+        # equal steps (small objects are ~9 px across).
+        vision=VisionConfig(
+            image_size=64,
+            patch_size=8,
+            width=128,
+            depth=1,
+            num_heads=4,
+            layer_norm_eps=1e-6,
+            stem="conv",
+            stem_channels=[32, 64, 64, 128, 128],
+            stem_strides=[2, 1, 2, 1, 2],
+        ),
         text=TextConfig(
             vocab_size=1200,
             hidden_size=128,
@@ -37,6 +50,14 @@ def tiny() -> ModelConfig:
         queue_size=2048,
         itc_online_batch=True,  # from-scratch towers: see ModelConfig.itc_online_batch
     )
+
+
+def tiny_vit() -> ModelConfig:
+    """`tiny` with BLIP's own tower, a patch ViT (16 px patches, 4 blocks): the reference that
+    benchmarks/bench_learning.py measures `tiny` against."""
+    cfg = tiny()
+    cfg.vision = VisionConfig(image_size=64, patch_size=16, width=128, depth=4, num_heads=4, layer_norm_eps=1e-6)
+    return cfg
 
 
 def base() -> ModelConfig:
@@ -63,7 +84,7 @@ def with_tokenizer(cfg: ModelConfig, tokenizer) -> ModelConfig:
     return cfg
 
 
-PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": tiny, "base": base, "large": large}
+PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": tiny, "tiny_vit": tiny_vit, "base": base, "large": large}
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -38,6 +38,22 @@ def default_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def _sync_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Under DDP, BatchNorm statistics must cover the global batch for N processes to equal one:
+    SyncBatchNorm on GPUs. PyTorch's SyncBatchNorm has no CPU kernel, so CPU ranks keep per-rank
+    statistics (said once); `vision.stem_norm: group` has no batch statistics at all."""
+    has_bn = any(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d) for m in model.modules())
+    if not has_bn:
+        return model
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    logger.warning(
+        "BatchNorm under CPU DDP uses per-rank batch statistics (SyncBatchNorm needs GPUs): N processes "
+        "are close to, not equal to, one process; vision.stem_norm=group makes them equal"
+    )
+    return model
+
+
 class Trainer:
     def __init__(
         self,
@@ -52,6 +68,8 @@ class Trainer:
     ) -> None:
         self.cfg, self.data, self.out_dir = cfg, data, Path(out_dir)
         self.device = device or default_device()
+        if is_dist():
+            model = _sync_batch_norm(model, self.device)
         self.model = model.to(self.device)
         self.prompt_length = prompt_length
         self.log = metric_logger or NullLogger()

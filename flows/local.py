@@ -16,6 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from flows import effect
+
 HOST, PORT = "127.0.0.1", int(os.environ.get("BLIP_PREFECT_PORT", "4200"))
 API = f"http://{HOST}:{PORT}/api"
 
@@ -107,6 +109,9 @@ def _summary() -> None:
     if report.is_file():
         print("\nBaseline vs bootstrapped (test and novel splits):\n")
         print(report.read_text())
+    quality = effect.quality_lines(effect.run_summary("data"))
+    print("CapFilt quality (scored against the world's ground-truth labels):")
+    print("\n".join(quality) + "\n")
     print("Where to look:")
     print("  make mlflow-ui            -> http://127.0.0.1:5000 (experiment blip-bootstrap, 'Training runs' view)")
     print("  Data Docs                 -> gx/uncommitted/data_docs/local_site/index.html")

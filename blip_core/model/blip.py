@@ -120,14 +120,21 @@ class BlipRetrieval(nn.Module):
         return F.normalize(self.text_proj(h[:, 0]), dim=-1)  # (B, E)
 
     def itm_logits(
-        self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, use_enc: bool = True
+        self,
+        image_embeds: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        use_enc: bool = True,
+        image_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(Bi, N, Dv), (B, L) with B a multiple of Bi (image i pairs with text rows i*R..i*R+R-1) -> (B, 2).
+        """(Bi, N, Dv), (B, L) -> (B, 2). Without `image_index`, B is a multiple of Bi (image i pairs
+        with text rows i*R..i*R+R-1); with it, text row r pairs with image `image_index[r]`.
 
         `use_enc` puts `[ENC]` first as BLIP does; Hugging Face's port keeps `[CLS]` (use_enc=False).
         """
         ids = _with_first_token(input_ids, self.cfg.text.enc_token_id) if use_enc else input_ids
-        h = self.text(ids, attention_mask, mode="multimodal", image_embeds=image_embeds)
+        h = self.text(ids, attention_mask, mode="multimodal", image_embeds=image_embeds, image_index=image_index)
         return self.itm_head(h[:, 0])
 
     @torch.no_grad()
@@ -201,8 +208,8 @@ class BlipRetrieval(nn.Module):
         rows_t, rows_i = ok_t.nonzero().squeeze(1), ok_i.nonzero().squeeze(1)
         ids_all_itm = torch.cat([input_ids, input_ids[rows_t], input_ids[neg_txt[rows_i]]])
         mask_all = torch.cat([attention_mask, attention_mask[rows_t], attention_mask[neg_txt[rows_i]]])
-        img_all = torch.cat([image_embeds, image_embeds[neg_img[rows_t]], image_embeds[rows_i]])
-        logits = self.itm_logits(img_all, ids_all_itm, mask_all)  # (B + n_t + n_i, 2)
+        img_index = torch.cat([torch.arange(B, device=rows_t.device), neg_img[rows_t], rows_i])  # (B + n_t + n_i,)
+        logits = self.itm_logits(image_embeds, ids_all_itm, mask_all, image_index=img_index)  # (B + n_t + n_i, 2)
         labels = torch.cat([torch.ones(B, dtype=torch.long), torch.zeros(logits.shape[0] - B, dtype=torch.long)])
         out |= itm_loss(logits, labels.to(logits.device))
         out |= {

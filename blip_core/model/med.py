@@ -94,6 +94,7 @@ class Attention(nn.Module):
         is_causal: bool = False,
         cache: KVCache | None = None,
         layer: int = 0,
+        image_index: torch.Tensor | None = None,  # (B,) image row of each text row
     ) -> torch.Tensor:
         B, L, D = x.shape
         q = self._heads(self.self.query(x))  # (B, H, L, Dh)
@@ -121,10 +122,15 @@ class Attention(nn.Module):
                 k, v = self._heads(self.self.key(context)), self._heads(self.self.value(context))  # (Bi, H, N, Dh)
                 if cache is not None:
                     cache.cross_k[layer], cache.cross_v[layer] = k, v
-            # fold the R text rows of each image into the query length: keys/values stay (Bi, ...)
-            qf = q.view(Bi, R, self.num_heads, L, -1).transpose(1, 2).reshape(Bi, self.num_heads, R * L, -1)
-            y = F.scaled_dot_product_attention(qf, k, v, dropout_p=drop)  # (Bi, H, R*L, Dh)
-            y = y.view(Bi, self.num_heads, R, L, -1).transpose(1, 2).reshape(B, self.num_heads, L, -1)
+            if image_index is not None:
+                # rows pair with arbitrary images (ITM's hard negatives): keys/values are projected once
+                # per distinct image and gathered per row
+                y = F.scaled_dot_product_attention(q, k[image_index], v[image_index], dropout_p=drop)  # (B, H, L, Dh)
+            else:
+                # fold the R text rows of each image into the query length: keys/values stay (Bi, ...)
+                qf = q.view(Bi, R, self.num_heads, L, -1).transpose(1, 2).reshape(Bi, self.num_heads, R * L, -1)
+                y = F.scaled_dot_product_attention(qf, k, v, dropout_p=drop)  # (Bi, H, R*L, Dh)
+                y = y.view(Bi, self.num_heads, R, L, -1).transpose(1, 2).reshape(B, self.num_heads, L, -1)
         y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
         out = self.output
         return out.LayerNorm(out.dropout(out.dense(y)) + x)
@@ -155,11 +161,11 @@ class MedLayer(nn.Module):
         self.intermediate = Intermediate(cfg)
         self.output = Output(cfg)
 
-    def forward(self, x, *, mode, image_embeds, mask, cache, layer) -> torch.Tensor:
+    def forward(self, x, *, mode, image_embeds, mask, cache, layer, image_index=None) -> torch.Tensor:
         sa = self.attention_dec if (mode == "decoder" and self.attention_dec is not None) else self.attention
         x = sa(x, mask=mask, is_causal=mode == "decoder", cache=cache, layer=layer)
         if mode != "text":
-            x = self.crossattention(x, context=image_embeds, cache=cache, layer=layer)
+            x = self.crossattention(x, context=image_embeds, cache=cache, layer=layer, image_index=image_index)
         h = F.gelu(self.intermediate.dense(x))
         return self.output.LayerNorm(self.output.dropout(self.output.dense(h)) + x)
 
@@ -236,8 +242,9 @@ class MED(nn.Module):
         attention_mask: torch.Tensor | None = None,  # (B, L) 1 = token, 0 = padding
         *,
         mode: str = "text",
-        image_embeds: torch.Tensor | None = None,  # (Bi, N, Dv) with B % Bi == 0
+        image_embeds: torch.Tensor | None = None,  # (Bi, N, Dv) with B % Bi == 0, or any Bi with image_index
         cache: KVCache | None = None,
+        image_index: torch.Tensor | None = None,  # (B,) which image row each text row attends to
     ) -> torch.Tensor:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -247,7 +254,7 @@ class MED(nn.Module):
         x = self.embeddings(input_ids, offset)  # (B, L, D)
         mask = self._mask(attention_mask, mode, input_ids.shape[1], offset)
         for i, layer in enumerate(self.encoder.layer):
-            x = layer(x, mode=mode, image_embeds=image_embeds, mask=mask, cache=cache, layer=i)
+            x = layer(x, mode=mode, image_embeds=image_embeds, mask=mask, cache=cache, layer=i, image_index=image_index)
         return x  # (B, L, D)
 
     @staticmethod

@@ -5,8 +5,22 @@ References:
 - salesforce/BLIP models/vit.py (a copy of timm's ViT; parameter names are identical to timm's) and
   `interpolate_pos_embed` (bicubic resize of the patch position embeddings, class token kept).
 
+- Dosovitskiy et al. 2021 (ViT), Sec. 3.1 "Hybrid Architecture": tokens from a CNN feature map;
+  Xiao et al. 2021, "Early Convolutions Help Transformers See Better".
+
 timm's Attention uses `F.scaled_dot_product_attention` (fused kernels on GPU).
-Shapes: B batch, N = 1 + patches tokens, D width.
+
+Two stems (`VisionConfig.stem`):
+- `patch`: timm's VisionTransformer, BLIP's ViT; the only stem official and Hugging Face weights have.
+- `conv`: `HybridViT`, a small conv stem (timm `ConvNormAct` layers) whose feature map is the token
+  grid, then timm transformer `Block`s. Token 0 (BLIP's [CLS], read by ITC and the momentum
+  encoder) starts as the mean of the grid tokens instead of a learned constant. Why: trained from
+  scratch on a few thousand images, a ViT's [CLS] stays nearly input-independent for hundreds of
+  steps (image features collapse to one point, cosine 0.9999) and contrastive learning never
+  starts within a CPU budget; the conv stem with batch statistics and a pooled token 0 learns from
+  the first steps (measured in benchmarks/bench_learning.py).
+
+Shapes: B batch, N = 1 + patches tokens, D width, P grid tokens.
 """
 
 from __future__ import annotations
@@ -14,15 +28,63 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from timm.layers import resample_abs_pos_embed
-from timm.models.vision_transformer import VisionTransformer
+from timm.layers import ConvNormAct, resample_abs_pos_embed
+from timm.models import checkpoint_seq
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from blip_core.config import VisionConfig
 
 
-def create_vision_encoder(cfg: VisionConfig) -> VisionTransformer:
+class HybridViT(nn.Module):
+    """Conv stem -> token grid (+ a pooled token 0) -> pre-norm transformer blocks -> LayerNorm."""
+
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        norm = nn.BatchNorm2d if cfg.stem_norm == "batch" else partial(nn.GroupNorm, 1)
+        layers, c_in = [], 3
+        for c_out, stride in zip(cfg.stem_channels, cfg.stem_strides, strict=True):
+            layers.append(ConvNormAct(c_in, c_out, 3, stride=stride, norm_layer=norm, act_layer=nn.ReLU))
+            c_in = c_out
+        self.stem = nn.Sequential(*layers)
+        self.pos_embed = nn.Parameter(torch.randn(1, 1 + cfg.num_patches, cfg.width) * 0.02)
+        drop_path = torch.linspace(0, cfg.drop_path_rate, max(1, cfg.depth)).tolist()
+        norm_layer = partial(nn.LayerNorm, eps=cfg.layer_norm_eps)
+        self.blocks = nn.Sequential(
+            *[
+                Block(
+                    cfg.width,
+                    cfg.num_heads,
+                    cfg.mlp_ratio,
+                    qkv_bias=True,
+                    drop_path=drop_path[i],
+                    norm_layer=norm_layer,
+                )
+                for i in range(cfg.depth)
+            ]
+        )
+        self.norm = norm_layer(cfg.width)
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.stem(images).flatten(2).transpose(1, 2)  # (B, P, D)
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + self.pos_embed  # (B, 1 + P, D)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)  # (B, N, D)
+
+
+def create_vision_encoder(cfg: VisionConfig) -> nn.Module:
     """A ViT whose `forward_features(images)` returns all token embeddings (B, N, D), final norm applied."""
+    if cfg.stem == "conv":
+        vit = HybridViT(cfg)
+        vit.set_grad_checkpointing(cfg.grad_checkpointing)
+        return vit
     vit = VisionTransformer(
         img_size=cfg.image_size,
         patch_size=cfg.patch_size,
@@ -41,7 +103,7 @@ def create_vision_encoder(cfg: VisionConfig) -> VisionTransformer:
     return vit
 
 
-def encode_image(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
+def encode_image(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, N, D) image embeddings; [CLS] is token 0."""
     return vit.forward_features(images)
 

@@ -215,6 +215,11 @@ def ours_to_hf_config(cfg: ModelConfig):
     from transformers import BlipConfig
 
     v, t = cfg.vision, cfg.text
+    if v.stem != "patch":
+        raise ValueError(
+            f"Hugging Face BLIP has only the ViT patch stem; this model uses vision.stem={v.stem!r} "
+            "and cannot be exported to transformers (keep it in our format)"
+        )
     return BlipConfig(
         vision_config={
             "hidden_size": v.width,

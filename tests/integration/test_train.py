@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from blip_core.config import TrainConfig
 from blip_core.model.blip import BlipCaptioner, BlipRetrieval
 from blip_core.model.weights import load_pretrained
+from blip_core.presets import get_preset
 from blip_core.train import run_training
 from blip_core.trainer import Trainer
 
@@ -72,7 +74,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(tiny_world, tokenizer_dir,
     # checkpoints: atomic names, only the last keep_last kept, final weights loadable
     ckpts = sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir())
     assert ckpts == ["ckpt_00000003.pt", "ckpt_00000006.pt"]
-    assert load_pretrained(tmp_path / "resumed" / "model").cfg.vision.patch_size == 16
+    assert load_pretrained(tmp_path / "resumed" / "model").cfg.vision == get_preset("tiny").vision
 
 
 def test_golden_losses_tiny_preset(tiny_world, tokenizer_dir, tmp_path):
@@ -166,20 +168,36 @@ def test_ddp_two_processes_match_one(tiny_world, tokenizer_dir, tmp_path):
     """
     script = tmp_path / "run.py"
     script.write_text(
-        "import sys, torch\nfrom torch.optim.optimizer import register_optimizer_step_pre_hook\n"
-        "from blip_core.config import TrainConfig\nfrom blip_core.distributed import is_main_process\n"
-        "from blip_core.train import run_training\n"
-        "bs, out = int(sys.argv[1]), sys.argv[2]\n"
-        "saved = []\n"
-        "def dump_first_grads(opt, args, kwargs):\n"
-        "    if not saved and is_main_process():\n"
-        "        saved.append(1)\n"
-        "        grads = [p.grad.detach().clone() for g in opt.param_groups for p in g['params'] if p.grad is not None]\n"
-        "        torch.save(grads, out + '.grads.pt')\n"
-        "register_optimizer_step_pre_hook(dump_first_grads)\n"
-        f"cfg = TrainConfig(task='caption', preset='tiny', batch_size=bs, max_steps=3, lr=1e-3, warmup_steps=0, "
-        f"shuffle_buffer=0, seed=0, crop_scale_min=1.0)\n"
-        f"run_training(cfg, [r'{tiny_world / 'coco_train'}'], out, tokenizer=r'{tokenizer_dir}')\n"
+        textwrap.dedent(f"""
+        import sys, torch
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+        from blip_core import presets
+        from blip_core.config import TrainConfig
+        from blip_core.distributed import is_main_process
+        from blip_core.train import run_training
+
+        def tiny_group():
+            # BatchNorm keeps per-rank statistics under CPU DDP (no SyncBatchNorm kernel on CPU):
+            # GroupNorm has none, so the maths of N processes and one process must agree exactly
+            cfg = presets.tiny()
+            cfg.vision.stem_norm = "group"
+            return cfg
+
+        presets.PRESETS["tiny_group"] = tiny_group
+        bs, out = int(sys.argv[1]), sys.argv[2]
+        saved = []
+
+        def dump_first_grads(opt, args, kwargs):
+            if not saved and is_main_process():
+                saved.append(1)
+                grads = [p.grad.detach().clone() for g in opt.param_groups for p in g["params"] if p.grad is not None]
+                torch.save(grads, out + ".grads.pt")
+
+        register_optimizer_step_pre_hook(dump_first_grads)
+        cfg = TrainConfig(task="caption", preset="tiny_group", batch_size=bs, max_steps=3, lr=1e-3, warmup_steps=0,
+                          shuffle_buffer=0, seed=0, crop_scale_min=1.0)
+        run_training(cfg, [r"{tiny_world / "coco_train"}"], out, tokenizer=r"{tokenizer_dir}")
+        """)
     )
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     one = subprocess.run(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from helpers import text_batch
+from helpers import micro_config, text_batch
 
 from blip_core.model.blip import BlipPretrain
 from blip_core.model.med import MED, KVCache
@@ -104,3 +104,16 @@ def test_kv_cache_decoding_equals_full_recompute(cfg):
     # cross-attention folding: 3 rows per image equals repeating the image per row
     rep = med.logits(med(ids, None, mode="decoder", image_embeds=img.repeat_interleave(3, 0)))
     assert torch.allclose(full, rep, atol=1e-5)
+
+
+def test_cross_attention_image_index_equals_repeated_images():
+    """ITM pairs text rows with arbitrary images: gathering per-image keys/values must equal
+    feeding the repeated image rows (what the model did before keys/values were shared)."""
+    cfg = micro_config()
+    med = MED(cfg.text, vision_width=cfg.vision.width).eval()
+    ids, mask = text_batch(B=6)
+    images = torch.randn(3, 5, cfg.vision.width)
+    index = torch.tensor([2, 0, 0, 1, 2, 1])
+    a = med(ids, mask, mode="multimodal", image_embeds=images, image_index=index)
+    b = med(ids, mask, mode="multimodal", image_embeds=images[index])
+    assert torch.allclose(a, b, atol=1e-5)

@@ -1,0 +1,41 @@
+"""What machine a measurement ran on: CPU model, the vector flags that change float kernels, threads.
+
+Benchmarks and reports print this first, because their absolute numbers differ between CPU types (an AVX2-only
+machine vs an AMD EPYC with AVX512-BF16); ratios are measured against a reference in the same run.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def describe() -> dict:
+    model, flags = platform.processor() or "unknown", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name") and model in ("unknown", "x86_64", ""):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    info = {
+        "cpu": model,
+        "flags": [f for f in FLAGS if f in flags],
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def banner() -> str:
+    i = describe()
+    gpu = f", GPU {i['cuda']}" if i["cuda"] else ""
+    flags = " ".join(i["flags"]) or "no AVX2"
+    return f"machine: {i['cpu']} [{flags}], {i['torch_threads']} torch threads, torch {i['torch']}{gpu}"

@@ -1,0 +1,241 @@
+"""`make effect`: does bootstrapping work? The whole bootstrap flow for several world seeds, one report.
+
+For each seed S the `bootstrap` flow (the same stages and code as `make run`) runs under its own
+data root `data/effect/seed-S/`, with params.yaml's knobs and `world.seed: S`. Then
+`reports/bootstrap_effect.json` and `.md` gather, per seed and as mean and sample sd over seeds:
+
+- CapFilt quality, from the world's labels: filter AUROC (ITM p(match), noisy vs clean web
+  captions), the noise rate of the raw web split and of the kept set, and the share of synthetic
+  captions that are fully grounded; the kept-set figures at the threshold the run used and at the
+  paper's fixed 0.5;
+- baseline and bootstrapped model after fine-tuning: retrieval mean recall and grounded-true rate
+  of beam captions on `test` and `novel`, and test CIDEr; and their difference.
+
+A seed whose run is stopped by a gate (a Great Expectations expectation, leakage) is reported
+with the reason, and the other seeds still run. Usage:
+    python -m flows.effect [--seeds 1 2 3] [--params params.yaml] [--out reports/bootstrap_effect]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+MODEL_METRICS = {
+    "test_r_mean": ("test", "r_mean"),
+    "novel_r_mean": ("novel", "r_mean"),
+    "test_grounded_true_rate": ("test", "grounded_true_rate"),
+    "novel_grounded_true_rate": ("novel", "grounded_true_rate"),
+    "test_cider": ("test", "cider"),
+}
+QUALITY_METRICS = {
+    "filter_auroc": "filter/auroc",
+    "web_noise_rate": "web/noise_rate",
+    "kept_noise_rate": "kept/noise_rate",
+    "synthetic_grounded_accuracy": "synthetic/grounded_accuracy",
+}
+
+
+def run_summary(root: str | Path) -> dict[str, Any]:
+    """The effect figures of one finished bootstrap run under `root` (missing files -> absent keys)."""
+    metrics = Path(root) / "metrics"
+    out: dict[str, Any] = {}
+    quality_file = metrics / "capfilt" / "capfilt_quality.json"
+    if quality_file.is_file():
+        q = json.loads(quality_file.read_text())
+        out |= {k: q[v] for k, v in QUALITY_METRICS.items() if v in q}
+        out["threshold"] = q.get("threshold")
+        out["threshold_mode"] = q.get("threshold_mode")
+        out["keep_rate_web"] = q.get("keep_rate/web")
+        out["keep_rate_synthetic"] = q.get("keep_rate/synthetic")
+        selection = Path(root) / "capfilt" / "selection.parquet"
+        if selection.is_file() and q.get("threshold_mode") != "fixed":
+            out["at_threshold_0.5"] = _at_fixed_threshold(selection, q["policy"], 0.5)
+    for model in ("baseline", "bootstrapped"):
+        f = metrics / f"eval_{model}.json"
+        if f.is_file():
+            ev = json.loads(f.read_text())
+            out[model] = {k: ev[s][m] for k, (s, m) in MODEL_METRICS.items() if m in ev.get(s, {})}
+    if "baseline" in out and "bootstrapped" in out:
+        out["delta"] = {
+            k: out["bootstrapped"][k] - out["baseline"][k] for k in out["baseline"] if k in out["bootstrapped"]
+        }
+    return out
+
+
+def _at_fixed_threshold(selection: Path, policy: str, threshold: float) -> dict[str, float]:
+    """The kept set the paper's fixed threshold would give, from the stored scores (no model runs)."""
+    import pandas as pd
+
+    from blip_core.capfilt.core import select
+    from blip_core.capfilt.quality import filter_quality
+    from blip_core.config import CapFiltConfig
+
+    sel = select(pd.read_parquet(selection), CapFiltConfig(policy=policy), threshold=threshold)
+    q = filter_quality(sel, threshold)
+    return {
+        "kept_noise_rate": q.get("kept/noise_rate", float("nan")),
+        "keep_rate_web": q.get("keep_rate/web", float("nan")),
+        "keep_rate_synthetic": q.get("keep_rate/synthetic", float("nan")),
+    }
+
+
+def quality_lines(s: dict[str, Any]) -> list[str]:
+    """Filter and captioner quality in a few lines (printed by `make run` beside the comparison)."""
+
+    def f(key, d=s):
+        v = d.get(key)
+        return "n/a" if v is None else f"{v:.3f}"
+
+    lines = [
+        f"  filter AUROC (ITM p(match), noisy vs clean web captions): {f('filter_auroc')}",
+        f"  synthetic captions fully grounded:                        {f('synthetic_grounded_accuracy')}",
+        f"  noise rate: raw web {f('web_noise_rate')} -> kept set {f('kept_noise_rate')}"
+        f" (threshold {f('threshold')}, {s.get('threshold_mode', '?')})",
+    ]
+    if "at_threshold_0.5" in s:
+        at05 = s["at_threshold_0.5"]
+        lines.append(
+            f"  at the paper's fixed threshold 0.5: kept-set noise {f('kept_noise_rate', at05)}, "
+            f"web keep rate {f('keep_rate_web', at05)}"
+        )
+    for model in ("baseline", "bootstrapped"):
+        if model in s:
+            lines.append(f"  {model:<12} test captions fully grounded {f('test_grounded_true_rate', s[model])}, "
+                         f"novel {f('novel_grounded_true_rate', s[model])}")  # fmt: skip
+    return lines
+
+
+def aggregate(per_seed: list[dict[str, Any]]) -> tuple[dict, dict]:
+    """Mean and sample sd over the seeds that finished, for every numeric figure (nested one level)."""
+    done = [s for s in per_seed if "delta" in s]
+
+    def stat(fn, values):
+        values = [v for v in values if isinstance(v, int | float) and not math.isnan(v)]
+        if not values:
+            return None
+        return fn(values) if fn is statistics.mean or len(values) > 1 else 0.0
+
+    mean, sd = {}, {}
+    keys = {k for s in done for k, v in s.items() if isinstance(v, int | float) and k != "seed"}
+    for k in sorted(keys):
+        mean[k] = stat(statistics.mean, [s.get(k) for s in done])
+        sd[k] = stat(statistics.stdev, [s.get(k) for s in done])
+    for group in ("baseline", "bootstrapped", "delta", "at_threshold_0.5"):
+        sub = {k for s in done for k in s.get(group, {})}
+        mean[group] = {k: stat(statistics.mean, [s[group].get(k) for s in done if group in s]) for k in sorted(sub)}
+        sd[group] = {k: stat(statistics.stdev, [s[group].get(k) for s in done if group in s]) for k in sorted(sub)}
+    return mean, sd
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    def v(x, fmt="{:.3f}"):
+        return "n/a" if x is None else fmt.format(x)
+
+    rows = report["per_seed"]
+    out = [f"# Bootstrap effect ({report['params']}, world seeds {', '.join(str(r['seed']) for r in rows)})", ""]
+    out += [f"Measured {report['date']} on {report['machine']}; {report['wall_seconds'] / 60:.0f} min in all.", ""]
+    header = "| seed | filter AUROC | web noise | kept noise | kept noise @0.5 | synthetic grounded | threshold |"
+    out += ["## CapFilt quality", "", header, "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r and "filter_auroc" not in r:
+            out.append(f"| {r['seed']} | stopped: {r['error']} | | | | | |")
+            continue
+        at05 = r.get("at_threshold_0.5", {}).get("kept_noise_rate")
+        out.append(f"| {r['seed']} | {v(r.get('filter_auroc'))} | {v(r.get('web_noise_rate'))} | "
+                   f"{v(r.get('kept_noise_rate'))} | {v(at05)} | {v(r.get('synthetic_grounded_accuracy'))} | "
+                   f"{v(r.get('threshold'))} |")  # fmt: skip
+    m, s = report["mean"], report["sd"]
+    if m:
+        at05m = m.get("at_threshold_0.5", {}).get("kept_noise_rate")
+        pm = {
+            k: f"{v(m.get(k))} ± {v(s.get(k))}"
+            for k in ("filter_auroc", "kept_noise_rate", "synthetic_grounded_accuracy")
+        }
+        out.append(
+            f"| mean ± sd | {pm['filter_auroc']} | {v(m.get('web_noise_rate'))} | {pm['kept_noise_rate']} | "
+            f"{v(at05m)} | {pm['synthetic_grounded_accuracy']} | |"
+        )
+    out += ["", "## Baseline vs bootstrapped (after fine-tuning)", ""]
+    out += ["| seed | metric | baseline | bootstrapped | delta |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        if "delta" not in r:
+            out.append(f"| {r['seed']} | stopped: {r.get('error', 'incomplete')} | | | |")
+            continue
+        for k in MODEL_METRICS:
+            if k in r["delta"]:
+                out.append(f"| {r['seed']} | {k} | {v(r['baseline'][k])} | {v(r['bootstrapped'][k])} | "
+                           f"{v(r['delta'][k], '{:+.3f}')} |")  # fmt: skip
+    if m.get("delta"):
+        out += ["", "| metric | mean delta | sd of delta | delta > sd |", "|---|---:|---:|---|"]
+        for k, d in m["delta"].items():
+            sdv = s["delta"].get(k)
+            verdict = "n/a" if d is None or sdv is None else ("yes" if d > 0 and d > sdv else "no")
+            out.append(f"| {k} | {v(d, '{:+.3f}')} | {v(sdv)} | {verdict} |")
+    return "\n".join(out) + "\n"
+
+
+def run_seed(seed: int, params: Path, root: Path, experiment: str) -> dict[str, Any]:
+    """Write the seed's params file and run the bootstrap flow under `root`; returns run_summary + status."""
+    from flows.bootstrap import bootstrap
+
+    doc = yaml.safe_load(params.read_text())
+    doc.setdefault("world", {})["seed"] = seed
+    root.mkdir(parents=True, exist_ok=True)
+    seed_params = root / "params.yaml"
+    seed_params.write_text(yaml.safe_dump(doc, sort_keys=False))
+    t0 = time.perf_counter()
+    status: dict[str, Any] = {"seed": seed}
+    try:
+        bootstrap(params=str(seed_params), root=str(root), experiment=experiment)
+    except Exception as e:  # a gate or a failed stage ends this seed, not the study
+        status["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        logger.error("seed %d stopped: %s", seed, status["error"])
+    status["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    return status | run_summary(root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="world seeds (0 is the development seed)")
+    ap.add_argument("--params", default="params.yaml", help="knobs of every seed's run (world.seed is replaced)")
+    ap.add_argument("--root", default="data/effect", help="one data root per seed under this folder")
+    ap.add_argument("--out", default="reports/bootstrap_effect", help="writes OUT.json and OUT.md")
+    ap.add_argument("--experiment", default="blip-effect", help="MLflow experiment of the runs")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from blip_core.machine import banner
+
+    params, t0 = Path(args.params), time.perf_counter()
+    per_seed = [run_seed(s, params, Path(args.root) / f"seed-{s}", args.experiment) for s in args.seeds]
+    mean, sd = aggregate(per_seed)
+    report = {
+        "params": str(params),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": banner().removeprefix("machine: "),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "per_seed": per_seed,
+        "mean": mean,
+        "sd": sd,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    out.with_suffix(".md").write_text(render_markdown(report))
+    print(render_markdown(report))
+    return 0 if all("delta" in s for s in per_seed) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The bootstrap-effect report: per-seed figures from a run's files, mean and sd, markdown."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pandas as pd
+import pytest
+
+from flows import effect
+
+
+def _fake_run(root, *, auroc, base_r, boot_r, threshold_mode="calibrated"):
+    m = root / "metrics"
+    (m / "capfilt").mkdir(parents=True)
+    quality = {"filter/auroc": auroc, "web/noise_rate": 0.4, "kept/noise_rate": 0.2, "policy": "both",
+               "synthetic/grounded_accuracy": 0.3, "threshold": 0.31, "threshold_mode": threshold_mode,
+               "keep_rate/web": 0.5, "keep_rate/synthetic": 0.4}  # fmt: skip
+    (m / "capfilt" / "capfilt_quality.json").write_text(json.dumps(quality))
+    for model, r in (("baseline", base_r), ("bootstrapped", boot_r)):
+        ev = {s: {"r_mean": r, "grounded_true_rate": r / 100, "cider": 1.0} for s in ("test", "novel")}
+        (m / f"eval_{model}.json").write_text(json.dumps(ev))
+    # scores of 4 web captions (2 noisy) and 2 synthetic ones, for the fixed-threshold figures
+    sel = pd.DataFrame({
+        "source": ["web"] * 4 + ["synthetic"] * 2, "itm_prob": [0.9, 0.6, 0.4, 0.2, 0.7, 0.3],
+        "itc_cosine": [0.5] * 6, "gt_noisy": [False, True, False, True, False, True],
+        "gt_noise_type": ["clean", "spam", "clean", "mismatched", None, None],
+    })  # fmt: skip
+    (root / "capfilt").mkdir()
+    sel.to_parquet(root / "capfilt" / "selection.parquet")
+
+
+def test_run_summary_reads_a_finished_run(tmp_path):
+    _fake_run(tmp_path, auroc=0.8, base_r=10.0, boot_r=13.0)
+    s = effect.run_summary(tmp_path)
+    assert s["filter_auroc"] == 0.8 and s["kept_noise_rate"] == 0.2
+    assert s["baseline"]["test_r_mean"] == 10.0 and s["delta"]["novel_r_mean"] == pytest.approx(3.0)
+    # at the paper's 0.5, policy both keeps web 0.9, 0.6 and synthetic 0.7: one of the three is noisy
+    assert s["at_threshold_0.5"]["kept_noise_rate"] == pytest.approx(1 / 3)
+    assert s["at_threshold_0.5"]["keep_rate_web"] == pytest.approx(0.5)
+    assert any("filter AUROC" in line and "0.800" in line for line in effect.quality_lines(s))
+
+
+def test_run_summary_of_a_missing_run_is_empty(tmp_path):
+    assert effect.run_summary(tmp_path) == {}
+    assert all("n/a" in line for line in effect.quality_lines({})[:2])
+
+
+def test_aggregate_and_markdown(tmp_path):
+    per_seed = []
+    for seed, (auroc, base, boot) in enumerate([(0.8, 10.0, 13.0), (0.9, 11.0, 12.0), (0.85, 9.0, 14.0)], start=1):
+        _fake_run(tmp_path / str(seed), auroc=auroc, base_r=base, boot_r=boot)
+        per_seed.append({"seed": seed} | effect.run_summary(tmp_path / str(seed)))
+    per_seed.append({"seed": 4, "error": "DataQualityError: kept noise 0.8 > 0.7"})
+    mean, sd = effect.aggregate(per_seed)
+    assert mean["filter_auroc"] == pytest.approx(0.85)
+    assert sd["filter_auroc"] == pytest.approx(statistics.stdev([0.8, 0.9, 0.85]))
+    assert mean["delta"]["test_r_mean"] == pytest.approx(3.0) and sd["delta"]["test_r_mean"] == pytest.approx(2.0)
+    assert "seed" not in mean
+    report = {"params": "params.yaml", "date": "2026-11-23", "machine": "cpu", "wall_seconds": 60.0,
+              "per_seed": per_seed, "mean": mean, "sd": sd}  # fmt: skip
+    md = effect.render_markdown(report)
+    assert "| 4 | stopped: DataQualityError" in md
+    assert "| test_r_mean | +3.000 | 2.000 | yes |" in md
