@@ -130,7 +130,8 @@ class TokenizerConfig:
     """Target vocabulary size, BERT special tokens and BLIP's [DEC]/[ENC] included."""
     min_frequency: int = 2
     max_words: int = 30
-    """BLIP's caption cleaning truncates captions to this many words."""
+    """BLIP's caption cleaning truncates captions to this many words; saved with the tokenizer, so
+    training, evaluation, CapFilt and the registry all clean captions this way."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 64:
@@ -418,7 +419,6 @@ class TrainConfig:
     keep_last: int = 2
     compile: bool = False
     """torch.compile the model (off by default: slow to start on CPU)."""
-    max_words: int = 30
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

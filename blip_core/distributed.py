@@ -51,3 +51,8 @@ def init_distributed() -> bool:
 def cleanup_distributed() -> None:
     if is_dist():
         dist.destroy_process_group()
+
+
+def default_device() -> torch.device:
+    """The GPU of this process when there is one (under torchrun: the rank's), else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")

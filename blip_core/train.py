@@ -18,7 +18,7 @@ from blip_core.config import ModelConfig, TrainConfig
 from blip_core.data.loader import TrainData
 from blip_core.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
 from blip_core.model import weights
-from blip_core.model.tokenizer import TextProcessor, load_tokenizer
+from blip_core.model.tokenizer import TextProcessor, load_tokenizer, tokenizer_max_words
 from blip_core.presets import get_preset, with_tokenizer
 from blip_core.tracking import MetricLogger
 from blip_core.trainer import Trainer
@@ -67,7 +67,10 @@ def run_training(
         if cfg.task != "caption":
             model.cfg.check_batch(cfg.batch_size * world)
         processor = TextProcessor(
-            tok, max_len=model.cfg.text.max_text_len, max_words=cfg.max_words, prompt=model.cfg.prompt
+            tok,
+            max_len=model.cfg.text.max_text_len,
+            max_words=tokenizer_max_words(tokenizer or model.cfg.tokenizer),
+            prompt=model.cfg.prompt,
         )
         data = TrainData(
             data_dirs,

@@ -26,16 +26,12 @@ from tqdm import tqdm
 from blip_core.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from blip_core.config import TrainConfig
 from blip_core.data.loader import TrainData
-from blip_core.distributed import is_dist, is_main_process, world_info
+from blip_core.distributed import default_device, is_dist, is_main_process, world_info
 from blip_core.losses import alpha_ramp
 from blip_core.optim import create_optimizer, create_scheduler
 from blip_core.tracking import MetricLogger, NullLogger
 
 logger = logging.getLogger(__name__)
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def _sync_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:

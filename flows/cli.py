@@ -1,7 +1,8 @@
 """`blip`: the project's one console script; its subcommands are the pipeline's stage entry points.
 
-DVC stage commands call these subcommands, Prefect tasks call the same stage functions
-(`flows.stages`). Runs change through presets and `params.yaml`, so flags stay few.
+`blip stage NAME` runs a stage exactly as flows/dag.py describes it (dvc.yaml's commands); the
+Prefect flow runs the same descriptions. The other subcommands call the same stage functions with
+paths of your choosing. Runs change through presets and `params.yaml`, so flags stay few.
 """
 
 from __future__ import annotations
@@ -61,11 +62,7 @@ def _cmd_tokenizer(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from flows.stages import stage_inspect
 
-    result = stage_inspect(args.data, params=args.params)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    _print(result)
+    _print(stage_inspect(args.data, params=args.params, out_file=args.out))
     return 0
 
 
@@ -114,21 +111,43 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_capfilt(args: argparse.Namespace) -> int:
     from flows import stages
 
-    kw = {"captioner": args.captioner, "filter_model": args.filter, "params": args.params, "policy": args.policy}
-    cal = {"calibration_dir": args.calibration}
+    models = {"captioner": args.captioner, "filter_model": args.filter}
+    if args.step in ("caption", "filter", "run") and args.filter is None:
+        raise ValueError(f"blip capfilt {args.step} runs the models: it needs --filter (and --captioner for captions)")
+    common = {"params": args.params, "policy": args.policy}
     if args.step in ("caption", "filter"):
-        result = stages.stage_capfilt_score(args.web, args.work, step=args.step, **kw, **cal)
+        result = stages.stage_capfilt_score(
+            args.web, args.work, step=args.step, calibration_dir=args.calibration, **models, **common
+        )
     elif args.step == "select":
-        result = stages.stage_capfilt_select(
-            args.web, args.work, metrics_dir=args.metrics, threshold=args.threshold, **kw, **cal
-        )
+        result = stages.stage_capfilt_select(args.web, args.work, metrics_dir=args.metrics, threshold=args.threshold,
+                                             **common)  # fmt: skip
     elif args.step == "reshard":
-        result = stages.stage_capfilt_reshard(args.human, args.web, args.work, **kw)
+        result = stages.stage_capfilt_reshard(args.human, args.web, args.work, **common)
     else:
-        result = stages.stage_capfilt_run(
-            args.human, args.web, args.work, metrics_dir=args.metrics, threshold=args.threshold, **kw, **cal
-        )
+        result = stages.stage_capfilt_run(args.human, args.web, args.work, metrics_dir=args.metrics,
+                                          threshold=args.threshold, calibration_dir=args.calibration, **models,
+                                          **common)  # fmt: skip
     _print(result)
+    return 0
+
+
+def _cmd_stage(args: argparse.Namespace) -> int:
+    from flows import dag
+
+    stage = dag.by_name(args.name, params=str(args.params), root=str(args.root))
+    _print(stage.run())
+    return 0
+
+
+def _cmd_dag(args: argparse.Namespace) -> int:
+    from flows import dag
+
+    if args.dvc:
+        sys.stdout.write(dag.dvc_yaml())
+        return 0
+    for s in dag.stages():
+        print(f"{s.name:<32} deps: {', '.join(s.deps) or '-'}\n{'':<32} outs: {', '.join(s.outputs) or '-'}")
     return 0
 
 
@@ -233,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", required=True, type=Path, help="CapFilt work folder (captions/, scores/, shards/)")
     p.add_argument("--human", nargs="*", type=Path, default=[], help="human-captioned folders, kept unfiltered")
     p.add_argument("--captioner", type=Path, default=None, help="fine-tuned captioner checkpoint")
-    p.add_argument("--filter", required=True, type=Path, help="fine-tuned filter (retrieval) checkpoint")
+    p.add_argument(
+        "--filter", type=Path, default=None, help="fine-tuned filter (retrieval) checkpoint (caption, filter, run)"
+    )
     p.add_argument("--metrics", type=Path, default=Path("data/metrics/capfilt"), help="quality JSON + plots folder")
     p.add_argument("--policy", default=None, help="override capfilt.policy: none|filter|captioner|both|clip_score")
     p.add_argument("--threshold", type=float, default=None, help="override capfilt.threshold")
@@ -262,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrapped", required=True, type=Path, help="evaluation JSON of the bootstrapped model")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("stage", help="run one pipeline stage as flows/dag.py describes it (what dvc.yaml calls)")
+    p.add_argument("name", help="stage name (blip dag lists them)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    p.add_argument("--root", type=Path, default=Path("data"), help="data root of the layout (default: data)")
+    p.set_defaults(func=_cmd_stage)
+
+    p = sub.add_parser("dag", help="list the pipeline's stages, or print dvc.yaml generated from them (--dvc)")
+    p.add_argument("--dvc", action="store_true", help="print the dvc.yaml that flows/dag.py describes")
+    p.set_defaults(func=_cmd_dag)
     return parser
 
 

@@ -214,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="reports/bootstrap_effect", help="writes OUT.json and OUT.md")
     ap.add_argument("--experiment", default="blip-effect", help="MLflow experiment of the runs")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("flows", "blip_core", "prefect.flow_runs"):  # our progress, not every HTTP request
+        logging.getLogger(name).setLevel(logging.INFO)
     from blip_core.machine import banner
 
     params, t0 = Path(args.params), time.perf_counter()

@@ -68,8 +68,11 @@ def stage_tokenizer(
     return summary
 
 
-def stage_inspect(data_dirs: list[str | Path], *, params: str | Path | None = None) -> dict[str, Any]:
-    """Read every sample of the given shard folders with the guarded reader; report counts and skips."""
+def stage_inspect(
+    data_dirs: list[str | Path], *, params: str | Path | None = None, out_file: str | Path | None = None
+) -> dict[str, Any]:
+    """Read every sample of the given shard folders with the guarded reader; report counts and skips
+    (also as JSON in `out_file`)."""
     from blip_core.data.reader import ReadStats, iter_samples
 
     reader_cfg: ReaderConfig = _section(params, "reader", ReaderConfig)
@@ -83,6 +86,9 @@ def stage_inspect(data_dirs: list[str | Path], *, params: str | Path | None = No
             "num_captions": num_captions,
             "skipped": stats.by_reason(),
         }
+    if out_file is not None:
+        Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_file).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     return out
 
 
@@ -180,11 +186,11 @@ def stage_evaluate(
 
     from blip_core.config import EvalConfig
     from blip_core.data.loader import load_eval_split
+    from blip_core.distributed import default_device
     from blip_core.eval.captioning import evaluate_captioning
     from blip_core.eval.retrieval import evaluate_retrieval
     from blip_core.model import weights
     from blip_core.model.tokenizer import TextProcessor
-    from blip_core.trainer import default_device
 
     cfg: EvalConfig = _section(params, "evaluate", EvalConfig)
     device = default_device()
@@ -226,21 +232,26 @@ def stage_evaluate(
 # CapFilt
 
 
-def _capfilt(params, captioner: str | Path | None, filter_: str | Path, **overrides):
-    from blip_core.capfilt.pipeline import CapFiltModels, uses_captioner
-    from blip_core.config import CapFiltConfig
+def capfilt_config(params, **overrides):
+    """params.yaml's `capfilt` section with any non-None overrides (CLI flags), type-checked by `from_dict`."""
+    import dataclasses
+
+    from blip_core.config import CapFiltConfig, from_dict
 
     cfg: CapFiltConfig = _section(params, "capfilt", CapFiltConfig)
-    for k, v in overrides.items():
-        if v is not None:
-            setattr(cfg, k, v)
-    cfg.__post_init__()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return from_dict(CapFiltConfig, dataclasses.asdict(cfg) | changes, section="capfilt") if changes else cfg
+
+
+def _capfilt_models(cfg, captioner, filter_model):
+    from blip_core.capfilt.pipeline import CapFiltModels, uses_captioner
+
     if uses_captioner(cfg) and captioner is None:
         raise ValueError(f"capfilt.policy={cfg.policy} needs a captioner checkpoint (--captioner)")
-    for name, d in (("captioner", captioner), ("filter", filter_)):
+    for name, d in (("captioner", captioner), ("filter", filter_model)):
         if d is not None and not (Path(d) / "config.json").is_file():
             raise FileNotFoundError(f"{name} checkpoint not found: {d}")
-    return cfg, CapFiltModels(captioner if uses_captioner(cfg) else None, filter_)
+    return CapFiltModels(captioner if uses_captioner(cfg) else None, filter_model)
 
 
 def stage_capfilt_score(
@@ -256,11 +267,13 @@ def stage_capfilt_score(
 ) -> dict[str, Any]:
     """CapFilt caption (`step="caption"`), filter (`"filter"`) or both over every web shard.
 
-    Resumable: a shard whose output (named by the hash of its inputs) exists is skipped.
+    Resumable: a shard whose output (named by the hash of its inputs) exists is skipped. The filter
+    step ends by writing `scores.json`, the index that `select` and `reshard` read.
     """
     from blip_core.capfilt import pipeline
 
-    cfg, models = _capfilt(params, captioner, filter_model, policy=policy)
+    cfg = capfilt_config(params, policy=policy)
+    models = _capfilt_models(cfg, captioner, filter_model)
     for sub in (pipeline.CAPTIONS, pipeline.SCORES, pipeline.CALIBRATION):
         Path(work_dir, sub).mkdir(parents=True, exist_ok=True)
     if step == "caption":
@@ -274,33 +287,22 @@ def stage_capfilt_score(
     return summary
 
 
-def stage_capfilt_select(
-    web_dir,
-    work_dir,
-    *,
-    captioner=None,
-    filter_model,
-    metrics_dir,
-    params=None,
-    policy=None,
-    threshold=None,
-    calibration_dir=None,
-) -> dict[str, Any]:
-    """Apply the selection policy to the stored scores; write quality metrics and plots (seconds)."""
+def stage_capfilt_select(web_dir, work_dir, *, metrics_dir, params=None, policy=None, threshold=None) -> dict[str, Any]:
+    """Apply the selection policy to the stored scores; write quality metrics and plots (seconds, no models).
+
+    `web_dir` is part of the stage's identity (the scores are of its shards); the scores are found
+    through the index the filter step wrote."""
     from blip_core.capfilt.pipeline import run_select
 
-    cfg, models = _capfilt(params, captioner, filter_model, policy=policy, threshold=threshold)
-    return run_select(web_dir, models, cfg, work_dir, metrics_dir=metrics_dir, calibration_dir=calibration_dir)
+    return run_select(capfilt_config(params, policy=policy, threshold=threshold), work_dir, metrics_dir=metrics_dir)
 
 
-def stage_capfilt_reshard(
-    human_dirs, web_dir, work_dir, *, captioner=None, filter_model, params=None, policy=None, out_dir=None
-) -> dict[str, Any]:
+def stage_capfilt_reshard(human_dirs, web_dir, work_dir, *, params=None, policy=None, out_dir=None) -> dict[str, Any]:
     """Write the bootstrapped webdataset (human shards unfiltered + kept web images) to work_dir/shards."""
     from blip_core.capfilt.pipeline import SHARDS, run_reshard
 
-    cfg, models = _capfilt(params, captioner, filter_model, policy=policy)
-    summary = run_reshard(human_dirs, web_dir, models, cfg, work_dir, out_dir or Path(work_dir) / SHARDS)
+    cfg = capfilt_config(params, policy=policy)
+    summary = run_reshard(human_dirs, web_dir, cfg, work_dir, out_dir or Path(work_dir) / SHARDS)
     return {k: v for k, v in summary.items() if k != "shards"}
 
 
@@ -318,13 +320,12 @@ def stage_capfilt_run(
     calibration_dir=None,
 ) -> dict[str, Any]:
     """caption -> filter -> select -> reshard."""
-    kw = {"captioner": captioner, "filter_model": filter_model, "params": params, "policy": policy}
-    cal = {"calibration_dir": calibration_dir}
-    return {
-        "score": stage_capfilt_score(web_dir, work_dir, **kw, **cal),
-        "select": stage_capfilt_select(web_dir, work_dir, metrics_dir=metrics_dir, threshold=threshold, **kw, **cal),
-        "reshard": stage_capfilt_reshard(human_dirs, web_dir, work_dir, **kw),
-    }
+    score = stage_capfilt_score(web_dir, work_dir, captioner=captioner, filter_model=filter_model, params=params,
+                                policy=policy, calibration_dir=calibration_dir)  # fmt: skip
+    select = stage_capfilt_select(web_dir, work_dir, metrics_dir=metrics_dir, params=params, policy=policy,
+                                  threshold=threshold)  # fmt: skip
+    reshard = stage_capfilt_reshard(human_dirs, web_dir, work_dir, params=params, policy=policy)
+    return {"score": score, "select": select, "reshard": reshard}
 
 
 # ------------------------------------------------------------------------------------------------

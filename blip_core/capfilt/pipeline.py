@@ -23,12 +23,14 @@ from blip_core.capfilt import core
 from blip_core.capfilt.quality import filter_quality, plot_quality
 from blip_core.config import CapFiltConfig
 from blip_core.data.shards import list_shards, write_stats
-from blip_core.trainer import default_device
+from blip_core.distributed import default_device
 
 logger = logging.getLogger(__name__)
 
 CAPTIONS, SCORES, SELECTION, SHARDS = "captions", "scores", "selection.parquet", "shards"
-CALIBRATION, SELECTION_META = "calibration", "selection.json"
+CALIBRATION, SELECTION_META, SCORE_INDEX = "calibration", "selection.json", "scores.json"
+"""`scores.json`: which score files the last scoring run wrote (and with which checkpoints), so
+`select` and `reshard` read what the filter step produced and need no model paths."""
 
 
 @dataclass
@@ -157,6 +159,7 @@ def run_filter(
         if calibration_dir is None:
             raise ValueError("capfilt.threshold_mode=calibrated needs a clean held-out split (--calibration DIR)")
         _each(list_shards(calibration_dir), lambda s: calibrate_one(s, models, cfg, work_dir), "capfilt calibrate")
+    write_score_index(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
     return out
 
 
@@ -203,6 +206,47 @@ def score_files(web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, 
     return paths
 
 
+def write_score_index(
+    web_dir: str | Path,
+    models: CapFiltModels,
+    cfg: CapFiltConfig,
+    work_dir: str | Path,
+    *,
+    calibration_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Record the score files of the current shards and checkpoints (after every shard is scored)."""
+    work_dir = Path(work_dir)
+    index = {
+        "policy": cfg.policy,
+        "threshold_mode": cfg.threshold_mode,
+        "checkpoints": models.ids(),
+        "scores": [p.name for p in score_files(web_dir, models, cfg, work_dir)],
+        "calibration": (
+            [p.name for p in calibration_files(calibration_dir, models, work_dir)]
+            if cfg.threshold_mode == "calibrated" and calibration_dir is not None
+            else []
+        ),
+    }
+    tmp = work_dir / f".{SCORE_INDEX}.tmp"
+    tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    tmp.replace(work_dir / SCORE_INDEX)
+    return index
+
+
+def read_score_index(work_dir: str | Path) -> dict[str, Any]:
+    """The score index the filter step wrote, with absolute score and calibration paths."""
+    f = Path(work_dir) / SCORE_INDEX
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found: run the CapFilt filter step (blip capfilt filter) first")
+    index = json.loads(f.read_text())
+    index["score_paths"] = [Path(work_dir) / SCORES / n for n in index["scores"]]
+    index["calibration_paths"] = [Path(work_dir) / CALIBRATION / n for n in index["calibration"]]
+    missing = [p for p in index["score_paths"] + index["calibration_paths"] if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{f} lists {missing[0]}, which is missing: run the CapFilt filter step again")
+    return index
+
+
 def calibration_files(calibration_dir: str | Path, models: CapFiltModels, work_dir: str | Path) -> list[Path]:
     ckpt = models.ids()["filter"]
     paths = [
@@ -214,22 +258,25 @@ def calibration_files(calibration_dir: str | Path, models: CapFiltModels, work_d
     return paths
 
 
-def run_select(
-    web_dir: str | Path,
-    models: CapFiltModels,
-    cfg: CapFiltConfig,
-    work_dir: str | Path,
-    *,
-    metrics_dir: str | Path,
-    calibration_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Apply the policy to the stored scores (no model runs); write selection, quality metrics, plots."""
+def run_select(cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | Path) -> dict[str, Any]:
+    """Apply the policy to the stored scores (no model runs); write selection, quality metrics, plots.
+
+    Returns the quality metrics with the threshold in use (`threshold`: fixed, or calibrated on
+    the held-out human pairs the filter step scored)."""
     work_dir, metrics_dir = Path(work_dir), Path(metrics_dir)
+    index = read_score_index(work_dir)
+    if uses_captioner(cfg) and not uses_captioner(CapFiltConfig(policy=index["policy"])):
+        raise ValueError(
+            f"capfilt.policy={cfg.policy} needs synthetic captions, but the scores were made with policy "
+            f"{index['policy']} (none written): run the caption and filter steps with this policy"
+        )
     calibration = None
-    if cfg.threshold_mode == "calibrated" and calibration_dir is not None:
-        calibration = core.read_scores(calibration_files(calibration_dir, models, work_dir))
+    if cfg.threshold_mode == "calibrated":
+        if not index["calibration_paths"]:
+            raise ValueError("capfilt.threshold_mode=calibrated, but the filter step scored no calibration split")
+        calibration = core.read_scores(index["calibration_paths"])
     threshold = core.resolve_threshold(cfg, calibration)  # says what is missing when calibration is
-    sel = core.select(core.read_scores(score_files(web_dir, models, cfg, work_dir)), cfg, threshold=threshold)
+    sel = core.select(core.read_scores(index["score_paths"]), cfg, threshold=threshold)
     sel.to_parquet(work_dir / SELECTION, index=False)
     meta = {"policy": cfg.policy, "threshold": threshold, "threshold_mode": cfg.threshold_mode}
     if calibration is not None:
@@ -245,7 +292,6 @@ def run_select(
 def run_reshard(
     human_dirs: list[str | Path],
     web_dir: str | Path,
-    models: CapFiltModels,
     cfg: CapFiltConfig,
     work_dir: str | Path,
     out_dir: str | Path,
@@ -259,7 +305,7 @@ def run_reshard(
     sel = pd.read_parquet(Path(work_dir) / SELECTION)
     kept = sel[sel["keep"]]
     by_shard = dict(tuple(kept.groupby("shard")))
-    provenance = {f"{k}_ckpt": v for k, v in models.ids().items()}
+    provenance = {f"{k}_ckpt": v for k, v in read_score_index(work_dir)["checkpoints"].items()}
     jobs: list[tuple[Path, Any]] = [(s, None) for d in human_dirs for s in list_shards(d)]
     jobs += [(s, by_shard.get(s.stem, kept.iloc[:0])) for s in list_shards(web_dir)]
     results = []

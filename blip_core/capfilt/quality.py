@@ -14,21 +14,20 @@ import pandas as pd
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); nan if one class is empty."""
+    """Area under the ROC curve (scikit-learn; ties count half); nan if one class is empty."""
+    from sklearn.metrics import roc_auc_score
+
     labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+    if labels.all() or not labels.any():
         return float("nan")
-    ranks = pd.Series(np.asarray(scores, dtype=float)).rank(method="average").to_numpy()
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=float)))
 
 
 def _prf(pred: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    tp = int((pred & label).sum())
-    precision = tp / max(int(pred.sum()), 1)
-    recall = tp / max(int(label.sum()), 1)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+    from sklearn.metrics import precision_recall_fscore_support
+
+    p, r, f, _ = precision_recall_fscore_support(label, pred, average="binary", zero_division=0)
+    return {"precision": float(p), "recall": float(r), "f1": float(f)}
 
 
 def filter_quality(selection: pd.DataFrame, threshold: float) -> dict[str, Any]:
@@ -59,7 +58,12 @@ def filter_quality(selection: pd.DataFrame, threshold: float) -> dict[str, Any]:
 
 
 def plot_quality(selection: pd.DataFrame, threshold: float, out_dir: str | Path) -> list[Path]:
-    """Score histograms by noise type and the filter's precision-recall curve, as PNG files."""
+    """Score histograms by noise type and the filter's precision-recall curve, as PNG files.
+
+    Made to be read at a glance: the x axis spans where the scores are, the clean web captions are a
+    filled area against which each noise type is an outline, AUROC is in the legend, and the
+    precision-recall curve shows chance (the noise rate) and the operating point of the threshold.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # headless
@@ -69,26 +73,44 @@ def plot_quality(selection: pd.DataFrame, threshold: float, out_dir: str | Path)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     labelled = selection[selection["gt_noise_type"].notna()]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.linspace(0, 1, 41)
+    web = labelled[labelled["source"].eq("web")]
+    scores = labelled["itm_prob"].to_numpy(dtype=float)
+    lo, hi = np.quantile(scores, [0.005, 0.995]) if len(scores) else (0.0, 1.0)
+    lo, hi = min(lo, threshold), max(hi, threshold)
+    pad = max(hi - lo, 1e-3) * 0.05
+    bins = np.linspace(lo - pad, hi + pad, 41)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    clean = web[web["gt_noise_type"].eq("clean")]["itm_prob"]
+    ax.hist(clean, bins=bins, density=True, color="0.8", label=f"clean web ({len(clean)})")
     for nt, g in labelled.groupby("gt_noise_type"):
-        ax.hist(g["itm_prob"], bins=bins, histtype="step", density=True, label=f"{nt} ({len(g)})")
-    ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold}")
-    ax.set(xlabel="filter ITM p(match)", ylabel="density", title="Filter scores by ground-truth noise type")
-    ax.legend(fontsize=8)
+        if nt == "clean":
+            continue
+        versus = pd.concat([clean, g["itm_prob"]])
+        lab = np.r_[np.zeros(len(clean), bool), np.ones(len(g), bool)]
+        a = auroc(lab, -versus.to_numpy()) if len(clean) else float("nan")
+        ax.hist(g["itm_prob"], bins=bins, histtype="step", linewidth=1.6, density=True,
+                label=f"{nt} ({len(g)}), AUROC vs clean {a:.2f}")  # fmt: skip
+    ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3f}")
+    total = auroc(web["gt_noisy"].astype(bool).to_numpy(), -web["itm_prob"].to_numpy()) if len(web) else float("nan")
+    ax.set(xlabel="filter ITM p(match)", ylabel="density", xlim=(bins[0], bins[-1]),
+           title=f"Filter scores by ground-truth noise type (web AUROC {total:.3f})")  # fmt: skip
+    ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out_dir / "score_hist.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
-    web = labelled[labelled["source"].eq("web")]
     if len(web) and web["gt_noisy"].nunique() == 2:
-        curve = pr_curve(web["gt_noisy"].astype(bool).to_numpy(), -web["itm_prob"].to_numpy())
-        fig, ax = plt.subplots(figsize=(5, 4))
-        ax.plot(curve["recall"], curve["precision"])
-        ax.set(xlabel="recall (noisy web captions removed)", ylabel="precision", title="Filter as a noise detector")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
+        noisy = web["gt_noisy"].astype(bool).to_numpy()
+        curve = pr_curve(noisy, -web["itm_prob"].to_numpy())
+        op = _prf((web["itm_prob"] < threshold).to_numpy(), noisy)
+        fig, ax = plt.subplots(figsize=(5.2, 4.2))
+        ax.plot(curve["recall"], curve["precision"], label=f"filter (AUROC {total:.3f})")
+        ax.axhline(noisy.mean(), color="0.5", linestyle=":", label=f"chance (noise rate {noisy.mean():.2f})")
+        ax.plot([op["recall"]], [op["precision"]], "ko", label=f"threshold {threshold:.3f}: F1 {op['f1']:.2f}")
+        ax.set(xlabel="recall (noisy web captions removed)", ylabel="precision", title="Filter as a noise detector",
+               xlim=(0, 1), ylim=(0, 1.02))  # fmt: skip
+        ax.legend(fontsize=8, loc="lower left")
         fig.tight_layout()
         paths.append(out_dir / "precision_recall.png")
         fig.savefig(paths[-1], dpi=100)
@@ -97,11 +119,9 @@ def plot_quality(selection: pd.DataFrame, threshold: float, out_dir: str | Path)
 
 
 def pr_curve(labels: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    """Precision and recall at every threshold of `scores` (higher = predicted positive)."""
-    order = np.argsort(-scores, kind="stable")
-    labels = np.asarray(labels, dtype=bool)[order]
-    tp = np.cumsum(labels)
-    k = np.arange(1, len(labels) + 1)
-    return pd.DataFrame(
-        {"score": np.asarray(scores)[order], "precision": tp / k, "recall": tp / max(int(labels.sum()), 1)}
-    )
+    """Precision and recall at every distinct threshold of `scores` (higher = predicted positive)."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(np.asarray(labels, dtype=bool), np.asarray(scores))
+    # scikit-learn appends the (precision 1, recall 0) end point, which has no threshold
+    return pd.DataFrame({"score": thresholds, "precision": precision[:-1], "recall": recall[:-1]})

@@ -25,6 +25,7 @@ import json
 import logging
 import random
 import shutil
+import signal
 from collections import Counter
 from multiprocessing import get_context
 from pathlib import Path
@@ -251,7 +252,9 @@ def _groups(scene: Scene) -> list[list[SceneObject]]:
 
 
 def _relation_pair(scene: Scene, rng: random.Random) -> tuple[SceneObject, str, SceneObject] | None:
-    pairs = [(a, b) for a in scene.objects for b in scene.objects if a is not b and (a.color, a.shape) != (b.color, b.shape)]
+    pairs = [
+        (a, b) for a in scene.objects for b in scene.objects if a is not b and (a.color, a.shape) != (b.color, b.shape)
+    ]
     rng.shuffle(pairs)
     for a, b in pairs:
         rels = true_relations(a, b)
@@ -380,8 +383,11 @@ def web_caption(cfg: WorldConfig, index: int, scene: Scene) -> tuple[str, str, s
     if noise_type == "spam":
         template = rng.choice(lx.SPAM_TEMPLATES)
         text = template.format(
-            n2=f"{rng.randrange(100):02d}", n4=f"{rng.randrange(10000):04d}", n5=f"{rng.randrange(100000):05d}",
-            n6=f"{rng.randrange(1000000):06d}", site=rng.choice(lx.SPAM_SITES),
+            n2=f"{rng.randrange(100):02d}",
+            n4=f"{rng.randrange(10000):04d}",
+            n5=f"{rng.randrange(100000):05d}",
+            n6=f"{rng.randrange(1000000):06d}",
+            site=rng.choice(lx.SPAM_SITES),
         )
         return text, "spam", template
     if noise_type == "uninformative":
@@ -465,6 +471,13 @@ def _write_shard(job: tuple[WorldConfig, str, str, int, int, int]) -> dict[str, 
     }
 
 
+def _default_sigterm() -> None:
+    """Forked workers inherit the parent's SIGTERM handler; under Prefect that handler raises
+    TerminationSignal when the pool stops its workers at the end, which logs a traceback for a run
+    that succeeded. Workers only render shards: the default handling (exit) is right for them."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def generate_world(cfg: WorldConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Write every split under `out_dir/<split>/` and a `world.json` summary; returns the summary."""
     out_dir = Path(out_dir)
@@ -483,7 +496,7 @@ def generate_world(cfg: WorldConfig, out_dir: str | Path, *, progress: bool = Tr
     total = sum(j[5] - j[4] for j in jobs)
     with tqdm(total=total, desc="world", unit="img", disable=not progress) as bar:
         if cfg.num_workers > 1 and len(jobs) > 1:
-            with get_context("fork").Pool(min(cfg.num_workers, len(jobs))) as pool:
+            with get_context("fork").Pool(min(cfg.num_workers, len(jobs)), initializer=_default_sigterm) as pool:
                 for r in pool.imap_unordered(_write_shard, jobs):
                     results.append(r)
                     bar.update(r["num_samples"])

@@ -8,6 +8,7 @@ Follows salesforce/BLIP `models/blip.py:init_tokenizer`.
 
 from __future__ import annotations
 
+import json
 import logging
 import string
 from collections import Counter
@@ -25,6 +26,11 @@ DEC_TOKEN = "[DEC]"
 BLIP_PROMPT = "a picture of "
 """The captioner's prompt (BLIP `blip_decoder(prompt='a picture of ')`)."""
 ENC_TOKEN = "[ENC]"
+TEXT_CONFIG = "blip_text.json"
+"""Saved beside the tokenizer: how captions are cleaned for it (`max_words`), so training,
+evaluation, CapFilt and the registry all clean captions as params.yaml's `tokenizer` section said."""
+DEFAULT_MAX_WORDS = 30
+"""BLIP's `pre_caption(max_words=30)`, for tokenizer directories without our file (bert-base-uncased)."""
 
 
 def add_blip_tokens(tok: BertTokenizerFast) -> BertTokenizerFast:
@@ -91,6 +97,7 @@ def train_tokenizer(
     tok.pad_token, tok.unk_token, tok.cls_token, tok.sep_token, tok.mask_token = BERT_SPECIAL
     add_blip_tokens(tok)
     tok.save_pretrained(out_dir)
+    (out_dir / TEXT_CONFIG).write_text(json.dumps({"max_words": max_words}, indent=2) + "\n")
     logger.info("built WordPiece tokenizer (%d tokens) from %d captions -> %s", len(tok), len(texts), out_dir)
     return tok
 
@@ -106,6 +113,17 @@ def load_tokenizer(path: str | Path) -> BertTokenizerFast:
     return add_blip_tokens(tok)
 
 
+def tokenizer_max_words(path: str | Path) -> int:
+    """The caption word limit saved with a tokenizer directory (BLIP's 30 when it has none)."""
+    f = Path(path) / TEXT_CONFIG
+    if not f.is_file():
+        return DEFAULT_MAX_WORDS
+    value = json.loads(f.read_text()).get("max_words")
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{f}: max_words must be an integer >= 1, got {value!r}")
+    return value
+
+
 class TextProcessor:
     """Captions <-> token tensors the way BLIP feeds them to the model.
 
@@ -115,7 +133,9 @@ class TextProcessor:
     `BLIP_Decoder.prompt_length`).
     """
 
-    def __init__(self, tokenizer, *, max_len: int = 35, max_words: int = 30, prompt: str = BLIP_PROMPT) -> None:
+    def __init__(
+        self, tokenizer, *, max_len: int = 35, max_words: int = DEFAULT_MAX_WORDS, prompt: str = BLIP_PROMPT
+    ) -> None:
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.max_words = max_words
@@ -123,9 +143,13 @@ class TextProcessor:
         self.prompt_length = len(tokenizer(prompt).input_ids) - 1  # without the trailing [SEP]
 
     @classmethod
-    def for_model(cls, cfg) -> TextProcessor:
-        """The processor of a model config: its tokenizer directory, text length and prompt."""
-        return cls(load_tokenizer(cfg.tokenizer), max_len=cfg.text.max_text_len, prompt=cfg.prompt)
+    def for_model(cls, cfg, tokenizer=None) -> TextProcessor:
+        """The processor of a model config: its tokenizer directory (or `tokenizer`, a directory that
+        overrides it), caption word limit, text length and prompt."""
+        path = tokenizer or cfg.tokenizer
+        return cls(
+            load_tokenizer(path), max_len=cfg.text.max_text_len, max_words=tokenizer_max_words(path), prompt=cfg.prompt
+        )
 
     def __call__(self, captions: list[str], *, prompt: bool = False):
         texts = [(self.prompt if prompt else "") + pre_caption(c, self.max_words) for c in captions]

@@ -104,11 +104,11 @@ def test_select_and_reshard_write_kept_captions_with_provenance(tiny_world, mode
     cfg = _cfg(policy="both", threshold=0.5)
     m = pipeline.CapFiltModels(*models)
     pipeline.run_score(tiny_world / "web", m, cfg, tmp_path)
-    quality = pipeline.run_select(tiny_world / "web", m, cfg, tmp_path, metrics_dir=tmp_path / "metrics")
+    quality = pipeline.run_select(cfg, tmp_path, metrics_dir=tmp_path / "metrics")  # no model paths needed
     assert {"filter/auroc", "filter/precision", "filter/recall", "keep_rate/web"} <= set(quality)
     assert (tmp_path / "metrics" / "plots" / "score_hist.png").stat().st_size > 1000
     assert (tmp_path / "metrics" / "plots" / "precision_recall.png").is_file()
-    summary = pipeline.run_reshard([tiny_world / "coco_train"], tiny_world / "web", m, cfg, tmp_path, tmp_path / "out")
+    summary = pipeline.run_reshard([tiny_world / "coco_train"], tiny_world / "web", cfg, tmp_path, tmp_path / "out")
     sel = pd.read_parquet(tmp_path / "selection.parquet")
     kept = sel[sel["keep"]]
     samples = list(iter_samples(tmp_path / "out"))
@@ -189,9 +189,18 @@ def test_cli_capfilt_run_and_validate(tiny_world, models, tmp_path):
     report = stage_validate("capfilt", tmp_path / "work", params=params, out_file=tmp_path / "v.json", gx_root=gx_root)
     assert report["success"] and {s["suite"] for s in report["suites"]} == {"capfilt_output", "capfilt_selection"}
     assert (gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    # select and reshard read what the filter step wrote: no model paths
+    web_work = ["--web", str(tiny_world / "web"), "--work", str(tmp_path / "work"), "--params", str(params)]
+    r = subprocess.run([*blip, "capfilt", "select", *web_work, "--metrics", str(tmp_path / "m2")],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "m2" / "capfilt_quality.json").read_text())["threshold"] == quality["threshold"]
+    r = subprocess.run([*blip, "capfilt", "reshard", *web_work, "--human", str(tiny_world / "coco_train")],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
     # a missing filter checkpoint is one clear line
     r = subprocess.run(
-        [*blip, "capfilt", "select", *args[:8], "--filter", str(tmp_path / "nope")],
+        [*blip, "capfilt", "filter", *web_work, "--captioner", str(cap), "--filter", str(tmp_path / "nope")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -115,7 +115,7 @@ def test_filter_quality_on_known_selection():
     assert q["keep_rate/web"] == 0.5 and q["keep_rate/synthetic"] == 0.75
     assert q["synthetic/grounded_accuracy"] == 0.75
     assert q["kept/noise_rate"] == pytest.approx(1 / 5)  # kept: k0 web, k0 syn, k1 syn, k2 web (noisy), k3 syn
-    curve = pr_curve(np.array([True, False, True]), np.array([0.9, 0.5, 0.1]))
+    curve = pr_curve(np.array([True, False, True]), np.array([0.9, 0.5, 0.1])).sort_values("score", ascending=False)
     assert curve["precision"].tolist() == [1.0, 0.5, 2 / 3] and curve["recall"].tolist() == [0.5, 0.5, 1.0]
 
 

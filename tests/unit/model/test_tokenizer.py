@@ -41,3 +41,18 @@ def test_train_save_load_roundtrip(tmp_path):
     assert ids[0] == loaded.cls_token_id and ids[-1] == loaded.sep_token_id
     assert loaded.tokenize("a picture of a red circle") == ["a", "picture", "of", "a", "red", "circle"]
     assert loaded.decode(loaded("two green squares").input_ids, skip_special_tokens=True) == "two green squares"
+
+
+def test_max_words_travels_with_the_tokenizer(tmp_path):
+    """One source: params.yaml's tokenizer.max_words is saved with the tokenizer and every
+    processor built for a model reads it (training, evaluation, CapFilt, the registry)."""
+    from blip_core.config import ModelConfig
+    from blip_core.model.tokenizer import TextProcessor, tokenizer_max_words, train_tokenizer
+
+    caps = ["one two three four five six seven eight"] * 3
+    train_tokenizer(caps, tmp_path / "tok", vocab_size=100, min_frequency=1, max_words=4)
+    assert tokenizer_max_words(tmp_path / "tok") == 4
+    assert tokenizer_max_words(tmp_path) == 30  # a directory without our file: BLIP's default
+    proc = TextProcessor.for_model(ModelConfig(tokenizer=str(tmp_path / "tok")))
+    ids, _ = proc(["one two three four five six seven eight"])
+    assert proc.tokenizer.decode(ids[0], skip_special_tokens=True) == "one two three four"

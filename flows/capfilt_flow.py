@@ -1,0 +1,130 @@
+"""CapFilt scoring on Prefect: the `capfilt_score` stage of `flows.dag`, mapped one task per shard.
+
+Same inputs and outputs as `blip stage capfilt_score` (which loops the shards in one process): a
+caption task and a filter task per web shard, a calibration task per held-out shard, then the score
+index that `select` and `reshard` read. Tasks run on threads (default) or on a Dask cluster
+(`task_runner_kind="dask"`, prefect-dask; `BLIP_DASK_ADDRESS=tcp://host:8786` for several machines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+from typing import Any
+
+from prefect import flow, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.tasks import _retry_on_io
+
+_MODELS: dict[tuple, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _models(captioner: str | None, filter_model: str):
+    """One CapFiltModels per process (threads share it; each Dask worker builds its own)."""
+    from blip_core.capfilt.pipeline import CapFiltModels
+
+    with _MODELS_LOCK:
+        key = (captioner, filter_model)
+        if key not in _MODELS:
+            _MODELS[key] = CapFiltModels(captioner, filter_model)  # models load on first use, once
+        return _MODELS[key]
+
+
+def _cfg(cfg: dict):
+    """The CapFilt config shipped to a worker as a dict, rebuilt with params.yaml's type checks."""
+    from blip_core.config import CapFiltConfig, from_dict
+
+    return from_dict(CapFiltConfig, cfg, section="capfilt")
+
+
+@task(task_run_name="caption-{shard}", tags=["gpu"], cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io)
+def caption_shard_task(shard: str, captioner: str, filter_model: str, cfg: dict, work: str) -> dict:
+    from blip_core.capfilt.pipeline import caption_one
+
+    return caption_one(shard, _models(captioner, filter_model), _cfg(cfg), work)
+
+
+@task(task_run_name="filter-{shard}", tags=["gpu"], cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io)
+def filter_shard_task(shard: str, captioner: str | None, filter_model: str, cfg: dict, work: str) -> dict:
+    from blip_core.capfilt.pipeline import filter_one
+
+    return filter_one(shard, _models(captioner, filter_model), _cfg(cfg), work)
+
+
+@task(
+    task_run_name="calibrate-{shard}", tags=["gpu"], cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io
+)
+def calibrate_shard_task(shard: str, captioner: str | None, filter_model: str, cfg: dict, work: str) -> dict:
+    from blip_core.capfilt.pipeline import calibrate_one
+
+    return calibrate_one(shard, _models(captioner, filter_model), _cfg(cfg), work)
+
+
+def task_runner(kind: str, workers: int):
+    if kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if kind == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise ValueError("task_runner=dask needs prefect-dask: pip install -e '.[dask]'") from None
+        address = os.environ.get("BLIP_DASK_ADDRESS")  # a running cluster (several machines), else a local one
+        return DaskTaskRunner(address=address) if address else DaskTaskRunner()
+    raise ValueError(f"task_runner must be threads or dask, got {kind!r}")
+
+
+@flow(name="capfilt", flow_run_name="capfilt-{policy}")
+def capfilt_flow(
+    web_dir: str,
+    work_dir: str,
+    captioner: str | None,
+    filter_model: str,
+    params: str,
+    policy: str,
+    calibration_dir: str | None = None,
+) -> dict:
+    """Caption then filter every web shard, one task per shard, on the flow's task runner."""
+    from blip_core.capfilt.pipeline import CALIBRATION, CAPTIONS, SCORES, uses_captioner, write_score_index
+    from blip_core.data.shards import list_shards
+    from flows.stages import capfilt_config
+
+    cfg = capfilt_config(params)
+    for sub in (CAPTIONS, SCORES, CALIBRATION):
+        os.makedirs(os.path.join(work_dir, sub), exist_ok=True)
+    captioner = captioner if uses_captioner(cfg) else None
+    shards = [str(s) for s in list_shards(web_dir)]
+    args = (unmapped(captioner), unmapped(filter_model), unmapped(dataclasses.asdict(cfg)), unmapped(work_dir))
+    captioned = caption_shard_task.map(shards, *args).result() if captioner is not None else []
+    filtered = filter_shard_task.map(shards, *args).result()
+    calibration = None
+    if cfg.threshold_mode == "calibrated":
+        calibration = calibration_dir
+        calibrate_shard_task.map([str(s) for s in list_shards(calibration_dir)], *args).result()
+    write_score_index(web_dir, _models(captioner, filter_model), cfg, work_dir, calibration_dir=calibration)
+    return {
+        "shards": len(shards),
+        "captioned_images": sum(r.get("images", 0) for r in captioned),
+        "scored_images": sum(r.get("images", 0) for r in filtered),
+        "skipped_shards": sum(r["skipped"] for r in filtered),
+    }
+
+
+@contextlib.contextmanager
+def threads_per_worker(kind: str, workers: int):
+    """Mapped CapFilt tasks run in threads of one process: split the cores between them, or the
+    BLAS thread pools oversubscribe the CPU (measured: 40x slower decoding on 2 cores). The
+    process-wide setting is restored afterwards, so the stages after CapFilt train on every core."""
+    import torch
+
+    before = torch.get_num_threads()
+    if kind == "threads" and not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(workers, 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

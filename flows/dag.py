@@ -1,0 +1,310 @@
+"""The pipeline DAG, described once: both runners are derived from `stages()`.
+
+    world -> tokenizer, inspect_world, validate_raw, leakage -> pretrain_baseline
+      -> finetune_{caption,retrieval}_baseline -> capfilt_score -> capfilt_select -> capfilt_reshard
+      -> validate_capfilt -> pretrain_bootstrapped -> finetune_{caption,retrieval}_bootstrapped
+      -> evaluate_{baseline,bootstrapped} -> report
+
+Each `Stage` names its function (a `flows.stages` function), the keyword arguments it is called
+with, the data it reads and writes, the params.yaml keys it reads and the source it runs (whole
+`blip_core` subpackages plus the top-level library modules). From that one list:
+- `dvc.yaml` is generated (`blip dag --dvc > dvc.yaml`; a test fails when the file differs), and
+  each DVC stage's command is `blip stage NAME`, which calls the function with these kwargs;
+- the Prefect flow (`flows.bootstrap`) runs the same list in order, caching each task on the hash of
+  its deps, params and code, so an edit to a library file re-runs the stages that use it under
+  both runners. Prefect may run a stage differently (CapFilt scoring is mapped per shard), never
+  with other inputs or outputs.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import inspect
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flows import stages as fns
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("blip_core", "flows")
+VALIDATION = "flows/validation.py"
+
+
+def _module_file(module: str) -> Path | None:
+    path = REPO.joinpath(*module.split("."))
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return None
+
+
+def _imports(tree: ast.AST, package: str) -> set[str]:
+    """Every project module a piece of source imports (module level or inside functions)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}  # `from pkg import module`
+    return {m for m in found if m.split(".")[0] in PACKAGES and _module_file(m) is not None}
+
+
+@functools.cache
+def _module_closure(module: str) -> frozenset[str]:
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        f = _module_file(m)
+        todo += _imports(ast.parse(f.read_text()), m if f.name == "__init__.py" else m.rpartition(".")[0])
+    return frozenset(seen)
+
+
+def code_of(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The source a stage function runs: its own module's file, then every project module it imports
+    (transitively), as whole `blip_core` subpackages and single top-level modules / flows files."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    modules = {fn.__module__}
+    for m in _imports(tree, fn.__module__.rpartition(".")[0]):
+        modules |= _module_closure(m)
+    paths = set()
+    for m in modules:
+        parts = m.split(".")
+        if parts[0] == "blip_core" and len(parts) >= 2 and (REPO / parts[0] / parts[1]).is_dir():
+            paths.add("/".join(parts[:2]))  # a subpackage (or a module in it): the whole subpackage
+        elif m == "blip_core":
+            paths.add("blip_core/__init__.py")
+        else:
+            paths.add(str(_module_file(m).relative_to(REPO)))
+    return tuple(sorted(paths))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every stage reads and writes, under one data root."""
+
+    root: str = "data"
+
+    def p(self, *parts: str) -> str:
+        return str(Path(self.root, *parts))
+
+    def split(self, name: str) -> str:
+        return self.p("world", name)
+
+    def run(self, model: str, task: str) -> str:
+        return self.p("runs", model, task)
+
+    def model(self, model: str, task: str) -> str:
+        return self.p("runs", model, task, "model")
+
+    @property
+    def world(self) -> str:
+        return self.p("world")
+
+    @property
+    def tokenizer(self) -> str:
+        return self.p("tokenizer")
+
+    @property
+    def metrics(self) -> str:
+        return self.p("metrics")
+
+    @property
+    def capfilt(self) -> str:
+        return self.p("capfilt")
+
+    @property
+    def bootstrapped(self) -> str:
+        return self.p("capfilt", "shards")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline step, as both runners see it."""
+
+    name: str
+    fn: Callable[..., Any]
+    kwargs: dict[str, Any]
+    """The call: `fn(**kwargs)` (paths under the layout root, the params file included)."""
+    deps: tuple[str, ...]
+    """Data the stage reads (files or folders written by earlier stages)."""
+    outs: tuple[str, ...] = ()
+    """What it writes (DVC-cached outputs)."""
+    params: tuple[str, ...] = ()
+    """params.yaml sections or `section.key`s it reads."""
+    metrics: tuple[str, ...] = ()
+    """Small JSON results (DVC metrics, never cached)."""
+    plots: tuple[str, ...] = ()
+    persist: bool = False
+    """Outputs survive a re-run (per-shard files named by input hashes: a killed run resumes)."""
+    gpu: bool = False
+    """Holds the accelerator (Prefect tag `gpu`, limited to one task at a time)."""
+    comment: str = ""
+    extra_dvc: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def code_deps(self) -> tuple[str, ...]:
+        """The source it runs, derived from what `fn` imports (see `code_of`)."""
+        return code_of(self.fn)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.outs + self.metrics + self.plots
+
+    def run(self) -> Any:
+        return self.fn(**self.kwargs)
+
+
+def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
+    """Every stage in an order that respects the dependencies."""
+    L = Layout(root)
+    m = L.metrics
+    human, web, val = L.split("coco_train"), L.split("web"), L.split("val")
+    pool = [human, web]
+    evals = [val, L.split("test"), L.split("novel")]
+    out: list[Stage] = [
+        Stage("world", fns.stage_world, {"out_dir": L.world, "params": params}, (), (L.world,), ("world",)),
+        Stage("tokenizer", fns.stage_tokenizer, {"data_dirs": pool, "out_dir": L.tokenizer, "params": params},
+              tuple(pool), (L.tokenizer,), ("tokenizer",)),
+        Stage("inspect_world", fns.stage_inspect, {"data_dirs": [*pool, *evals], "params": params,
+              "out_file": f"{m}/world_read.json"}, (L.world,), params=("reader",),
+              metrics=(f"{m}/world_read.json",)),
+        Stage("validate_raw", fns.stage_validate, {"kind": "raw", "path": web, "params": params,
+              "out_file": f"{m}/validate_raw.json"}, (web,), params=("validate", "reader"),
+              metrics=(f"{m}/validate_raw.json",),
+              comment="Great Expectations gate on the raw web pool: fails the pipeline on bad data"),
+        Stage("leakage", fns.stage_leakage, {"eval_dirs": evals, "pool_dirs": pool, "params": params,
+              "out_file": f"{m}/leakage.json"}, (L.world,), params=("validate.max_leaked_images",),
+              metrics=(f"{m}/leakage.json",)),
+    ]  # fmt: skip
+
+    def train(model: str, task: str, data: list[str], init: str | None, gates: list[str]) -> Stage:
+        section = "pretrain" if task == "pretrain" else f"finetune_{task}"
+        kwargs = {"task": task, "data_dirs": data, "out_dir": L.run(model, task), "params": params, "section": section}
+        kwargs |= {"init": init} if init else {"tokenizer": L.tokenizer}
+        name = "pretrain" if task == "pretrain" else f"finetune_{task}"
+        return Stage(f"{name}_{model}", fns.stage_train, kwargs, (*data, init or L.tokenizer, *gates),
+                     (L.model(model, task),), (section,), gpu=True)  # fmt: skip
+
+    gates_raw = [f"{m}/validate_raw.json", f"{m}/leakage.json"]
+    out.append(train("baseline", "pretrain", pool, None, gates_raw))
+    base_pre = L.model("baseline", "pretrain")
+    out += [train("baseline", t, [human], base_pre, []) for t in ("caption", "retrieval")]
+
+    captioner, filt = L.model("baseline", "caption"), L.model("baseline", "retrieval")
+    cf = {"web_dir": web, "work_dir": L.capfilt, "params": params}
+    scoring = ("capfilt.policy", "capfilt.threshold_mode", "capfilt.num_captions", "capfilt.top_p",
+               "capfilt.max_length", "capfilt.min_length", "capfilt.repetition_penalty", "capfilt.caption_batch_size",
+               "capfilt.filter_batch_size", "capfilt.seed")  # fmt: skip
+    out += [
+        Stage("capfilt_score", fns.stage_capfilt_score, cf | {"captioner": captioner, "filter_model": filt,
+              "calibration_dir": val}, (web, val, captioner, filt),
+              tuple(L.p("capfilt", d) for d in ("captions", "scores", "calibration", "scores.json")), scoring,
+              persist=True, gpu=True,
+              comment="captioner writes synthetic captions, filter scores web + synthetic (per shard)"),
+        Stage("capfilt_select", fns.stage_capfilt_select, cf | {"metrics_dir": f"{m}/capfilt"},
+              (L.p("capfilt", "scores.json"), L.p("capfilt", "scores"), L.p("capfilt", "calibration")),
+              (L.p("capfilt", "selection.parquet"), L.p("capfilt", "selection.json")),
+              ("capfilt.policy", "capfilt.threshold", "capfilt.threshold_mode", "capfilt.calibration_quantile",
+               "capfilt.clip_keep_fraction"), metrics=(f"{m}/capfilt/capfilt_quality.json",),
+              plots=(f"{m}/capfilt/plots/score_hist.png", f"{m}/capfilt/plots/precision_recall.png"),
+              comment="the policy on stored scores: seconds, no model run"),
+        Stage("capfilt_reshard", fns.stage_capfilt_reshard, cf | {"human_dirs": [human]},
+              (L.p("capfilt", "selection.parquet"), L.p("capfilt", "scores.json"), human, web), (L.bootstrapped,),
+              comment="bootstrapped webdataset: human split unfiltered + kept web images"),
+        Stage("validate_capfilt", fns.stage_validate, {"kind": "capfilt", "path": L.capfilt, "params": params,
+              "out_file": f"{m}/validate_capfilt.json"},
+              (L.bootstrapped, L.p("capfilt", "selection.parquet"), L.p("capfilt", "selection.json")),
+              params=("validate", "capfilt.policy", "capfilt.threshold", "capfilt.max_length"),
+              metrics=(f"{m}/validate_capfilt.json",),
+              comment="Great Expectations gate on the CapFilt output"),
+    ]  # fmt: skip
+    out.append(train("bootstrapped", "pretrain", [L.bootstrapped], None, [f"{m}/validate_capfilt.json"]))
+    boot_pre = L.model("bootstrapped", "pretrain")
+    out += [train("bootstrapped", t, [human], boot_pre, []) for t in ("caption", "retrieval")]
+    tests = [L.split("test"), L.split("novel")]
+    for model in ("baseline", "bootstrapped"):
+        models = [L.model(model, "caption"), L.model(model, "retrieval")]
+        out.append(Stage(f"evaluate_{model}", fns.stage_evaluate, {"model_dirs": models, "data_dirs": tests,
+                         "params": params, "out_file": f"{m}/eval_{model}.json"}, (*models, *tests),
+                         params=("evaluate",), metrics=(f"{m}/eval_{model}.json",),
+                         gpu=True))  # fmt: skip
+    report = f"{m}/report"
+    out.append(Stage("report", fns.stage_report, {"baseline": f"{m}/eval_baseline.json", "bootstrapped":
+                     f"{m}/eval_bootstrapped.json", "out_dir": report},
+                     (f"{m}/eval_baseline.json", f"{m}/eval_bootstrapped.json"),
+                     metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.csv",),
+                     extra_dvc={"plots": [{f"{report}/comparison.csv": {"cache": False, "template": "grouped",
+                                "x": "series", "y": "value"}}]}))  # fmt: skip
+    return out
+
+
+def by_name(name: str, *, params: str = "params.yaml", root: str = "data") -> Stage:
+    found = {s.name: s for s in stages(params, root)}
+    if name not in found:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(found)}")
+    return found[name]
+
+
+def code_hash(paths: tuple[str, ...]) -> str:
+    """Content hash of a stage's source files (folders: every .py below them)."""
+    h = hashlib.sha256()
+    for rel in paths:
+        p = REPO / rel
+        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        for f in files:
+            h.update(str(f.relative_to(REPO)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------------
+# dvc.yaml
+
+DVC_HEADER = """\
+# GENERATED from flows/dag.py (the one description of the pipeline) by `blip dag --dvc > dvc.yaml`;
+# edit flows/dag.py, not this file (tests/integration/test_dag.py fails when they differ).
+# Every command is `blip stage NAME`: the stage function the Prefect flow runs, with the same kwargs.
+#   dvc repro                                   # everything; a second run does nothing
+#   dvc exp run -S capfilt.threshold=0.7        # re-selects from stored scores, re-trains downstream
+#   dvc metrics diff / dvc metrics show         # baseline vs bootstrapped: data/metrics/report/
+#   dvc plots show                              # CapFilt score histograms, PR curve, comparison chart
+"""
+
+
+def dvc_stage(s: Stage) -> dict[str, Any]:
+    d: dict[str, Any] = {"cmd": f"blip stage {s.name}"}
+    if s.comment:
+        d["desc"] = s.comment
+    d["deps"] = [*s.code_deps, *s.deps]
+    if s.params:
+        d["params"] = list(s.params)
+    if s.outs:
+        d["outs"] = [{o: {"persist": True}} if s.persist else o for o in s.outs]
+    if s.metrics:
+        d["metrics"] = [{f: {"cache": False}} for f in s.metrics]
+    if s.plots:
+        d["plots"] = [{f: {"cache": False}} for f in s.plots]
+    d |= s.extra_dvc
+    return d
+
+
+def dvc_yaml(params: str = "params.yaml", root: str = "data") -> str:
+    doc = {"stages": {s.name: dvc_stage(s) for s in stages(params, root)}}
+    return DVC_HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)

@@ -1,0 +1,199 @@
+"""Prefect tasks over the DAG's stages: one cached, versioned, tracked task per stage, and model
+registration.
+
+The task receives a stage's *name*, the params file and the data root, and looks the stage up in
+`flows.dag`, so it runs exactly the call `blip stage NAME` (and so `dvc repro`) runs. Its cache key is
+the stage's deps fingerprint, its params.yaml keys, its kwargs and the hash of the source it runs:
+an edit to a library file re-runs the stages that use it, and only those.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from flows import dag, versioning
+
+logger = logging.getLogger(__name__)
+
+
+def params_values(params: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The values of a stage's params.yaml sections or `section.key`s (its share of the cache key)."""
+    doc = yaml.safe_load(Path(params).read_text()) if Path(params).is_file() else {}
+    out = {}
+    for key in keys:
+        section, _, name = key.partition(".")
+        value = (doc or {}).get(section)
+        out[key] = value.get(name) if name and isinstance(value, dict) else value
+    return out
+
+
+def _cache_key(context, parameters: dict[str, Any]) -> str:
+    s = dag.by_name(parameters["name"], params=parameters["params"], root=parameters["root"])
+    return versioning._sha(
+        {
+            "stage": s.name,
+            "deps": versioning.fingerprint(list(s.deps)),
+            "params": params_values(parameters["params"], s.params),
+            "kwargs": s.kwargs,
+            "code": dag.code_hash(s.code_deps),
+        }
+    )
+
+
+def _retry_on_io(task, task_run, state) -> bool:
+    """Retry transient I/O errors only; a missing input or a bad config fails at once."""
+    try:
+        state.result()
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return False
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    task_run_name="{name}",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_retry_on_io,
+    cache_key_fn=_cache_key,
+    persist_result=True,
+)
+def stage_task(name: str, params: str, root: str, run: dict) -> dict:
+    """Run one stage of `flows.dag` (a nested MLflow run when the flow tracks one)."""
+    s = dag.by_name(name, params=params, root=root)
+    tracker = _stage_tracker(s, params, run)
+    call = s.kwargs
+    logs_itself = "metric_logger" in inspect.signature(s.fn).parameters
+    if tracker is not None and logs_itself:
+        call = call | {"metric_logger": tracker}
+    try:
+        summary = s.fn(**call)
+    except BaseException:
+        if tracker is not None:
+            tracker.close("FAILED")
+        raise
+    if tracker is not None:
+        _log_stage(tracker, s, summary, numeric=not logs_itself)
+        tracker.close()
+    _artifact(name, summary)
+    return json.loads(json.dumps(summary, default=str))
+
+
+def _stage_tracker(s: dag.Stage, params: str, run: dict):
+    if not run.get("mlflow_parent"):
+        return None
+    from blip_core.tracking import MLflowLogger
+
+    tags_ = {
+        "stage": s.name,
+        "git_commit": run["git_commit"],
+        "params_hash": versioning._sha(params_values(params, s.params)),
+        "data_hash": versioning._sha([versioning.data_hash(p) for p in s.deps]),
+    }
+    lg = MLflowLogger(experiment=run["experiment"], run_name=s.name, tracking_uri=run["tracking_uri"], tags=tags_,
+                      parent_run_id=run["mlflow_parent"])  # fmt: skip
+    lg.log_params({"stage": params_values(params, s.params)})
+    return lg
+
+
+def _log_stage(tracker, s: dag.Stage, summary: Any, *, numeric: bool) -> None:
+    flat = _numeric(summary, prefix=f"{s.name}/") if numeric else {}
+    if flat:
+        tracker.log(flat, step=0)
+    for out in s.outputs:
+        p = Path(out)
+        if p.is_dir() and (p.parent / "resolved_config.json").is_file():  # a training run's model/ folder
+            tracker.log_artifact(p.parent / "resolved_config.json")
+        elif p.suffix in (".json", ".png", ".md") and p.is_file():
+            tracker.log_artifact(p)
+    if dag.VALIDATION in s.code_deps:
+        from flows.validation import gx_root
+
+        docs = gx_root() / "gx" / "uncommitted" / "data_docs" / "local_site"
+        if docs.is_dir():
+            tracker.log_artifact(docs, artifact_path="data_docs")
+    if "out_file" in s.kwargs and "model_dirs" in s.kwargs:  # an evaluation: a grid of captioned test images
+        grid = _caption_grid(s.kwargs)
+        if grid is not None:
+            tracker.log_artifact(grid)
+
+
+def _caption_grid(kwargs: dict) -> Path | None:
+    """A PNG grid of test images with the generated captions, for the MLflow run."""
+    out = Path(kwargs["out_file"])
+    preds_file = out.with_name(out.stem + "_captions.json")
+    if not preds_file.is_file():
+        return None
+    from blip_core.eval.captioning import caption_grid
+
+    preds = json.loads(preds_file.read_text())
+    split = next((d for d in kwargs["data_dirs"] if Path(d).name in preds), None)
+    if split is None:
+        return None
+    return caption_grid(split, preds[Path(split).name], out.with_name(out.stem + "_grid.png"))
+
+
+def _numeric(obj: Any, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in ("shards", "results", "rows", "examples", "config", "checkpoints"):
+                continue
+            out |= _numeric(v, f"{prefix}{k}/")
+    elif isinstance(obj, bool | int | float):
+        out[prefix.rstrip("/")] = float(obj)
+    return {k.replace(":", "_"): v for k, v in out.items()}
+
+
+def _artifact(name: str, summary: Any) -> None:
+    """A markdown summary of each stage on the Prefect run page."""
+    if isinstance(summary, dict) and "markdown" in summary:
+        body = summary["markdown"]
+    else:
+        flat = _numeric(summary)
+        body = "\n".join(["| key | value |", "|---|---:|"] + [f"| {k} | {v:.4g} |" for k, v in flat.items()])
+    try:
+        create_markdown_artifact(markdown=f"### {name}\n\n{body}\n", key=name.replace("_", "-").lower())
+    except Exception as e:  # artifacts are a nicety: never fail a stage over one
+        logger.warning("could not create the Prefect artifact of %s: %s", name, e)
+
+
+def _register_key(context, parameters: dict[str, Any]) -> str:
+    """Register again only when a model (or the store) changed: a cached re-run adds no versions."""
+    models = parameters["models"]
+    return versioning._sha({"models": versioning.fingerprint(list(models.values())),
+                            "store": parameters["run"].get("tracking_uri")})  # fmt: skip
+
+
+@task(cache_key_fn=_register_key, persist_result=True)
+def register_task(run: dict, rows: list[dict], models: dict[str, str]) -> dict:
+    """Register the four models; the `best` alias follows test mean recall (CIDEr for the captioner)."""
+    from flows.registry import log_and_register
+
+    score = {(r["split"], r["metric"], m): r[m] for r in rows for m in ("baseline", "bootstrapped")}
+    metric = {
+        "pretrain": score.get(("test", "r_mean", "baseline")),
+        "captioner": score.get(("test", "cider", "baseline")),
+        "filter": score.get(("test", "r_mean", "baseline")),
+        "bootstrapped": score.get(("test", "r_mean", "bootstrapped")),
+    }
+    out = {}
+    for role, path in models.items():
+        try:
+            info = log_and_register(run["tracking_uri"], run["mlflow_parent"], path, role, metric=metric[role])
+            out[role] = info["version"]
+            logger.info("registered %s version %s (best=%s)", info["name"], info["version"], info["best"])
+        except Exception as e:  # the registry is a nicety of tracking: report, do not lose the run
+            logger.warning("could not register %s: %s", role, e)
+    return out
