@@ -227,9 +227,13 @@ def write_score_index(
             else []
         ),
     }
-    tmp = work_dir / f".{SCORE_INDEX}.tmp"
-    tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    tmp.replace(work_dir / SCORE_INDEX)
+    text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+    target = work_dir / SCORE_INDEX
+    # unchanged: keep the file (and its mtime), so a re-run with nothing new re-runs nothing downstream
+    if not target.is_file() or target.read_text() != text:
+        tmp = work_dir / f".{SCORE_INDEX}.tmp"
+        tmp.write_text(text)
+        tmp.replace(target)
     return index
 
 

@@ -206,3 +206,16 @@ def test_cli_capfilt_run_and_validate(tiny_world, models, tmp_path):
         timeout=120,
     )
     assert r.returncode == 2 and "filter checkpoint not found" in r.stderr
+
+
+def test_score_index_is_rewritten_only_when_it_changes(tiny_world, models, tmp_path):
+    """A re-run with nothing new must leave scores.json (and its mtime) alone: both runners decide
+    from it whether select, reshard and the bootstrapped training must run again."""
+    cfg = _cfg(policy="filter")
+    m = pipeline.CapFiltModels(None, models[1])
+    pipeline.run_score(tiny_world / "web", m, cfg, tmp_path)
+    index = tmp_path / pipeline.SCORE_INDEX
+    first = index.stat().st_mtime_ns
+    pipeline.run_score(tiny_world / "web", m, cfg, tmp_path)
+    assert index.stat().st_mtime_ns == first
+    assert pipeline.read_score_index(tmp_path)["checkpoints"] == m.ids()
