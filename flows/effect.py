@@ -60,8 +60,14 @@ def run_summary(root: str | Path) -> dict[str, Any]:
         out["keep_rate_web"] = q.get("keep_rate/web")
         out["keep_rate_synthetic"] = q.get("keep_rate/synthetic")
         selection = Path(root) / "capfilt" / "selection.parquet"
-        if selection.is_file() and q.get("threshold_mode") != "fixed":
-            out["at_threshold_0.5"] = _at_fixed_threshold(selection, q["policy"], 0.5)
+        if selection.is_file():
+            if q.get("threshold_mode") != "fixed":
+                out["at_threshold_0.5"] = _kept(selection, q["policy"], 0.5)
+            # the paper's 2x2 (Table 1) on the same scores: what each policy would have kept
+            out["kept_noise_by_policy"] = {
+                pol: _kept(selection, pol, q["threshold"])["kept_noise_rate"]
+                for pol in ("none", "filter", "captioner", "both")
+            }
     for model in ("baseline", "bootstrapped"):
         f = metrics / f"eval_{model}.json"
         if f.is_file():
@@ -74,8 +80,8 @@ def run_summary(root: str | Path) -> dict[str, Any]:
     return out
 
 
-def _at_fixed_threshold(selection: Path, policy: str, threshold: float) -> dict[str, float]:
-    """The kept set the paper's fixed threshold would give, from the stored scores (no model runs)."""
+def _kept(selection: Path, policy: str, threshold: float) -> dict[str, float]:
+    """The kept set a policy and threshold would give, from the stored scores (no model runs)."""
     import pandas as pd
 
     from blip_core.capfilt.core import select
@@ -132,7 +138,7 @@ def aggregate(per_seed: list[dict[str, Any]]) -> tuple[dict, dict]:
     for k in sorted(keys):
         mean[k] = stat(statistics.mean, [s.get(k) for s in done])
         sd[k] = stat(statistics.stdev, [s.get(k) for s in done])
-    for group in ("baseline", "bootstrapped", "delta", "at_threshold_0.5"):
+    for group in ("baseline", "bootstrapped", "delta", "at_threshold_0.5", "kept_noise_by_policy"):
         sub = {k for s in done for k in s.get(group, {})}
         mean[group] = {k: stat(statistics.mean, [s[group].get(k) for s in done if group in s]) for k in sorted(sub)}
         sd[group] = {k: stat(statistics.stdev, [s[group].get(k) for s in done if group in s]) for k in sorted(sub)}
@@ -167,6 +173,15 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| mean ± sd | {pm['filter_auroc']} | {v(m.get('web_noise_rate'))} | {pm['kept_noise_rate']} | "
             f"{v(at05m)} | {pm['synthetic_grounded_accuracy']} | |"
         )
+    out += ["", "Kept-set noise by policy, on the same stored scores and threshold (the paper's Table 1 2x2;",
+            "only the configured policy was trained on):", "", "| seed | none | filter | captioner | both |",
+            "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        k = r.get("kept_noise_by_policy")
+        if k:
+            out.append(
+                f"| {r['seed']} | " + " | ".join(v(k[p]) for p in ("none", "filter", "captioner", "both")) + " |"
+            )
     out += ["", "## Baseline vs bootstrapped (after fine-tuning)", ""]
     out += ["| seed | metric | baseline | bootstrapped | delta |", "|---|---|---:|---:|---:|"]
     for r in rows:
@@ -213,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default="data/effect", help="one data root per seed under this folder")
     ap.add_argument("--out", default="reports/bootstrap_effect", help="writes OUT.json and OUT.md")
     ap.add_argument("--experiment", default="blip-effect", help="MLflow experiment of the runs")
+    ap.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("flows", "blip_core", "prefect.flow_runs"):  # our progress, not every HTTP request
@@ -220,13 +236,28 @@ def main(argv: list[str] | None = None) -> int:
     from blip_core.machine import banner
 
     params, t0 = Path(args.params), time.perf_counter()
-    per_seed = [run_seed(s, params, Path(args.root) / f"seed-{s}", args.experiment) for s in args.seeds]
+    if args.report_only:  # re-read finished runs (e.g. after adding a figure), keeping their wall times
+        old = (
+            json.loads(Path(args.out).with_suffix(".json").read_text())
+            if Path(args.out).with_suffix(".json").is_file()
+            else {}
+        )
+        walls = {r["seed"]: r.get("wall_seconds") for r in old.get("per_seed", [])}
+        per_seed = [
+            {"seed": s, "wall_seconds": walls.get(s)} | run_summary(Path(args.root) / f"seed-{s}") for s in args.seeds
+        ]
+    else:
+        per_seed = [run_seed(s, params, Path(args.root) / f"seed-{s}", args.experiment) for s in args.seeds]
     mean, sd = aggregate(per_seed)
     report = {
         "params": str(params),
         "date": time.strftime("%Y-%m-%d"),
         "machine": banner().removeprefix("machine: "),
-        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "wall_seconds": (
+            sum(r.get("wall_seconds") or 0 for r in per_seed)
+            if args.report_only
+            else round(time.perf_counter() - t0, 1)
+        ),
         "per_seed": per_seed,
         "mean": mean,
         "sd": sd,

@@ -39,6 +39,10 @@ def test_run_summary_reads_a_finished_run(tmp_path):
     # at the paper's 0.5, policy both keeps web 0.9, 0.6 and synthetic 0.7: one of the three is noisy
     assert s["at_threshold_0.5"]["kept_noise_rate"] == pytest.approx(1 / 3)
     assert s["at_threshold_0.5"]["keep_rate_web"] == pytest.approx(0.5)
+    # the 2x2 at the run's threshold (0.31): filter keeps web 0.9, 0.6 (noisy), 0.4; captioner keeps all
+    by_policy = s["kept_noise_by_policy"]
+    assert by_policy["none"] == pytest.approx(0.5) and by_policy["filter"] == pytest.approx(1 / 3)
+    assert by_policy["captioner"] == pytest.approx(0.5) and by_policy["both"] == pytest.approx(1 / 4)
     assert any("filter AUROC" in line and "0.800" in line for line in effect.quality_lines(s))
 
 
@@ -63,3 +67,5 @@ def test_aggregate_and_markdown(tmp_path):
     md = effect.render_markdown(report)
     assert "| 4 | stopped: DataQualityError" in md
     assert "| test_r_mean | +3.000 | 2.000 | yes |" in md
+    assert mean["kept_noise_by_policy"]["filter"] == pytest.approx(1 / 3)
+    assert "| 1 | 0.500 | 0.333 | 0.500 | 0.250 |" in md
