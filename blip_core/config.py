@@ -197,9 +197,23 @@ def load_params_section(path: str | Path, section: str, cls: type[T]) -> T:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
-    with path.open() as f:
-        params = yaml.safe_load(f) or {}
+    params = read_params(path)
     return from_dict(cls, params.get(section, {}) or {}, section=section)
+
+
+def read_params(path: str | Path) -> dict[str, Any]:
+    """A params.yaml as a mapping; malformed YAML is one line naming the file, line and problem."""
+    path = Path(path)
+    try:
+        with path.open() as f:
+            params = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ValueError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    return params
 
 
 # ------------------------------------------------------------------------------------------------

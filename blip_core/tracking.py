@@ -24,7 +24,7 @@ def check_metric_name(name: str) -> str:
 class MetricLogger(Protocol):
     def log(self, metrics: dict[str, float], step: int) -> None: ...
     def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_artifact(self, path: str | Path) -> None: ...
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None, *, name: str | None = None) -> None: ...
     def close(self) -> None: ...
 
 
@@ -38,7 +38,7 @@ class NullLogger:
     def log_params(self, params: dict[str, Any]) -> None:
         pass
 
-    def log_artifact(self, path: str | Path) -> None:
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None, *, name: str | None = None) -> None:
         pass
 
     def close(self) -> None:
@@ -115,10 +115,19 @@ class MLflowLogger:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))
 
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None, *, name: str | None = None) -> None:
+        """Log a file or folder; `name` stores a file under another name (runs that compare, like the
+        two evaluations, use the same artifact names so MLflow's compare view lines them up)."""
         path = Path(path)
         if path.is_dir():
             self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif name is not None and name != path.name:
+            import shutil
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                shutil.copyfile(path, Path(tmp) / name)
+                self.client.log_artifact(self.run_id, str(Path(tmp) / name), artifact_path)
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -138,9 +147,9 @@ class LoggerList:
         for lg in self.loggers:
             lg.log_params(params)
 
-    def log_artifact(self, path: str | Path) -> None:
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None, *, name: str | None = None) -> None:
         for lg in self.loggers:
-            lg.log_artifact(path)
+            lg.log_artifact(path, artifact_path, name=name)
 
     def close(self) -> None:
         for lg in self.loggers:

@@ -220,7 +220,9 @@ class Trainer:
         elapsed = time.perf_counter() - start
         return {
             "steps": self.step,
-            "epochs_done": self.epoch,
+            # whole epochs of optimizer steps (the epoch counter only moves when an epoch's
+            # iterator runs dry, which never happens when the last step ends the run)
+            "epochs_done": self.step // self.steps_per_epoch,
             "seconds": elapsed,
             "final": self.history[-1] if self.history else {},
             "images_per_s": steps_this_run * global_batch / max(elapsed, 1e-9),

@@ -97,6 +97,7 @@ def bootstrap(
         except Exception as e:
             logger.warning("could not create the comparison table artifact: %s", e)
         print(report["markdown"])
+        results["dvc"] = record_in_dvc(params, root)
         if parent is not None:
             parent.set_tags({"data_hash": versioning.data_hash(dag.Layout(root).world)})
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
@@ -107,6 +108,25 @@ def bootstrap(
         if parent is not None:
             parent.close("FAILED")
         raise
+
+
+def record_in_dvc(params: str, root: str) -> str:
+    """Record what this run produced in dvc.lock (`dvc commit`), so `dvc status` is clean and `dvc
+    repro` recomputes nothing after a Prefect run: both runners run the same stages (flows/dag.py).
+
+    Only for the layout dvc.yaml describes (root `data`, `params.yaml`, run from the repo root);
+    another root or params file is a separate study that DVC does not track."""
+    import subprocess
+
+    if Path(root) != Path("data") or Path(params) != Path("params.yaml") or not Path("dvc.yaml").is_file():
+        return "not recorded (a layout other than dvc.yaml's)"
+    if not Path(".dvc").is_dir():
+        return "not recorded (no DVC repository here: dvc init)"
+    r = subprocess.run(["dvc", "commit", "--force", "--quiet"], capture_output=True, text=True)
+    if r.returncode != 0:  # the run itself succeeded: say why DVC did not take it, do not fail it
+        logger.warning("dvc commit failed (dvc status will show the stages as changed): %s", r.stderr.strip()[-500:])
+        return "dvc commit failed"
+    return "recorded in dvc.lock"
 
 
 def _rounded(rows: list[dict]) -> list[dict]:

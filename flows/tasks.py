@@ -111,22 +111,28 @@ def _log_stage(tracker, s: dag.Stage, summary: Any, *, numeric: bool) -> None:
     flat = _numeric(summary, prefix=f"{s.name}/") if numeric else {}
     if flat:
         tracker.log(flat, step=0)
+    evaluation = "out_file" in s.kwargs and "model_dirs" in s.kwargs
     for out in s.outputs:
         p = Path(out)
         if p.is_dir() and (p.parent / "resolved_config.json").is_file():  # a training run's model/ folder
             tracker.log_artifact(p.parent / "resolved_config.json")
         elif p.suffix in (".json", ".png", ".md") and p.is_file():
-            tracker.log_artifact(p)
+            # both evaluations log the same artifact names: MLflow's compare view pairs them
+            tracker.log_artifact(p, name="evaluation.json" if evaluation else None)
     if dag.VALIDATION in s.code_deps:
         from flows.validation import gx_root
 
         docs = gx_root() / "gx" / "uncommitted" / "data_docs" / "local_site"
         if docs.is_dir():
             tracker.log_artifact(docs, artifact_path="data_docs")
-    if "out_file" in s.kwargs and "model_dirs" in s.kwargs:  # an evaluation: a grid of captioned test images
+    if evaluation:  # the generated captions and a grid of captioned test images
+        out = Path(s.kwargs["out_file"])
+        captions = out.with_name(out.stem + "_captions.json")
+        if captions.is_file():
+            tracker.log_artifact(captions, name="captions.json")
         grid = _caption_grid(s.kwargs)
         if grid is not None:
-            tracker.log_artifact(grid)
+            tracker.log_artifact(grid, name="caption_grid.png")
 
 
 def _caption_grid(kwargs: dict) -> Path | None:

@@ -61,6 +61,15 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     assert {"pretrain_baseline", "capfilt_select", "evaluate_baseline", "evaluate_bootstrapped"} <= stage_names
     ev = next(r for r in children if r.info.run_name == "evaluate_bootstrapped")
     assert "eval/test_r_mean" in ev.data.metrics and ev.data.tags["git_commit"]
+    ev_base = next(r for r in children if r.info.run_name == "evaluate_baseline")
+
+    def artifacts(r):
+        return {a.path for a in client.list_artifacts(r.info.run_id)}
+
+    # the compare view pairs the two evaluations' artifacts by name
+    assert artifacts(ev) == artifacts(ev_base) >= {"evaluation.json", "captions.json", "caption_grid.png"}
+    pre = next(r for r in children if r.info.run_name == "pretrain_baseline")
+    assert "resolved_config.json" in artifacts(pre)
     assert any(r.data.tags.get("data_hash") for r in parents)
     for name in ("blip-pretrain", "blip-captioner", "blip-filter", "blip-bootstrapped"):
         assert client.get_model_version_by_alias(name, "best").version
@@ -75,24 +84,46 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     assert isinstance(out["caption_generated"][0], str)
 
 
-@pytest.mark.slow
-def test_dvc_repro_in_a_clone_then_no_op(tmp_path):
+def _clone(tmp_path: Path, **capfilt) -> tuple[Path, dict]:
+    """The repo's tracked files in a fresh git repository, with micro params; and the env to run in it."""
     clone = tmp_path / "clone"
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for f in files:
         if (REPO / f).is_file():
             (clone / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, clone / f)
-    # fixed threshold: then a threshold experiment needs no new scores (threshold_mode is a scoring param);
-    # 0.0 keeps every caption, as the p(match) of a filter trained for two steps means nothing
-    micro_params(clone / "params.yaml", capfilt={"threshold_mode": "fixed", "threshold": 0.0, "caption_batch_size": 32,
-                                                 "filter_batch_size": 32, "max_length": 12})  # fmt: skip
+    micro_params(clone / "params.yaml", capfilt={"caption_batch_size": 32, "filter_batch_size": 32, "max_length": 12}
+                 | capfilt)  # fmt: skip
     env = os.environ | {"BLIP_GX_ROOT": str(clone), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     subprocess.run([*git, "init", "-q"], cwd=clone, check=True)
     subprocess.run([*git, "add", "-A"], cwd=clone, check=True)
     subprocess.run([*git, "commit", "-qm", "clone"], cwd=clone, check=True)
+    return clone, env
+
+
+@pytest.mark.slow
+def test_dvc_status_is_clean_after_the_prefect_flow(tmp_path):
+    """A user who ran the pipeline through Prefect (make run) can use DVC without recomputing."""
+    clone, env = _clone(tmp_path)
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    run = subprocess.run([sys.executable, "-c", "from flows.bootstrap import bootstrap; bootstrap(track=False)"],
+                         cwd=clone, env=env, capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (clone / "dvc.lock").is_file()
+    status = subprocess.run(["dvc", "status"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+    repro = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert repro.returncode == 0 and "Running stage" not in repro.stdout, repro.stdout
+
+
+@pytest.mark.slow
+def test_dvc_repro_in_a_clone_then_no_op(tmp_path):
+    # fixed threshold: then a threshold experiment needs no new scores (threshold_mode is a scoring param);
+    # 0.0 keeps every caption, as the p(match) of a filter trained for two steps means nothing
+    clone, env = _clone(tmp_path, threshold_mode="fixed", threshold=0.0)
     first = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (clone / "dvc.lock").is_file()

@@ -248,6 +248,8 @@ def test_mlflow_logger_records_run(tmp_path):
     lg.log({"train/itc_loss": 1.5}, step=3)
     child = MLflowLogger(experiment="test", run_name="stage", tracking_uri=uri, parent_run_id=lg.run_id)
     child.log({"eval/test_tr_r1": 12.5}, step=0)
+    (tmp_path / "eval_baseline.json").write_text("{}")
+    child.log_artifact(tmp_path / "eval_baseline.json", name="evaluation.json")  # same name in every evaluation
     child.close()
     lg.close()
     client = mlflow.MlflowClient(uri)
@@ -256,5 +258,6 @@ def test_mlflow_logger_records_run(tmp_path):
     assert run.info.status == "FINISHED"
     nested = client.get_run(child.run_id)
     assert nested.data.tags["mlflow.parentRunId"] == lg.run_id and nested.data.metrics["eval/test_tr_r1"] == 12.5
+    assert [a.path for a in client.list_artifacts(child.run_id)] == ["evaluation.json"]
     with pytest.raises(ValueError, match="invalid metric name"):
         MLflowLogger.log(lg, {"train//x": 1.0}, step=0)

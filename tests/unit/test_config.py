@@ -66,3 +66,17 @@ def test_scaled_world():
     assert WorldConfig().scaled(0.0001).num_val == 1
     with pytest.raises(ValueError, match="--scale"):
         WorldConfig().scaled(0)
+
+
+def test_malformed_params_yaml_is_one_line_with_file_and_line(tmp_path):
+    from blip_core.config import WorldConfig, load_params_section
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text("world:\n  seed: 0\n  image_size: [64\npretrain:\n  lr: 1\n")
+    with pytest.raises(ValueError) as err:
+        load_params_section(bad, "world", WorldConfig)
+    msg = str(err.value)
+    assert msg.startswith(f"{bad}:") and "not valid YAML" in msg and "\n" not in msg
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        load_params_section(bad, "world", WorldConfig)
