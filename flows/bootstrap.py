@@ -102,6 +102,7 @@ def bootstrap(
             parent.set_tags({"data_hash": versioning.data_hash(dag.Layout(root).world)})
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
             register_task(run, report["rows"], _model_paths(dag.Layout(root)))
+            _mark_if_served_from_cache(parent)
             parent.close()
         return report
     except BaseException:
@@ -127,6 +128,27 @@ def record_in_dvc(params: str, root: str) -> str:
         logger.warning("dvc commit failed (dvc status will show the stages as changed): %s", r.stderr.strip()[-500:])
         return "dvc commit failed"
     return "recorded in dvc.lock"
+
+
+def _mark_if_served_from_cache(parent) -> None:
+    """A re-run whose every stage came from the task cache made no stage run of its own: say so on the
+    parent run and link the parent run whose stage runs hold these results (same commit and params)."""
+    client, exp = parent.client, [parent.experiment_id]
+
+    def has_children(run_id: str) -> bool:
+        return bool(client.search_runs(exp, f"tags.mlflow.parentRunId = '{run_id}'", max_results=1))
+
+    if has_children(parent.run_id):
+        return
+    tags = client.get_run(parent.run_id).data.tags
+    same = f"tags.git_commit = '{tags.get('git_commit')}' and tags.params_hash = '{tags.get('params_hash')}'"
+    earlier = client.search_runs(exp, same, order_by=["attributes.start_time DESC"], max_results=50)
+    holder = next((r.info.run_id for r in earlier if r.info.run_id != parent.run_id and has_children(r.info.run_id)),
+                  None)  # fmt: skip
+    note = "Every stage was served from the Prefect task cache: nothing ran again."
+    if holder:
+        note += f" The stage runs that produced these results are under parent run {holder}."
+    parent.set_tags({"served_from_cache": "true", "results_run_id": holder or "unknown", "mlflow.note.content": note})
 
 
 def _rounded(rows: list[dict]) -> list[dict]:

@@ -56,7 +56,8 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     exp = client.get_experiment_by_name("test-bootstrap")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[-1].info.run_id]
+    first_run = min(parents, key=lambda r: r.info.start_time)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first_run.info.run_id]
     stage_names = {r.info.run_name for r in children}
     assert {"pretrain_baseline", "capfilt_select", "evaluate_baseline", "evaluate_bootstrapped"} <= stage_names
     ev = next(r for r in children if r.info.run_name == "evaluate_bootstrapped")
@@ -71,6 +72,11 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     pre = next(r for r in children if r.info.run_name == "pretrain_baseline")
     assert "resolved_config.json" in artifacts(pre)
     assert any(r.data.tags.get("data_hash") for r in parents)
+    # the cached re-run made no stage runs: its parent says so and links the one that holds the results
+    first_parent, cached_parent = sorted(parents, key=lambda r: r.info.start_time)
+    assert cached_parent.data.tags["served_from_cache"] == "true"
+    assert cached_parent.data.tags["results_run_id"] == first_parent.info.run_id
+    assert "served_from_cache" not in first_parent.data.tags
     for name in ("blip-pretrain", "blip-captioner", "blip-filter", "blip-bootstrapped"):
         assert client.get_model_version_by_alias(name, "best").version
     caption = mlflow.pyfunc.load_model("models:/blip-captioner@best")
