@@ -3,6 +3,7 @@
 PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 STAMP := .install.stamp
+MLFLOW_PORT ?= 5000
 
 .PHONY: help install run effect effect-full repro serve mlflow-ui prefect-server test test-all lint format bench clean
 
@@ -35,8 +36,8 @@ prefect-server: $(STAMP)  ## start a local Prefect server (UI at http://127.0.0.
 serve: $(STAMP)  ## serve the bootstrap/full deployment (needs PREFECT_API_URL=http://127.0.0.1:4200/api)
 	$(PYTHON) -m flows.bootstrap serve
 
-mlflow-ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the local store mlflow/mlflow.db
-	mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow/mlflow.db \
+mlflow-ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) (MLFLOW_PORT=5001 make mlflow-ui) over mlflow/mlflow.db
+	mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri sqlite:///mlflow/mlflow.db \
 		--default-artifact-root ./mlflow/artifacts
 
 test: $(STAMP)  ## fast test suite (no slow or GPU tests)

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+PARAMS_HELP = "params file whose sections hold every knob (default: ./params.yaml if present, else built-in defaults)"
+
 
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
@@ -189,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="override world.seed")
     p.add_argument("--scale", type=float, default=None, help="multiply the split sizes (0.01 = a few dozen images)")
     p.add_argument("--workers", type=int, default=None, help="override world.num_workers")
-    p.add_argument("--params", type=Path, default=None, help="params file (default: ./params.yaml if present)")
+    p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.set_defaults(func=_cmd_world)
 
     p = sub.add_parser("import", help="import real data into shards: coco | karpathy | blip-json | img2dataset")
@@ -204,13 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tokenizer", help="train the WordPiece tokenizer on shard captions")
     p.add_argument("--data", nargs="+", required=True, type=Path, help="training shard folders")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--params", type=Path, default=None)
+    p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.set_defaults(func=_cmd_tokenizer)
 
     p = sub.add_parser("inspect", help="read shard folders with the guarded reader; print counts and skips")
     p.add_argument("data", nargs="+", type=Path)
     p.add_argument("--out", type=Path, default=None, help="also write the report as JSON (DVC metrics)")
-    p.add_argument("--params", type=Path, default=None)
+    p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.set_defaults(func=_cmd_inspect)
     p = sub.add_parser("train", help="pre-train or fine-tune (knobs from params.yaml)")
     p.add_argument("--task", required=True, choices=["pretrain", "caption", "retrieval"])
@@ -220,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint directory")
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory (from scratch)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    p.add_argument("--params", type=Path, default=None)
+    p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.add_argument("--section", default=None, help="params section (default: pretrain / finetune_caption / ...)")
     p.set_defaults(func=_cmd_train)
 
@@ -228,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", nargs="+", required=True, type=Path, help="checkpoint directories")
     p.add_argument("--data", nargs="+", required=True, type=Path, help="evaluation split folders (test, novel, ...)")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON file")
-    p.add_argument("--params", type=Path, default=None)
+    p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("convert", help="convert checkpoints: official BLIP .pth / HF dir / ours -> ours or HF")
@@ -261,21 +263,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibration", type=Path, default=None, help="clean held-out split (threshold_mode calibrated), e.g. val"
     )
-    p.add_argument("--params", type=Path, default=None)
+    p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.set_defaults(func=_cmd_capfilt)
 
     p = sub.add_parser("validate", help="Great Expectations gates; exits 1 when an expectation fails")
     p.add_argument("kind", choices=["raw", "capfilt"])
     p.add_argument("path", type=Path, help="raw shard folder, or a CapFilt work folder")
     p.add_argument("--out", type=Path, default=None, help="JSON report")
-    p.add_argument("--params", type=Path, default=None)
+    p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("leakage", help="evaluation images found in the pre-training pool (content hash)")
     p.add_argument("--eval", nargs="+", required=True, type=Path, help="val/test/novel folders")
     p.add_argument("--pool", nargs="+", required=True, type=Path, help="pre-training shard folders")
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--params", type=Path, default=None)
+    p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.set_defaults(func=_cmd_leakage)
 
     p = sub.add_parser("report", help="baseline vs bootstrapped comparison table (json, csv, markdown)")

@@ -147,7 +147,11 @@ def _caption_grid(kwargs: dict) -> Path | None:
     split = next((d for d in kwargs["data_dirs"] if Path(d).name in preds), None)
     if split is None:
         return None
-    return caption_grid(split, preds[Path(split).name], out.with_name(out.stem + "_grid.png"))
+    model = Path(kwargs["model_dirs"][0]).parent.parent.name  # data/runs/<model>/caption/model
+    title = (
+        f"{model}: {Path(split).name} split (generated caption, \u2713 = true in every attribute; grey: a reference)"
+    )
+    return caption_grid(split, preds[Path(split).name], out.with_name(out.stem + "_grid.png"), title=title)
 
 
 def _numeric(obj: Any, prefix: str = "") -> dict[str, float]:

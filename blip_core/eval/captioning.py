@@ -95,8 +95,9 @@ def evaluate_captioning(captioner, split: EvalSplit, processor, cfg: EvalConfig,
     return metrics, res
 
 
-def caption_grid(split_dir, predictions: dict[str, str], out_file, *, n: int = 16, cols: int = 4):
-    """A PNG grid of the first `n` images of a split with their generated captions (for run pages)."""
+def caption_grid(split_dir, predictions: dict[str, str], out_file, *, n: int = 16, cols: int = 4, title: str = ""):
+    """A PNG grid of the first `n` images of a split: per image the first reference caption and the
+    generated one, marked with the grounding checker's verdict (true in every attribute or not)."""
     import textwrap
     from pathlib import Path
 
@@ -116,13 +117,24 @@ def caption_grid(split_dir, predictions: dict[str, str], out_file, *, n: int = 1
     if not samples:
         return None
     rows = (len(samples) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.0), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.9, rows * 3.9), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, s in zip(axes.flat, samples):
         ax.imshow(s["image"])
-        ax.set_title("\n".join(textwrap.wrap(predictions[s["key"]], 28)), fontsize=7)
-    fig.tight_layout()
+        generated = predictions[s["key"]]
+        scene = (s["meta"].get("gt") or {}).get("scene")
+        verdict, color = "", "black"
+        if scene is not None:
+            true = ground_caption(generated, Scene.from_dict(scene)).is_true
+            verdict, color = ("\u2713 ", "darkgreen") if true else ("\u2717 ", "firebrick")
+        ref = "\n".join(textwrap.wrap("ref: " + s["captions"][0], 34))
+        gen = "\n".join(textwrap.wrap(verdict + generated, 34))
+        ax.set_title(gen, fontsize=7, color=color)
+        ax.text(0.5, -0.04, ref, transform=ax.transAxes, ha="center", va="top", fontsize=6, color="0.35")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(h_pad=3.0)
     out_file = Path(out_file)
     fig.savefig(out_file, dpi=90)
     plt.close(fig)
