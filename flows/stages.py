@@ -1,9 +1,10 @@
 """Stage functions: one per pipeline step.
 
-Each is called by its `blip <stage>` subcommand (which DVC stages run) and by the Prefect task of
-the same step, so the two DAGs cannot drift apart. Stage functions read their own `params.yaml`
-section, take explicit input/output paths, import only `blip_core` (never Prefect) and return a
-small JSON-able summary.
+`flows/dag.py` says with which arguments each pipeline step calls them (`blip stage NAME`, which
+dvc.yaml runs, and the Prefect task of the step make that same call); the other `blip`
+subcommands call them with paths of the user's choosing. Stage functions read their own
+`params.yaml` section, take explicit input/output paths, import only `blip_core` (never Prefect)
+and return a small JSON-able summary.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ tasks are built from them (a re-run with nothing changed is served from the cach
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import subprocess
@@ -66,12 +65,3 @@ def data_hash(path: str | Path, lock: str | Path = "dvc.lock") -> str:
                 if out.get("path") == target and "md5" in out:
                     return out["md5"].removesuffix(".dir")[:12]
     return "fp-" + fingerprint([path])
-
-
-@functools.lru_cache(maxsize=1)
-def code_hash() -> str:
-    """Hash of the library and flow sources: a code change invalidates cached task results."""
-    h = hashlib.sha256()
-    for f in sorted([*REPO.joinpath("blip_core").rglob("*.py"), *REPO.joinpath("flows").rglob("*.py")]):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:12]
