@@ -30,7 +30,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows import dag, versioning
 from flows.capfilt_flow import capfilt_flow, task_runner, threads_per_worker
-from flows.tasks import params_values, register_task, stage_task
+from flows.tasks import log_stage_run, params_values, register_task, stage_task
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ def bootstrap(
                     with threads_per_worker(task_runner_kind, capfilt_workers):
                         runner = task_runner(task_runner_kind, capfilt_workers)
                         results[s.name] = capfilt_flow.with_options(task_runner=runner)(**s.kwargs, policy=policy)
+                    if results[s.name]["skipped_shards"] < results[s.name]["shards"]:  # it scored something
+                        results[s.name]["mlflow_run_id"] = log_stage_run(s, params, run, results[s.name])
                 else:
                     # outputs deleted since the cached run: the cache must not pretend they exist
                     opts: dict[str, Any] = {"refresh_cache": not all(Path(o).exists() for o in s.outputs)}
@@ -101,7 +103,8 @@ def bootstrap(
         if parent is not None:
             parent.set_tags({"data_hash": versioning.data_hash(dag.Layout(root).world)})
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
-            register_task(run, report["rows"], _model_paths(dag.Layout(root)))
+            run_ids = {role: (results.get(stage) or {}).get("mlflow_run_id") for role, stage in TRAINED_BY.items()}
+            register_task(run, report["rows"], _model_paths(dag.Layout(root)), run_ids)
             _mark_if_served_from_cache(parent)
             parent.close()
         return report
@@ -158,6 +161,14 @@ def _rounded(rows: list[dict]) -> list[dict]:
 def _add_time(path: Path, name: str, seconds: float) -> None:
     times = json.loads(path.read_text()) if path.is_file() else {}
     path.write_text(json.dumps(times | {name: round(seconds, 2)}, indent=2) + "\n")
+
+
+TRAINED_BY = {  # registered role -> the stage that trains it
+    "pretrain": "pretrain_baseline",
+    "captioner": "finetune_caption_baseline",
+    "filter": "finetune_retrieval_baseline",
+    "bootstrapped": "pretrain_bootstrapped",
+}
 
 
 def _model_paths(L: dag.Layout) -> dict[str, str]:

@@ -249,9 +249,8 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     out.append(Stage("report", fns.stage_report, {"baseline": f"{m}/eval_baseline.json", "bootstrapped":
                      f"{m}/eval_bootstrapped.json", "out_dir": report},
                      (f"{m}/eval_baseline.json", f"{m}/eval_bootstrapped.json"),
-                     metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.csv",),
-                     extra_dvc={"plots": [{f"{report}/comparison.csv": {"cache": False, "template": "grouped",
-                                "x": "series", "y": "value"}}]}))  # fmt: skip
+                     outs=(f"{report}/comparison.csv", f"{report}/comparison.md"),
+                     metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.png",)))  # fmt: skip
     return out
 
 

@@ -67,12 +67,27 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
         return out
 
 
+def signature(role: str):
+    """What `predict` takes and returns for a role: encoded image bytes (and the caption to score, for
+    a filter) in; the generated caption and/or ITM p(match) and ITC cosine out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    captions, scores = role in ("captioner", "pretrain", "bootstrapped"), role in ("filter", "pretrain", "bootstrapped")
+    inputs = [ColSpec("binary", "image"), ColSpec("string", "caption", required=role == "filter")]
+    outputs = [ColSpec("string", "caption_generated")] if captions else []
+    if scores:  # a pre-training checkpoint scores only when a caption is given
+        outputs += [ColSpec("double", c, required=role == "filter") for c in ("itm_prob", "itc_cosine")]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
 def log_and_register(
     tracking_uri: str, run_id: str, checkpoint: str | Path, role: str, *, metric: float | None = None,
     higher_is_better: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    """Log `checkpoint` as a pyfunc model in `run_id`, register it as REGISTERED[role], and move the
-    `best` alias to this version when `metric` beats the current best (or there is none)."""
+    """Log `checkpoint` as a pyfunc model in `run_id` (the stage run that trained it), register it as
+    REGISTERED[role], and move the `best` alias to this version when `metric` beats the current best
+    (or there is none)."""
     name = REGISTERED[role]
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
@@ -81,6 +96,7 @@ def log_and_register(
             name="model",
             python_model=BlipPyfunc(),
             artifacts={"checkpoint": str(checkpoint)},
+            signature=signature(role),
             pip_requirements=["blip-capfilt"],  # this project; no pip freeze inference offline
             registered_model_name=name,
         )

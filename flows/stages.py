@@ -350,14 +350,14 @@ def stage_validate(
         from blip_core.capfilt.tables import raw_caption_table
 
         df = raw_caption_table(path, reader_cfg=_section(params, "reader", ReaderConfig))
-        reports = [v.run_suite("raw_web", v.raw_web_suite(cfg), df, root=gx_root)]
+        reports = [v.run_suite("raw_web", v.raw_web_suite(cfg), df, data_asset=path, root=gx_root)]
     elif kind == "capfilt":
         out, sel, meta = v.capfilt_tables(path)
         capfilt_cfg: CapFiltConfig = _section(params, "capfilt", CapFiltConfig)
         capfilt_cfg.threshold = meta.get("threshold", capfilt_cfg.threshold)  # the one selection used
         reports = [
-            v.run_suite("capfilt_output", v.capfilt_output_suite(cfg, capfilt_cfg), out, root=gx_root),
-            v.run_suite("capfilt_selection", v.capfilt_selection_suite(cfg), sel, root=gx_root),
+            v.run_suite("capfilt_output", v.capfilt_output_suite(cfg, capfilt_cfg), out, data_asset=path, root=gx_root),
+            v.run_suite("capfilt_selection", v.capfilt_selection_suite(cfg), sel, data_asset=path, root=gx_root),
         ]
     else:
         raise ValueError(f"validate kind must be raw or capfilt, got {kind!r}")
@@ -398,7 +398,10 @@ REPORT_METRICS = (
 
 
 def stage_report(baseline: str | Path, bootstrapped: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Baseline vs bootstrapped evaluation: comparison.json (DVC metric), .csv (DVC plot), .md (table)."""
+    """Baseline vs bootstrapped evaluation: comparison.json (DVC metric), .png (grouped bar chart, DVC
+    plot), .csv (one row per split, metric and model) and .md (the table)."""
+    from blip_core.eval.report import plot_comparison
+
     base, boot = json.loads(Path(baseline).read_text()), json.loads(Path(bootstrapped).read_text())
     rows = []
     for split in sorted(set(base) & set(boot)):
@@ -417,6 +420,7 @@ def stage_report(baseline: str | Path, bootstrapped: str | Path, out_dir: str | 
     (out_dir / "comparison.csv").write_text("\n".join(lines) + "\n")
     table = format_comparison(rows)
     (out_dir / "comparison.md").write_text(table + "\n")
+    plot_comparison(rows, out_dir / "comparison.png")
     return {"rows": rows, "markdown": table}
 
 

@@ -83,11 +83,24 @@ def stage_task(name: str, params: str, root: str, run: dict) -> dict:
         if tracker is not None:
             tracker.close("FAILED")
         raise
+    out = json.loads(json.dumps(summary, default=str))
     if tracker is not None:
         _log_stage(tracker, s, summary, numeric=not logs_itself)
         tracker.close()
+        if isinstance(out, dict):  # the run that made the outputs (a cached result keeps pointing at it)
+            out["mlflow_run_id"] = tracker.run_id
     _artifact(name, summary)
-    return json.loads(json.dumps(summary, default=str))
+    return out
+
+
+def log_stage_run(s: dag.Stage, params: str, run: dict, summary: dict) -> str | None:
+    """A nested MLflow run for a stage that ran outside `stage_task` (the mapped CapFilt subflow)."""
+    tracker = _stage_tracker(s, params, run)
+    if tracker is None:
+        return None
+    _log_stage(tracker, s, summary, numeric=True)
+    tracker.close()
+    return tracker.run_id
 
 
 def _stage_tracker(s: dag.Stage, params: str, run: dict):
@@ -187,8 +200,10 @@ def _register_key(context, parameters: dict[str, Any]) -> str:
 
 
 @task(cache_key_fn=_register_key, persist_result=True)
-def register_task(run: dict, rows: list[dict], models: dict[str, str]) -> dict:
-    """Register the four models; the `best` alias follows test mean recall (CIDEr for the captioner)."""
+def register_task(run: dict, rows: list[dict], models: dict[str, str], run_ids: dict[str, str | None]) -> dict:
+    """Register the four models, each logged in the stage run that trained it (`run_ids`, by role;
+    the parent run if a stage has none); the `best` alias follows test mean recall (CIDEr for the
+    captioner)."""
     from flows.registry import log_and_register
 
     score = {(r["split"], r["metric"], m): r[m] for r in rows for m in ("baseline", "bootstrapped")}
@@ -201,7 +216,8 @@ def register_task(run: dict, rows: list[dict], models: dict[str, str]) -> dict:
     out = {}
     for role, path in models.items():
         try:
-            info = log_and_register(run["tracking_uri"], run["mlflow_parent"], path, role, metric=metric[role])
+            run_id = run_ids.get(role) or run["mlflow_parent"]
+            info = log_and_register(run["tracking_uri"], run_id, path, role, metric=metric[role])
             out[role] = info["version"]
             logger.info("registered %s version %s (best=%s)", info["name"], info["version"], info["best"])
         except Exception as e:  # the registry is a nicety of tracking: report, do not lose the run

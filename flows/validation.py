@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +102,25 @@ def capfilt_tables(work_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, di
     return out, sel, meta
 
 
-def run_suite(name: str, expectations: list, df: pd.DataFrame, *, root: str | Path | None = None) -> dict[str, Any]:
-    """Validate `df` against `expectations` as suite `name`; build Data Docs; return a JSON-able report."""
+def run_suite(
+    name: str,
+    expectations: list,
+    df: pd.DataFrame,
+    *,
+    data_asset: str | Path | None = None,
+    root: str | Path | None = None,
+) -> dict[str, Any]:
+    """Validate `df` against `expectations` as suite `name`; build Data Docs; return a JSON-able report.
+
+    `data_asset` names what was validated (the folder the table was read from) on the Data Docs
+    page; the run is named after the pipeline run (`pipeline_run_name`).
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
+
+    from flows.datadocs import localize_data_docs
 
     ctx = gx.get_context(mode="file", project_root_dir=str(root or gx_root()))
     # get before add: re-adding rewrites gx/great_expectations.yml (new ids) on every run
@@ -118,11 +135,22 @@ def run_suite(name: str, expectations: list, df: pd.DataFrame, *, root: str | Pa
         gx.Checkpoint(
             name=name,
             validation_definitions=[vd],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            actions=[],  # Data Docs are built below, after the asset is named
             result_format={"result_format": "SUMMARY"},
         )
     )
-    result = checkpoint.run(batch_parameters={"dataframe": df})
+    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=pipeline_run_name()))
+    # GX's dataframe assets leave the batch spec's data_asset_name empty ("Data asset: None" on the
+    # page): record the validated folder in the stored result before rendering it
+    asset_label = _asset_label(data_asset) if data_asset is not None else name
+    for key, vr in result.run_results.items():
+        vr.meta.setdefault("batch_spec", {})["data_asset_name"] = asset_label
+        ctx.validation_results_store.set(key, vr)
+    ctx.build_data_docs(resource_identifiers=[*result.run_results, ExpectationSuiteIdentifier(name=name)])
+    for site in ctx.get_docs_sites_urls():
+        url = site.get("site_url") or ""
+        if url.startswith("file://"):
+            localize_data_docs(Path(url.removeprefix("file://")).parent)
     rows = []
     for vr in result.run_results.values():
         for r in vr.results:
@@ -138,6 +166,29 @@ def run_suite(name: str, expectations: list, df: pd.DataFrame, *, root: str | Pa
             )
     docs = [s["site_url"] for s in ctx.get_docs_sites_urls()]
     return {"suite": name, "success": bool(result.success), "rows": len(df), "results": rows, "data_docs": docs}
+
+
+def pipeline_run_name() -> str:
+    """The run a validation belongs to (GX's run name, a folder name in Data Docs): the Prefect flow
+    run, `dvc repro`'s stage, or the CLI."""
+    name = "blip-validate"
+    if "prefect" in sys.modules:  # imported only inside a Prefect run of the pipeline
+        from prefect.runtime import flow_run
+
+        if flow_run.name:
+            name = f"prefect-{flow_run.flow_name}-{flow_run.name}"
+    elif os.environ.get("DVC_STAGE"):
+        name = f"dvc-repro-{os.environ['DVC_STAGE']}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def _asset_label(path: str | Path) -> str:
+    """A folder as the user knows it: relative to the working directory when inside it."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
 
 
 def _get_or_add(get, add):

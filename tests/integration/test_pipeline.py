@@ -59,7 +59,9 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     first_run = min(parents, key=lambda r: r.info.start_time)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first_run.info.run_id]
     stage_names = {r.info.run_name for r in children}
-    assert {"pretrain_baseline", "capfilt_select", "evaluate_baseline", "evaluate_bootstrapped"} <= stage_names
+    assert {"pretrain_baseline", "capfilt_score", "capfilt_select", "evaluate_baseline", "evaluate_bootstrapped"} <= (
+        stage_names
+    )
     ev = next(r for r in children if r.info.run_name == "evaluate_bootstrapped")
     assert "eval/test_r_mean" in ev.data.metrics and ev.data.tags["git_commit"]
     ev_base = next(r for r in children if r.info.run_name == "evaluate_baseline")
@@ -77,8 +79,15 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     assert cached_parent.data.tags["served_from_cache"] == "true"
     assert cached_parent.data.tags["results_run_id"] == first_parent.info.run_id
     assert "served_from_cache" not in first_parent.data.tags
-    for name in ("blip-pretrain", "blip-captioner", "blip-filter", "blip-bootstrapped"):
-        assert client.get_model_version_by_alias(name, "best").version
+    # each registered version lives in the stage run that trained it, with a signature
+    from flows.bootstrap import TRAINED_BY
+    from flows.registry import REGISTERED
+
+    trained_by = {REGISTERED[role]: stage for role, stage in TRAINED_BY.items()}
+    for name, stage in trained_by.items():
+        version = client.get_model_version_by_alias(name, "best")
+        assert client.get_run(version.run_id).info.run_name == stage
+        assert mlflow.models.get_model_info(f"models:/{name}@best").signature is not None
     caption = mlflow.pyfunc.load_model("models:/blip-captioner@best")
     img = next((root / "world" / "test").glob("*.tar"))
     from blip_core.data.reader import iter_samples

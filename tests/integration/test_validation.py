@@ -23,7 +23,34 @@ def test_raw_suite_passes_on_the_world_web_split(tiny_world, tmp_path):
     assert report["success"]
     names = {r["expectation"] for r in report["suites"][0]["results"]}
     assert {"expect_column_mean_to_be_between", "expect_column_values_to_be_between"} <= names
-    assert (tmp_path / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    site = tmp_path / "gx" / "uncommitted" / "data_docs" / "local_site"
+    assert (site / "index.html").is_file()
+    _assert_renders_offline(site)
+    page = next((site / "validations" / "raw_web").rglob("*.html")).read_text()
+    assert "Data asset: None" not in page and "__none__" not in str(next((site / "validations").rglob("*.html")))
+    assert str(tiny_world / "web") in page or "web" in page.split("Data asset:")[1][:300]
+    assert "blip-validate" in str(next((site / "validations" / "raw_web").rglob("*.html")))
+
+
+def _assert_renders_offline(site):
+    """Every script, stylesheet and image a page loads is a file in the site (no CDN), and the index's
+    table and status icons have their code (bootstrap-table, Font Awesome and its fonts)."""
+    import re
+
+    pages = list(site.rglob("*.html"))
+    assert len(pages) >= 3
+    for page in pages:
+        html = page.read_text()
+        refs = re.findall(r'<script\b[^>]*\bsrc="([^"]+)"', html)
+        refs += re.findall(r'<link\b[^>]*rel="stylesheet"[^>]*\bhref="([^"]+)"', html)
+        refs += re.findall(r'<img\b[^>]*\bsrc="([^"]+)"', html)
+        for ref in refs:
+            assert "://" not in ref, f"{page.name} loads {ref} from the network"
+            assert (page.parent / ref).resolve().is_file(), f"{page.name}: {ref} missing"
+        assert "crossorigin" not in html
+    index = (site / "index.html").read_text()
+    assert "bootstrap-table.min.js" in index and "css/all.min.css" in index
+    assert (site / "static" / "vendor" / "webfonts" / "fa-solid-900.woff2").is_file()
 
 
 def test_raw_suite_fails_on_spam_and_tiny_images_with_a_readable_report(tmp_path):
