@@ -113,9 +113,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_capfilt(args: argparse.Namespace) -> int:
     from flows import stages
 
-    models = {"captioner": args.captioner, "filter_model": args.filter}
-    if args.step in ("caption", "filter", "run") and args.filter is None:
-        raise ValueError(f"blip capfilt {args.step} runs the models: it needs --filter (and --captioner for captions)")
+    models = {"captioner": getattr(args, "captioner", None), "filter_model": getattr(args, "filter", None)}
     common = {"params": args.params, "policy": args.policy}
     if args.step in ("caption", "filter"):
         result = stages.stage_capfilt_score(
@@ -249,22 +247,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("capfilt", help="CapFilt: caption + filter the web pool, select, reshard (or `run` all)")
-    p.add_argument("step", choices=["caption", "filter", "select", "reshard", "run"])
-    p.add_argument("--web", required=True, type=Path, help="web shard folder")
-    p.add_argument("--work", required=True, type=Path, help="CapFilt work folder (captions/, scores/, shards/)")
-    p.add_argument("--human", nargs="*", type=Path, default=[], help="human-captioned folders, kept unfiltered")
-    p.add_argument("--captioner", type=Path, default=None, help="fine-tuned captioner checkpoint")
-    p.add_argument(
-        "--filter", type=Path, default=None, help="fine-tuned filter (retrieval) checkpoint (caption, filter, run)"
-    )
-    p.add_argument("--metrics", type=Path, default=Path("data/metrics/capfilt"), help="quality JSON + plots folder")
-    p.add_argument("--policy", default=None, help="override capfilt.policy: none|filter|captioner|both|clip_score")
-    p.add_argument("--threshold", type=float, default=None, help="override capfilt.threshold")
-    p.add_argument(
-        "--calibration", type=Path, default=None, help="clean held-out split (threshold_mode calibrated), e.g. val"
-    )
-    p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
-    p.set_defaults(func=_cmd_capfilt)
+    steps = p.add_subparsers(dest="step", required=True, metavar="STEP")
+    helps = {
+        "caption": "write synthetic captions for every web shard (nucleus sampling, capfilt.* knobs)",
+        "filter": "score web and synthetic captions with the filter (ITM p(match), ITC cosine)",
+        "select": "keep captions by policy and threshold from the stored scores (no model runs)",
+        "reshard": "write the bootstrapped shards: human splits unfiltered + kept web captions",
+        "run": "caption, filter, select and reshard in one go",
+    }
+    for step, text in helps.items():
+        q = steps.add_parser(step, help=text, description=text)
+        q.add_argument("--web", required=True, type=Path, help="web shard folder")
+        q.add_argument("--work", required=True, type=Path, help="CapFilt work folder (captions/, scores/, shards/)")
+        if step in ("reshard", "run"):
+            q.add_argument("--human", nargs="*", type=Path, default=[], help="human-captioned folders, kept unfiltered")
+        if step in ("caption", "filter", "run"):
+            q.add_argument("--captioner", type=Path, default=None, required=step == "caption",
+                           help="fine-tuned captioner checkpoint")  # fmt: skip
+            q.add_argument("--filter", type=Path, required=True, help="fine-tuned filter (retrieval) checkpoint")
+        if step in ("filter", "run"):
+            q.add_argument("--calibration", type=Path, default=None,
+                           help="clean held-out split (threshold_mode calibrated), e.g. val")  # fmt: skip
+        if step in ("select", "run"):
+            q.add_argument("--metrics", type=Path, default=Path("data/metrics/capfilt"),
+                           help="quality JSON + plots folder")  # fmt: skip
+            q.add_argument("--threshold", type=float, default=None, help="override capfilt.threshold")
+        q.add_argument("--policy", default=None, help="override capfilt.policy: none|filter|captioner|both|clip_score")
+        q.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
+        q.set_defaults(func=_cmd_capfilt)
 
     p = sub.add_parser("validate", help="Great Expectations gates; exits 1 when an expectation fails")
     p.add_argument("kind", choices=["raw", "capfilt"])

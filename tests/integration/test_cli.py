@@ -27,6 +27,17 @@ def test_help_lists_subcommands():
         assert cmd in r.stdout
 
 
+def test_each_capfilt_step_has_its_own_help():
+    r = _run("capfilt", "select", "--help")
+    assert r.returncode == 0
+    assert "usage: blip capfilt select" in r.stdout or "capfilt select" in r.stdout
+    assert "--threshold" in r.stdout and "--captioner" not in r.stdout and "--filter" not in r.stdout
+    r = _run("capfilt", "caption", "--help")
+    assert "--captioner" in r.stdout and "--threshold" not in r.stdout
+    r = _run("capfilt", "--help")
+    assert all(step in r.stdout for step in ("caption", "filter", "select", "reshard", "run"))
+
+
 def test_world_cli_is_deterministic(tmp_path):
     for name in ("a", "b"):
         assert (
