@@ -103,6 +103,8 @@ def capfilt_flow(
     filtered = filter_shard_task.map(shards, *args).result()
     calibration = None
     if cfg.threshold_mode == "calibrated":
+        if calibration_dir is None:
+            raise ValueError("capfilt.threshold_mode is calibrated: the subflow needs calibration_dir (e.g. val)")
         calibration = calibration_dir
         calibrate_shard_task.map([str(s) for s in list_shards(calibration_dir)], *args).result()
     write_score_index(web_dir, _models(captioner, filter_model), cfg, work_dir, calibration_dir=calibration)

@@ -1,0 +1,85 @@
+"""The CapFilt subflow on a real Dask cluster (distributed.LocalCluster, 2 worker processes) through
+prefect-dask gives the same captions and scores as the default thread runner."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from helpers import micro_params
+
+pytest.importorskip("prefect_dask")
+distributed = pytest.importorskip("distributed")
+
+
+def _outputs(work) -> dict[str, pd.DataFrame]:
+    out = {}
+    for sub in ("captions", "scores"):
+        files = sorted((work / sub).glob("*.parquet"))
+        assert files, f"no {sub} written under {work}"
+        df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        out[sub] = df.sort_values([c for c in ("key", "cand") if c in df.columns]).reset_index(drop=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def micro_models(tiny_world, tmp_path_factory):
+    from helpers import micro_config
+
+    from blip_core.model import weights
+    from blip_core.model.tokenizer import load_tokenizer
+    from blip_core.presets import with_tokenizer
+    from flows.stages import stage_tokenizer
+
+    root = tmp_path_factory.mktemp("dask_models")
+    stage_tokenizer([tiny_world / "coco_train", tiny_world / "web"], root / "tok")
+    tok = load_tokenizer(root / "tok")
+    cfg = with_tokenizer(micro_config(), tok)
+    cfg.tokenizer = str(root / "tok")
+    torch.manual_seed(0)
+    weights.save_pretrained(weights.create_model("captioner", cfg), root / "captioner", tokenizer=tok)
+    weights.save_pretrained(weights.create_model("retrieval", cfg), root / "filter", tokenizer=tok)
+    return str(root / "captioner"), str(root / "filter")
+
+
+def test_capfilt_subflow_on_a_local_dask_cluster_matches_the_thread_runner(
+    tiny_world, micro_models, tmp_path, monkeypatch
+):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.capfilt_flow import capfilt_flow, task_runner
+
+    params = micro_params(tmp_path / "params.yaml", capfilt={"num_captions": 2, "policy": "both"})
+    captioner, filter_model = micro_models
+    call = {"web_dir": str(tiny_world / "web"), "captioner": captioner, "filter_model": filter_model,
+            "params": str(params), "policy": "both", "calibration_dir": str(tiny_world / "val")}  # fmt: skip
+    # Dask's workers run BLAS on one thread (distributed's pre-spawn OMP_NUM_THREADS=1): do the same
+    # here so both runners execute the same kernels
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            by_threads = capfilt_flow.with_options(task_runner=task_runner("threads", 1))(
+                work_dir=str(tmp_path / "threads"), **call
+            )
+            with distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+            ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+                monkeypatch.setenv("BLIP_DASK_ADDRESS", cluster.scheduler_address)
+                by_dask = capfilt_flow.with_options(task_runner=task_runner("dask", 2))(
+                    work_dir=str(tmp_path / "dask"), **call
+                )
+                workers_used = len(client.scheduler_info()["workers"])
+    finally:
+        torch.set_num_threads(threads_before)
+
+    assert workers_used == 2
+    assert by_dask == by_threads
+    assert by_dask["shards"] >= 2 and by_dask["scored_images"] == 240
+    threads, dask = _outputs(tmp_path / "threads"), _outputs(tmp_path / "dask")
+    pd.testing.assert_frame_equal(threads["captions"], dask["captions"])
+    cols = ["key", "cand", "source", "caption"]
+    pd.testing.assert_frame_equal(threads["scores"][cols], dask["scores"][cols])
+    for col in ("itm_prob", "itc_cosine"):  # same kernels; a tolerance all the same, never bit-exactness
+        assert threads["scores"][col].to_numpy() == pytest.approx(dask["scores"][col].to_numpy(), abs=1e-5)
+    assert (tmp_path / "dask" / "scores.json").read_text() == (tmp_path / "threads" / "scores.json").read_text()
