@@ -182,10 +182,26 @@ class TrainData:
         pipe = self._pipeline(epoch)
         if self.num_workers:
             loader = torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=self.num_workers,
-                                                 persistent_workers=False)
+                                                 persistent_workers=False, worker_init_fn=forked_worker_init)
         else:
             loader = pipe
         return itertools.islice(iter(loader), skip, self.steps_per_epoch)
+
+
+def forked_worker_init(worker_id: int) -> None:
+    """A forked loader worker drops the threading exit hooks it inherited from its parent.
+
+    They belong to the parent's threads, which a fork does not copy, and run at the worker's exit
+    they can fail it: after a Prefect flow run in the process, Prefect's services left such a hook,
+    and every DataLoader worker that reached the end of a finite stream exited with code 1
+    ("Details are lost due to multiprocessing"). The training stream repeats, so training stops its
+    workers before they exit on their own; the hook-free exit matters for finite streams.
+    """
+    import threading
+
+    hooks = getattr(threading, "_threading_atexits", None)  # CPython's list behind _register_atexit
+    if isinstance(hooks, list):
+        hooks.clear()
 
 
 @dataclass

@@ -1,7 +1,17 @@
 """The CapFilt subflow on a real Dask cluster (distributed.LocalCluster, 2 worker processes) through
-prefect-dask gives the same captions and scores as the default thread runner."""
+prefect-dask gives the same captions and scores as the default thread runner.
+
+The flows run in a subprocess: a Prefect run leaves threading exit hooks in its process that later
+forked DataLoader workers of other tests would inherit (see test_prefect_loader_workers.py)."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,7 +19,34 @@ import torch
 from helpers import micro_params
 
 pytest.importorskip("prefect_dask")
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+
+    import distributed
+    import torch
+
+    from flows.capfilt_flow import capfilt_flow, task_runner
+
+    if __name__ == "__main__":  # Dask's nannies spawn: the script must be importable without side effects
+        call, out = json.loads(sys.argv[1]), sys.argv[2]
+        # Dask's workers run BLAS on one thread (distributed's pre-spawn OMP_NUM_THREADS=1): do the same
+        # here so both runners execute the same kernels
+        torch.set_num_threads(1)
+        result = {"threads": capfilt_flow.with_options(task_runner=task_runner("threads", 1))(
+            work_dir=f"{out}/threads", **call)}
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                           dashboard_address="127.0.0.1:0")
+        with cluster, distributed.Client(cluster) as client:
+            os.environ["BLIP_DASK_ADDRESS"] = cluster.scheduler_address
+            runner = task_runner("dask", 2)
+            result["dask"] = capfilt_flow.with_options(task_runner=runner)(work_dir=f"{out}/dask", **call)
+            result["workers"] = len(client.scheduler_info()["workers"])
+        print("RESULT", json.dumps(result))
+    """
+)
 
 
 def _outputs(work) -> dict[str, pd.DataFrame]:
@@ -42,40 +79,26 @@ def micro_models(tiny_world, tmp_path_factory):
     return str(root / "captioner"), str(root / "filter")
 
 
-def test_capfilt_subflow_on_a_local_dask_cluster_matches_the_thread_runner(
-    tiny_world, micro_models, tmp_path, monkeypatch
-):
-    from prefect.testing.utilities import prefect_test_harness
-
-    from flows.capfilt_flow import capfilt_flow, task_runner
-
+def test_capfilt_subflow_on_a_local_dask_cluster_matches_the_thread_runner(tiny_world, micro_models, tmp_path):
     params = micro_params(tmp_path / "params.yaml", capfilt={"num_captions": 2, "policy": "both"})
     captioner, filter_model = micro_models
     call = {"web_dir": str(tiny_world / "web"), "captioner": captioner, "filter_model": filter_model,
             "params": str(params), "policy": "both", "calibration_dir": str(tiny_world / "val")}  # fmt: skip
-    # Dask's workers run BLAS on one thread (distributed's pre-spawn OMP_NUM_THREADS=1): do the same
-    # here so both runners execute the same kernels
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with prefect_test_harness(server_startup_timeout=120):
-            by_threads = capfilt_flow.with_options(task_runner=task_runner("threads", 1))(
-                work_dir=str(tmp_path / "threads"), **call
-            )
-            with distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
-            ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
-                monkeypatch.setenv("BLIP_DASK_ADDRESS", cluster.scheduler_address)
-                by_dask = capfilt_flow.with_options(task_runner=task_runner("dask", 2))(
-                    work_dir=str(tmp_path / "dask"), **call
-                )
-                workers_used = len(client.scheduler_info()["workers"])
-    finally:
-        torch.set_num_threads(threads_before)
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    env = os.environ | {
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
+    r = subprocess.run([sys.executable, str(script), json.dumps(call), str(tmp_path)], env=env, capture_output=True,
+                       text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    result = json.loads(r.stdout.split("RESULT", 1)[1])
 
-    assert workers_used == 2
-    assert by_dask == by_threads
-    assert by_dask["shards"] >= 2 and by_dask["scored_images"] == 240
+    assert result["workers"] == 2
+    assert result["dask"] == result["threads"]
+    assert result["dask"]["shards"] >= 2 and result["dask"]["scored_images"] == 240
     threads, dask = _outputs(tmp_path / "threads"), _outputs(tmp_path / "dask")
     pd.testing.assert_frame_equal(threads["captions"], dask["captions"])
     cols = ["key", "cand", "source", "caption"]
