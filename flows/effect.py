@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             {"seed": s, "wall_seconds": walls.get(s)} | run_summary(Path(args.root) / f"seed-{s}") for s in args.seeds
         ]
     else:
+        from flows.tasks import release_stale_gpu_slots
+
+        release_stale_gpu_slots()
         per_seed = [run_seed(s, params, Path(args.root) / f"seed-{s}", args.experiment) for s in args.seeds]
     mean, sd = aggregate(per_seed)
     report = {

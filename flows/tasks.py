@@ -192,6 +192,24 @@ def _artifact(name: str, summary: Any) -> None:
         logger.warning("could not create the Prefect artifact of %s: %s", name, e)
 
 
+def release_stale_gpu_slots() -> None:
+    """Free the slots of the `gpu` concurrency limit (if the Prefect API has one).
+
+    A run killed while a gpu-tagged task held a slot leaves it leased, and every gpu-tagged task of
+    the next run waits for it forever (measured: a killed `make effect-full` stalled the next one at
+    pre-training, idle). Call before a study that owns the API (`make effect`); `make run` recreates
+    the limit instead."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.reset_concurrency_limit_by_tag("gpu")
+            logger.info("released the slots of the gpu concurrency limit left by earlier runs")
+        except ObjectNotFound:
+            pass
+
+
 def _register_key(context, parameters: dict[str, Any]) -> str:
     """Register again only when a model (or the store) changed: a cached re-run adds no versions."""
     models = parameters["models"]
