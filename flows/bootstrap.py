@@ -30,7 +30,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows import dag, versioning
 from flows.capfilt_flow import capfilt_flow, task_runner, threads_per_worker
-from flows.tasks import log_stage_run, params_values, register_task, stage_task
+from flows.tasks import log_stage_run, params_values, register_task, release_stale_gpu_slots, stage_task
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +53,16 @@ def bootstrap(
     experiment: str = "blip-bootstrap",
     task_runner_kind: str = "threads",
     capfilt_workers: int = 1,
+    release_gpu_slots: bool = False,
 ) -> dict:
-    """Run the whole bootstrap pipeline; returns the baseline-vs-bootstrapped comparison."""
+    """Run the whole bootstrap pipeline; returns the baseline-vs-bootstrapped comparison.
+
+    `release_gpu_slots`: first free the `gpu` concurrency slots that a killed earlier run left
+    leased (for a caller that owns the Prefect API, e.g. `make effect`)."""
     import yaml
 
+    if release_gpu_slots:
+        release_stale_gpu_slots()
     commit = versioning.git_commit()
     run: dict[str, Any] = {"git_commit": commit, "experiment": experiment, "mlflow_parent": None}
     parent = None

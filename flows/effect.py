@@ -213,7 +213,8 @@ def run_seed(seed: int, params: Path, root: Path, experiment: str) -> dict[str, 
     t0 = time.perf_counter()
     status: dict[str, Any] = {"seed": seed}
     try:
-        bootstrap(params=str(seed_params), root=str(root), experiment=experiment)
+        # the study owns the Prefect API: free gpu slots that a killed earlier run left leased
+        bootstrap(params=str(seed_params), root=str(root), experiment=experiment, release_gpu_slots=True)
     except Exception as e:  # a gate or a failed stage ends this seed, not the study
         status["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
         logger.error("seed %d stopped: %s", seed, status["error"])
@@ -247,9 +248,6 @@ def main(argv: list[str] | None = None) -> int:
             {"seed": s, "wall_seconds": walls.get(s)} | run_summary(Path(args.root) / f"seed-{s}") for s in args.seeds
         ]
     else:
-        from flows.tasks import release_stale_gpu_slots
-
-        release_stale_gpu_slots()
         per_seed = [run_seed(s, params, Path(args.root) / f"seed-{s}", args.experiment) for s in args.seeds]
     mean, sd = aggregate(per_seed)
     report = {

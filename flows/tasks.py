@@ -197,8 +197,8 @@ def release_stale_gpu_slots() -> None:
 
     A run killed while a gpu-tagged task held a slot leaves it leased, and every gpu-tagged task of
     the next run waits for it forever (measured: a killed `make effect-full` stalled the next one at
-    pre-training, idle). Call before a study that owns the API (`make effect`); `make run` recreates
-    the limit instead."""
+    pre-training, idle). Call inside a flow run (it talks to that run's API), for a study that owns
+    the API (`make effect`); `make run` recreates the limit instead."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
