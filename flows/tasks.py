@@ -200,12 +200,19 @@ def release_stale_gpu_slots() -> None:
     pre-training, idle). Call inside a flow run (it talks to that run's API), for a study that owns
     the API (`make effect`); `make run` recreates the limit instead."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
-        try:
+        try:  # Prefect 3.8 keeps a tag limit as the global limit `tag:gpu`, whose slots hold the leases
+            held = client.read_global_concurrency_limit_by_name("tag:gpu").active_slots
+            if held:
+                client.update_global_concurrency_limit("tag:gpu", GlobalConcurrencyLimitUpdate(active_slots=0))
+                logger.info("released %d gpu concurrency slot(s) left leased by an earlier run", held)
+        except ObjectNotFound:
+            pass
+        try:  # and the tag's own (v1) record
             client.reset_concurrency_limit_by_tag("gpu")
-            logger.info("released the slots of the gpu concurrency limit left by earlier runs")
         except ObjectNotFound:
             pass
 
