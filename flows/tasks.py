@@ -9,6 +9,7 @@ an edit to a library file re-runs the stages that use it, and only those.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -211,10 +212,8 @@ def release_stale_gpu_slots() -> None:
                 logger.info("released %d gpu concurrency slot(s) left leased by an earlier run", held)
         except ObjectNotFound:
             pass
-        try:  # and the tag's own (v1) record
+        with contextlib.suppress(ObjectNotFound):  # and the tag's own (v1) record
             client.reset_concurrency_limit_by_tag("gpu")
-        except ObjectNotFound:
-            pass
 
 
 def _register_key(context, parameters: dict[str, Any]) -> str:
