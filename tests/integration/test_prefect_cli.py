@@ -14,8 +14,11 @@ import sys
 import textwrap
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 FLOW = textwrap.dedent(
     """
@@ -100,3 +103,37 @@ def test_cli_lists_deployments_flow_runs_and_artifacts(prefect_server, tmp_path)
     # the UI is served by the same process, from the installed package (no CDN)
     page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
     assert "<html" in page.lower()
+
+
+STALE = textwrap.dedent(
+    """
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from flows.tasks import release_stale_gpu_slots
+
+    with get_client(sync_client=True) as c:  # a run killed while a gpu-tagged task held the slot
+        c.create_concurrency_limit(tag="gpu", concurrency_limit=1)
+        c.increment_concurrency_slots_with_lease(names=["tag:gpu"], slots=1, mode="concurrency",
+                                                 lease_duration=3600)
+        print("HELD", c.read_global_concurrency_limit_by_name("tag:gpu").active_slots)
+
+    @flow(name="release")
+    def release():
+        release_stale_gpu_slots()
+
+    release()
+    with get_client(sync_client=True) as c:
+        print("AFTER", c.read_global_concurrency_limit_by_name("tag:gpu").active_slots)
+    """
+)
+
+
+def test_stale_gpu_slot_of_a_killed_run_is_released(prefect_server, tmp_path):
+    env, _, _ = prefect_server
+    script = tmp_path / "stale.py"
+    script.write_text(STALE)
+    env = env | {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "HELD 1" in r.stdout and "AFTER 0" in r.stdout
