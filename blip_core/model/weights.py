@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_model
 from torch import nn
 
+from blip_core.checkpoint import safe_torch_load
 from blip_core.config import ModelConfig
 from blip_core.model.blip import BlipCaptioner, BlipPretrain, BlipRetrieval
 from blip_core.model.vision import resize_pos_embed
@@ -340,7 +341,7 @@ def load_official_state(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    ckpt = safe_torch_load(path)
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a BLIP state dict")
