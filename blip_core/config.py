@@ -431,6 +431,8 @@ class TrainConfig:
     ckpt_every: int = 200
     """Save a resumable checkpoint every this many optimizer steps (and at the end)."""
     keep_last: int = 2
+    max_nonfinite_steps: int = 10
+    """Updates skipped in a row for a non-finite loss or gradient before the run stops."""
     compile: bool = False
     """torch.compile the model (off by default: slow to start on CPU)."""
 
@@ -457,8 +459,8 @@ class TrainConfig:
             raise ValueError("train.grad_accum, keep_last, log_every and ckpt_every must be >= 1")
         if not 0.05 <= self.crop_scale_min <= 1.0:
             raise ValueError(f"train.crop_scale_min must be in [0.05, 1], got {self.crop_scale_min}")
-        if self.num_workers < 0 or self.shuffle_buffer < 0:
-            raise ValueError("train.num_workers and train.shuffle_buffer must be >= 0")
+        if self.num_workers < 0 or self.shuffle_buffer < 0 or self.max_nonfinite_steps < 0:
+            raise ValueError("train.num_workers, shuffle_buffer and max_nonfinite_steps must be >= 0")
 
 
 @dataclass(kw_only=True, slots=True)

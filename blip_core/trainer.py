@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0  # data batches consumed in the current epoch
         self.history: list[dict[str, float]] = []
+        self.nonfinite_steps = 0  # updates skipped for a non-finite loss or gradient
+        self.nonfinite_in_a_row = 0
 
     # -- checkpointing ----------------------------------------------------------------------------------
     @property
@@ -149,8 +152,17 @@ class Trainer:
             )
 
     def train_step(self, batches: list[dict[str, Any]]) -> dict[str, float]:
-        """One optimizer step over `grad_accum` micro-batches."""
+        """One optimizer step over `grad_accum` micro-batches.
+
+        A non-finite loss or gradient norm (on any rank) skips the update: no optimizer step, the
+        BatchNorm running statistics restored (the feature queues never take non-finite features,
+        see `enqueue`), counted in `nonfinite_steps` with a warning naming the step and batches;
+        more than `max_nonfinite_steps` in a row stop the run with FloatingPointError.
+        """
         self.model.train()
+        # small float buffers (BatchNorm statistics): a non-finite forward would poison them
+        saved = {n: b.detach().clone() for n, b in self.model.named_buffers()
+                 if b.is_floating_point() and "queue" not in n}  # fmt: skip
         sums: dict[str, float] = {}
         for i, batch in enumerate(batches):
             sync = i == len(batches) - 1 or not is_dist()
@@ -164,7 +176,16 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / len(batches)
         if self.cfg.grad_clip:
             sums["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
-        self.opt.step()
+        finite = all(math.isfinite(v) for k, v in sums.items() if k.endswith("_loss") or k == "grad_norm")
+        if is_dist():  # every rank skips together (their losses differ; the reduced gradients do not)
+            flag = torch.tensor([float(finite)], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = bool(flag.item())
+        if finite:
+            self.opt.step()
+            self.nonfinite_in_a_row = 0
+        else:
+            self._skip_nonfinite(batches, sums, saved)
         self.opt.zero_grad(set_to_none=True)
         sums["lr"] = self.opt.param_groups[0]["lr"]
         self.sched.step()
@@ -175,6 +196,24 @@ class Trainer:
             torch.distributed.all_reduce(vals)
             sums |= dict(zip(keys, (vals / world_info()[1]).tolist()))
         return sums
+
+    def _skip_nonfinite(self, batches: list[dict[str, Any]], sums: dict[str, float], saved: dict) -> None:
+        with torch.no_grad():
+            for n, b in self.model.named_buffers():
+                if n in saved:
+                    b.copy_(saved[n])
+        self.nonfinite_steps += 1
+        self.nonfinite_in_a_row += 1
+        first = self.batch_in_epoch - len(batches)
+        where = f"step {self.step + 1} (epoch {self.epoch}, batches {first}-{self.batch_in_epoch - 1})"
+        values = ", ".join(f"{k}={v:.4g}" for k, v in sums.items() if k.endswith("_loss") or k == "grad_norm")
+        keys = [k for b in batches for k in (b.get("keys") or [])][:4]
+        if self.nonfinite_in_a_row > self.cfg.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"{self.nonfinite_in_a_row} non-finite steps in a row, the last at {where}: {values}"
+                + (f"; samples {keys}" if keys else "")
+            )
+        logger.warning("non-finite loss at %s: %s; update skipped (%d so far)", where, values, self.nonfinite_steps)
 
     # -- the loop -----------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -226,4 +265,5 @@ class Trainer:
             "seconds": elapsed,
             "final": self.history[-1] if self.history else {},
             "images_per_s": steps_this_run * global_batch / max(elapsed, 1e-9),
+            "nonfinite_steps": self.nonfinite_steps,
         }

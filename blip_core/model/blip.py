@@ -101,6 +101,8 @@ class BlipRetrieval(nn.Module):
         """Write the global batch (gathered from all ranks) into the queues, ring-buffer style."""
         image_feat_m, text_feat_m = all_gather_no_grad(image_feat_m), all_gather_no_grad(text_feat_m)
         image_ids = all_gather_no_grad(image_ids)
+        if not (torch.isfinite(image_feat_m).all() and torch.isfinite(text_feat_m).all()):
+            return  # a non-finite batch (its update is skipped too) must not poison the queues
         n, ptr = image_feat_m.shape[0], int(self.queue_ptr)
         assert self.cfg.queue_size % n == 0, "queue size must be divisible by the global batch (config check)"
         self.image_queue[:, ptr : ptr + n] = image_feat_m.T

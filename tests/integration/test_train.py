@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from blip_core.config import TrainConfig
 from blip_core.model.blip import BlipCaptioner, BlipRetrieval
@@ -261,3 +262,39 @@ def test_mlflow_logger_records_run(tmp_path):
     assert [a.path for a in client.list_artifacts(child.run_id)] == ["evaluation.json"]
     with pytest.raises(ValueError, match="invalid metric name"):
         MLflowLogger.log(lg, {"train//x": 1.0}, step=0)
+
+
+def _nan_images_at(steps: set[int]):
+    """A Trainer._forward that feeds NaN images at the given (1-based) steps."""
+    real = Trainer._forward
+
+    def forward(self, batch):
+        if self.step + 1 in steps:
+            batch = batch | {"images": torch.full_like(batch["images"], float("nan"))}
+        return real(self, batch)
+
+    return forward
+
+
+def test_non_finite_steps_are_skipped_without_poisoning_the_model(tiny_world, tokenizer_dir, tmp_path, monkeypatch):
+    import math
+
+    from safetensors.torch import load_file
+
+    monkeypatch.setattr(Trainer, "_forward", _nan_images_at({2, 3}))
+    summary = run_training(_cfg(), [tiny_world / "coco_train"], tmp_path / "run", tokenizer=tokenizer_dir)
+    assert summary["nonfinite_steps"] == 2 and summary["steps"] == 6
+    losses = _losses(tmp_path / "run")
+    assert [math.isfinite(r["loss"]) for r in losses] == [True, False, False, True, True, True]
+    # no NaN reached the weights, the BatchNorm statistics or the feature queues
+    for name, t in load_file(next((tmp_path / "run" / "model").glob("*.safetensors"))).items():
+        if t.is_floating_point():
+            assert torch.isfinite(t).all(), name
+
+
+def test_too_many_non_finite_steps_in_a_row_stop_the_run_naming_the_step(tiny_world, tokenizer_dir, tmp_path,
+                                                                           monkeypatch):  # fmt: skip
+    monkeypatch.setattr(Trainer, "_forward", _nan_images_at({2, 3}))
+    with pytest.raises(FloatingPointError, match=r"2 non-finite steps in a row, the last at step 3 \(epoch 0"):
+        run_training(_cfg(max_nonfinite_steps=1), [tiny_world / "coco_train"], tmp_path / "run",
+                     tokenizer=tokenizer_dir)  # fmt: skip
