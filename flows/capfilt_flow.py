@@ -74,7 +74,11 @@ def task_runner(kind: str, workers: int):
         except ImportError:
             raise ValueError("task_runner=dask needs prefect-dask: pip install -e '.[dask]'") from None
         address = os.environ.get("BLIP_DASK_ADDRESS")  # a running cluster (several machines), else a local one
-        return DaskTaskRunner(address=address) if address else DaskTaskRunner()
+        if address:
+            return DaskTaskRunner(address=address)
+        # a local cluster: scheduler, workers and dashboard listen on this machine only
+        local = {"n_workers": workers, "threads_per_worker": 1, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
+        return DaskTaskRunner(cluster_kwargs=local)
     raise ValueError(f"task_runner must be threads or dask, got {kind!r}")
 
 
