@@ -26,7 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from blip_core.config import ReaderConfig
-from blip_core.data.reader import ReadStats, _Skip, decode_image, iter_samples
+from blip_core.data.reader import TAR_LEVEL_REASONS, ReadStats, _Skip, decode_image, iter_samples
 from blip_core.data.shards import ShardWriter, list_shards, manifest_path, write_manifest, write_stats
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,12 @@ class ImportReport:
         self.rejected.append({"record": record, "reason": reason, "detail": detail})
 
     def rejected_by_reason(self) -> dict[str, int]:
-        return dict(sorted(Counter(r["reason"] for r in self.rejected).items()))
+        """Rejected records per reason (an entry standing for several, e.g. a shard's count, adds its count)."""
+        counts: Counter[str] = Counter()
+        for r in self.rejected:
+            record = r["record"]
+            counts[r["reason"]] += int(record.get("count", 1)) if isinstance(record, dict) else 1
+        return dict(sorted(counts.items()))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -269,6 +274,20 @@ def import_blip_json(
     return report
 
 
+def _lost_tail(folder: Path, tar: Path, stats) -> int:
+    """Samples img2dataset reports writing into `tar` (its `<shard>_stats.json` "successes") that
+    the reader neither read nor rejected: lost after a cut. 0 without img2dataset's stats."""
+    own = folder / f"{tar.stem}_stats.json"
+    try:
+        written = int(json.loads(own.read_text())["successes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    seen = stats.ok.get(tar.name, 0) + sum(
+        n for (shard, reason), n in stats.skipped.items() if shard == tar.name and reason not in TAR_LEVEL_REASONS
+    )
+    return max(0, written - seen)
+
+
 def index_img2dataset(folder: str | Path, *, reader_cfg: ReaderConfig | None = None) -> ImportReport:
     """Validate an existing shard folder in place: read every sample with the guarded reader, write
     our per-shard manifest beside each tar (img2dataset's own files are left untouched) and a
@@ -293,6 +312,10 @@ def index_img2dataset(folder: str | Path, *, reader_cfg: ReaderConfig | None = N
                     "image_id": str(s["meta"].get("image_id", s["key"])),
                 }
             )
+        lost = _lost_tail(folder, tar, stats)
+        if lost:  # img2dataset wrote more samples into this tar than it now holds
+            stats.skipped[(tar.name, "lost_after_cut")] += lost
+            logger.warning("%s: %d samples img2dataset wrote are missing (the tar was cut)", tar, lost)
         write_manifest(rows, manifest_path(folder, tar.stem))
         shards.append({"shard": tar.stem, "num_samples": len(rows), "num_captions": sum(r["num_captions"] for r in rows)})
         report.num_written += len(rows)

@@ -5,8 +5,9 @@ The pipeline is built from webdataset's named stages (shard list -> split by nod
 counted, logged reason in `ReadStats` (per shard); nothing aborts an epoch and nothing is dropped
 silently. Reasons:
 
-- `empty_shard`, `truncated_tar`, `unreadable_tar`: the tar itself is broken; samples before the
-  break are still read;
+- `empty_shard`, `truncated_tar`, `unreadable_tar`: the tar itself is broken (one count per
+  shard, `TAR_LEVEL_REASONS`); samples before the break are still read; a tar cut at a member
+  boundary is recognised by its missing end-of-archive marker;
 - `duplicate_file`: a tar member repeats within a sample; `duplicate_key`: a key seen before in the
   same shard (the first occurrence is kept);
 - `missing_image`, `missing_caption`, `missing_json`: a sample lacks a member;
@@ -116,12 +117,39 @@ class ReadStats:
         return True
 
 
+TAR_LEVEL_REASONS = frozenset({"empty_shard", "truncated_tar", "unreadable_tar"})
+"""Reasons counted once per shard, not per sample."""
+
+
 def _track_shard(src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[dict[str, Any]]:
-    """Pipeline stage that remembers which shard is being expanded, for the exception handler."""
+    """Pipeline stage that remembers which shard is being expanded, for the exception handler, and
+    counts a local tar that lacks its end-of-archive marker as `truncated_tar`: cut at a member
+    boundary, it reads without an error and the samples after the cut would vanish unnoticed."""
     for source in src:
-        stats.current_shard = Path(str(source.get("url", "?"))).name
+        url = str(source.get("url", "?"))
+        stats.current_shard = Path(url).name
         stats._truncated_in_pass = False
+        if tar_was_cut(url):
+            stats.record_skip(stats.current_shard, "truncated_tar", "no end-of-archive marker: the file was cut")
+            stats._truncated_in_pass = True  # the same cut may also raise while reading: count it once
         yield source
+
+
+def tar_was_cut(path: str | Path) -> bool:
+    """A local, non-empty tar file that does not end in tar's end-of-archive marker (two zero
+    512-byte blocks, after the last member's padding): the file was cut short."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size if p.is_file() else 0
+        if size == 0:
+            return False  # not local, or empty (`empty_shard`)
+        if size % 512 or size < 1024:
+            return True
+        with p.open("rb") as f:
+            f.seek(size - 1024)
+            return f.read(1024) != bytes(1024)
+    except OSError:
+        return False  # unreadable: reading it reports why
 
 
 def _drop_duplicate_keys(src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[dict[str, Any]]:

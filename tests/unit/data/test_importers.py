@@ -112,6 +112,21 @@ def test_index_img2dataset_in_place(tmp_path):
     assert stats["read"]["shards"]["00000.tar"] == {"ok": 3, "skipped": {"corrupt_image": 1}}
 
 
+def test_index_img2dataset_counts_the_samples_lost_in_a_cut_tar(tmp_path):
+    """img2dataset's <shard>_stats.json says how many samples it wrote: the ones after a cut are
+    counted as lost, so kept + rejected = written."""
+    folder = tmp_path / "shards"
+    members = [m for i in range(5) for m in sample_members(f"{i:09d}")]
+    full = write_raw_tar(folder / "00000.tar", members).read_bytes()
+    (folder / "00000.tar").write_bytes(full[: full.index(b"000000003.jpg")])  # 3 whole samples left
+    (folder / "00000_stats.json").write_text(json.dumps({"count": 5, "successes": 5, "failed_to_download": 0}))
+    report = importers.index_img2dataset(folder)
+    assert report.num_written == 3
+    assert report.rejected_by_reason() == {"truncated_tar": 1, "lost_after_cut": 2}
+    stats = json.loads((folder / "_stats.json").read_text())
+    assert stats["read"]["shards"]["00000.tar"] == {"ok": 3, "skipped": {"lost_after_cut": 2, "truncated_tar": 1}}
+
+
 def test_bad_annotation_files_give_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="annotation file not found"):
         importers.import_coco(tmp_path / "nope.json", tmp_path, tmp_path / "out")

@@ -140,10 +140,24 @@ def test_empty_and_truncated_shards_do_not_abort(tmp_path):
     assert keys == ["a0", "a1", "a2", "t0", "t1", "t2", "z0", "z1", "t0", "t1", "t2"]
     reasons = stats.by_reason()
     assert reasons.get("empty_shard") == 1
-    assert reasons.get("truncated_tar") == 1 and reasons.get("missing_json") == 1
+    assert reasons.get("truncated_tar") == 2 and reasons.get("missing_json") == 1
     shards = stats.to_dict()["shards"]
-    assert "empty_shard" in shards["00001.tar"]["skipped"] and "truncated_tar" in shards["00002.tar"]["skipped"]
-    assert shards["00004.tar"] == {"ok": 3, "skipped": {"missing_json": 1}}
+    assert "empty_shard" in shards["00001.tar"]["skipped"]
+    assert shards["00002.tar"] == {"ok": 3, "skipped": {"truncated_tar": 1}}  # cut once, counted once
+    assert shards["00004.tar"] == {"ok": 3, "skipped": {"missing_json": 1, "truncated_tar": 1}}
+
+
+def test_a_tar_cut_at_a_member_boundary_is_counted(tmp_path):
+    """tarfile reads such a file without an error: only the missing end-of-archive marker tells."""
+    full = write_raw_tar(tmp_path / "tmp.tar", _good("t", 4)).read_bytes()
+    (tmp_path / "tmp.tar").unlink()
+    (tmp_path / "00000.tar").write_bytes(full[: full.index(b"t2.jpg")])  # t0, t1 whole; t2, t3 gone
+    write_raw_tar(tmp_path / "00001.tar", _good("z", 2))
+    keys, stats = _read(tmp_path)
+    assert keys == ["t0", "t1", "z0", "z1"]
+    shards = stats.to_dict()["shards"]
+    assert shards["00000.tar"] == {"ok": 2, "skipped": {"truncated_tar": 1}}
+    assert shards["00001.tar"] == {"ok": 2, "skipped": {}}
 
 
 def test_split_by_worker_reads_each_sample_once(tiny_world):
