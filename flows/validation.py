@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +150,8 @@ def run_suite(
     ctx.build_data_docs(resource_identifiers=[*result.run_results, ExpectationSuiteIdentifier(name=name)])
     for site in ctx.get_docs_sites_urls():
         url = site.get("site_url") or ""
-        if url.startswith("file://"):
-            localize_data_docs(Path(url.removeprefix("file://")).parent)
+        if url.startswith("file://"):  # a local site (percent-encoded path)
+            localize_data_docs(Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).parent)
     rows = []
     for vr in result.run_results.values():
         for r in vr.results:
