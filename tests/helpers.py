@@ -104,3 +104,37 @@ def micro_params(path, **sections) -> Path:
         doc.setdefault(name, {}).update(values)
     Path(path).write_text(yaml.safe_dump(doc, sort_keys=False))
     return Path(path)
+
+
+def micro_capfilt_models(world: Path, root: Path) -> tuple[Path, Path]:
+    """An untrained micro captioner and filter (with a tokenizer trained on `world`) under `root`."""
+    from blip_core.model import weights
+    from blip_core.model.tokenizer import load_tokenizer
+    from blip_core.presets import with_tokenizer
+    from flows.stages import stage_tokenizer
+
+    stage_tokenizer([world / "coco_train", world / "web"], root / "tok")
+    tok = load_tokenizer(root / "tok")
+    cfg = with_tokenizer(micro_config(), tok)
+    cfg.tokenizer = str(root / "tok")
+    torch.manual_seed(0)
+    weights.save_pretrained(weights.create_model("captioner", cfg), root / "captioner", tokenizer=tok)
+    weights.save_pretrained(weights.create_model("retrieval", cfg), root / "filter", tokenizer=tok)
+    return root / "captioner", root / "filter"
+
+
+def prefect_subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for a subprocess that runs Prefect flows on its own throwaway API and imports this
+    checkout (a flow run in the test process would leave threading exit hooks behind)."""
+    import os
+
+    repo = str(Path(__file__).resolve().parents[1])
+    return (
+        os.environ
+        | {
+            "PREFECT_HOME": str(tmp_path / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]),
+        }
+        | extra
+    )

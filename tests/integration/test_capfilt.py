@@ -10,31 +10,17 @@ import sys
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import torch
-from helpers import micro_config
+from helpers import micro_capfilt_models
 
 from blip_core.capfilt import core, pipeline
 from blip_core.config import CapFiltConfig
 from blip_core.data.reader import iter_samples
 from blip_core.data.shards import read_manifests
-from blip_core.model import weights
-from blip_core.model.tokenizer import load_tokenizer
-from blip_core.presets import with_tokenizer
 
 
 @pytest.fixture(scope="module")
 def models(tiny_world, tmp_path_factory):
-    from flows.stages import stage_tokenizer
-
-    root = tmp_path_factory.mktemp("capfilt_models")
-    stage_tokenizer([tiny_world / "coco_train", tiny_world / "web"], root / "tok")
-    tok = load_tokenizer(root / "tok")
-    cfg = with_tokenizer(micro_config(), tok)
-    cfg.tokenizer = str(root / "tok")
-    torch.manual_seed(0)
-    weights.save_pretrained(weights.create_model("captioner", cfg), root / "captioner", tokenizer=tok)
-    weights.save_pretrained(weights.create_model("retrieval", cfg), root / "filter", tokenizer=tok)
-    return root / "captioner", root / "filter"
+    return micro_capfilt_models(tiny_world, tmp_path_factory.mktemp("capfilt_models"))
 
 
 def _cfg(**kw) -> CapFiltConfig:

@@ -7,16 +7,13 @@ forked DataLoader workers of other tests would inherit (see test_prefect_loader_
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-from helpers import micro_params
+from helpers import micro_capfilt_models, micro_params, prefect_subprocess_env
 
 pytest.importorskip("prefect_dask")
 pytest.importorskip("distributed")
@@ -61,22 +58,7 @@ def _outputs(work) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def micro_models(tiny_world, tmp_path_factory):
-    from helpers import micro_config
-
-    from blip_core.model import weights
-    from blip_core.model.tokenizer import load_tokenizer
-    from blip_core.presets import with_tokenizer
-    from flows.stages import stage_tokenizer
-
-    root = tmp_path_factory.mktemp("dask_models")
-    stage_tokenizer([tiny_world / "coco_train", tiny_world / "web"], root / "tok")
-    tok = load_tokenizer(root / "tok")
-    cfg = with_tokenizer(micro_config(), tok)
-    cfg.tokenizer = str(root / "tok")
-    torch.manual_seed(0)
-    weights.save_pretrained(weights.create_model("captioner", cfg), root / "captioner", tokenizer=tok)
-    weights.save_pretrained(weights.create_model("retrieval", cfg), root / "filter", tokenizer=tok)
-    return str(root / "captioner"), str(root / "filter")
+    return tuple(map(str, micro_capfilt_models(tiny_world, tmp_path_factory.mktemp("dask_models"))))
 
 
 def test_capfilt_subflow_on_a_local_dask_cluster_matches_the_thread_runner(tiny_world, micro_models, tmp_path):
@@ -86,11 +68,7 @@ def test_capfilt_subflow_on_a_local_dask_cluster_matches_the_thread_runner(tiny_
             "params": str(params), "policy": "both", "calibration_dir": str(tiny_world / "val")}  # fmt: skip
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    env = os.environ | {
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = prefect_subprocess_env(tmp_path)
     r = subprocess.run([sys.executable, str(script), json.dumps(call), str(tmp_path)], env=env, capture_output=True,
                        text=True, timeout=600, cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]

@@ -7,11 +7,11 @@ subprocess: a Prefect run in the test process would leave the hooks behind for l
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
+
+from helpers import prefect_subprocess_env
 
 SCRIPT = textwrap.dedent(
     """
@@ -38,11 +38,7 @@ SCRIPT = textwrap.dedent(
 def test_loader_workers_after_a_prefect_flow_run_end_cleanly(tiny_world, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    env = os.environ | {
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = prefect_subprocess_env(tmp_path)
     r = subprocess.run([sys.executable, str(script), str(tiny_world / "web")], env=env, capture_output=True,
                        text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
