@@ -68,6 +68,8 @@ class Trainer:
         if is_dist():
             model = _sync_batch_norm(model, self.device)
         self.model = model.to(self.device)
+        # the state a forward pass changes besides the queues: restored when a step is non-finite
+        self._batch_norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.prompt_length = prompt_length
         self.log = metric_logger or NullLogger()
         self.steps_per_epoch = data.steps_per_epoch // cfg.grad_accum
@@ -160,9 +162,8 @@ class Trainer:
         more than `max_nonfinite_steps` in a row stop the run with FloatingPointError.
         """
         self.model.train()
-        # small float buffers (BatchNorm statistics): a non-finite forward would poison them
-        saved = {n: b.detach().clone() for n, b in self.model.named_buffers()
-                 if b.is_floating_point() and "queue" not in n}  # fmt: skip
+        # BatchNorm statistics before the forward passes: a non-finite batch would poison them
+        saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in self._batch_norms]
         sums: dict[str, float] = {}
         for i, batch in enumerate(batches):
             sync = i == len(batches) - 1 or not is_dist()
@@ -197,11 +198,11 @@ class Trainer:
             sums |= dict(zip(keys, (vals / world_info()[1]).tolist()))
         return sums
 
-    def _skip_nonfinite(self, batches: list[dict[str, Any]], sums: dict[str, float], saved: dict) -> None:
+    def _skip_nonfinite(self, batches: list[dict[str, Any]], sums: dict[str, float], saved: list[dict]) -> None:
         with torch.no_grad():
-            for n, b in self.model.named_buffers():
-                if n in saved:
-                    b.copy_(saved[n])
+            for m, buffers in zip(self._batch_norms, saved):
+                for k, b in buffers.items():
+                    getattr(m, k).copy_(b)
         self.nonfinite_steps += 1
         self.nonfinite_in_a_row += 1
         first = self.batch_in_epoch - len(batches)

@@ -109,8 +109,11 @@ def bootstrap(
         if parent is not None:
             parent.set_tags({"data_hash": versioning.data_hash(dag.Layout(root).world)})
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
-            run_ids = {role: (results.get(stage) or {}).get("mlflow_run_id") for role, stage in TRAINED_BY.items()}
-            register_task(run, report["rows"], _model_paths(dag.Layout(root)), run_ids)
+            L = dag.Layout(root)
+            models = {role: L.model(model, task) for role, (_, model, task) in TRAINED_BY.items()}
+            run_ids = {role: (results.get(stage) or {}).get("mlflow_run_id")
+                       for role, (stage, _, _) in TRAINED_BY.items()}  # fmt: skip
+            register_task(run, report["rows"], models, run_ids)
             _mark_if_served_from_cache(parent)
             parent.close()
         return report
@@ -169,21 +172,12 @@ def _add_time(path: Path, name: str, seconds: float) -> None:
     path.write_text(json.dumps(times | {name: round(seconds, 2)}, indent=2) + "\n")
 
 
-TRAINED_BY = {  # registered role -> the stage that trains it
-    "pretrain": "pretrain_baseline",
-    "captioner": "finetune_caption_baseline",
-    "filter": "finetune_retrieval_baseline",
-    "bootstrapped": "pretrain_bootstrapped",
+TRAINED_BY = {  # registered role -> the stage that trains it, and its model folder (model, task) in the layout
+    "pretrain": ("pretrain_baseline", "baseline", "pretrain"),
+    "captioner": ("finetune_caption_baseline", "baseline", "caption"),
+    "filter": ("finetune_retrieval_baseline", "baseline", "retrieval"),
+    "bootstrapped": ("pretrain_bootstrapped", "bootstrapped", "pretrain"),
 }
-
-
-def _model_paths(L: dag.Layout) -> dict[str, str]:
-    return {
-        "pretrain": L.model("baseline", "pretrain"),
-        "captioner": L.model("baseline", "caption"),
-        "filter": L.model("baseline", "retrieval"),
-        "bootstrapped": L.model("bootstrapped", "pretrain"),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

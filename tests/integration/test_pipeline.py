@@ -83,7 +83,7 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     from flows.bootstrap import TRAINED_BY
     from flows.registry import REGISTERED
 
-    trained_by = {REGISTERED[role]: stage for role, stage in TRAINED_BY.items()}
+    trained_by = {REGISTERED[role]: stage for role, (stage, _, _) in TRAINED_BY.items()}
     for name, stage in trained_by.items():
         version = client.get_model_version_by_alias(name, "best")
         assert client.get_run(version.run_id).info.run_name == stage
