@@ -5,7 +5,6 @@ the last `keep_last` are kept.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -13,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from blip_core.fileio import remove_stale_temps, torch_save
 
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
@@ -44,9 +45,8 @@ def save_checkpoint(folder: str | Path, state: dict[str, Any], step: int, keep_l
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"ckpt_{step:08d}.pt"
-    tmp = folder / f".ckpt_{step:08d}.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, final)  # a crash never leaves a half-written checkpoint under the final name
+    remove_stale_temps(folder, ".ckpt_*.pt.tmp")  # a killed save's leftovers: never read, only space
+    torch_save(state, final)  # a crash or a full disk never leaves a half-written checkpoint
     for old in list_checkpoints(folder)[:-keep_last]:
         old.unlink(missing_ok=True)
     return final

@@ -302,10 +302,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=Path("data"), help="data root of the layout (default: data)")
     p.set_defaults(func=_cmd_stage)
 
+    p = sub.add_parser("tracking", help="MLflow records buffered while the store failed: list or send them")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("files", nargs="*", type=Path, help="buffer files (default: every file in mlflow/buffer)")
+    p.set_defaults(func=_cmd_tracking)
+
     p = sub.add_parser("dag", help="list the pipeline's stages, or print dvc.yaml generated from them (--dvc)")
     p.add_argument("--dvc", action="store_true", help="print the dvc.yaml that flows/dag.py describes")
     p.set_defaults(func=_cmd_dag)
     return parser
+
+
+def _cmd_tracking(args: argparse.Namespace) -> int:
+    from blip_core.tracking import DEFAULT_BUFFER_DIR, replay_buffer
+
+    files = args.files or sorted(Path(DEFAULT_BUFFER_DIR).glob("*.jsonl"))
+    if args.action == "list":
+        _print({str(f): sum(1 for line in f.read_text().splitlines() if line.strip()) for f in files})
+        return 0
+    sent = {str(f): replay_buffer(f) for f in files}
+    _print({"sent": sent})
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    from blip_core.fileio import DiskFullError
     from flows.validation import DataQualityError
 
     try:
@@ -324,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         # a data-quality gate failed: the readable report, exit 1 (DVC and CI stop here)
         print(f"blip {args.command}: FAILED\n{e}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+    except (FileNotFoundError, NotADirectoryError, ValueError, DiskFullError) as e:
         # user errors: one clear line, no traceback
         print(f"blip {args.command}: error: {e}", file=sys.stderr)
         return 2

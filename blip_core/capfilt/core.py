@@ -33,6 +33,7 @@ from blip_core.data.grounding import Scene, ground_caption
 from blip_core.data.loader import eval_transform
 from blip_core.data.reader import ReadStats, build_pipeline, iter_samples
 from blip_core.data.shards import ShardWriter
+from blip_core.fileio import atomic_path
 from blip_core.model.generate import GenerationConfig, caption_images
 
 logger = logging.getLogger(__name__)
@@ -108,9 +109,8 @@ def generation_config(cfg: CapFiltConfig) -> GenerationConfig:
 def _write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> Path:
     """Atomic: a killed run never leaves a file that a re-run would take for finished."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
     return path
 
 

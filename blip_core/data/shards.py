@@ -9,6 +9,7 @@ sample can carry several captions (human captions, or CapFilt's kept web + synth
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -21,6 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
+
+from blip_core.fileio import DiskFullError, atomic_path, no_space_error, temp_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +105,7 @@ class ShardWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.name = shard_name(index)
         self.split = split
-        self._tar_tmp = self.folder / f".{self.name}.tar.tmp"
+        self._tar_tmp = temp_path(self.folder / f"{self.name}.tar")
         self._stream = open(self._tar_tmp, "wb")  # noqa: SIM115 (closed in close())
         self._tar = wds.TarWriter(self._stream, mtime=TAR_MTIME)
         self._rows: list[dict[str, Any]] = []
@@ -129,14 +132,16 @@ class ShardWriter:
         meta = dict(meta or {})
         image_id = str(meta.get("image_id", key))
         doc = {"key": key, "image_id": image_id, "source": source, "captions": captions, **meta}
-        self._tar.write(
-            {
-                "__key__": key,
-                "jpg": jpeg,
-                "txt": captions[0].encode("utf-8"),
-                "json": json.dumps(doc, sort_keys=True, ensure_ascii=False).encode("utf-8"),
-            }
-        )
+        sample = {
+            "__key__": key,
+            "jpg": jpeg,
+            "txt": captions[0].encode("utf-8"),
+            "json": json.dumps(doc, sort_keys=True, ensure_ascii=False).encode("utf-8"),
+        }
+        try:
+            self._tar.write(sample)
+        except OSError as e:
+            self._fail(e)
         width, height = size if size is not None else image_size_from_jpeg(jpeg)
         self._rows.append(
             {
@@ -155,10 +160,14 @@ class ShardWriter:
         )
 
     def close(self) -> ShardSummary:
-        self._tar.close()  # closes self._stream too
         tar_path = self.folder / f"{self.name}.tar"
-        os.replace(self._tar_tmp, tar_path)
-        write_manifest(self._rows, manifest_path(self.folder, self.name))
+        try:
+            self._tar.close()  # closes self._stream too
+            os.replace(self._tar_tmp, tar_path)
+            write_manifest(self._rows, manifest_path(self.folder, self.name))
+        except OSError as e:  # a tar without its manifest is not a finished shard either
+            tar_path.unlink(missing_ok=True)
+            self._fail(e)
         return ShardSummary(
             shard=self.name,
             num_samples=len(self._rows),
@@ -177,15 +186,22 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Close and delete the partial shard: nothing is left that could pass for a finished one."""
-        self._tar.close()
+        with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+            self._tar.close()
         self._tar_tmp.unlink(missing_ok=True)
+
+    def _fail(self, e: OSError):
+        self.abort()
+        cause = no_space_error(e)
+        if cause is not None and not isinstance(e, DiskFullError):
+            raise DiskFullError(self.folder / f"{self.name}.tar", cause) from e
+        raise e
 
 
 def write_manifest(rows: list[dict[str, Any]], path: str | Path) -> None:
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    tmp = Path(str(path) + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read_manifests(folder: str | Path):
@@ -199,9 +215,7 @@ def read_manifests(folder: str | Path):
 
 
 def write_stats(folder: str | Path, stats: dict[str, Any]) -> Path:
-    path = Path(folder) / STATS_FILE
-    path.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-    return path
+    return write_json(Path(folder) / STATS_FILE, stats)
 
 
 def read_stats(folder: str | Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from torch import nn
 
 from blip_core.checkpoint import safe_torch_load
 from blip_core.config import ModelConfig
+from blip_core.fileio import atomic_path, write_json
 from blip_core.model.blip import BlipCaptioner, BlipPretrain, BlipRetrieval
 from blip_core.model.vision import resize_pos_embed
 
@@ -57,14 +58,13 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, *, tokenizer=None) ->
     """Write model.safetensors + config.json (+ tokenizer/) atomically enough: files are renamed in."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "model.safetensors.tmp"
-    save_model(model, str(tmp))  # handles the tied LM head / shared tensors
-    tmp.replace(out_dir / "model.safetensors")
+    with atomic_path(out_dir / "model.safetensors") as tmp:
+        save_model(model, str(tmp))  # handles the tied LM head / shared tensors
     meta = {"format_version": FORMAT_VERSION, "kind": kind_of(model), "model": model.cfg.to_dict()}
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir / "tokenizer")
         meta["model"]["tokenizer"] = "tokenizer"
-    (out_dir / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(out_dir / "config.json", meta)
     return out_dir
 
 

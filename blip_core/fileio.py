@@ -1,0 +1,120 @@
+"""Writes that never leave a partial file under a final name, and one clear error when the disk is full.
+
+Every output the pipeline writes (shards, manifests, score tables, checkpoints, model weights,
+stats) goes to a hidden temporary name beside its target and is renamed in only when complete, so
+a reader, a resumed run or DVC never sees half a file. When a write fails for lack of space (a full
+disk, a quota, or a file-size limit) the temporary file is deleted and `DiskFullError` names the
+file that could not be written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""Out of space: a full disk, an exhausted quota, or the process's file-size limit."""
+
+
+class DiskFullError(OSError):
+    """A write ran out of space; nothing partial was kept."""
+
+    def __init__(self, path: str | Path, cause: OSError) -> None:
+        super().__init__(
+            cause.errno,
+            f"no space to write {path} ({os.strerror(cause.errno or errno.ENOSPC)}); "
+            "the partial file was removed: free space (or raise the limit) and run again",
+        )
+        self.path = str(path)
+
+
+def no_space_error(exc: BaseException | None) -> OSError | None:
+    """The out-of-space OSError behind `exc` (itself, or one it was raised from), if any."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def temp_path(path: str | Path) -> Path:
+    """The hidden temporary name a write of `path` goes to (`dir/.name.tmp`): readers skip it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path`, on any failure it is deleted
+    (and an out-of-space failure becomes `DiskFullError`)."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        cause = no_space_error(e)
+        if cause is not None and not isinstance(e, DiskFullError):
+            raise DiskFullError(path, cause) from e
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class _RecordingFile:
+    """A binary file that remembers the OSError of a failed write: torch.save reports a failed write
+    as a RuntimeError without the errno, so the cause is taken from here."""
+
+    def __init__(self, f) -> None:
+        self.f, self.error = f, None
+
+    def write(self, b) -> int:
+        try:
+            return self.f.write(b)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def torch_save(obj: Any, path: str | Path) -> Path:
+    """`torch.save` through `atomic_path`, with out-of-space failures reported as `DiskFullError`."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        rec = _RecordingFile(f)
+        try:
+            torch.save(obj, rec)
+        except RuntimeError as e:
+            if rec.error is not None:
+                raise rec.error from e
+            raise
+    return Path(path)
+
+
+def remove_stale_temps(folder: str | Path, pattern: str = ".*.tmp") -> int:
+    """Delete temporary files a killed writer left in `folder` (never read; they only take space)."""
+    n = 0
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.glob(pattern):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
