@@ -99,10 +99,7 @@ def test_records_of_a_run_that_ended_during_the_outage_are_replayed_later(tmp_pa
 def test_redact_removes_secret_values_token_shapes_url_passwords_and_home(monkeypatch):
     monkeypatch.setenv("MY_SERVICE_TOKEN", "s3cr3t-value-42")
     home = os.path.expanduser("~")
-    text = (
-        f"a s3cr3t-value-42 b {FAKE_TOKEN} c https://user:pa55word@host/x d {home}/data/world e ghp_"
-        + "A" * 36
-    )
+    text = f"a s3cr3t-value-42 b {FAKE_TOKEN} c https://user:pa55word@host/x d {home}/data/world e ghp_" + "A" * 36
     clean = redact(text)
     assert "s3cr3t" not in clean and "hf_" not in clean and "pa55word" not in clean and "ghp_" not in clean
     assert f"{home}/" not in clean and "~/data/world" in clean
@@ -113,7 +110,8 @@ def test_a_run_with_a_token_in_the_environment_logs_no_secret_or_home_path(tmp_p
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     home = os.path.expanduser("~")
-    lg = MLflowLogger(experiment="t", run_name="r", tracking_uri=uri, tags={"cmd": f"{home}/bin/blip --token {FAKE_TOKEN}"})
+    cmd = f"{home}/bin/blip --token {FAKE_TOKEN}"
+    lg = MLflowLogger(experiment="t", run_name="r", tracking_uri=uri, tags={"cmd": cmd})
     # a careless config: the token and a home path end up among the params and in an artifact
     lg.log_params({"data": {"root": f"{home}/datasets/web", "hub_token": FAKE_TOKEN}})
     lg.set_tags({"where": f"{home}/runs"})
