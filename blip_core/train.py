@@ -17,6 +17,7 @@ import torch
 from blip_core.config import ModelConfig, TrainConfig
 from blip_core.data.loader import TrainData
 from blip_core.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
+from blip_core.fileio import write_json
 from blip_core.model import weights
 from blip_core.model.tokenizer import TextProcessor, load_tokenizer, tokenizer_max_words
 from blip_core.presets import get_preset, with_tokenizer
@@ -51,10 +52,18 @@ def run_training(
     *,
     init: str | Path | None = None,
     tokenizer: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     metric_logger: MetricLogger | None = None,
 ) -> dict[str, Any]:
-    """Train and write `out_dir/model` (our checkpoint format) and `out_dir/train_summary.json`."""
+    """Train and write `out_dir/model` (our checkpoint format) and `out_dir/train_summary.json`.
+
+    `resume`: True continues from the latest checkpoint in `out_dir`; "auto" does so only when the
+    checkpoints were made by this same run (config, data and init fingerprint; what a pipeline stage
+    re-run after a kill wants); False, or "auto" on a different run, starts afresh and removes the
+    old checkpoints and loss log, so two runs never mix in one folder.
+    """
+    if resume not in (True, False, "auto"):
+        raise ValueError(f"resume must be true, false or 'auto', got {resume!r}")
     for d in data_dirs:
         if not Path(d).is_dir():
             raise FileNotFoundError(f"data directory not found: {d}")
@@ -90,15 +99,20 @@ def run_training(
             "init": str(init) if init else None,
             "world_size": world,
         }
+        fingerprint = run_fingerprint(resolved, data_dirs, init)
+        trainer = Trainer(model, cfg, data, out_dir, prompt_length=processor.prompt_length, metric_logger=metric_logger)
+        resumed = False
+        if resume is True or (resume == "auto" and _same_run(out_dir, fingerprint)):
+            resumed = trainer.resume()
+        if not resumed and is_main_process():
+            _clear_run(out_dir)
         if is_main_process():
-            (out_dir / "resolved_config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+            write_json(out_dir / "resolved_config.json", resolved | {"fingerprint": fingerprint})
             if metric_logger is not None:
                 metric_logger.log_params(resolved)
-        trainer = Trainer(model, cfg, data, out_dir, prompt_length=processor.prompt_length, metric_logger=metric_logger)
-        if resume:
-            trainer.resume()
         summary = trainer.fit()
         summary |= {
+            "resumed_from_step": trainer.resumed_from if resumed else None,
             "task": cfg.task,
             "num_pairs": data.num_pairs,
             "steps_per_epoch": trainer.steps_per_epoch,
@@ -106,10 +120,45 @@ def run_training(
         }
         if is_main_process():
             weights.save_pretrained(model.cpu(), out_dir / "model", tokenizer=tok)
-            (out_dir / "train_summary.json").write_text(
-                json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
-            )
+            write_json(out_dir / "train_summary.json", json.loads(json.dumps(summary, default=str)))
         return summary
     finally:
         if dist_on:
             cleanup_distributed()
+
+
+def run_fingerprint(resolved: dict[str, Any], data_dirs: list[str | Path], init: str | Path | None) -> str:
+    """What makes two runs the same run: the resolved config, the data (each folder's `_stats.json`
+    and shard names and sizes) and the init weights (size and mtime)."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode())
+    for d in data_dirs:
+        d = Path(d)
+        stats = d / "_stats.json"
+        h.update(stats.read_bytes() if stats.is_file() else b"-")
+        for tar in sorted(d.glob("*.tar")):
+            h.update(f"{tar.name}:{tar.stat().st_size}".encode())
+    if init is not None:
+        for f in sorted(Path(init).glob("*")):
+            if f.is_file():
+                h.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _same_run(out_dir: Path, fingerprint: str) -> bool:
+    try:
+        return json.loads((out_dir / "resolved_config.json").read_text()).get("fingerprint") == fingerprint
+    except (OSError, ValueError):
+        return False
+
+
+def _clear_run(out_dir: Path) -> None:
+    """A fresh start: checkpoints and the loss log of an earlier, different run must not mix in."""
+    import shutil
+
+    ckpts = out_dir / "checkpoints"
+    if ckpts.is_dir() and any(ckpts.iterdir()):
+        logger.info("starting afresh in %s: removing the checkpoints of an earlier run", out_dir)
+        shutil.rmtree(ckpts)
+    (out_dir / "losses.jsonl").unlink(missing_ok=True)

@@ -93,6 +93,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.nonfinite_steps = 0  # updates skipped for a non-finite loss or gradient
         self.nonfinite_in_a_row = 0
+        self.resumed_from: int | None = None
 
     # -- checkpointing ----------------------------------------------------------------------------------
     @property
@@ -126,8 +127,21 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.resumed_from = self.step
+        self._truncate_loss_log(self.step)
         logger.info("resumed from %s (step %d, epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
         return True
+
+    def _truncate_loss_log(self, step: int) -> None:
+        """Drop the loss lines a killed run wrote after its last checkpoint: they are run again."""
+        path = self.out_dir / "losses.jsonl"
+        if not is_main_process() or not path.is_file():
+            return
+        from blip_core.fileio import write_text
+
+        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and _step_of(ln) is not None
+                and _step_of(ln) <= step]  # fmt: skip
+        write_text(path, "".join(ln + "\n" for ln in kept))
 
     # -- one step -----------------------------------------------------------------------------------------
     def _autocast(self):
@@ -268,3 +282,11 @@ class Trainer:
             "images_per_s": steps_this_run * global_batch / max(elapsed, 1e-9),
             "nonfinite_steps": self.nonfinite_steps,
         }
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a losses.jsonl line (None for a line cut by a kill)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -196,7 +196,14 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
 
     def train(model: str, task: str, data: list[str], init: str | None, gates: list[str]) -> Stage:
         section = "pretrain" if task == "pretrain" else f"finetune_{task}"
-        kwargs = {"task": task, "data_dirs": data, "out_dir": L.run(model, task), "params": params, "section": section}
+        kwargs = {
+            "task": task,
+            "data_dirs": data,
+            "out_dir": L.run(model, task),
+            "params": params,
+            "section": section,
+            "resume": "auto",
+        }  # a killed run of the same config and data continues from its checkpoint
         kwargs |= {"init": init} if init else {"tokenizer": L.tokenizer}
         name = "pretrain" if task == "pretrain" else f"finetune_{task}"
         return Stage(f"{name}_{model}", fns.stage_train, kwargs, (*data, init or L.tokenizer, *gates),

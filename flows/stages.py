@@ -153,10 +153,11 @@ def stage_train(
     preset: str | None = None,
     init: str | Path | None = None,
     tokenizer: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     metric_logger=None,
 ) -> dict[str, Any]:
-    """Pre-train or fine-tune; the knobs come from params.yaml (section per task by default)."""
+    """Pre-train or fine-tune; the knobs come from params.yaml (section per task by default).
+    `resume="auto"` (the pipeline's stages) continues a killed run of the same config and data."""
     from blip_core.config import TrainConfig
     from blip_core.presets import get_preset
     from blip_core.train import run_training
