@@ -24,13 +24,20 @@ NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 class DiskFullError(OSError):
     """A write ran out of space; nothing partial was kept."""
 
-    def __init__(self, path: str | Path, cause: OSError) -> None:
+    def __init__(self, path: str | Path, cause: OSError | int) -> None:
+        code = cause if isinstance(cause, int) else (cause.errno or errno.ENOSPC)
         super().__init__(
-            cause.errno,
-            f"no space to write {path} ({os.strerror(cause.errno or errno.ENOSPC)}); "
+            code,
+            f"no space to write {path} ({os.strerror(code)}); "
             "the partial file was removed: free space (or raise the limit) and run again",
         )
         self.path = str(path)
+
+    def __reduce__(self):  # crosses process pools (world generation) intact
+        return DiskFullError, (self.path, self.errno)
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def no_space_error(exc: BaseException | None) -> OSError | None:

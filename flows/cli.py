@@ -117,7 +117,7 @@ def _cmd_capfilt(args: argparse.Namespace) -> int:
     common = {"params": args.params, "policy": args.policy}
     if args.step in ("caption", "filter"):
         result = stages.stage_capfilt_score(
-            args.web, args.work, step=args.step, calibration_dir=args.calibration, **models, **common
+            args.web, args.work, step=args.step, calibration_dir=getattr(args, "calibration", None), **models, **common
         )
     elif args.step == "select":
         result = stages.stage_capfilt_select(args.web, args.work, metrics_dir=args.metrics, threshold=args.threshold,
