@@ -213,7 +213,15 @@ def read_params(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    unknown = sorted(str(k) for k in params if k not in PARAMS_SECTIONS)
+    if unknown:  # a misspelt section would otherwise leave every knob in it silently at its default
+        raise ValueError(f"{path}: unknown section(s) {unknown} (known: {', '.join(PARAMS_SECTIONS)})")
     return params
+
+
+PARAMS_SECTIONS = ("world", "reader", "tokenizer", "pretrain", "finetune_caption", "finetune_retrieval",
+                   "evaluate", "capfilt", "validate")  # fmt: skip
+"""The sections a params.yaml may hold (each one a config dataclass)."""
 
 
 # ------------------------------------------------------------------------------------------------

@@ -18,8 +18,11 @@ Serve the deployment and trigger it (a local server must be running, see README)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -82,7 +85,8 @@ def bootstrap(
         data_tag: tuple[str, ...] = ()  # the world's DVC md5 (or fingerprint) once it exists
         for s in dag.stages(params, root):
             t0 = time.perf_counter()
-            with tags(f"git:{commit}", f"params:{versioning._sha(params_values(params, s.params))}", *data_tag):
+            stage_tags = (f"git:{commit}", f"params:{versioning._sha(params_values(params, s.params))}", *data_tag)
+            with stage_errors(s.name), tags(*stage_tags):
                 if s.name == MAPPED:
                     policy = params_values(params, ("capfilt.policy",))["capfilt.policy"] or "both"
                     with threads_per_worker(task_runner_kind, capfilt_workers):
@@ -121,6 +125,27 @@ def bootstrap(
         if parent is not None:
             parent.close("FAILED")
         raise
+
+
+class StageFailed(RuntimeError):
+    """A stage failed for good (after its retries): one line naming the stage and the cause."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        first = (str(cause).strip().splitlines() or [""])[0][:300]
+        super().__init__(f"stage {stage} failed: {type(cause).__name__}: {first}")
+        self.stage = stage
+
+
+@contextlib.contextmanager
+def stage_errors(stage: str):
+    """Turn a stage's exception into `StageFailed` (the flow run's state message says which stage
+    and why; the traceback stays in the task run's log)."""
+    try:
+        yield
+    except StageFailed:
+        raise
+    except Exception as e:
+        raise StageFailed(stage, e) from e
 
 
 def record_in_dvc(params: str, root: str) -> str:
@@ -187,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
+        # `make run` (flows.local) sends SIGUSR1 when it dies: take the whole process group down at
+        # once, flow-run subprocess included, rather than Prefect's graceful SIGTERM shutdown, which
+        # waits on a flow run whose server is gone (see flows.local)
+        signal.signal(signal.SIGUSR1, lambda *_: os.killpg(0, signal.SIGKILL))
         flow_.serve(name="full", tags=["blip"], parameters={"params": "params.yaml", "root": "data"})
         return 0
     flow_()

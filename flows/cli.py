@@ -34,6 +34,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
     src = Path(args.src)
     kw = {"shard_size": args.shard_size}
+    if args.format != "img2dataset":
+        kw["max_json_bytes"] = int(args.max_json_mb * 2**20)
     if args.format == "coco":
         report = importers.import_coco(src, args.images or src.parent, args.out, split=args.split or "coco", **kw)
     elif args.format == "karpathy":
@@ -49,7 +51,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
     _print(report.to_dict())
     if report.rejected:
         where = ", ".join(report.outputs)
-        print(f"rejected {len(report.rejected)} records; see {importers.REJECTED_FILE} in {where}", file=sys.stderr)
+        print(f"rejected {report.num_rejected} records ({report.rejected_by_reason()}); see {importers.REJECTED_FILE} "
+              f"in {where}", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -199,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, default=None, help="image root (default: the json's folder)")
     p.add_argument("--split", default=None, help="split name written into the manifest")
     p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--max-json-mb", type=float, default=512,
+                   help="refuse annotation files larger than this before parsing (default 512)")  # fmt: skip
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("tokenizer", help="train the WordPiece tokenizer on shard captions")

@@ -3,10 +3,16 @@
 Starts a local Prefect server (sqlite) unless one already answers, serves the `bootstrap/full`
 deployment, triggers `prefect deployment run bootstrap/full --watch`, prints the baseline-vs-
 bootstrapped table and where to look, and stops what it started.
+
+Killed any way (SIGKILL included), it leaves nothing running: the server and the serve process die
+with it (Linux parent-death signal), and the next `make run` stops any that a killed run left behind
+(their pids are in `data/logs/local.pids.json`), recreates the `gpu` concurrency limit, and resumes:
+finished stages come from the Prefect cache, a killed training continues from its checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from flows import effect
@@ -46,19 +53,96 @@ def _deployment_ready(env: dict) -> bool:
     return r.returncode == 0
 
 
-def _spawn(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """A background process in its own session (so it can be stopped with its children)."""
+def _die_with_parent(sig: int) -> Callable[[], None]:
+    """Runs in the child before exec: signal it with `sig` when this process dies, even by SIGKILL."""
+
+    def preexec() -> None:
+        import ctypes
+
+        # not Linux: no prctl; `_stop_leftovers` cleans up on the next run instead
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
+def _spawn(cmd: list[str], env: dict, log: Path, *, death_signal: int = signal.SIGTERM) -> subprocess.Popen:
+    """A background process in its own session (so it can be stopped with its children), sent
+    `death_signal` if this process dies first."""
     with open(log, "w") as f:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent(death_signal))  # fmt: skip
+
+
+PIDS = Path("data/logs/local.pids.json")
+"""The server and serve processes of the current `make run`, for the next one to stop if left over."""
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _stop_leftovers() -> list[int]:
+    """Stop the server and serve processes that a killed earlier run left (checked by command line,
+    so a reused pid is never touched)."""
+    if not PIDS.is_file():
+        return []
+    try:
+        pids = json.loads(PIDS.read_text())
+    except ValueError:
+        pids = {}
+    stopped = []
+    for what, pid in pids.items():
+        marker = "prefect server start" if what == "server" else "flows.bootstrap serve"
+        if isinstance(pid, int) and marker in _cmdline(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+                stopped.append(pid)
+    deadline = time.monotonic() + 20
+    while stopped and time.monotonic() < deadline and any(_cmdline(p) for p in stopped):
+        time.sleep(0.5)
+    for pid in stopped:
+        if _cmdline(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+    PIDS.unlink(missing_ok=True)
+    if stopped:
+        print(f"Stopped {len(stopped)} process(es) left running by an earlier, killed run: {stopped}")
+    return stopped
+
+
+def _record(**procs: subprocess.Popen | None) -> None:
+    PIDS.write_text(json.dumps({k: p.pid for k, p in procs.items() if p is not None}) + "\n")
+
+
+def _watch(cmd: list[str], env: dict, serve: subprocess.Popen) -> int:
+    """Run the watching command; if the serve process dies meanwhile the flow run can never finish:
+    stop watching and say so in one line (the next `make run` resumes)."""
+    watch = subprocess.Popen(cmd, env=env)
+    while watch.poll() is None:
+        if serve.poll() is not None:
+            watch.terminate()
+            watch.wait()
+            print(f"\nThe serve process exited (code {serve.returncode}) during the run; see data/logs/serve.log. "
+                  "Run `make run` again: finished stages are reused.")  # fmt: skip
+            return 1
+        time.sleep(1)
+    return watch.returncode
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
+    """Stop a spawned process and everything in its process group (a flow run the serve process
+    started outlives a serve process that died)."""
+    if proc is None:
         return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
@@ -71,6 +155,7 @@ def main() -> int:
     logs.mkdir(parents=True, exist_ok=True)
     server = serve = None
     t0 = time.monotonic()
+    _stop_leftovers()
     try:
         if _healthy():
             print(f"Using the Prefect server already running at {API}")
@@ -78,6 +163,7 @@ def main() -> int:
             print(f"Starting a local Prefect server at http://{HOST}:{PORT} (log: {logs}/prefect-server.log)")
             cmd = ["prefect", "server", "start", "--host", HOST, "--port", str(PORT)]
             server = _spawn(cmd, env, logs / "prefect-server.log")
+            _record(server=server)
             _wait(_healthy, "prefect server", 180, server)
         # a fresh `gpu` limit (1 task at a time): slots leased by an earlier run that was killed would
         # otherwise block every gpu-tagged task of this run
@@ -86,17 +172,22 @@ def main() -> int:
         )
         subprocess.run(["prefect", "concurrency-limit", "create", "gpu", "1"], env=env, capture_output=True)
         print(f"Serving deployment bootstrap/full (log: {logs}/serve.log)")
-        serve = _spawn([sys.executable, "-m", "flows.bootstrap", "serve"], env, logs / "serve.log")
+        # SIGUSR1 on our death: the serve process then kills its process group, its flow run included
+        # (its SIGTERM shutdown waits on a flow run that talks to a server that is gone)
+        serve = _spawn([sys.executable, "-m", "flows.bootstrap", "serve"], env, logs / "serve.log",
+                       death_signal=signal.SIGUSR1)  # fmt: skip
+        _record(server=server, serve=serve)
         _wait(lambda: _deployment_ready(env), "deployment bootstrap/full", 180, serve)
         print(f"Ready after {time.monotonic() - t0:.0f} s. Running: prefect deployment run bootstrap/full --watch")
         t_run = time.monotonic()
-        rc = subprocess.run(["prefect", "deployment", "run", "bootstrap/full", "--watch"], env=env).returncode
+        rc = _watch(["prefect", "deployment", "run", "bootstrap/full", "--watch"], env, serve)
         print(f"\nFlow finished in {time.monotonic() - t_run:.0f} s (exit code {rc}); serve log: {logs}/serve.log")
         _summary()
         return rc
     finally:
         _stop(serve)
         _stop(server)
+        PIDS.unlink(missing_ok=True)
 
 
 def _summary() -> None:

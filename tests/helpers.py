@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -138,3 +142,26 @@ def prefect_subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         }
         | extra
     )
+
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_clone(tmp_path: Path, sections: dict | None = None, **capfilt) -> tuple[Path, dict]:
+    """The repo's tracked files in a fresh git repository, with micro params (`capfilt` and other
+    `sections` merged in); and the env to run in it."""
+    clone = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files"], cwd=_REPO, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (_REPO / f).is_file():
+            (clone / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(_REPO / f, clone / f)
+    micro_params(clone / "params.yaml", capfilt={"caption_batch_size": 32, "filter_batch_size": 32, "max_length": 12}
+                 | capfilt, **(sections or {}))  # fmt: skip
+    env = os.environ | {"BLIP_GX_ROOT": str(clone), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=clone, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=clone, check=True)
+    subprocess.run([*git, "commit", "-qm", "clone"], cwd=clone, check=True)
+    return clone, env

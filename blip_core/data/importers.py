@@ -8,7 +8,10 @@ Supported sources:
 - existing img2dataset / webdataset shard folders: validated and indexed in place.
 
 Every record that is not imported is listed with its reason in `<out>/_rejected.jsonl` and counted
-in `_stats.json`; nothing is dropped silently.
+in `_stats.json` (records read = written + rejected; a caption annotation that is rejected is
+counted apart, under `annotations_rejected_by_reason`); nothing is dropped silently. Hostile
+annotation files are refused before parsing when larger than `max_json_bytes`; split names and
+image paths that would leave their root are rejected.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 from tqdm import tqdm
 
 from blip_core.config import ReaderConfig
-from blip_core.data.reader import TAR_LEVEL_REASONS, ReadStats, _Skip, decode_image, iter_samples
+from blip_core.data.reader import MEMBER_LEVEL_REASONS, TAR_LEVEL_REASONS, ReadStats, _Skip, decode_image, iter_samples
 from blip_core.data.shards import ShardWriter, list_shards, manifest_path, write_manifest, write_stats
 
 logger = logging.getLogger(__name__)
@@ -45,16 +48,25 @@ class ImportReport:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
 
-    def reject(self, record: Any, reason: str, detail: str = "") -> None:
-        self.rejected.append({"record": record, "reason": reason, "detail": detail})
+    def reject(self, record: Any, reason: str, detail: str = "", *, level: str = "record") -> None:
+        """`level`: "record" (an image or sample not imported), "annotation" (one caption row of an
+        image that may still be imported), "member" (a tar member that is no sample, e.g. a link)
+        or "shard" (a broken tar; its lost samples are records, `lost_after_cut`)."""
+        self.rejected.append({"record": _short(record), "reason": reason, "detail": detail[:300], "level": level})
 
-    def rejected_by_reason(self) -> dict[str, int]:
+    def rejected_by_reason(self, level: str = "record") -> dict[str, int]:
         """Rejected records per reason (an entry standing for several, e.g. a shard's count, adds its count)."""
         counts: Counter[str] = Counter()
         for r in self.rejected:
+            if r.get("level", "record") != level:
+                continue
             record = r["record"]
             counts[r["reason"]] += int(record.get("count", 1)) if isinstance(record, dict) else 1
         return dict(sorted(counts.items()))
+
+    @property
+    def num_rejected(self) -> int:
+        return sum(self.rejected_by_reason().values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,10 +74,20 @@ class ImportReport:
             "num_records": self.num_records,
             "num_written": self.num_written,
             "num_captions": self.num_captions,
-            "num_rejected": len(self.rejected),
+            "num_rejected": self.num_rejected,
             "rejected_by_reason": self.rejected_by_reason(),
+            # counted apart from records: caption rows of kept images, tar members that are no
+            # sample (links), broken tars (one count per shard)
+            "also_rejected": {lv: r for lv in ("annotation", "member", "shard") if (r := self.rejected_by_reason(lv))},
             "outputs": self.outputs,
         }
+
+
+def _short(record: Any, limit: int = 500) -> Any:
+    """A rejected record as logged: whole when small, else a truncated repr (a hostile file may hold
+    megabyte-long values)."""
+    text = json.dumps(record, default=repr, ensure_ascii=False)
+    return record if len(text) <= limit else {"truncated": text[:limit]}
 
 
 @dataclass
@@ -84,9 +106,22 @@ def make_key(prefix: str, ident: Any) -> str:
     return f"{prefix}-{_KEY_BAD.sub('_', str(ident))}"
 
 
-def _load_json(path: Path) -> Any:
+MAX_JSON_BYTES = 512 * 2**20
+"""Annotation files larger than this are refused before parsing (COCO's captions_train2017.json is
+~90 MB; BLIP's largest annotation file, ~1 GB of CC+SBU+LAION rows, needs the limit raised)."""
+
+_SAFE_SPLIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def _load_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(
+            f"{path} is {size / 2**20:,.0f} MiB, over the {max_bytes / 2**20:,.0f} MiB limit for an annotation "
+            "file; refused before parsing (raise it with --max-json-mb if the file is trusted)"
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -121,9 +156,13 @@ def write_records(
     shard_size: int = 1000,
     reader_cfg: ReaderConfig | None = None,
     total: int | None = None,
+    images_root: Path | None = None,
 ) -> None:
-    """Validate each record's image and captions and write the good ones as shards."""
+    """Validate each record's image and captions and write the good ones as shards. With
+    `images_root`, an image path that resolves outside it (`../`, an absolute path, a symlink out)
+    is rejected: an annotation file must not pull other files into a dataset."""
     cfg = reader_cfg or ReaderConfig()
+    root = images_root.resolve() if images_root is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
     writer: ShardWriter | None = None
     shard_index = 0
@@ -137,6 +176,9 @@ def write_records(
             continue
         if not rec.captions:
             report.reject(ident, "no_caption", "no non-empty caption")
+            continue
+        if root is not None and not rec.image_path.resolve().is_relative_to(root):
+            report.reject(ident, "image_outside_root", f"resolves outside {root}")
             continue
         if not rec.image_path.is_file():
             report.reject(ident, "missing_image", "file not found")
@@ -177,31 +219,46 @@ def write_records(
 
 
 def import_coco(
-    captions_json: str | Path, images_dir: str | Path, out_dir: str | Path, *, split: str = "coco", **kw: Any
+    captions_json: str | Path,
+    images_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    split: str = "coco",
+    max_json_bytes: int = MAX_JSON_BYTES,
+    **kw: Any,
 ) -> ImportReport:
     """COCO captions json (`images` + `annotations`) and its image folder."""
     captions_json, images_dir = Path(captions_json), Path(images_dir)
-    data = _load_json(captions_json)
+    data = _load_json(captions_json, max_json_bytes)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise ValueError(f"{captions_json} is not a COCO captions file (needs 'images' and 'annotations')")
+    for key in ("images", "annotations"):
+        if not isinstance(data[key], list):
+            raise ValueError(f"{captions_json}: '{key}' must be a list, got {type(data[key]).__name__}")
     report = ImportReport(source=f"coco:{captions_json}")
     images = {}
     for im in data["images"]:
-        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+        if (not isinstance(im, dict) or not isinstance(im.get("id"), int | str)
+                or not isinstance(im.get("file_name"), str)):  # fmt: skip
             report.num_records += 1
-            report.reject(im, "bad_image_entry", "needs 'id' and 'file_name'")
+            report.reject(im, "bad_image_entry", "needs an int or string 'id' and a string 'file_name'")
+            continue
+        if im["id"] in images:
+            report.num_records += 1
+            report.reject(im, "duplicate_image_id", f"id {im['id']!r} already listed (the first entry is kept)")
             continue
         images[im["id"]] = im
     caps: dict[Any, list[str]] = {i: [] for i in images}
     for ann in data["annotations"]:
-        if not isinstance(ann, dict) or ann.get("image_id") not in images:
-            report.reject(ann, "unknown_image_id", "annotation refers to no image entry")
+        image_id = ann.get("image_id") if isinstance(ann, dict) else None
+        if not isinstance(image_id, int | str) or image_id not in images:
+            report.reject(ann, "unknown_image_id", "annotation refers to no image entry", level="annotation")
             continue
         c = _clean_captions(ann.get("caption"))
         if not c:
-            report.reject(ann, "empty_caption", "caption missing or empty")
+            report.reject(ann, "empty_caption", "caption missing or empty", level="annotation")
             continue
-        caps[ann["image_id"]] += c
+        caps[image_id] += c
 
     def records() -> Iterator[_Record]:
         for image_id, im in images.items():
@@ -210,45 +267,59 @@ def import_coco(
                 {"image_id": str(image_id), "file_name": im["file_name"]},
             )
 
-    write_records(records(), Path(out_dir), split=split, report=report, total=len(images), **kw)
+    write_records(records(), Path(out_dir), split=split, report=report, total=len(images), images_root=images_dir,
+                  **kw)  # fmt: skip
     return report
 
 
 def import_karpathy(
-    dataset_json: str | Path, images_root: str | Path, out_dir: str | Path, **kw: Any
+    dataset_json: str | Path, images_root: str | Path, out_dir: str | Path, *, max_json_bytes: int = MAX_JSON_BYTES,
+    **kw: Any,
 ) -> ImportReport:
     """Karpathy `dataset_coco.json`; writes `out_dir/<split>/` for each split present."""
     dataset_json, images_root = Path(dataset_json), Path(images_root)
-    data = _load_json(dataset_json)
+    data = _load_json(dataset_json, max_json_bytes)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{dataset_json} is not a Karpathy split file (needs an 'images' list)")
     report = ImportReport(source=f"karpathy:{dataset_json}")
     by_split: dict[str, list[_Record]] = {}
     for im in data["images"]:
-        if not isinstance(im, dict) or "filename" not in im or "split" not in im:
+        if not isinstance(im, dict) or not isinstance(im.get("filename"), str) or "split" not in im:
             report.num_records += 1
-            report.reject(im, "bad_image_entry", "needs 'filename' and 'split'")
+            report.reject(im, "bad_image_entry", "needs a string 'filename' and a 'split'")
             continue
-        sentences = im.get("sentences", [])
-        raw = [s.get("raw") for s in sentences if isinstance(s, dict)]
+        if not isinstance(im["split"], str) or not _SAFE_SPLIT.match(im["split"]):
+            report.num_records += 1  # the split names an output folder: no path may come from the file
+            report.reject(im, "bad_split", f"split {im['split']!r} is not a plain name (letters, digits, _ -)")
+            continue
+        sentences = im.get("sentences")
+        raw = [s.get("raw") for s in sentences if isinstance(s, dict)] if isinstance(sentences, list) else []
         ident = im.get("cocoid", im.get("imgid", im["filename"]))
-        rel = Path(im.get("filepath", "")) / im["filename"]
+        filepath = im.get("filepath", "")
+        rel = Path(filepath if isinstance(filepath, str) else "") / im["filename"]
         by_split.setdefault(im["split"], []).append(
             _Record(make_key("coco", ident), images_root / rel, _clean_captions(raw) or [],
                     {"image_id": str(ident), "file_name": str(rel)})
         )
     for split, recs in sorted(by_split.items()):
-        write_records(iter(recs), Path(out_dir) / split, split=split, report=report, total=len(recs), **kw)
+        write_records(iter(recs), Path(out_dir) / split, split=split, report=report, total=len(recs),
+                      images_root=images_root, **kw)  # fmt: skip
     return report
 
 
 def import_blip_json(
-    ann_json: str | Path, images_root: str | Path, out_dir: str | Path, *, split: str = "train", **kw: Any
+    ann_json: str | Path,
+    images_root: str | Path,
+    out_dir: str | Path,
+    *,
+    split: str = "train",
+    max_json_bytes: int = MAX_JSON_BYTES,
+    **kw: Any,
 ) -> ImportReport:
     """BLIP annotation json: a list of `{"image": path, "caption": str | list}`; rows of the same
     image are merged into one sample with several captions."""
     ann_json, images_root = Path(ann_json), Path(images_root)
-    data = _load_json(ann_json)
+    data = _load_json(ann_json, max_json_bytes)
     if not isinstance(data, list):
         raise ValueError(f"{ann_json} is not a BLIP annotation file (needs a list of objects)")
     report = ImportReport(source=f"blip-json:{ann_json}")
@@ -270,7 +341,8 @@ def import_blip_json(
             ident = Path(image).stem
             yield _Record(make_key(split, ident), images_root / image, caps, {"image_id": ident, "file_name": image})
 
-    write_records(records(), Path(out_dir), split=split, report=report, total=len(merged), **kw)
+    write_records(records(), Path(out_dir), split=split, report=report, total=len(merged), images_root=images_root,
+                  **kw)  # fmt: skip
     return report
 
 
@@ -283,7 +355,9 @@ def _lost_tail(folder: Path, tar: Path, stats) -> int:
     except (OSError, ValueError, KeyError, TypeError):
         return 0
     seen = stats.ok.get(tar.name, 0) + sum(
-        n for (shard, reason), n in stats.skipped.items() if shard == tar.name and reason not in TAR_LEVEL_REASONS
+        n
+        for (shard, reason), n in stats.skipped.items()
+        if shard == tar.name and reason not in TAR_LEVEL_REASONS | MEMBER_LEVEL_REASONS
     )
     return max(0, written - seen)
 
@@ -315,14 +389,16 @@ def index_img2dataset(folder: str | Path, *, reader_cfg: ReaderConfig | None = N
         lost = _lost_tail(folder, tar, stats)
         if lost:  # img2dataset wrote more samples into this tar than it now holds
             stats.skipped[(tar.name, "lost_after_cut")] += lost
+            stats.examples[(tar.name, "lost_after_cut")] = f"img2dataset's {tar.stem}_stats.json lists {lost} more samples"
             logger.warning("%s: %d samples img2dataset wrote are missing (the tar was cut)", tar, lost)
         write_manifest(rows, manifest_path(folder, tar.stem))
         shards.append({"shard": tar.stem, "num_samples": len(rows), "num_captions": sum(r["num_captions"] for r in rows)})
         report.num_written += len(rows)
         report.num_captions += sum(r["num_captions"] for r in rows)
     for (shard, reason), n in sorted(stats.skipped.items()):
-        report.reject({"shard": shard, "count": n}, reason, stats.examples.get((shard, reason), ""))
-    report.num_records = report.num_written + stats.num_skipped
+        level = "shard" if reason in TAR_LEVEL_REASONS else "member" if reason in MEMBER_LEVEL_REASONS else "record"
+        report.reject({"shard": shard, "count": n}, reason, stats.examples.get((shard, reason), ""), level=level)
+    report.num_records = report.num_written + report.num_rejected
     write_stats(
         folder,
         {

@@ -10,8 +10,14 @@ silently. Reasons:
   boundary is recognised by its missing end-of-archive marker;
 - `duplicate_file`: a tar member repeats within a sample; `duplicate_key`: a key seen before in the
   same shard (the first occurrence is kept);
+- `link_member`: a symlink, hard link or device member (never followed; one count per member);
+  `unnamed_member`: a file member without a `key.ext` name;
+  `unsafe_key`: a member name that is absolute, climbs (`..`) or nests folders (`a/b.jpg`), which
+  no output path may be built from;
 - `missing_image`, `missing_caption`, `missing_json`: a sample lacks a member;
-- `bad_json`, `bad_caption_encoding`, `empty_caption`, `caption_too_long`;
+- `bad_json`, `bad_caption_encoding`, `empty_caption`, `caption_too_long` (captions are NFC-
+  normalised and stripped of control and invisible format characters, e.g. zero-width spaces and
+  bidi overrides, first: a caption of only those is empty);
 - `corrupt_image`, `image_too_large` (decompression-bomb guard, checked before decoding),
   `image_too_small`.
 """
@@ -21,10 +27,12 @@ from __future__ import annotations
 import functools
 import io
 import json
-import random
 import logging
+import random
+import re
 import tarfile
 import threading
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import webdataset as wds
+from webdataset.tariterators import base_plus_ext
 from PIL import Image
 
 from blip_core.config import ReaderConfig
@@ -119,6 +128,9 @@ class ReadStats:
 
 TAR_LEVEL_REASONS = frozenset({"empty_shard", "truncated_tar", "unreadable_tar"})
 """Reasons counted once per shard, not per sample."""
+MEMBER_LEVEL_REASONS = frozenset({"link_member", "unnamed_member"})
+"""Reasons counted per tar member that belongs to no sample (a sample left without its image by a
+link member is counted too, as `missing_image`)."""
 
 
 def _track_shard(src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[dict[str, Any]]:
@@ -132,7 +144,33 @@ def _track_shard(src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[di
         if tar_was_cut(url):
             stats.record_skip(stats.current_shard, "truncated_tar", "no end-of-archive marker: the file was cut")
             stats._truncated_in_pass = True  # the same cut may also raise while reading: count it once
+        for name, reason, detail in unusable_members(url):  # webdataset passes over them without a word
+            stats.record_skip(stats.current_shard, reason, f"{name}: {detail}")
         yield source
+
+
+_LINK_KINDS = {tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hard link", tarfile.CHRTYPE: "character device",
+               tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "fifo"}  # fmt: skip
+
+
+def unusable_members(path: str | Path) -> list[tuple[str, str, str]]:
+    """(name, reason, detail) of the members of a local tar that webdataset skips silently: links and
+    devices (`link_member`, never followed) and files whose name has no `key.ext` form
+    (`unnamed_member`). Reads headers only (it seeks over the data)."""
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return []
+    found = []
+    try:
+        with tarfile.open(p, "r:") as tf:
+            for info in tf:
+                if info.type in _LINK_KINDS:
+                    found.append((info.name, "link_member", f"{_LINK_KINDS[info.type]}, not followed"))
+                elif info.isreg() and not info.name.startswith("__") and base_plus_ext(info.name)[0] is None:
+                    found.append((info.name, "unnamed_member", "no key.extension name"))
+    except (tarfile.TarError, OSError, EOFError):
+        pass  # a broken tar: reading it reports why
+    return found
 
 
 def tar_was_cut(path: str | Path) -> bool:
@@ -159,11 +197,18 @@ def _drop_duplicate_keys(src: Iterable[dict[str, Any]], stats: ReadStats) -> Ite
         if sample.get("__url__") != url:
             url, seen = sample.get("__url__"), set()
         key = sample.get("__key__")
+        if not isinstance(key, str) or not _SAFE_KEY.match(key):
+            stats.record_skip(_shard_of(sample), "unsafe_key", f"{key!r}: absolute, climbing or nested member name")
+            continue
         if key in seen:
             stats.record_skip(_shard_of(sample), "duplicate_key", str(key))
             continue
         seen.add(key)
         yield sample
+
+
+_SAFE_KEY = re.compile(r"^[^/\\.][^/\\]*$")
+"""A key names a sample inside its shard only: no folders, no leading dot (so no `..`, no `/abs`)."""
 
 
 def _shard_of(sample: dict[str, Any]) -> str:
@@ -218,7 +263,9 @@ class SampleDecoder:
             raise _Skip("missing_json", "no .json member")
         if isinstance(captions, str):
             captions = [captions]
-        captions = [c.strip() for c in captions if isinstance(c, str)]
+        if not isinstance(captions, list):
+            raise _Skip("bad_json", f"captions must be a string or a list, got {type(captions).__name__}")
+        captions = [clean_caption(c) for c in captions if isinstance(c, str)]
         captions = [c for c in captions if c]
         if not captions:
             raise _Skip("empty_caption", "all captions empty")
@@ -229,6 +276,16 @@ class SampleDecoder:
         if self.keep_bytes:
             out["image_bytes"] = image_bytes
         return out
+
+
+def clean_caption(text: str) -> str:
+    """NFC-normalised, without control or invisible format characters (zero-width spaces, bidi
+    overrides: Unicode categories Cc and Cf, except tab and newline, which become spaces), stripped."""
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(
+        " " if ch in "\t\n\r" else ch for ch in text if ch in "\t\n\r" or unicodedata.category(ch) not in ("Cc", "Cf")
+    )
+    return text.strip()
 
 
 class _Skip(Exception):

@@ -4,14 +4,12 @@ tracking and the model registry) and `dvc repro` in a temporary clone."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import micro_params
+from helpers import micro_params, repo_clone
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,29 +97,10 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     assert isinstance(out["caption_generated"][0], str)
 
 
-def _clone(tmp_path: Path, **capfilt) -> tuple[Path, dict]:
-    """The repo's tracked files in a fresh git repository, with micro params; and the env to run in it."""
-    clone = tmp_path / "clone"
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file():
-            (clone / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, clone / f)
-    micro_params(clone / "params.yaml", capfilt={"caption_batch_size": 32, "filter_batch_size": 32, "max_length": 12}
-                 | capfilt)  # fmt: skip
-    env = os.environ | {"BLIP_GX_ROOT": str(clone), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
-    subprocess.run([*git, "init", "-q"], cwd=clone, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=clone, check=True)
-    subprocess.run([*git, "commit", "-qm", "clone"], cwd=clone, check=True)
-    return clone, env
-
-
 @pytest.mark.slow
 def test_dvc_status_is_clean_after_the_prefect_flow(tmp_path):
     """A user who ran the pipeline through Prefect (make run) can use DVC without recomputing."""
-    clone, env = _clone(tmp_path)
+    clone, env = repo_clone(tmp_path)
     env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     run = subprocess.run([sys.executable, "-c", "from flows.bootstrap import bootstrap; bootstrap(track=False)"],
@@ -138,7 +117,7 @@ def test_dvc_status_is_clean_after_the_prefect_flow(tmp_path):
 def test_dvc_repro_in_a_clone_then_no_op(tmp_path):
     # fixed threshold: then a threshold experiment needs no new scores (threshold_mode is a scoring param);
     # 0.0 keeps every caption, as the p(match) of a filter trained for two steps means nothing
-    clone, env = _clone(tmp_path, threshold_mode="fixed", threshold=0.0)
+    clone, env = repo_clone(tmp_path, threshold_mode="fixed", threshold=0.0)
     first = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (clone / "dvc.lock").is_file()

@@ -137,6 +137,9 @@ def test_bad_config_values_name_the_key(tiny_world, tokenizer_dir, tmp_path):
         ("pretrain:\n  preset: huge\n", "unknown preset 'huge'"),
         ("pretrain:\n  lr: fast\n", "Wrong type for pretrain.lr"),
         ("pretrain:\n  learning_rate: 0.1\n", "Unknown config key: pretrain.learning_rate"),
+        ("pretrian:\n  lr: 0.1\n", "unknown section(s) ['pretrian']"),
+        ("pretrain:\n  batch_size: [8]\n", "Wrong type for pretrain.batch_size"),
+        ("pretrain:\n  lr: 1e-3\n  lr: [\n", "not valid YAML"),
     ]
     for body, message in cases:
         r = _blip(

@@ -46,13 +46,13 @@ def test_import_coco(tmp_path):
     assert samples["coco-1"]["captions"] == ["A cat.", "A small cat"]
     assert samples["coco-3"]["image"].size == (40, 30)  # png re-encoded as jpeg
     assert report.num_written == 3 and report.num_captions == 4
-    assert report.rejected_by_reason() == {
-        "bad_image_entry": 1, "corrupt_image": 1, "empty_caption": 1, "missing_image": 1, "unknown_image_id": 1,
-    }
+    assert report.rejected_by_reason() == {"bad_image_entry": 1, "corrupt_image": 1, "missing_image": 1}
+    assert report.rejected_by_reason("annotation") == {"empty_caption": 1, "unknown_image_id": 1}
+    assert report.num_records == report.num_written + report.num_rejected == 6  # every image entry accounted for
     reasons = {r["reason"]: r["record"] for r in _rejected(out)}
     assert reasons["missing_image"]["key"] == "coco-5"
     assert reasons["unknown_image_id"]["image_id"] == 99
-    assert json.loads((out / "_stats.json").read_text())["import"]["num_rejected"] == 5
+    assert json.loads((out / "_stats.json").read_text())["import"]["num_rejected"] == 3
     assert list(read_manifests(out)["key"]) == ["coco-1", "coco-2", "coco-3"]
 
 
@@ -122,7 +122,9 @@ def test_index_img2dataset_counts_the_samples_lost_in_a_cut_tar(tmp_path):
     (folder / "00000_stats.json").write_text(json.dumps({"count": 5, "successes": 5, "failed_to_download": 0}))
     report = importers.index_img2dataset(folder)
     assert report.num_written == 3
-    assert report.rejected_by_reason() == {"truncated_tar": 1, "lost_after_cut": 2}
+    assert report.rejected_by_reason() == {"lost_after_cut": 2}
+    assert report.rejected_by_reason("shard") == {"truncated_tar": 1}
+    assert report.num_records == 5
     stats = json.loads((folder / "_stats.json").read_text())
     assert stats["read"]["shards"]["00000.tar"] == {"ok": 3, "skipped": {"lost_after_cut": 2, "truncated_tar": 1}}
 
