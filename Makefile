@@ -4,6 +4,7 @@ PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 STAMP := .install.stamp
 MLFLOW_PORT ?= 5000
+PREFECT_PORT ?= 4200
 
 .PHONY: help install run effect effect-full repro serve mlflow-ui prefect-server test test-all lint format bench clean
 
@@ -30,8 +31,8 @@ repro: $(STAMP)  ## the same DAG through DVC (dvc repro), then its metrics
 	dvc repro
 	dvc metrics show
 
-prefect-server: $(STAMP)  ## start a local Prefect server (UI at http://127.0.0.1:4200)
-	PREFECT_SERVER_ANALYTICS_ENABLED=false prefect server start --host 127.0.0.1
+prefect-server: $(STAMP)  ## start a local Prefect server (UI at http://127.0.0.1:$(PREFECT_PORT))
+	PREFECT_SERVER_ANALYTICS_ENABLED=false prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 serve: $(STAMP)  ## serve the bootstrap/full deployment (needs PREFECT_API_URL=http://127.0.0.1:4200/api)
 	$(PYTHON) -m flows.bootstrap serve

@@ -29,6 +29,11 @@ HOST, PORT = "127.0.0.1", int(os.environ.get("BLIP_PREFECT_PORT", "4200"))
 API = f"http://{HOST}:{PORT}/api"
 
 
+def server_command(port: int = PORT) -> list[str]:
+    """The local Prefect server: it listens on 127.0.0.1 only."""
+    return ["prefect", "server", "start", "--host", HOST, "--port", str(port)]
+
+
 def _healthy(timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"{API}/health", timeout=timeout) as r:
@@ -161,8 +166,7 @@ def main() -> int:
             print(f"Using the Prefect server already running at {API}")
         else:
             print(f"Starting a local Prefect server at http://{HOST}:{PORT} (log: {logs}/prefect-server.log)")
-            cmd = ["prefect", "server", "start", "--host", HOST, "--port", str(PORT)]
-            server = _spawn(cmd, env, logs / "prefect-server.log")
+            server = _spawn(server_command(), env, logs / "prefect-server.log")
             _record(server=server)
             _wait(_healthy, "prefect server", 180, server)
         # a fresh `gpu` limit (1 task at a time): slots leased by an earlier run that was killed would
