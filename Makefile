@@ -6,7 +6,7 @@ STAMP := .install.stamp
 MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
 
-.PHONY: help install run effect effect-full repro serve mlflow-ui prefect-server test test-all lint format bench clean
+.PHONY: help install run effect effect-full repro serve mlflow-ui prefect-server test test-slow test-all lint format bench clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ mlflow-ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) (MLFLOW_POR
 
 test: $(STAMP)  ## fast test suite (no slow or GPU tests)
 	$(PYTHON) -m pytest -m "not slow and not gpu" -q
+
+test-slow: $(STAMP)  ## only the slow tests: end-to-end flows, make run killed and resumed, CapFilt at 10x load (~25 min)
+	$(PYTHON) -m pytest -m "slow and not gpu" -q
 
 test-all: $(STAMP)  ## every test, slow ones included (GPU tests skip without CUDA)
 	$(PYTHON) -m pytest -q

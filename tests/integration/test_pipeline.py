@@ -4,6 +4,7 @@ tracking and the model registry) and `dvc repro` in a temporary clone."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,8 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     params = micro_params(tmp_path / "params.yaml")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    token = "hf_FakeTokenInTheEnvironmentOfThisRun0123"
+    monkeypatch.setenv("HF_TOKEN", token)  # no secret of the environment may reach the tracking store
     monkeypatch.setenv("BLIP_GX_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "data"
@@ -86,6 +89,13 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
         version = client.get_model_version_by_alias(name, "best")
         assert client.get_run(version.run_id).info.run_name == stage
         assert mlflow.models.get_model_info(f"models:/{name}@best").signature is not None
+    # nothing secret or personal in params, tags or artifacts
+    home = os.path.expanduser("~").encode() + b"/"
+    stored = [tmp_path / "mlflow.db", *(p for p in (tmp_path / "artifacts").rglob("*") if p.is_file())]
+    assert len(stored) > 10
+    for f in stored:
+        blob = f.read_bytes()
+        assert token.encode() not in blob and home not in blob, f
     caption = mlflow.pyfunc.load_model("models:/blip-captioner@best")
     img = next((root / "world" / "test").glob("*.tar"))
     from blip_core.data.reader import iter_samples
