@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -153,12 +152,14 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
-    print(f"CPU: {platform.processor() or platform.machine()}; python {platform.python_version()}")
+    from blip_core.machine import banner, describe
+
+    print(banner())
     rows = run(args.scales, args.preset)
     print(markdown(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": describe(), "preset": args.preset, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -125,52 +125,62 @@ def _procs_in(folder: Path) -> list[tuple[int, str]]:
     return found
 
 
+def _wait_for_checkpoint(proc: subprocess.Popen, ckpts: Path, log: Path) -> None:
+    deadline = time.monotonic() + 900
+    while not (ckpts.is_dir() and any(ckpts.glob("ckpt_*.pt"))):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"no checkpoint in {ckpts}"
+        time.sleep(0.2)
+
+
+def _assert_nothing_left(clone: Path, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while (_listening(port) or _procs_in(clone)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _listening(port), "a Prefect server outlived the killed run"
+    assert _procs_in(clone) == [], _procs_in(clone)
+
+
 @pytest.mark.slow
 def test_make_run_killed_with_sigkill_leaves_nothing_running_and_the_next_run_resumes(tmp_path):
-    clone, env = repo_clone(
-        tmp_path,
-        {
-            "pretrain": {
-                "batch_size": 8,
-                "max_steps": 40,
-                "ckpt_every": 2,
-                "warmup_steps": 1,
-                "shuffle_buffer": 50,
-                "log_every": 1,
-            }
-        },
-    )
+    """Run 1: the serve process is SIGKILLed during baseline pre-training: make run stops in one
+    line. Run 2: make run itself is SIGKILLed during the bootstrapped pre-training: its server and
+    serve processes follow it. Run 3: ends green, reusing what finished and resuming the training."""
+    train = {"batch_size": 8, "max_steps": 40, "ckpt_every": 2, "warmup_steps": 1, "shuffle_buffer": 50, "log_every": 1}
+    clone, env = repo_clone(tmp_path, {"pretrain": train})
     port = _free_port()
     env = prefect_subprocess_env(tmp_path) | {k: v for k, v in env.items() if k.startswith(("BLIP_", "MLFLOW_"))}
     env |= {"BLIP_PREFECT_PORT": str(port), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("PREFECT_API_URL", None)
-    env.pop("PYTHONPATH", None)  # the clone's own code, as `make run` in a fresh clone
-    env["PYTHONPATH"] = str(clone)
-    ckpts = clone / "data/runs/baseline/pretrain/checkpoints"
-    log = open(tmp_path / "first.log", "w")  # noqa: SIM115
-    first = subprocess.Popen([sys.executable, "-m", "flows.local"], cwd=clone, env=env, stdout=log,
-                             stderr=subprocess.STDOUT)  # fmt: skip
-    deadline = time.monotonic() + 900
-    while not (ckpts.is_dir() and any(ckpts.glob("ckpt_*.pt"))):
-        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "pre-training never wrote a checkpoint"
-        time.sleep(0.2)
-    os.kill(first.pid, signal.SIGKILL)  # make run itself dies; its server and serve processes must follow
-    first.wait()
-    log.close()
-    deadline = time.monotonic() + 60
-    while (_listening(port) or [p for p in _procs_in(clone) if "flows.local" not in p[1]]) and (
-        time.monotonic() < deadline
-    ):
-        time.sleep(1)
-    assert not _listening(port), "the Prefect server outlived the killed make run"
-    assert _procs_in(clone) == [], _procs_in(clone)
+    env["PYTHONPATH"] = str(clone)  # the clone's own code, as `make run` in a fresh clone
+    make_run = [sys.executable, "-m", "flows.local"]
+    runs = clone / "data/runs"
 
-    again = subprocess.run([sys.executable, "-m", "flows.local"], cwd=clone, env=env, capture_output=True, text=True,
-                           timeout=1500)  # fmt: skip
-    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
-    summary = json.loads((clone / "data/runs/baseline/pretrain/train_summary.json").read_text())
-    assert summary["resumed_from_step"] >= 2  # the killed training went on from its checkpoint
+    log1 = tmp_path / "run1.log"
+    with log1.open("w") as f:
+        first = subprocess.Popen(make_run, cwd=clone, env=env, stdout=f, stderr=subprocess.STDOUT)
+        _wait_for_checkpoint(first, runs / "baseline/pretrain/checkpoints", log1)
+        serve = json.loads((clone / "data/logs/local.pids.json").read_text())["serve"]
+        os.kill(serve, signal.SIGKILL)
+        assert first.wait(timeout=120) == 1
+    assert "The serve process exited (code -9) during the run" in log1.read_text()
+    _assert_nothing_left(clone, port)  # the flow run of the dead serve process was stopped too
+
+    log2 = tmp_path / "run2.log"
+    with log2.open("w") as f:
+        second = subprocess.Popen(make_run, cwd=clone, env=env, stdout=f, stderr=subprocess.STDOUT)
+        _wait_for_checkpoint(second, runs / "bootstrapped/pretrain/checkpoints", log2)
+        os.kill(second.pid, signal.SIGKILL)  # make run itself dies; its server and serve processes must follow
+        second.wait()
+    _assert_nothing_left(clone, port)
+    baseline = json.loads((runs / "baseline/pretrain/train_summary.json").read_text())
+    assert baseline["resumed_from_step"] >= 2  # run 2 went on from run 1's checkpoint
+
+    third = subprocess.run(make_run, cwd=clone, env=env, capture_output=True, text=True, timeout=1500)
+    assert third.returncode == 0, third.stdout[-4000:] + third.stderr[-2000:]
+    boot = json.loads((runs / "bootstrapped/pretrain/train_summary.json").read_text())
+    assert boot["resumed_from_step"] >= 2
+    assert json.loads((runs / "baseline/pretrain/train_summary.json").read_text()) == baseline  # not re-run
     assert (clone / "data/metrics/report/comparison.md").is_file()
-    assert not _listening(port) and _procs_in(clone) == []
+    _assert_nothing_left(clone, port)
     assert not (clone / "data/logs/local.pids.json").exists()

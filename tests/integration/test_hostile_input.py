@@ -96,6 +96,7 @@ def test_hostile_img2dataset_folder_is_read_with_every_input_accounted_for(tmp_p
     a.sample("longcaption", caption=("word " * 2000).encode())
     a.sample("emptycaption", caption=b"   ", meta=json.dumps({"captions": [""]}).encode())
     a.sample("binarycaption", caption=b"\xff\xfe\x00\x81 caption", meta=b"\xff\xfe not utf-8")
+    a.sample("binarytxt", caption=b"\xff\xfe\x00\x81 caption")
     a.sample("rtl", caption="مربع أزرق صغير".encode(), meta=json.dumps({"key": "rtl"}).encode(), keep=True)
     a.sample(
         "zerowidth",
@@ -141,6 +142,7 @@ def test_hostile_img2dataset_folder_is_read_with_every_input_accounted_for(tmp_p
     stats = json.loads((folder / "_stats.json").read_text())
     imp = stats["import"]
     assert imp["rejected_by_reason"] == {
+        "bad_caption_encoding": 1,
         "bad_json": 3,  # badjson, wrongtypes, binarycaption's json
         "caption_too_long": 1,
         "corrupt_image": 3,

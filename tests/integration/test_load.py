@@ -21,7 +21,7 @@ def test_capfilt_at_10x_the_make_run_pool_holds_memory_and_throughput(tmp_path):
     r = subprocess.run([sys.executable, str(bench), "--scales", "1", "10", "--json", str(out)], cwd=REPO,
                        capture_output=True, text=True, timeout=2400)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    one, ten = json.loads(out.read_text())
+    one, ten = json.loads(out.read_text())["rows"]
     assert ten["web_images"] == 10 * one["web_images"] == 25_000
     for row in (one, ten):
         assert row["scored_once"]  # every web sample scored exactly once
