@@ -58,8 +58,8 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 	ruff check --fix blip_core flows tests benchmarks
 	ruff format blip_core flows tests benchmarks
 
-bench: $(STAMP)  ## data benchmarks: world generation and shard read throughput
-	$(PYTHON) benchmarks/bench_data.py
+bench: $(STAMP)  ## every benchmark (data, ours vs HF, CapFilt scaling, Dask, learning) -> reports/benchmarks.md (~25 min)
+	$(PYTHON) benchmarks/report.py
 
 clean:  ## remove generated data and caches (not the DVC cache)
 	rm -rf data/world data/tokenizer data/metrics data/runs data/capfilt data/logs .pytest_cache .ruff_cache

@@ -152,14 +152,33 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
-    from blip_core.machine import banner, describe
+    from common import save
+
+    from blip_core.machine import banner
 
     print(banner())
     rows = run(args.scales, args.preset)
     print(markdown(rows))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": describe(), "preset": args.preset, "rows": rows}, indent=2) + "\n")
+    save(args.json, scale_figures(rows), preset=args.preset, rows=rows)
+
+
+def scale_figures(rows: list[dict]) -> list[dict]:
+    from common import figure
+
+    ref = rows[0]
+    figs = []
+    for r in rows[1:]:
+        accounted = r["scored_once"] and r["written_web"] + r["dropped_web"] == r["web_images"]
+        figs.append(figure(f"CapFilt at {r['scale']:g}x the make-run pool ({r['web_images']} web images)",
+                           r["images_per_s"], "images/s", ratio=r["throughput_ratio"],
+                           reference=f"{ref['scale']:g}x: {ref['images_per_s']} images/s",
+                           goal="time linear: throughput >= 0.8x" if r["scale"] > ref["scale"] else "",
+                           met=r["throughput_ratio"] >= 0.8 if r["scale"] > ref["scale"] else None,
+                           note=f"every sample accounted for: {accounted}"))  # fmt: skip
+        figs.append(figure(f"CapFilt peak RSS at {r['scale']:g}x", r["peak_rss_mb"], "MB", ratio=r["memory_ratio"],
+                           reference=f"{ref['scale']:g}x: {ref['peak_rss_mb']} MB", goal="flat: <= 1.25x",
+                           met=r["memory_ratio"] <= 1.25))  # fmt: skip
+    return figs
 
 
 if __name__ == "__main__":

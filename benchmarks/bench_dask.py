@@ -36,7 +36,7 @@ def main() -> None:
     import yaml
     from bench_capfilt_scale import prepare
 
-    from blip_core.machine import banner, describe
+    from blip_core.machine import banner
     from flows.capfilt_flow import capfilt_flow, task_runner
 
     print(banner())
@@ -72,9 +72,12 @@ def main() -> None:
     for r in rows:
         print(f"| {r['workers']} | {r['shards']} | {r['images']} | {r['seconds']:.1f} | {r['images_per_s']:.1f} | "
               f"{r['ratio']:.2f}x |")  # fmt: skip
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2) + "\n")
+    from common import figure, save
+
+    figs = [figure(f"CapFilt subflow on Dask, {r['workers']} worker processes", r["images_per_s"], "images/s",
+                   ratio=r["ratio"], reference=f"1 worker: {rows[0]['images_per_s']} images/s", goal=">= 1.8x",
+                   met=r["ratio"] >= 1.8) for r in rows if r["workers"] == 2]  # fmt: skip
+    save(args.json, figs, rows=rows)
 
 
 if __name__ == "__main__":  # Dask's nannies spawn: importing this file must start nothing

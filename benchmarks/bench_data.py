@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import figure, save
 
 from blip_core.config import WorldConfig
 from blip_core.data.reader import build_pipeline, iter_samples
@@ -28,7 +29,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--scale", type=float, default=0.2, help="fraction of the default world (1.0 = full size)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here (benchmarks/report.py)")
     args = ap.parse_args()
+    figs = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         results = {}
@@ -39,7 +42,10 @@ def main() -> None:
             results[workers] = n / dt
             print(f"world generation, {workers} process(es): {n} images in {dt:.2f} s = {n / dt:,.0f} images/s")
         if args.workers in results and args.workers != 1:
-            print(f"  ratio {args.workers} processes / 1 process: {results[args.workers] / results[1]:.2f}x")
+            r = results[args.workers] / results[1]
+            print(f"  ratio {args.workers} processes / 1 process: {r:.2f}x")
+            figs.append(figure(f"world generation, {args.workers} processes", round(results[args.workers]), "images/s",
+                               ratio=round(r, 2), reference="1 process"))  # fmt: skip
         full = sum(WorldConfig().split_sizes().values())
         print(f"  projected default-size world ({full} images): {full / results[max(results)]:.1f} s")
 
@@ -52,6 +58,10 @@ def main() -> None:
         dt, n2 = _timed(lambda: sum(1 for _ in loader))
         assert n2 == n, (n2, n)
         print(f"shard read via DataLoader, {args.workers} workers: {n2 / dt:,.0f} images/s ({n2 / dt / ref:.2f}x)")
+        figs.append(figure("shard read + JPEG decode, in process", round(ref), "images/s"))
+        figs.append(figure(f"shard read, DataLoader with {args.workers} workers", round(n2 / dt), "images/s",
+                           ratio=round(n2 / dt / ref, 2), reference="in process"))  # fmt: skip
+    save(args.json, figs)
 
 
 if __name__ == "__main__":

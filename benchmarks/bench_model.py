@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
+from common import figure, save
 from torch.utils.flop_counter import FlopCounterMode
 
 from blip_core.model.blip import BlipPretrain
@@ -49,7 +51,10 @@ def main() -> None:
     ap.add_argument("--captions-per-image", type=int, default=2)
     ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here (benchmarks/report.py)")
     args = ap.parse_args()
+    figs = []
+    base = args.preset == "base"  # the goals are set at base width
     torch.manual_seed(0)
     cfg = get_preset(args.preset)
     cfg.queue_size = args.train_batch * 4
@@ -96,6 +101,10 @@ def main() -> None:
     n = args.batch
     print(f"\n1. beam-3 captioning, batch {n}, {ours_tokens.shape[1]} tokens (identical tokens: {same})")
     print(f"   HF   {n / t_hf:7.2f} images/s\n   ours {n / t_ours:7.2f} images/s   ratio {t_hf / t_ours:.2f}x")
+    figs.append(figure(f"{args.preset}: beam-3 captioning, batch {n}", round(n / t_ours, 2), "images/s",
+                       ratio=round(t_hf / t_ours, 2), reference=f"HF {n / t_hf:.2f} images/s",
+                       goal=">= 2x" if base else "", met=(t_hf / t_ours >= 2) if base else None,
+                       note=f"identical tokens: {same}"))  # fmt: skip
 
     # --- 2. ITM scoring --------------------------------------------------------------------------------
     P = args.pairs
@@ -115,6 +124,11 @@ def main() -> None:
             )
             t_ours = best_time(lambda p=pix: ret.itm_logits(ret.image_embeds(p), ids, mask), args.repeats)
             t_score = best_time(lambda p=pix: ret.score(ret.image_embeds(p), ids, mask), args.repeats)
+        goal = (1.5 if R == 1 else 2.0) if base else None
+        figs.append(figure(f"{args.preset}: ITM, {R} caption(s)/image", round(P / t_ours, 2), "pairs/s",
+                           ratio=round(t_hf / t_ours, 2), reference=f"HF {P / t_hf:.2f} pairs/s",
+                           goal=f">= {goal}x" if goal else "", met=(t_hf / t_ours >= goal) if goal else None,
+                           note=f"max logit diff {err:.1e}"))  # fmt: skip
         print(
             f"   {R} caption(s)/image: HF {P / t_hf:6.2f} pairs/s | ours ITM {P / t_ours:6.2f} pairs/s "
             f"(ratio {t_hf / t_ours:.2f}x, max |logit diff| {err:.1e}) | "
@@ -147,6 +161,11 @@ def main() -> None:
         f"{B / dt:.2f} images/s, {flops / 1e9:.0f} GFLOP -> {flops / dt / 1e9:.1f} GFLOP/s "
         f"= {flops / dt / peak:.0%} of the measured matmul peak"
     )
+    figs.append(figure(f"{args.preset}: pre-train step, batch {B}", round(B / dt, 2), "images/s",
+                       ratio=round(flops / dt / peak, 2), reference=f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s",
+                       goal=">= 0.70 of peak" if base else "", met=(flops / dt / peak >= 0.7) if base else None,
+                       note=f"{flops / dt / 1e9:.1f} GFLOP/s"))  # fmt: skip
+    save(args.json, figs, preset=args.preset)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,121 @@
+"""`make bench`: run every benchmark, then write reports/benchmarks.md.
+
+Each benchmark runs in its own process with `--json`; the report lists the machine (CPU model,
+vector flags, threads), then every figure with the reference it is a ratio against (measured in
+the same run) and the goal it is measured against. A benchmark that fails is reported as failed,
+with the end of its output; the others still run.
+
+    python benchmarks/report.py [--only model data ...] [--out reports/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+BENCHMARKS = {  # name -> (script and arguments, what it measures)
+    "data": (["bench_data.py", "--scale", "0.2"], "world generation and shard reading"),
+    "model-base": (["bench_model.py", "--preset", "base"], "ours vs Hugging Face BLIP at base width (goals)"),
+    "model-tiny": (
+        ["bench_model.py", "--preset", "tiny", "--batch", "16", "--pairs", "64", "--train-batch", "32"],
+        "the tiny preset of `make run`",
+    ),  # fmt: skip
+    "capfilt-scale": (["bench_capfilt_scale.py", "--scales", "1", "0.25", "4"], "CapFilt as the web pool grows"),
+    "dask": (["bench_dask.py"], "CapFilt subflow on a Dask cluster, 1 vs 2 workers"),
+    "learning": (["bench_learning.py", "--steps", "150"], "do the tiny towers learn (short budget)"),
+}
+
+
+def run(name: str, tmp: Path) -> dict:
+    args, _ = BENCHMARKS[name]
+    out = tmp / f"{name}.json"
+    flag = "--out" if name == "learning" else "--json"
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, str(HERE / args[0]), *args[1:], flag, str(out)], cwd=REPO,
+                       capture_output=True, text=True)  # fmt: skip
+    result = {"name": name, "seconds": round(time.perf_counter() - t0), "returncode": r.returncode}
+    if r.returncode != 0 or not out.is_file():
+        result["error"] = (r.stderr or r.stdout)[-1500:]
+        return result
+    result |= json.loads(out.read_text())
+    result["stdout"] = r.stdout
+    return result
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def markdown(results: list[dict]) -> str:
+    from blip_core.machine import describe
+
+    m = describe()
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (benchmarks/report.py). Ratios are against a reference measured in the same run,",
+        "so they compare across machines; absolute figures are this machine's.",
+        "",
+        f"Machine: {m['cpu']}; flags: {' '.join(m['flags']) or 'no AVX2'}; {m['torch_threads']} torch threads; "
+        f"torch {m['torch']}" + (f"; GPU {m['cuda']}" if m["cuda"] else "; no GPU"),
+        "",
+        "| benchmark | figure | measured | ratio | against | goal | met |",
+        "|---|---|---:|---:|---|---|:--:|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['name']} | **failed** (exit {r['returncode']}) | | | | | |")
+            continue
+        for f in r.get("figures", []):
+            met = {True: "yes", False: "**no**", None: ""}[f["met"]]
+            ratio = f"{f['ratio']:.2f}x" if f["ratio"] is not None else ""
+            note = f" ({f['note']})" if f["note"] else ""
+            lines.append(f"| {r['name']} | {f['name']}{note} | {_fmt(f['value'])} {f['unit']} | {ratio} | "
+                         f"{f['reference']} | {f['goal']} | {met} |")  # fmt: skip
+    lines += ["", "## Runs", ""]
+    for r in results:
+        lines.append(f"- `{r['name']}` ({BENCHMARKS[r['name']][1]}): {r['seconds']} s"
+                     + (f", **failed**:\n\n```\n{r['error']}\n```" if "error" in r else ""))  # fmt: skip
+    learning = next((r for r in results if r["name"] == "learning" and "error" not in r), None)
+    if learning is not None:
+        lines += ["", "## Learning (short budget)", "", "```", learning["stdout"].strip()[-3000:], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    ap.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks.md")
+    args = ap.parse_args()
+    from blip_core.machine import banner
+
+    print(banner(), flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only:
+            print(f"running {name}: {BENCHMARKS[name][1]} ...", flush=True)
+            results.append(run(name, Path(tmp)))
+            status = "failed" if "error" in results[-1] else "done"
+            print(f"  {status} in {results[-1]['seconds']} s", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(results))
+    (args.out.with_suffix(".json")).write_text(
+        json.dumps([{k: v for k, v in r.items() if k != "stdout"} for r in results], indent=2, default=str) + "\n"
+    )
+    print(f"wrote {args.out}")
+    if any("error" in r for r in results):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
