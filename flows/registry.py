@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,14 @@ def log_and_register(
     name = REGISTERED[role]
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
+    from blip_core.tracking import redact
+
+    # MLflow tags a logged model with the running script's absolute path (`mlflow.source.name`),
+    # often under the home folder: log it redacted, as every other tag
+    source = {"mlflow.source.name": redact(sys.argv[0] if sys.argv and sys.argv[0] else "blip")}
     with mlflow.start_run(run_id=run_id, nested=True):
         info = mlflow.pyfunc.log_model(
+            tags=source,
             name="model",
             python_model=BlipPyfunc(),
             artifacts={"checkpoint": str(checkpoint)},
