@@ -509,6 +509,10 @@ class CapFiltConfig:
     """BLIP's sampling setting (blip.py generate(sample=True))."""
     caption_batch_size: int = 64
     filter_batch_size: int = 64
+    caption_bf16: bool = False
+    """Opt-in: caption under bf16 autocast on CPU too (GPUs always use it). ~2.2x faster on CPUs with
+    AVX512-BF16 or AMX (measured at base width, benchmarks/bench_model.py), but not the fp32 parity
+    path: sampled captions can differ from fp32 ones. Slower than fp32 on CPUs without bf16 units."""
     seed: int = 0
     policy: str = "both"
     """none | filter | captioner | both | clip_score (the paper's 2x2 ablation plus a DataComp baseline)."""

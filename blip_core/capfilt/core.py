@@ -123,8 +123,11 @@ def _images(batch: list[dict[str, Any]], image_size: int, device: torch.device) 
     return torch.stack([eval_transform(s["image"], image_size) for s in batch]).to(device)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def _autocast(device: torch.device, *, cpu_bf16: bool = False):
+    """bf16 autocast on GPUs; on CPU only when asked (`capfilt.caption_bf16`, not the parity path)."""
+    if device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -136,9 +139,10 @@ def caption_output(out_dir: str | Path, shard: str | Path, ckpt: str, cfg: CapFi
     gen = asdict(generation_config(cfg))
     # the batch size is part of the identity: the shard's generator draws per batch, so another batch
     # size samples other captions from the same seed
-    h = step_hash(
-        step="caption", shard=file_sha256(shard), ckpt=ckpt, gen=gen, seed=cfg.seed, batch=cfg.caption_batch_size
-    )
+    ident = {"gen": gen, "seed": cfg.seed, "batch": cfg.caption_batch_size}
+    if cfg.caption_bf16:  # other numerics, other captions (kept out of the hash when off: fp32 ids stay)
+        ident["bf16"] = True
+    h = step_hash(step="caption", shard=file_sha256(shard), ckpt=ckpt, **ident)
     return Path(out_dir) / f"{shard.stem}.{h}.parquet"
 
 
@@ -165,7 +169,7 @@ def caption_shard(
     stats = ReadStats()
     rows: list[dict[str, Any]] = []
     for batch in _batches(shard, cfg.caption_batch_size, stats):
-        with _autocast(device):
+        with _autocast(device, cpu_bf16=cfg.caption_bf16):
             caps = caption_images(
                 captioner, processor, _images(batch, captioner.cfg.vision.image_size, device), gen, generator=generator
             )

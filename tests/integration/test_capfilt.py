@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -205,3 +206,17 @@ def test_score_index_is_rewritten_only_when_it_changes(tiny_world, models, tmp_p
     pipeline.run_score(tiny_world / "web", m, cfg, tmp_path)
     assert index.stat().st_mtime_ns == first
     assert pipeline.read_score_index(tmp_path)["checkpoints"] == m.ids()
+
+
+def test_opt_in_bf16_captioning_is_a_separate_output(tiny_world, models, tmp_path):
+    """capfilt.caption_bf16 captions under CPU bf16 autocast: complete output, under its own name
+    (other numerics, other samples), and the fp32 default keeps its name."""
+    shard = sorted((tiny_world / "web").glob("*.tar"))[0]
+    fp32, bf16 = _cfg(), _cfg(caption_bf16=True)
+    m = pipeline.CapFiltModels(*models)
+    a = pipeline.caption_one(shard, m, fp32, tmp_path)
+    b = pipeline.caption_one(shard, m, bf16, tmp_path)
+    assert a["path"] != b["path"]
+    assert core.caption_output(tmp_path / "captions", shard, m.ids()["captioner"], fp32).name == Path(a["path"]).name
+    df = pq.read_table(b["path"]).to_pandas()
+    assert len(df) == 100 * 2 and df["caption"].map(len).gt(0).all()
