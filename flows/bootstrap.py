@@ -33,7 +33,14 @@ from prefect.artifacts import create_table_artifact
 
 from flows import dag, versioning
 from flows.capfilt_flow import capfilt_flow, task_runner, threads_per_worker
-from flows.tasks import log_stage_run, params_values, register_task, release_stale_gpu_slots, stage_task
+from flows.tasks import (
+    accelerator_tags,
+    log_stage_run,
+    params_values,
+    register_task,
+    release_stale_gpu_slots,
+    stage_task,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +105,7 @@ def bootstrap(
                     # outputs deleted since the cached run: the cache must not pretend they exist
                     opts: dict[str, Any] = {"refresh_cache": not all(Path(o).exists() for o in s.outputs)}
                     if s.gpu:
-                        opts["tags"] = ["gpu"]
+                        opts["tags"] = accelerator_tags()
                     results[s.name] = stage_task.with_options(**opts)(s.name, params, root, run)
             _add_time(times, s.name, time.perf_counter() - t0)
             if s.name == "world":

@@ -18,7 +18,7 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.tasks import _retry_on_io
+from flows.tasks import _retry_on_io, accelerator_tags
 
 _MODELS: dict[tuple, Any] = {}
 _MODELS_LOCK = threading.Lock()
@@ -42,23 +42,21 @@ def _cfg(cfg: dict):
     return from_dict(CapFiltConfig, cfg, section="capfilt")
 
 
-@task(task_run_name="caption-{shard}", tags=["gpu"], cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io)
+@task(task_run_name="caption-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io)
 def caption_shard_task(shard: str, captioner: str, filter_model: str, cfg: dict, work: str) -> dict:
     from blip_core.capfilt.pipeline import caption_one
 
     return caption_one(shard, _models(captioner, filter_model), _cfg(cfg), work)
 
 
-@task(task_run_name="filter-{shard}", tags=["gpu"], cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io)
+@task(task_run_name="filter-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io)
 def filter_shard_task(shard: str, captioner: str | None, filter_model: str, cfg: dict, work: str) -> dict:
     from blip_core.capfilt.pipeline import filter_one
 
     return filter_one(shard, _models(captioner, filter_model), _cfg(cfg), work)
 
 
-@task(
-    task_run_name="calibrate-{shard}", tags=["gpu"], cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io
-)
+@task(task_run_name="calibrate-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io)
 def calibrate_shard_task(shard: str, captioner: str | None, filter_model: str, cfg: dict, work: str) -> dict:
     from blip_core.capfilt.pipeline import calibrate_one
 
@@ -103,14 +101,15 @@ def capfilt_flow(
     captioner = captioner if uses_captioner(cfg) else None
     shards = [str(s) for s in list_shards(web_dir)]
     args = (unmapped(captioner), unmapped(filter_model), unmapped(dataclasses.asdict(cfg)), unmapped(work_dir))
-    captioned = caption_shard_task.map(shards, *args).result() if captioner is not None else []
-    filtered = filter_shard_task.map(shards, *args).result()
+    tags = {"tags": accelerator_tags()}
+    captioned = caption_shard_task.with_options(**tags).map(shards, *args).result() if captioner is not None else []
+    filtered = filter_shard_task.with_options(**tags).map(shards, *args).result()
     calibration = None
     if cfg.threshold_mode == "calibrated":
         if calibration_dir is None:
             raise ValueError("capfilt.threshold_mode is calibrated: the subflow needs calibration_dir (e.g. val)")
         calibration = calibration_dir
-        calibrate_shard_task.map([str(s) for s in list_shards(calibration_dir)], *args).result()
+        calibrate_shard_task.with_options(**tags).map([str(s) for s in list_shards(calibration_dir)], *args).result()
     write_score_index(web_dir, _models(captioner, filter_model), cfg, work_dir, calibration_dir=calibration)
     return {
         "shards": len(shards),

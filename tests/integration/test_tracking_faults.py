@@ -127,3 +127,60 @@ def test_a_run_with_a_token_in_the_environment_logs_no_secret_or_home_path(tmp_p
         assert FAKE_TOKEN.encode() not in blob
         assert f"{home}/datasets".encode() not in blob
     assert run.data.params["data.root"] == "~/datasets/web" and run.data.params["data.hub_token"] == "[redacted]"
+
+
+def _mlflow_server(port: int, tmp_path: Path):
+    import subprocess
+    import urllib.request
+
+    cmd = ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+           "--default-artifact-root", str(tmp_path / "artifacts")]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return proc
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+
+
+def _stop(proc) -> None:
+    import signal
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_a_tracking_server_that_dies_mid_run_loses_no_metric(tmp_path, monkeypatch, caplog):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast: the logger does the retrying
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    server = _mlflow_server(port, tmp_path)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        lg = MLflowLogger(experiment="t", run_name="r", tracking_uri=uri, buffer_dir=tmp_path / "buffer",
+                          retry_after_s=0.2)  # fmt: skip
+        lg.log({"train/loss": 1.0}, step=1)
+        _stop(server)  # the server dies mid-run
+        caplog.set_level(logging.WARNING, logger="blip_core.tracking")
+        for step in range(2, 6):
+            lg.log({"train/loss": 1.0 / step}, step=step)
+            time.sleep(0.1)
+        assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1
+        server = _mlflow_server(port, tmp_path)  # back, on the same store
+        time.sleep(0.5)
+        lg.log({"train/loss": 0.1}, step=6)
+        lg.close()
+        history = _history(uri, lg.run_id, "train/loss")
+        assert [s for s, _ in history] == [1, 2, 3, 4, 5, 6]
+        assert mlflow.MlflowClient(uri).get_run(lg.run_id).info.status == "FINISHED"
+    finally:
+        _stop(server)
