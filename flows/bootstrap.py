@@ -32,7 +32,7 @@ from prefect import flow, tags
 from prefect.artifacts import create_table_artifact
 
 from flows import dag, versioning
-from flows.capfilt_flow import capfilt_flow, task_runner, threads_per_worker
+from flows.capfilt_flow import already_scored, capfilt_flow, task_runner, threads_per_worker
 from flows.tasks import (
     accelerator_tags,
     log_stage_run,
@@ -96,9 +96,12 @@ def bootstrap(
             with stage_errors(s.name), tags(*stage_tags):
                 if s.name == MAPPED:
                     policy = params_values(params, ("capfilt.policy",))["capfilt.policy"] or "both"
-                    with threads_per_worker(task_runner_kind, capfilt_workers):
-                        runner = task_runner(task_runner_kind, capfilt_workers)
-                        results[s.name] = capfilt_flow.with_options(task_runner=runner)(**s.kwargs, policy=policy)
+                    # a cached re-run: every score file is there, so no subflow, tasks or model loads
+                    results[s.name] = already_scored(**s.kwargs)
+                    if results[s.name] is None:
+                        with threads_per_worker(task_runner_kind, capfilt_workers):
+                            runner = task_runner(task_runner_kind, capfilt_workers)
+                            results[s.name] = capfilt_flow.with_options(task_runner=runner)(**s.kwargs, policy=policy)
                     if results[s.name]["skipped_shards"] < results[s.name]["shards"]:  # it scored something
                         results[s.name]["mlflow_run_id"] = log_stage_run(s, params, run, results[s.name])
                 else:

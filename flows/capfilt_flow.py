@@ -119,6 +119,38 @@ def capfilt_flow(
     }
 
 
+def already_scored(
+    web_dir: str, work_dir: str, captioner: str | None, filter_model: str, params: str,
+    calibration_dir: str | None = None, **_: Any,
+) -> dict | None:  # fmt: skip
+    """The subflow's summary when every score file of the current shards, checkpoints and config is
+    there and indexed (a cached re-run): the subflow, its tasks and its model loads are skipped."""
+    from blip_core.capfilt.pipeline import (
+        CapFiltModels,
+        calibration_files,
+        read_score_index,
+        score_files,
+        uses_captioner,
+    )  # fmt: skip
+    from flows.stages import capfilt_config
+
+    cfg = capfilt_config(params)
+    if cfg.threshold_mode == "calibrated" and calibration_dir is None:
+        return None  # the subflow says what is missing
+    models = CapFiltModels(captioner if uses_captioner(cfg) else None, filter_model)
+    try:
+        files = score_files(web_dir, models, cfg, work_dir)
+        calib = calibration_files(calibration_dir, models, work_dir) if cfg.threshold_mode == "calibrated" else []
+        index = read_score_index(work_dir)
+    except (FileNotFoundError, ValueError):
+        return None
+    current = index["scores"] == [p.name for p in files] and index["calibration"] == [p.name for p in calib]
+    if not current or index["checkpoints"] != models.ids() or index["policy"] != cfg.policy:
+        return None
+    n = len(files)
+    return {"shards": n, "captioned_images": 0, "scored_images": 0, "skipped_shards": n, "served_from_outputs": True}
+
+
 @contextlib.contextmanager
 def threads_per_worker(kind: str, workers: int):
     """Mapped CapFilt tasks run in threads of one process: split the cores between them, or the

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -53,9 +54,21 @@ def _wait(check, what: str, seconds: float, proc: subprocess.Popen | None = None
     raise TimeoutError(f"{what} not ready after {seconds:.0f} s")
 
 
+def _api(method: str, path: str, body: dict | None = None) -> int:
+    """One call to the local server's REST API (the CLI costs ~2 s of imports per call); the status."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{API}{path}", data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
 def _deployment_ready(env: dict) -> bool:
-    r = subprocess.run(["prefect", "deployment", "inspect", "bootstrap/full"], env=env, capture_output=True, text=True)
-    return r.returncode == 0
+    return _api("GET", "/deployments/name/bootstrap/full") == 200
 
 
 def _die_with_parent(sig: int) -> Callable[[], None]:
@@ -171,10 +184,8 @@ def main() -> int:
             _wait(_healthy, "prefect server", 180, server)
         # a fresh `gpu` limit (1 task at a time): slots leased by an earlier run that was killed would
         # otherwise block every gpu-tagged task of this run
-        subprocess.run(
-            ["prefect", "concurrency-limit", "delete", "gpu"], env=env, capture_output=True, input="y\n", text=True
-        )
-        subprocess.run(["prefect", "concurrency-limit", "create", "gpu", "1"], env=env, capture_output=True)
+        _api("DELETE", "/concurrency_limits/tag/gpu")
+        _api("POST", "/concurrency_limits/", {"tag": "gpu", "concurrency_limit": 1})
         print(f"Serving deployment bootstrap/full (log: {logs}/serve.log)")
         # SIGUSR1 on our death: the serve process then kills its process group, its flow run included
         # (its SIGTERM shutdown waits on a flow run that talks to a server that is gone)

@@ -220,3 +220,21 @@ def test_opt_in_bf16_captioning_is_a_separate_output(tiny_world, models, tmp_pat
     assert core.caption_output(tmp_path / "captions", shard, m.ids()["captioner"], fp32).name == Path(a["path"]).name
     df = pq.read_table(b["path"]).to_pandas()
     assert len(df) == 100 * 2 and df["caption"].map(len).gt(0).all()
+
+
+def test_a_cached_rerun_skips_the_scoring_subflow_only_when_every_output_is_current(tiny_world, models, tmp_path):
+    from flows.capfilt_flow import already_scored
+
+    params = tmp_path / "params.yaml"
+    params.write_text("capfilt:\n  num_captions: 2\n  caption_batch_size: 16\n  filter_batch_size: 16\n")
+    call = {"web_dir": str(tiny_world / "web"), "work_dir": str(tmp_path / "work"), "captioner": str(models[0]),
+            "filter_model": str(models[1]), "params": str(params)}  # fmt: skip
+    assert already_scored(**call) is None  # nothing scored yet
+    _run_score(tiny_world, models, tmp_path / "work", _cfg())
+    assert already_scored(**call) == {"shards": 3, "captioned_images": 0, "scored_images": 0, "skipped_shards": 3,
+                                      "served_from_outputs": True}  # fmt: skip
+    params.write_text("capfilt:\n  num_captions: 2\n  caption_batch_size: 16\n  filter_batch_size: 16\n  top_p: 0.5\n")
+    assert already_scored(**call) is None  # another generation config: other captions to make
+    params.write_text("capfilt:\n  num_captions: 2\n  caption_batch_size: 16\n  filter_batch_size: 16\n")
+    next((tmp_path / "work" / "scores").glob("*.parquet")).unlink()
+    assert already_scored(**call) is None  # a score file is gone
