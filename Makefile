@@ -44,7 +44,7 @@ mlflow-ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) (MLFLOW_POR
 test: $(STAMP)  ## fast test suite (no slow or GPU tests)
 	$(PYTHON) -m pytest -m "not slow and not gpu" -q
 
-test-slow: $(STAMP)  ## only the slow tests: end-to-end flows, make run killed and resumed, CapFilt at 10x load (~25 min)
+test-slow: $(STAMP)  ## only the slow tests: end-to-end flows, make run killed and resumed, CapFilt at 10x load (~20 min)
 	$(PYTHON) -m pytest -m "slow and not gpu" -q
 
 test-all: $(STAMP)  ## every test, slow ones included (GPU tests skip without CUDA)
@@ -58,7 +58,7 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 	ruff check --fix blip_core flows tests benchmarks
 	ruff format blip_core flows tests benchmarks
 
-bench: $(STAMP)  ## every benchmark (data, ours vs HF, CapFilt scaling, Dask, learning) -> reports/benchmarks.md (~25 min)
+bench: $(STAMP)  ## every benchmark (data, ours vs HF, CapFilt scaling, Dask, learning) -> reports/benchmarks.md (~15 min)
 	$(PYTHON) benchmarks/report.py
 
 clean:  ## remove generated data and caches (not the DVC cache)
