@@ -139,8 +139,7 @@ class Trainer:
             return
         from blip_core.fileio import write_text
 
-        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and _step_of(ln) is not None
-                and _step_of(ln) <= step]  # fmt: skip
+        kept = [ln for ln in path.read_text().splitlines() if (s := _step_of(ln)) is not None and s <= step]
         write_text(path, "".join(ln + "\n" for ln in kept))
 
     # -- one step -----------------------------------------------------------------------------------------

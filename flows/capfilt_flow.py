@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, task, unmapped
@@ -125,29 +127,21 @@ def already_scored(
 ) -> dict | None:  # fmt: skip
     """The subflow's summary when every score file of the current shards, checkpoints and config is
     there and indexed (a cached re-run): the subflow, its tasks and its model loads are skipped."""
-    from blip_core.capfilt.pipeline import (
-        CapFiltModels,
-        calibration_files,
-        read_score_index,
-        score_files,
-        uses_captioner,
-    )  # fmt: skip
+    from blip_core.capfilt.pipeline import SCORE_INDEX, CapFiltModels, score_index, uses_captioner
     from flows.stages import capfilt_config
 
     cfg = capfilt_config(params)
     if cfg.threshold_mode == "calibrated" and calibration_dir is None:
         return None  # the subflow says what is missing
     models = CapFiltModels(captioner if uses_captioner(cfg) else None, filter_model)
-    try:
-        files = score_files(web_dir, models, cfg, work_dir)
-        calib = calibration_files(calibration_dir, models, work_dir) if cfg.threshold_mode == "calibrated" else []
-        index = read_score_index(work_dir)
+    try:  # the index the filter step would write now, against the one it wrote
+        expected = score_index(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
+        stored = json.loads((Path(work_dir) / SCORE_INDEX).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    current = index["scores"] == [p.name for p in files] and index["calibration"] == [p.name for p in calib]
-    if not current or index["checkpoints"] != models.ids() or index["policy"] != cfg.policy:
+    if stored != expected:
         return None
-    n = len(files)
+    n = len(expected["scores"])
     return {"shards": n, "captioned_images": 0, "scored_images": 0, "skipped_shards": n, "served_from_outputs": True}
 
 

@@ -67,7 +67,7 @@ def _api(method: str, path: str, body: dict | None = None) -> int:
         return 0
 
 
-def _deployment_ready(env: dict) -> bool:
+def _deployment_ready() -> bool:
     return _api("GET", "/deployments/name/bootstrap/full") == 200
 
 
@@ -192,7 +192,7 @@ def main() -> int:
         serve = _spawn([sys.executable, "-m", "flows.bootstrap", "serve"], env, logs / "serve.log",
                        death_signal=signal.SIGUSR1)  # fmt: skip
         _record(server=server, serve=serve)
-        _wait(lambda: _deployment_ready(env), "deployment bootstrap/full", 180, serve)
+        _wait(_deployment_ready, "deployment bootstrap/full", 180, serve)
         print(f"Ready after {time.monotonic() - t0:.0f} s. Running: prefect deployment run bootstrap/full --watch")
         t_run = time.monotonic()
         rc = _watch(["prefect", "deployment", "run", "bootstrap/full", "--watch"], env, serve)

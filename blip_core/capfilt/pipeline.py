@@ -216,7 +216,28 @@ def write_score_index(
 ) -> dict[str, Any]:
     """Record the score files of the current shards and checkpoints (after every shard is scored)."""
     work_dir = Path(work_dir)
-    index = {
+    index = score_index(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
+    text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+    target = work_dir / SCORE_INDEX
+    # unchanged: keep the file (and its mtime), so a re-run with nothing new re-runs nothing downstream
+    if not target.is_file() or target.read_text() != text:
+        tmp = work_dir / f".{SCORE_INDEX}.tmp"
+        tmp.write_text(text)
+        tmp.replace(target)
+    return index
+
+
+def score_index(
+    web_dir: str | Path,
+    models: CapFiltModels,
+    cfg: CapFiltConfig,
+    work_dir: str | Path,
+    *,
+    calibration_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """The index of the score files the current shards, checkpoints and config need (what the filter
+    step writes to `scores.json`); FileNotFoundError when one of them is missing."""
+    return {
         "policy": cfg.policy,
         "threshold_mode": cfg.threshold_mode,
         "checkpoints": models.ids(),
@@ -227,14 +248,6 @@ def write_score_index(
             else []
         ),
     }
-    text = json.dumps(index, indent=2, sort_keys=True) + "\n"
-    target = work_dir / SCORE_INDEX
-    # unchanged: keep the file (and its mtime), so a re-run with nothing new re-runs nothing downstream
-    if not target.is_file() or target.read_text() != text:
-        tmp = work_dir / f".{SCORE_INDEX}.tmp"
-        tmp.write_text(text)
-        tmp.replace(target)
-    return index
 
 
 def read_score_index(work_dir: str | Path) -> dict[str, Any]:
