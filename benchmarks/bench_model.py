@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from blip_core.model.blip import BlipPretrain
 from blip_core.model.generate import GenerationConfig, generate
+from blip_core.model.packing import pack_for_cpu_inference
 from blip_core.model.weights import export_hf, ours_to_hf_config
 from blip_core.presets import get_preset
 
@@ -119,6 +120,8 @@ def main() -> None:
     cap, ret = BlipCaptioner(cfg).eval(), BlipRetrieval(cfg).eval()
     cap.load_state_dict(cap_state)
     ret.load_state_dict(ret_state)
+    # our shipped inference path (weights.load_for_inference): linear weights packed for oneDNN
+    print(f"packed linear weights: captioner {pack_for_cpu_inference(cap)}, filter {pack_for_cpu_inference(ret)}")
     with tempfile.TemporaryDirectory() as tmp:
         hf_cap = transformers.BlipForConditionalGeneration.from_pretrained(str(export_hf(cap, f"{tmp}/c"))).eval()
         hf_ret = transformers.BlipForImageTextRetrieval.from_pretrained(str(export_hf(ret, f"{tmp}/r"))).eval()

@@ -36,7 +36,7 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
         self.kind, cfg = weights.read_config(path)
         self.models = {}
         for kind in ["captioner", "retrieval"] if self.kind == "pretrain" else [self.kind]:
-            self.models[kind] = weights.load_pretrained(path, kind=kind).eval()
+            self.models[kind] = weights.load_for_inference(path, kind=kind)
         self.processor = TextProcessor.for_model(cfg)
         self.image_size = cfg.vision.image_size
 

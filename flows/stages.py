@@ -204,7 +204,7 @@ def stage_evaluate(
         kinds = ["captioner", "retrieval"] if saved_kind == "pretrain" else [saved_kind]
         processor = TextProcessor.for_model(mcfg)
         for kind in kinds:
-            model = weights.load_pretrained(model_dir, kind=kind).to(device).eval()
+            model = weights.load_for_inference(model_dir, kind=kind, device=device)
             for data_dir in data_dirs:
                 key = (str(data_dir), mcfg.vision.image_size)
                 if key not in splits:

@@ -52,7 +52,7 @@ class CapFiltModels:
             from blip_core.model import weights
             from blip_core.model.tokenizer import TextProcessor
 
-            model = weights.load_pretrained(path, kind=kind).to(self.device).eval()
+            model = weights.load_for_inference(path, kind=kind, device=self.device)
             processor = TextProcessor.for_model(model.cfg)
             self._cache[kind] = (model, processor, self.ids()["captioner" if kind == "captioner" else "filter"])
         return self._cache[kind]

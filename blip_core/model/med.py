@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from blip_core.config import TextConfig
+from blip_core.model import packing
+from blip_core.model.packing import Packed
 
 MODES = ("text", "multimodal", "decoder")
 
@@ -197,9 +199,9 @@ class LMHead(nn.Module):
         self.transform.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 
-    def forward(self, h: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, word_embeddings: torch.Tensor, packed: Packed | None = None) -> torch.Tensor:
         h = self.transform.LayerNorm(F.gelu(self.transform.dense(h)))
-        return F.linear(h, word_embeddings, self.bias)  # (B, L, V)
+        return packing.linear(h, word_embeddings, self.bias, packed)  # (B, L, V)
 
 
 class MED(nn.Module):
@@ -268,7 +270,14 @@ class MED(nn.Module):
         causal = torch.ones(L, keys.shape[-1], dtype=torch.bool, device=keys.device).tril(diagonal=keys.shape[-1] - L)
         return keys & causal  # (B, 1, L, T+L)
 
+    packed: Packed | None = None
+    """The LM head's weight packed for CPU inference (model/packing.py), or None."""
+
+    def packable_weight(self) -> torch.Tensor | None:
+        """The LM head's weight (tied to the word embeddings) for pack_for_cpu_inference."""
+        return self.embeddings.word_embeddings.weight if self.lm_head is not None else None
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, L, V)."""
         assert self.lm_head is not None, "this MED has no LM head"
-        return self.lm_head(hidden, self.embeddings.word_embeddings.weight)
+        return self.lm_head(hidden, self.embeddings.word_embeddings.weight, self.packed)

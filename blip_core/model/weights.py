@@ -100,6 +100,16 @@ def load_pretrained(path: str | Path, *, kind: str | None = None, map_location: 
     return model
 
 
+def load_for_inference(path: str | Path, *, kind: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """`load_pretrained`, on `device`, in eval mode, with its linear weights packed when on CPU
+    (model/packing.py: the fp32 decoding path streams weights 2-4x faster)."""
+    from blip_core.model.packing import pack_for_cpu_inference
+
+    model = load_pretrained(path, kind=kind).to(device).eval()
+    pack_for_cpu_inference(model)
+    return model
+
+
 def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], ignore_missing: tuple[str, ...]) -> None:
     """load_state_dict that allows only the listed missing prefixes and no unexpected keys."""
     result = model.load_state_dict(state, strict=False)
