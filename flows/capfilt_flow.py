@@ -52,7 +52,11 @@ def caption_shard_task(shard: str, captioner: str, filter_model: str, cfg: dict,
 
 
 @task(task_run_name="filter-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io)
-def filter_shard_task(shard: str, captioner: str | None, filter_model: str, cfg: dict, work: str) -> dict:
+def filter_shard_task(
+    shard: str, captioner: str | None, filter_model: str, cfg: dict, work: str, captioned: dict | None = None
+) -> dict:
+    """`captioned`: this shard's caption result. Taking it makes the filter task wait for its own
+    shard's captions only, not for every caption task (no barrier between the two maps)."""
     from blip_core.capfilt.pipeline import filter_one
 
     return filter_one(shard, _models(captioner, filter_model), _cfg(cfg), work)
@@ -104,8 +108,12 @@ def capfilt_flow(
     shards = [str(s) for s in list_shards(web_dir)]
     args = (unmapped(captioner), unmapped(filter_model), unmapped(dataclasses.asdict(cfg)), unmapped(work_dir))
     tags = {"tags": accelerator_tags()}
-    captioned = caption_shard_task.with_options(**tags).map(shards, *args).result() if captioner is not None else []
-    filtered = filter_shard_task.with_options(**tags).map(shards, *args).result()
+    # shard i's filter task takes shard i's caption future: a worker that runs out of caption tasks
+    # starts filtering at once instead of idling until the slowest caption task ends
+    captions = caption_shard_task.with_options(**tags).map(shards, *args) if captioner is not None else None
+    per_shard = captions if captions is not None else unmapped(None)
+    filtered = filter_shard_task.with_options(**tags).map(shards, *args, captioned=per_shard).result()
+    captioned = captions.result() if captions is not None else []
     calibration = None
     if cfg.threshold_mode == "calibrated":
         if calibration_dir is None:

@@ -80,6 +80,14 @@ def run_summary(root: str | Path) -> dict[str, Any]:
     return out
 
 
+def import_summary_deps() -> None:
+    """Import what `_kept` needs (pandas, blip_core.capfilt: torch), e.g. in a thread ahead of time."""
+    import pandas  # noqa: F401
+
+    import blip_core.capfilt.core  # noqa: F401
+    import blip_core.capfilt.quality  # noqa: F401
+
+
 def _kept(selection: Path, policy: str, threshold: float) -> dict[str, float]:
     """The kept set a policy and threshold would give, from the stored scores (no model runs)."""
     import pandas as pd
