@@ -40,6 +40,14 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
         assert len(first) == 6  # 2 pre-trainings + 4 fine-tunings
         again = bootstrap(params=str(params), root=str(root), experiment="test-bootstrap")
         assert _outputs(root) == first  # served from the task cache: nothing re-trained
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:  # version tags on the flow runs, none on task runs
+            runs = [r for r in client.read_flow_runs() if r.name.startswith("bootstrap-")]
+            assert len(runs) == 2
+            for r in runs:
+                assert {t.split(":")[0] for t in r.tags} >= {"git", "params", "data"}, r.tags
+            assert not any(t.tags for t in client.read_task_runs())
     assert {r["split"] for r in result["rows"]} == {"test", "novel"}
     assert again["rows"] == result["rows"]
     comparison = json.loads((root / "metrics" / "report" / "comparison.json").read_text())
