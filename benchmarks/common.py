@@ -4,7 +4,9 @@ them into reports/benchmarks.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +25,51 @@ def save(path: Path | None, figures: list[dict[str, Any]], **extra: Any) -> None
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": describe(), "figures": figures, **extra}, indent=2, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path):
+    """A Prefect server for this benchmark (own database under `home`; yields its process), its URL
+    in PREFECT_API_URL for this process and every process started later (Dask workers). Without one, Prefect starts a
+    temporary server in each process that needs the API: measured, each fresh Dask worker spent ~3.5 s
+    of its first task starting its own, and its task runs went there, not to the flow's server."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from flows.local import server_command
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    log = open(home / "prefect-server.log", "w")  # noqa: SIM115 (closed below, after the server)
+    server = subprocess.Popen(server_command(port), env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"the Prefect server did not start; see {log.name}") from None
+                time.sleep(0.3)
+        before = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+        os.environ |= {"PREFECT_API_URL": url, "PREFECT_HOME": str(home)}
+        try:
+            yield server
+        finally:
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    finally:
+        server.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=20)
+        server.kill()
+        log.close()
