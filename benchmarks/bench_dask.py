@@ -54,7 +54,7 @@ def main() -> None:
     from common import prefect_server
 
     from blip_core.machine import banner
-    from flows.capfilt_flow import capfilt_flow, task_runner
+    from flows.capfilt_flow import WORKER_CONFIG, capfilt_flow, task_runner
 
     print(banner())
     rows = []
@@ -85,7 +85,7 @@ def main() -> None:
                 preload = ["flows.capfilt_flow", "blip_core.capfilt.pipeline"] if warm else []
                 cluster = distributed.LocalCluster(n_workers=w, threads_per_worker=1, processes=True, host="127.0.0.1",
                                                    dashboard_address="127.0.0.1:0", silence_logs=40,
-                                                   preload=preload)  # fmt: skip
+                                                   preload=preload, config=WORKER_CONFIG)  # fmt: skip
                 with cluster, distributed.Client(cluster) as client:
                     if warm:
                         client.run(lambda: None)  # every worker has started (and preloaded)

@@ -94,3 +94,6 @@ def test_the_local_dask_cluster_listens_on_loopback_only():
         listening = _listening(os.getpid())
         assert len(listening) >= 4  # scheduler, dashboard, and each worker (and its nanny)
         assert {ip for ip, _ in listening} <= LOOPBACK, listening
+        with distributed.Client(cluster) as client:  # and its workers run without Dask's profiler
+            enabled = client.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled"))
+        assert list(enabled.values()) == [False, False]
