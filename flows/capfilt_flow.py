@@ -72,8 +72,9 @@ def calibrate_shard_task(shard: str, captioner: str | None, filter_model: str, c
 WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 """Dask config of local CapFilt workers (remote ones: `DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`
 in their environment): Dask's statistical profiler walks the task thread's stack every 10 ms and reads
-source lines for it, holding the GIL; measured on 2 cores, 2 workers vs 1 went from 1.60x to 1.78x (warm)
-and 1.47x to 1.63x (cold) without it."""
+source lines for it, holding the GIL (~1 s of every 7 s of a worker's event loop, profiled). 2 vs 1
+workers on 2 cores, back to back: 1.74-1.83x without it, 1.47-1.68x with it; but a later run without
+it gave 1.50x, so the gain is within this VM's run-to-run spread (+-15%)."""
 
 
 def task_runner(kind: str, workers: int):
