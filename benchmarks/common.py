@@ -35,10 +35,8 @@ def prefect_server(home: Path):
     of its first task starting its own, and its task runs went there, not to the flow's server."""
     import socket
     import subprocess
-    import time
-    import urllib.request
 
-    from flows.local import server_command
+    from flows.local import _healthy, _wait, server_command
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -48,15 +46,7 @@ def prefect_server(home: Path):
     server = subprocess.Popen(server_command(port), env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"the Prefect server did not start; see {log.name}") from None
-                time.sleep(0.3)
+        _wait(lambda: _healthy(api=url), f"prefect server (log: {log.name})", 120, server)
         before = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
         os.environ |= {"PREFECT_API_URL": url, "PREFECT_HOME": str(home)}
         try:

@@ -36,9 +36,9 @@ def server_command(port: int = PORT) -> list[str]:
     return ["prefect", "server", "start", "--host", HOST, "--port", str(port)]
 
 
-def _healthy(timeout: float = 2.0) -> bool:
+def _healthy(timeout: float = 2.0, api: str = API) -> bool:
     try:
-        with urllib.request.urlopen(f"{API}/health", timeout=timeout) as r:
+        with urllib.request.urlopen(f"{api}/health", timeout=timeout) as r:
             return r.status == 200
     except OSError:
         return False
@@ -152,19 +152,17 @@ def _watch(cmd: list[str], env: dict, serve: subprocess.Popen) -> int:
     return watch.returncode
 
 
-def _stop(*procs: subprocess.Popen | None) -> None:
-    """Stop spawned processes and everything in their process groups (a flow run the serve process
+def _stop(proc: subprocess.Popen | None) -> None:
+    """Stop a spawned process and everything in its process group (a flow run the serve process
     started outlives a serve process that died)."""
-    running = [p for p in procs if p is not None]
-    for proc in running:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for proc in running:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    if proc is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ from blip_core.capfilt.quality import filter_quality, plot_quality
 from blip_core.config import CapFiltConfig
 from blip_core.data.shards import list_shards, write_stats
 from blip_core.distributed import default_device
+from blip_core.fileio import write_text
 
 logger = logging.getLogger(__name__)
 
@@ -221,9 +222,7 @@ def write_score_index(
     target = work_dir / SCORE_INDEX
     # unchanged: keep the file (and its mtime), so a re-run with nothing new re-runs nothing downstream
     if not target.is_file() or target.read_text() != text:
-        tmp = work_dir / f".{SCORE_INDEX}.tmp"
-        tmp.write_text(text)
-        tmp.replace(target)
+        write_text(target, text)
     return index
 
 
