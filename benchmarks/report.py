@@ -30,7 +30,10 @@ BENCHMARKS = {  # name -> (script and arguments, what it measures)
     ),  # fmt: skip
     "capfilt-scale": (["bench_capfilt_scale.py", "--scales", "1", "0.25", "4"], "CapFilt as the web pool grows"),
     "dask": (["bench_dask.py"], "CapFilt subflow on a Dask cluster, 1 vs 2 workers"),
-    "learning": (["bench_learning.py", "--steps", "150"], "do the tiny towers learn (short budget)"),
+    "learning": (
+        ["bench_learning.py", "--steps", "150", "--vision-steps", "300"],
+        "does the tiny recipe learn; does BLIP pre-training keep the vision start (short budget)",
+    ),
 }
 
 

@@ -19,7 +19,8 @@ import yaml
 
 T = TypeVar("T")
 
-SPLITS = ("coco_train", "web", "val", "test", "novel")
+SPLITS = ("coco_train", "web", "val", "test", "novel", "objects")
+"""The embedded world's splits; `objects` is label-only (no captions): the world's ImageNet."""
 NOISE_TYPES = ("clean", "mismatched", "corrupted", "spam", "uninformative")
 
 
@@ -39,6 +40,9 @@ class WorldConfig:
     num_test: int = 200
     num_novel: int = 200
     """Zero-shot split: every image holds at least one (colour, shape) combination absent from coco_train."""
+    num_objects: int = 16000
+    """Label-only object-recognition images (the world's ImageNet: class labels, no captions), the
+    training data of the `pretrain_vision` stage; see `blip_core.data.world.object_labels`."""
     captions_per_image: int = 5
     """Human captions per clean image (COCO has 5)."""
     web_noise: dict[str, float] = field(
@@ -58,7 +62,7 @@ class WorldConfig:
     def __post_init__(self) -> None:
         if not 16 <= self.image_size <= 384:
             raise ValueError(f"world.image_size must be in [16, 384], got {self.image_size}")
-        for name in ("num_coco_train", "num_web", "num_val", "num_test", "num_novel"):
+        for name in ("num_coco_train", "num_web", "num_val", "num_test", "num_novel", "num_objects"):
             if getattr(self, name) < 0:
                 raise ValueError(f"world.{name} must be >= 0, got {getattr(self, name)}")
         if self.captions_per_image < 1:
@@ -90,6 +94,7 @@ class WorldConfig:
             "val": self.num_val,
             "test": self.num_test,
             "novel": self.num_novel,
+            "objects": self.num_objects,
         }
 
     def scaled(self, scale: float) -> WorldConfig:
@@ -97,7 +102,7 @@ class WorldConfig:
         if scale <= 0:
             raise ValueError(f"--scale must be > 0, got {scale}")
         cfg = dataclasses.replace(self, web_noise=dict(self.web_noise))
-        for name in ("num_coco_train", "num_web", "num_val", "num_test", "num_novel"):
+        for name in ("num_coco_train", "num_web", "num_val", "num_test", "num_novel", "num_objects"):
             setattr(cfg, name, max(1, round(getattr(self, name) * scale)))
         return cfg
 
@@ -219,8 +224,8 @@ def read_params(path: str | Path) -> dict[str, Any]:
     return params
 
 
-PARAMS_SECTIONS = ("world", "reader", "tokenizer", "pretrain", "finetune_caption", "finetune_retrieval",
-                   "evaluate", "capfilt", "validate")  # fmt: skip
+PARAMS_SECTIONS = ("world", "reader", "tokenizer", "pretrain_vision", "pretrain", "finetune_caption",
+                   "finetune_retrieval", "evaluate", "capfilt", "validate")  # fmt: skip
 """The sections a params.yaml may hold (each one a config dataclass)."""
 
 
@@ -252,6 +257,12 @@ class VisionConfig:
     """conv stem: output channels of each 3x3 conv (norm + ReLU after each); the last equals `width`."""
     stem_strides: list[int] = field(default_factory=list)
     """conv stem: stride (1 or 2) of each conv; their product is `patch_size` (one token per patch)."""
+    pos_embed_init: str = "normal"
+    """conv stem: how the (learned) position embedding of the grid tokens starts. normal: N(0, 0.02),
+    as timm's ViT; sincos: the fixed 2D sine-cosine embedding (MAE) as the start. A hybrid tower
+    trained on image-level labels has no use for position, so an N(0, 0.02) start stays negligible
+    and its tokens do not say where they are (a captioner cannot tell left from right); sincos
+    starts position at the scale of the features."""
     stem_norm: str = "batch"
     """conv stem normalisation: batch (BatchNorm; centring over the batch breaks the symmetry of
     mostly-background images, measured ~2x faster to start learning than group) or group (GroupNorm
@@ -261,6 +272,8 @@ class VisionConfig:
     def __post_init__(self) -> None:
         if self.stem not in ("patch", "conv"):
             raise ValueError(f"vision.stem must be patch or conv, got {self.stem!r}")
+        if self.pos_embed_init not in ("normal", "sincos"):
+            raise ValueError(f"vision.pos_embed_init must be normal or sincos, got {self.pos_embed_init!r}")
         if self.stem_norm not in ("batch", "group"):
             raise ValueError(f"vision.stem_norm must be batch or group, got {self.stem_norm!r}")
         if self.stem == "conv":
@@ -275,8 +288,10 @@ class VisionConfig:
                 raise ValueError(
                     f"vision.stem_channels ({self.stem_channels}) must be >= 1 and end at width ({self.width})"
                 )
-        elif self.stem_channels or self.stem_strides:
-            raise ValueError("vision.stem_channels / stem_strides are only used with vision.stem: conv")
+        elif self.stem_channels or self.stem_strides or self.pos_embed_init != "normal":
+            raise ValueError(
+                "vision.stem_channels / stem_strides / pos_embed_init are only used with vision.stem: conv"
+            )
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"vision.image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})"
@@ -363,6 +378,9 @@ class ModelConfig:
     """ITC in-batch columns use the online features (gradients through both towers, as CLIP) instead
     of the momentum ones; the queue stays momentum features. BLIP's recipe (False) starts from
     pre-trained towers; from scratch its text features collapse, so the `tiny` preset turns this on."""
+    classes: dict[str, list[str]] = field(default_factory=dict)
+    """Vision classifiers only (kind `vision`, `pretrain_vision`): the class vocabulary per label
+    group, e.g. {"shape": [...], "color": [...]}; empty for BLIP models."""
     prompt: str = "a picture of "
     """Captioner prompt; its tokens are not trained on and are stripped from generated captions."""
     tokenizer: str = ""
@@ -402,7 +420,10 @@ class ModelConfig:
 # ------------------------------------------------------------------------------------------------
 # training and evaluation
 
-TASKS = ("pretrain", "caption", "retrieval")
+TASKS = ("pretrain", "caption", "retrieval", "vision")
+VISION_STAGE = "pretrain_vision"
+"""`TrainConfig.vision_init` value naming the pipeline stage's supervised tower (the pipeline passes
+its folder)."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -410,7 +431,8 @@ class TrainConfig:
     """One training run (pre-training or a fine-tune); a `params.yaml` section per stage."""
 
     task: str = "pretrain"
-    """pretrain (ITC+ITM+LM) | caption (LM with the prompt) | retrieval (ITC+ITM: the CapFilt filter)."""
+    """pretrain (ITC+ITM+LM) | caption (LM with the prompt) | retrieval (ITC+ITM: the CapFilt filter) |
+    vision (the supervised vision start: the tower + a classification head on label-only images)."""
     preset: str = "tiny"
     batch_size: int = 64
     """Per-process batch; the global batch is batch_size * world size * grad_accum."""
@@ -443,6 +465,29 @@ class TrainConfig:
     """Updates skipped in a row for a non-finite loss or gradient before the run stops."""
     compile: bool = False
     """torch.compile the model (off by default: slow to start on CPU)."""
+    itm_swap_negatives: bool = False
+    """pretrain / retrieval: ITM also sees each image with its own caption, one attribute swapped
+    (NegCLIP; blip_core.data.caption_edits), as a negative: a filter must check every attribute,
+    which in-batch hard negatives rarely make it do."""
+    itm_phrase_positives: bool = False
+    """pretrain / retrieval: ITM also sees each image with one noun phrase of its caption (true
+    whenever the caption is) as a positive (and, with swap negatives, that phrase swapped as a
+    negative): web alt-text is partial, and a filter trained only on complete human captions, whose
+    in-batch negatives are often true of the image, learns to reject every partial caption."""
+    vision_init: str = ""
+    """Where a from-scratch pre-training's vision tower starts (BLIP starts its ViT from ImageNet
+    DeiT weights): "" = random; `pretrain_vision` = the pipeline's supervised tower (the stage of that
+    name, trained on the world's label-only `objects` split); or a local path: one of our checkpoint
+    folders, or a timm-layout state dict (.pth/.pt/.bin/.safetensors, e.g. DeiT-B) for base/large."""
+    vision_lr_scale: float = 1.0
+    """The vision tower trains at lr x this (0 = frozen, LiT / BLIP-2 style). A supervised start is
+    erased by the objectives at full lr when they never reward what it knows."""
+    vision_freeze_steps: int = 0
+    """Freeze-then-unfreeze: the tower is frozen (eval-mode norms, no gradients) for this many
+    optimizer steps, then trains at lr x vision_lr_scale."""
+    vision_layer_decay: float = 1.0
+    """Layer-wise lr decay in the tower (BEiT): block i of D trains at lr x scale x decay^(D + 1 - i),
+    the stem at decay^(D + 1); 1 = off."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -469,6 +514,19 @@ class TrainConfig:
             raise ValueError(f"train.crop_scale_min must be in [0.05, 1], got {self.crop_scale_min}")
         if self.num_workers < 0 or self.shuffle_buffer < 0 or self.max_nonfinite_steps < 0:
             raise ValueError("train.num_workers, shuffle_buffer and max_nonfinite_steps must be >= 0")
+        if self.vision_lr_scale < 0 or self.vision_freeze_steps < 0:
+            raise ValueError("train.vision_lr_scale and train.vision_freeze_steps must be >= 0")
+        if not 0 < self.vision_layer_decay <= 1:
+            raise ValueError(f"train.vision_layer_decay must be in (0, 1], got {self.vision_layer_decay}")
+        if (self.itm_swap_negatives or self.itm_phrase_positives) and self.task not in ("pretrain", "retrieval"):
+            raise ValueError("train.itm_swap_negatives / itm_phrase_positives need an ITM task (pretrain or retrieval)")
+        if self.vision_init and self.task == "vision":
+            raise ValueError("train.vision_init is the start of BLIP training; the vision task trains that start")
+
+    @property
+    def vision_frozen(self) -> bool:
+        """The tower never trains (lr x 0)."""
+        return self.vision_lr_scale == 0
 
 
 @dataclass(kw_only=True, slots=True)

@@ -16,20 +16,53 @@ from blip_core.config import TrainConfig
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "temp")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+VISION = "visual_encoder."
+"""The online vision tower's parameters (the momentum copy `visual_encoder_m.` is never optimised)."""
+
+
+def vision_lr_scale(name: str, depth: int, scale: float, layer_decay: float) -> float:
+    """lr multiplier of a vision tower parameter (name relative to the tower): `scale` times the
+    layer-wise decay (BEiT): blocks.i -> decay^(depth - i), the final norm -> 1, the stem / patch
+    embedding / position embedding / class token -> decay^(depth + 1)."""
+    if name.startswith("blocks."):
+        layer = int(name.split(".")[1]) + 1
+    elif name.startswith("norm."):
+        layer = depth + 1
+    else:
+        layer = 0
+    return scale * layer_decay ** (depth + 1 - layer)
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, *, vision_scale: float = 1.0, vision_layer_decay: float = 1.0
+) -> list[dict]:
+    """AdamW groups: (decayed or not) x lr multiplier (`lr_scale`: 1, or the vision tower's)."""
+    depth = len(getattr(getattr(model, "visual_encoder", None), "blocks", ()))
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim < 2 or any(name == n or name.endswith("." + n) for n in NO_DECAY_NAMES):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        scale = 1.0
+        if name.startswith(VISION):
+            scale = vision_lr_scale(name[len(VISION) :], depth, vision_scale, vision_layer_decay)
+            if scale == 0:
+                continue  # frozen: never optimised
+        elif not p.requires_grad:
+            continue  # momentum encoders
+        no_decay = p.ndim < 2 or any(name == n or name.endswith("." + n) for n in NO_DECAY_NAMES)
+        groups.setdefault((no_decay, scale), []).append(p)
+    if not any(k == (False, 1.0) for k in groups):  # keep the two base groups first, even if empty
+        groups[(False, 1.0)] = []
+    if not any(k == (True, 1.0) for k in groups):
+        groups[(True, 1.0)] = []
+    order = sorted(groups, key=lambda k: (k[1] != 1.0, -k[1], k[0]))
+    return [{"params": groups[k], "weight_decay": 0.0 if k[0] else weight_decay, "lr_scale": k[1]} for k in order]
 
 
 def create_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    groups = param_groups(model, cfg.weight_decay, vision_scale=cfg.vision_lr_scale,
+                          vision_layer_decay=cfg.vision_layer_decay)  # fmt: skip
+    for g in groups:
+        g["lr"] = cfg.lr * g["lr_scale"]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
 
 
 def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:

@@ -29,6 +29,8 @@ def tiny() -> ModelConfig:
             stem="conv",
             stem_channels=[32, 64, 64, 128, 128],
             stem_strides=[2, 1, 2, 1, 2],
+            # position must survive the supervised start (labels never need it) for relations
+            pos_embed_init="sincos",
         ),
         text=TextConfig(
             vocab_size=1200,

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from blip_core.config import ModelConfig, TrainConfig
-from blip_core.data.loader import TrainData
+from blip_core.config import VISION_STAGE, ModelConfig, TrainConfig
+from blip_core.data.loader import TrainData, read_classes
 from blip_core.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
 from blip_core.fileio import write_json
 from blip_core.model import weights
@@ -26,23 +26,51 @@ from blip_core.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
-TASK_TO_KIND = {"pretrain": "pretrain", "caption": "captioner", "retrieval": "retrieval"}
+TASK_TO_KIND = {"pretrain": "pretrain", "caption": "captioner", "retrieval": "retrieval", "vision": "vision"}
 
 
-def build_model(cfg: TrainConfig, *, init: str | Path | None, tokenizer: str | Path | None) -> tuple[Any, Any]:
-    """(model, tokenizer): from an init checkpoint (split if it is a pre-training one) or a preset."""
+def build_model(
+    cfg: TrainConfig,
+    *,
+    init: str | Path | None,
+    tokenizer: str | Path | None,
+    classes: dict[str, list[str]] | None = None,
+    vision_init: str | Path | None = None,
+) -> tuple[Any, Any]:
+    """(model, tokenizer): from an init checkpoint (split if it is a pre-training one) or a preset;
+    from a preset, the vision tower optionally starts from `vision_init` (BLIP's ImageNet start)."""
     kind = TASK_TO_KIND[cfg.task]
     if init is not None:
+        if vision_init is not None:
+            raise ValueError("vision_init is the start of training from scratch; an init checkpoint has its tower")
         model = weights.load_pretrained(init, kind=kind)
-        tok = load_tokenizer(tokenizer or model.cfg.tokenizer)
+        tok = load_tokenizer(tokenizer or model.cfg.tokenizer) if kind != "vision" else None
         return model, tok
+    torch.manual_seed(cfg.seed)
+    if kind == "vision":  # the supervised start itself: no text side
+        model_cfg = get_preset(cfg.preset)
+        model_cfg.classes = dict(classes or {})
+        return weights.create_model(kind, model_cfg), None
     if tokenizer is None:
         raise ValueError("training from scratch needs a tokenizer directory (blip tokenizer ... or --tokenizer)")
     tok = load_tokenizer(tokenizer)
     model_cfg: ModelConfig = with_tokenizer(get_preset(cfg.preset), tok)
     model_cfg.tokenizer = str(tokenizer)
-    torch.manual_seed(cfg.seed)
-    return weights.create_model(kind, model_cfg), tok
+    model = weights.create_model(kind, model_cfg)
+    if vision_init is not None:
+        weights.load_vision_start(model, vision_init)
+    return model, tok
+
+
+def resolve_vision_init(cfg: TrainConfig, vision_init: str | Path | None) -> str | Path | None:
+    """The vision start to load: the explicit path (the pipeline resolves `pretrain_vision` to its
+    stage's output), else `cfg.vision_init` when it is a path, else none."""
+    if vision_init is not None:
+        return vision_init
+    if cfg.vision_init == VISION_STAGE:
+        raise ValueError(f"train.vision_init={VISION_STAGE} names the pipeline stage's tower; outside the "
+                         "pipeline pass its folder (blip train --vision-init data/runs/vision/model)")  # fmt: skip
+    return cfg.vision_init or None
 
 
 def run_training(
@@ -52,6 +80,7 @@ def run_training(
     *,
     init: str | Path | None = None,
     tokenizer: str | Path | None = None,
+    vision_init: str | Path | None = None,
     resume: bool | str = False,
     metric_logger: MetricLogger | None = None,
 ) -> dict[str, Any]:
@@ -71,16 +100,20 @@ def run_training(
     try:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        model, tok = build_model(cfg, init=init, tokenizer=tokenizer)
+        vision_init = resolve_vision_init(cfg, vision_init)
+        classes = read_classes(data_dirs) if cfg.task == "vision" else None
+        model, tok = build_model(cfg, init=init, tokenizer=tokenizer, classes=classes, vision_init=vision_init)
         world = world_info()[1]
-        if cfg.task != "caption":
+        if cfg.task in ("pretrain", "retrieval"):
             model.cfg.check_batch(cfg.batch_size * world)
-        processor = TextProcessor(
-            tok,
-            max_len=model.cfg.text.max_text_len,
-            max_words=tokenizer_max_words(tokenizer or model.cfg.tokenizer),
-            prompt=model.cfg.prompt,
-        )
+        processor = None
+        if tok is not None:
+            processor = TextProcessor(
+                tok,
+                max_len=model.cfg.text.max_text_len,
+                max_words=tokenizer_max_words(tokenizer or model.cfg.tokenizer),
+                prompt=model.cfg.prompt,
+            )
         data = TrainData(
             data_dirs,
             processor,
@@ -91,16 +124,21 @@ def run_training(
             shuffle_buffer=cfg.shuffle_buffer,
             num_workers=cfg.num_workers,
             prompt=cfg.task == "caption",
+            classes=classes,
+            swap_negatives=cfg.itm_swap_negatives,
+            phrase_positives=cfg.itm_phrase_positives,
         )
         resolved = {
             "train": dataclasses.asdict(cfg),
             "model": model.cfg.to_dict(),
             "data": [str(d) for d in data_dirs],
             "init": str(init) if init else None,
+            "vision_init": str(vision_init) if vision_init else None,
             "world_size": world,
         }
-        fingerprint = run_fingerprint(resolved, data_dirs, init)
-        trainer = Trainer(model, cfg, data, out_dir, prompt_length=processor.prompt_length, metric_logger=metric_logger)
+        fingerprint = run_fingerprint(resolved, data_dirs, init, vision_init)
+        prompt_length = processor.prompt_length if processor is not None else 0
+        trainer = Trainer(model, cfg, data, out_dir, prompt_length=prompt_length, metric_logger=metric_logger)
         resumed = False
         if resume is True or (resume == "auto" and _same_run(out_dir, fingerprint)):
             resumed = trainer.resume()
@@ -127,9 +165,14 @@ def run_training(
             cleanup_distributed()
 
 
-def run_fingerprint(resolved: dict[str, Any], data_dirs: list[str | Path], init: str | Path | None) -> str:
+def run_fingerprint(
+    resolved: dict[str, Any],
+    data_dirs: list[str | Path],
+    init: str | Path | None,
+    vision_init: str | Path | None = None,
+) -> str:
     """What makes two runs the same run: the resolved config, the data (each folder's `_stats.json`
-    and shard names and sizes) and the init weights (size and mtime)."""
+    and shard names and sizes) and the init weights, vision start included (size and mtime)."""
     import hashlib
 
     h = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode())
@@ -139,8 +182,11 @@ def run_fingerprint(resolved: dict[str, Any], data_dirs: list[str | Path], init:
         h.update(stats.read_bytes() if stats.is_file() else b"-")
         for tar in sorted(d.glob("*.tar")):
             h.update(f"{tar.name}:{tar.stat().st_size}".encode())
-    if init is not None:
-        for f in sorted(Path(init).glob("*")):
+    for start in (init, vision_init):
+        if start is None:
+            continue
+        files = [Path(start)] if Path(start).is_file() else sorted(Path(start).glob("*"))
+        for f in files:
             if f.is_file():
                 h.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
     return h.hexdigest()[:16]

@@ -1,7 +1,8 @@
-"""The training loop for the three tasks; no model code here.
+"""The training loop for the four tasks; no model code here.
 
 - pretrain / retrieval: model(images, ids, mask, image_ids, alpha, generator) -> ITC + ITM (+ LM)
 - caption:              model(images, ids, mask, prompt_length)              -> LM
+- vision:               model(images, labels)                                -> per-group BCE
 The total loss is the sum of every `*_loss` the model returns.
 
 Reproducibility: the hard-negative generator is re-seeded from (seed, step) every step, data order
@@ -79,6 +80,19 @@ class Trainer:
             )
         total = self.steps_per_epoch * cfg.epochs
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        # the vision tower's start is kept by freezing or slowing it (TrainConfig.vision_*)
+        self._towers = [
+            m for m in (getattr(model, "visual_encoder", None), getattr(model, "visual_encoder_m", None)) if m
+        ]
+        if (cfg.vision_frozen or cfg.vision_freeze_steps) and not self._towers:
+            raise ValueError(
+                f"train.vision_lr_scale / vision_freeze_steps: a {type(model).__name__} has no vision tower"
+            )
+        if cfg.vision_freeze_steps and not cfg.vision_frozen and is_dist():
+            raise ValueError("train.vision_freeze_steps (unfreezing mid-run) is not supported under DDP; "
+                             "use vision_lr_scale")  # fmt: skip
+        self._vision_frozen: bool | None = None
+        self._freeze_vision(cfg.vision_frozen or cfg.vision_freeze_steps > 0)
         self.opt = create_optimizer(model, cfg)
         self.sched = create_scheduler(self.opt, cfg, self.steps_per_epoch, self.total_steps)
         self.forward_model: nn.Module = model
@@ -143,6 +157,23 @@ class Trainer:
         write_text(path, "".join(ln + "\n" for ln in kept))
 
     # -- one step -----------------------------------------------------------------------------------------
+    def _freeze_vision(self, frozen: bool) -> None:
+        """A frozen tower computes no gradients (no backward through it) and runs its norms in eval
+        mode, so it stays exactly the start it was given; its momentum copy then stays equal to it."""
+        if frozen == self._vision_frozen or not self._towers:
+            return
+        for p in self._towers[0].parameters():
+            p.requires_grad_(not frozen)
+        self._vision_frozen = frozen
+
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        frozen = self.cfg.vision_frozen or self.step < self.cfg.vision_freeze_steps
+        self._freeze_vision(frozen)
+        if frozen:
+            for tower in self._towers:
+                tower.eval()
+
     def _autocast(self):
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -155,8 +186,12 @@ class Trainer:
                 return self.forward_model(
                     b["images"], b["input_ids"], b["attention_mask"], prompt_length=self.prompt_length
                 )
+            if self.cfg.task == "vision":
+                return self.forward_model(b["images"], b["labels"])
             ramp = int(self.cfg.alpha_ramp_epochs * self.steps_per_epoch)
             gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + self.step)
+            extra = b.get("itm_extra")  # caption-made ITM rows (TrainConfig.itm_swap_negatives / itm_phrase_positives)
+            extras = {} if extra is None else {"itm_extra": {k: v.to(self.device) for k, v in extra.items()}}
             return self.forward_model(
                 b["images"],
                 b["input_ids"],
@@ -164,6 +199,7 @@ class Trainer:
                 b["image_ids"],
                 alpha=alpha_ramp(self.step, ramp, self.model.cfg.alpha),
                 generator=gen,
+                **extras,
             )
 
     def train_step(self, batches: list[dict[str, Any]]) -> dict[str, float]:
@@ -174,7 +210,7 @@ class Trainer:
         see `enqueue`), counted in `nonfinite_steps` with a warning naming the step and batches;
         more than `max_nonfinite_steps` in a row stop the run with FloatingPointError.
         """
-        self.model.train()
+        self._set_train_mode()
         # BatchNorm statistics before the forward passes: a non-finite batch would poison them
         saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in self._batch_norms]
         sums: dict[str, float] = {}

@@ -6,6 +6,7 @@ The recipe is `flows.dag`'s list of stages, in order:
       -> finetune_{caption,retrieval}_baseline -> capfilt_score (mapped per shard) -> capfilt_select
       -> capfilt_reshard -> validate_capfilt -> pretrain_bootstrapped -> finetune_{caption,retrieval}_bootstrapped
       -> evaluate_{baseline,bootstrapped} -> report -> register models
+    (pretrain_vision, the supervised vision start, runs before pretrain_baseline when configured)
 
 Each stage is a cached, tracked task (`flows.tasks.stage_task`) that runs exactly what `blip stage
 NAME` (dvc.yaml's command) runs; CapFilt scoring is the one stage Prefect runs its own way, mapped
@@ -124,10 +125,12 @@ def bootstrap(
             parent.set_tags({"data_hash": versioning.data_hash(dag.Layout(root).world)})
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
             L = dag.Layout(root)
-            models = {role: L.model(model, task) for role, (_, model, task) in TRAINED_BY.items()}
+            trained = {role: t for role, t in TRAINED_BY.items() if t[0] in results}  # pretrain_vision is optional
+            models = {role: L.model(model, task) for role, (_, model, task) in trained.items()}
             run_ids = {role: (results.get(stage) or {}).get("mlflow_run_id")
-                       for role, (stage, _, _) in TRAINED_BY.items()}  # fmt: skip
-            register_task(run, report["rows"], models, run_ids)
+                       for role, (stage, _, _) in trained.items()}  # fmt: skip
+            vision_score = (results.get("pretrain_vision") or {}).get("val", {}).get("shape", {}).get("f1")
+            register_task(run, report["rows"], models, run_ids, vision_score)
             _mark_if_served_from_cache(parent)
             parent.close()
         return report
@@ -241,6 +244,7 @@ def _add_time(path: Path, name: str, seconds: float) -> None:
 
 
 TRAINED_BY = {  # registered role -> the stage that trains it, and its model folder (model, task) in the layout
+    "vision": ("pretrain_vision", "vision", "pretrain"),
     "pretrain": ("pretrain_baseline", "baseline", "pretrain"),
     "captioner": ("finetune_caption_baseline", "baseline", "caption"),
     "filter": ("finetune_retrieval_baseline", "baseline", "retrieval"),

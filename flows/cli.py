@@ -83,6 +83,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         preset=args.preset,
         init=args.init,
         tokenizer=args.tokenizer,
+        vision_init=args.vision_init,
         resume=args.resume,
     )
     _print({k: v for k, v in summary.items() if k != "read"})
@@ -217,13 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="also write the report as JSON (DVC metrics)")
     p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.set_defaults(func=_cmd_inspect)
-    p = sub.add_parser("train", help="pre-train or fine-tune (knobs from params.yaml)")
-    p.add_argument("--task", required=True, choices=["pretrain", "caption", "retrieval"])
+    p = sub.add_parser("train", help="pre-train or fine-tune, or train the vision start (knobs from params.yaml)")
+    p.add_argument("--task", required=True, choices=["pretrain", "caption", "retrieval", "vision"])
     p.add_argument("--data", nargs="+", required=True, type=Path, help="training shard folders")
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints/, model/, losses.jsonl)")
     p.add_argument("--preset", default=None, help="model preset (overrides the params section): tiny, base, large")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint directory")
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory (from scratch)")
+    p.add_argument("--vision-init", type=Path, default=None,
+                   help="from scratch, the vision tower starts from this: a vision checkpoint folder (blip train "
+                        "--task vision) or a timm-layout state dict, e.g. DeiT-B for --preset base")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.add_argument("--section", default=None, help="params section (default: pretrain / finetune_caption / ...)")

@@ -1,9 +1,12 @@
 """The pipeline DAG, described once: both runners are derived from `stages()`.
 
-    world -> tokenizer, inspect_world, validate_raw, leakage -> pretrain_baseline
+    world -> tokenizer, inspect_world, validate_raw, leakage, pretrain_vision -> pretrain_baseline
       -> finetune_{caption,retrieval}_baseline -> capfilt_score -> capfilt_select -> capfilt_reshard
       -> validate_capfilt -> pretrain_bootstrapped -> finetune_{caption,retrieval}_bootstrapped
       -> evaluate_{baseline,bootstrapped} -> report
+
+`pretrain_vision` (the supervised vision start both pre-trainings load, BLIP's ImageNet/DeiT role)
+is in the DAG when params.yaml's `pretrain.vision_init` names it; a path there is a plain dependency.
 
 Each `Stage` names its function (a `flows.stages` function), the keyword arguments it is called
 with, the data it reads and writes, the params.yaml keys it reads and the source it runs (whole
@@ -171,13 +174,24 @@ class Stage:
         return self.fn(**self.kwargs)
 
 
+def _vision_init(params: str) -> str:
+    """params.yaml's `pretrain.vision_init` (the one knob that shapes the DAG): "" without a file."""
+    from blip_core.config import TrainConfig, load_params_section
+
+    return load_params_section(params, "pretrain", TrainConfig).vision_init if Path(params).is_file() else ""
+
+
 def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     """Every stage in an order that respects the dependencies."""
+    from blip_core.config import VISION_STAGE
+
     L = Layout(root)
     m = L.metrics
     human, web, val = L.split("coco_train"), L.split("web"), L.split("val")
     pool = [human, web]
     evals = [val, L.split("test"), L.split("novel")]
+    objects = L.split("objects")
+    vision_init = _vision_init(params)
     out: list[Stage] = [
         Stage("world", fns.stage_world, {"out_dir": L.world, "params": params}, (), (L.world,), ("world",)),
         Stage("tokenizer", fns.stage_tokenizer, {"data_dirs": pool, "out_dir": L.tokenizer, "params": params},
@@ -189,10 +203,20 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
               "out_file": f"{m}/validate_raw.json"}, (web,), params=("validate", "reader"),
               metrics=(f"{m}/validate_raw.json",),
               comment="Great Expectations gate on the raw web pool: fails the pipeline on bad data"),
-        Stage("leakage", fns.stage_leakage, {"eval_dirs": evals, "pool_dirs": pool, "params": params,
+        Stage("leakage", fns.stage_leakage, {"eval_dirs": evals, "pool_dirs": [*pool, objects], "params": params,
               "out_file": f"{m}/leakage.json"}, (L.world,), params=("validate.max_leaked_images",),
               metrics=(f"{m}/leakage.json",)),
     ]  # fmt: skip
+    vision = None  # what the pre-trainings' vision tower starts from (a folder or file), if anything
+    if vision_init == VISION_STAGE:
+        vision = L.model("vision", "pretrain")
+        out.append(Stage(VISION_STAGE, fns.stage_pretrain_vision, {"data_dirs": [objects], "out_dir":
+                         L.run("vision", "pretrain"), "eval_dir": val, "params": params, "resume": "auto"},
+                         (objects, val), (vision,), ("pretrain_vision",), gpu=True,
+                         comment="the supervised vision start (BLIP: ImageNet DeiT weights) on the label-only "
+                                 "objects split"))  # fmt: skip
+    elif vision_init:
+        vision = vision_init
 
     def train(model: str, task: str, data: list[str], init: str | None, gates: list[str]) -> Stage:
         section = "pretrain" if task == "pretrain" else f"finetune_{task}"
@@ -205,8 +229,13 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
             "resume": "auto",
         }  # a killed run of the same config and data continues from its checkpoint
         kwargs |= {"init": init} if init else {"tokenizer": L.tokenizer}
+        starts = []
+        if not init and vision is not None:  # both pre-trainings load the same vision start
+            starts.append(vision)
+            if vision_init == VISION_STAGE:
+                kwargs["vision_init"] = vision
         name = "pretrain" if task == "pretrain" else f"finetune_{task}"
-        return Stage(f"{name}_{model}", fns.stage_train, kwargs, (*data, init or L.tokenizer, *gates),
+        return Stage(f"{name}_{model}", fns.stage_train, kwargs, (*data, init or L.tokenizer, *starts, *gates),
                      (L.model(model, task),), (section,), gpu=True)  # fmt: skip
 
     gates_raw = [f"{m}/validate_raw.json", f"{m}/leakage.json"]
@@ -248,8 +277,10 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     tests = [L.split("test"), L.split("novel")]
     for model in ("baseline", "bootstrapped"):
         models = [L.model(model, "caption"), L.model(model, "retrieval")]
+        pre = L.model(model, "pretrain")  # probed: does its image tower know colours and shapes?
         out.append(Stage(f"evaluate_{model}", fns.stage_evaluate, {"model_dirs": models, "data_dirs": tests,
-                         "params": params, "out_file": f"{m}/eval_{model}.json"}, (*models, *tests),
+                         "params": params, "probe_model": pre, "probe_fit_dir": human,
+                         "out_file": f"{m}/eval_{model}.json"}, (*models, pre, human, *tests),
                          params=("evaluate",), metrics=(f"{m}/eval_{model}.json",),
                          gpu=True))  # fmt: skip
     report = f"{m}/report"

@@ -41,10 +41,13 @@ MODEL_METRICS = {
 }
 QUALITY_METRICS = {
     "filter_auroc": "filter/auroc",
+    "filter_auroc_corrupted": "filter/auroc/corrupted",
     "web_noise_rate": "web/noise_rate",
     "kept_noise_rate": "kept/noise_rate",
     "synthetic_grounded_accuracy": "synthetic/grounded_accuracy",
 }
+ATTRIBUTES = ("color", "shape", "size", "count", "relation", "background")
+"""The attributes whose precision in test beam captions (and synthetic captions) is reported."""
 
 
 def run_summary(root: str | Path) -> dict[str, Any]:
@@ -59,10 +62,21 @@ def run_summary(root: str | Path) -> dict[str, Any]:
         out["threshold_mode"] = q.get("threshold_mode")
         out["keep_rate_web"] = q.get("keep_rate/web")
         out["keep_rate_synthetic"] = q.get("keep_rate/synthetic")
+        out["synthetic_attribute_precision"] = {
+            a: q[f"synthetic/precision/{a}"] for a in ATTRIBUTES if f"synthetic/precision/{a}" in q
+        }
         selection = Path(root) / "capfilt" / "selection.parquet"
         if selection.is_file():
             if q.get("threshold_mode") != "fixed":
                 out["at_threshold_0.5"] = _kept(selection, q["policy"], 0.5)
+            at05 = out.get("at_threshold_0.5", {}).get("kept_noise_rate", out.get("kept_noise_rate"))
+            out["kept_noise_rate_fixed_0_5"] = at05  # the paper's threshold, whatever the run used
+        raw = out.get("web_noise_rate")
+        if raw:  # kept-set noise relative to the raw web's: < 1 means CapFilt cleaned the pool
+            if out.get("kept_noise_rate") is not None:
+                out["kept_over_raw"] = out["kept_noise_rate"] / raw
+            if out.get("kept_noise_rate_fixed_0_5") is not None:
+                out["kept_over_raw_0_5"] = out["kept_noise_rate_fixed_0_5"] / raw
             # the paper's 2x2 (Table 1) on the same scores: what each policy would have kept
             out["kept_noise_by_policy"] = {
                 pol: _kept(selection, pol, q["threshold"])["kept_noise_rate"]
@@ -73,9 +87,19 @@ def run_summary(root: str | Path) -> dict[str, Any]:
         if f.is_file():
             ev = json.loads(f.read_text())
             out[model] = {k: ev[s][m] for k, (s, m) in MODEL_METRICS.items() if m in ev.get(s, {})}
+            test = ev.get("test", {})
+            out[model]["attribute_precision"] = {
+                a: test[f"grounded_precision_{a}"] for a in ATTRIBUTES if f"grounded_precision_{a}" in test
+            }
+            if "probe_shape_f1" in test:  # the pre-trained image tower, probed on test
+                out[model]["shape_probe_f1"] = test["probe_shape_f1"]
+    if "shape_probe_f1" in out.get("baseline", {}):
+        out["shape_probe_f1"] = out["baseline"]["shape_probe_f1"]
     if "baseline" in out and "bootstrapped" in out:
         out["delta"] = {
-            k: out["bootstrapped"][k] - out["baseline"][k] for k in out["baseline"] if k in out["bootstrapped"]
+            k: out["bootstrapped"][k] - out["baseline"][k]
+            for k, v in out["baseline"].items()
+            if isinstance(v, int | float) and isinstance(out["bootstrapped"].get(k), int | float)
         }
     return out
 
@@ -113,7 +137,8 @@ def quality_lines(s: dict[str, Any]) -> list[str]:
         return "n/a" if v is None else f"{v:.3f}"
 
     lines = [
-        f"  filter AUROC (ITM p(match), noisy vs clean web captions): {f('filter_auroc')}",
+        f"  filter AUROC (ITM p(match), noisy vs clean web captions): {f('filter_auroc')}"
+        f" (attribute-corrupted alt-texts alone: {f('filter_auroc_corrupted')})",
         f"  synthetic captions fully grounded:                        {f('synthetic_grounded_accuracy')}",
         f"  noise rate: raw web {f('web_noise_rate')} -> kept set {f('kept_noise_rate')}"
         f" (threshold {f('threshold')}, {s.get('threshold_mode', '?')})",
@@ -127,12 +152,31 @@ def quality_lines(s: dict[str, Any]) -> list[str]:
     for model in ("baseline", "bootstrapped"):
         if model in s:
             lines.append(f"  {model:<12} test captions fully grounded {f('test_grounded_true_rate', s[model])}, "
-                         f"novel {f('novel_grounded_true_rate', s[model])}")  # fmt: skip
-    return lines
+                         f"novel {f('novel_grounded_true_rate', s[model])}; shape probe of its pre-trained "
+                         f"image tower {f('shape_probe_f1', s[model])}")  # fmt: skip
+    return lines + attribute_lines(s)
+
+
+def attribute_lines(s: dict[str, Any]) -> list[str]:
+    """Precision of each attribute the captions mention: which one fails, at a glance."""
+    rows = [(f"{m} test beam captions", s[m].get("attribute_precision", {})) for m in ("baseline", "bootstrapped")
+            if m in s]  # fmt: skip
+    rows.append(("synthetic (nucleus) captions", s.get("synthetic_attribute_precision", {})))
+    rows = [(name, p) for name, p in rows if p]
+    if not rows:
+        return []
+    out = [
+        "  attribute precision (true mentions / mentions):",
+        "    " + " " * 30 + "".join(f"{a:>11}" for a in ATTRIBUTES),
+    ]
+    for name, p in rows:
+        out.append(f"    {name:<30}" + "".join(f"{p[a]:>11.2f}" if a in p else f"{'-':>11}" for a in ATTRIBUTES))
+    return out
 
 
 def aggregate(per_seed: list[dict[str, Any]]) -> tuple[dict, dict]:
-    """Mean and sample sd over the seeds that finished, for every numeric figure (nested one level)."""
+    """Mean and sample sd over the seeds that finished, for every numeric figure (nested dicts alike,
+    e.g. baseline.attribute_precision.shape)."""
     done = [s for s in per_seed if "delta" in s]
 
     def stat(fn, values):
@@ -141,16 +185,36 @@ def aggregate(per_seed: list[dict[str, Any]]) -> tuple[dict, dict]:
             return None
         return fn(values) if fn is statistics.mean or len(values) > 1 else 0.0
 
-    mean, sd = {}, {}
-    keys = {k for s in done for k, v in s.items() if isinstance(v, int | float) and k != "seed"}
-    for k in sorted(keys):
-        mean[k] = stat(statistics.mean, [s.get(k) for s in done])
-        sd[k] = stat(statistics.stdev, [s.get(k) for s in done])
-    for group in ("baseline", "bootstrapped", "delta", "at_threshold_0.5", "kept_noise_by_policy"):
-        sub = {k for s in done for k in s.get(group, {})}
-        mean[group] = {k: stat(statistics.mean, [s[group].get(k) for s in done if group in s]) for k in sorted(sub)}
-        sd[group] = {k: stat(statistics.stdev, [s[group].get(k) for s in done if group in s]) for k in sorted(sub)}
-    return mean, sd
+    def walk(dicts: list[dict]) -> tuple[dict, dict]:
+        mean, sd = {}, {}
+        keys = sorted({k for d in dicts for k in d if k not in ("seed", "wall_seconds")})
+        for k in keys:
+            values = [d.get(k) for d in dicts]
+            if any(isinstance(x, dict) for x in values):
+                mean[k], sd[k] = walk([x for x in values if isinstance(x, dict)])
+            elif any(isinstance(x, int | float) and not isinstance(x, bool) for x in values):
+                mean[k], sd[k] = stat(statistics.mean, values), stat(statistics.stdev, values)
+        return mean, sd
+
+    return walk(done)
+
+
+TARGETS = (  # (figure, where in a seed's summary, goal at make-run size, how it is met)
+    ("shape probe F1 after BLIP pre-training", ("shape_probe_f1",), 0.90, ">="),
+    ("filter AUROC", ("filter_auroc",), 0.90, ">="),
+    ("filter AUROC, corrupted alt-texts", ("filter_auroc_corrupted",), 0.75, ">="),
+    ("test beam captions fully grounded (baseline)", ("baseline", "test_grounded_true_rate"), 0.50, ">="),
+    ("synthetic captions fully grounded", ("synthetic_grounded_accuracy",), 0.40, ">="),
+    ("kept-set noise / raw web noise (calibrated threshold)", ("kept_over_raw",), 0.5, "<="),
+    ("kept-set noise / raw web noise (paper's 0.5)", ("kept_over_raw_0_5",), 0.5, "<="),
+)
+"""The competence targets of the vision-start issue, as `make effect` reports them (make-run size)."""
+
+
+def _get(d: dict, path: tuple[str, ...]):
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -181,6 +245,26 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| mean ± sd | {pm['filter_auroc']} | {v(m.get('web_noise_rate'))} | {pm['kept_noise_rate']} | "
             f"{v(at05m)} | {pm['synthetic_grounded_accuracy']} | |"
         )
+    if m:
+        out += [
+            "",
+            "## Targets (mean ± sd over seeds)",
+            "",
+            "| figure | goal | measured | met? |",
+            "|---|---:|---:|---|",
+        ]
+        for name, path, goal, how in TARGETS:
+            mv, sv = _get(m, path), _get(s, path)
+            met = "n/a" if mv is None else ("yes" if (mv >= goal if how == ">=" else mv <= goal) else "no")
+            out.append(f"| {name} | {how} {goal:g} | {v(mv)} ± {v(sv)} | {met} |")
+    out += ["", "## Attribute precision (true mentions / mentions; mean over seeds)", ""]
+    out += ["| captions | " + " | ".join(ATTRIBUTES) + " |", "|---|" + "---:|" * len(ATTRIBUTES)]
+    for name, path in (("baseline, test beam", ("baseline", "attribute_precision")),
+                       ("bootstrapped, test beam", ("bootstrapped", "attribute_precision")),
+                       ("synthetic (nucleus)", ("synthetic_attribute_precision",))):  # fmt: skip
+        p = _get(m, path) or {}
+        if p:
+            out.append(f"| {name} | " + " | ".join(v(p.get(a), "{:.2f}") for a in ATTRIBUTES) + " |")
     out += ["", "Kept-set noise by policy, on the same stored scores and threshold (the paper's Table 1 2x2;",
             "only the configured policy was trained on):", "", "| seed | none | filter | captioner | both |",
             "|---|---:|---:|---:|---:|"]  # fmt: skip
@@ -203,6 +287,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if m.get("delta"):
         out += ["", "| metric | mean delta | sd of delta | delta > sd |", "|---|---:|---:|---|"]
         for k, d in m["delta"].items():
+            if isinstance(d, dict):
+                continue
             sdv = s["delta"].get(k)
             verdict = "n/a" if d is None or sdv is None else ("yes" if d > 0 and d > sdv else "no")
             out.append(f"| {k} | {v(d, '{:+.3f}')} | {v(sdv)} | {verdict} |")

@@ -20,6 +20,7 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 REGISTERED = {
+    "vision": "blip-vision",
     "pretrain": "blip-pretrain",
     "captioner": "blip-captioner",
     "filter": "blip-filter",
@@ -37,7 +38,7 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
         self.models = {}
         for kind in ["captioner", "retrieval"] if self.kind == "pretrain" else [self.kind]:
             self.models[kind] = weights.load_for_inference(path, kind=kind)
-        self.processor = TextProcessor.for_model(cfg)
+        self.processor = TextProcessor.for_model(cfg) if self.kind != "vision" else None
         self.image_size = cfg.vision.image_size
 
     def _images(self, col: pd.Series):
@@ -57,6 +58,11 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
         images = self._images(model_input["image"])
         out = pd.DataFrame(index=model_input.index)
         with torch.no_grad():
+            if "vision" in self.models:  # the supervised start: the classes it sees, per label group
+                m = self.models["vision"]
+                for group, hits in m.predict(images).items():
+                    names = m.cfg.classes[group]
+                    out[group] = [",".join(n for n, h in zip(names, row) if h) for row in hits.tolist()]
             if "captioner" in self.models:
                 out["caption_generated"] = caption_images(self.models["captioner"], self.processor, images,
                                                           GenerationConfig(method="beam", num_beams=3))  # fmt: skip
@@ -74,6 +80,9 @@ def signature(role: str):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    if role == "vision":  # class names per label group, comma-separated
+        return ModelSignature(inputs=Schema([ColSpec("binary", "image")]),
+                              outputs=Schema([ColSpec("string", "shape"), ColSpec("string", "color")]))  # fmt: skip
     captions, scores = role in ("captioner", "pretrain", "bootstrapped"), role in ("filter", "pretrain", "bootstrapped")
     inputs = [ColSpec("binary", "image"), ColSpec("string", "caption", required=role == "filter")]
     outputs = [ColSpec("string", "caption_generated")] if captions else []

@@ -74,13 +74,15 @@ def stage_inspect(
 ) -> dict[str, Any]:
     """Read every sample of the given shard folders with the guarded reader; report counts and skips
     (also as JSON in `out_file`)."""
+    from blip_core.data.loader import is_labelled
     from blip_core.data.reader import ReadStats, iter_samples
 
     reader_cfg: ReaderConfig = _section(params, "reader", ReaderConfig)
     out: dict[str, Any] = {}
     for d in data_dirs:
         stats = ReadStats()
-        num_captions = sum(len(s["captions"]) for s in iter_samples(d, stats=stats, reader_cfg=reader_cfg))
+        samples = iter_samples(d, stats=stats, reader_cfg=reader_cfg, labelled=is_labelled(d))
+        num_captions = sum(len(s["captions"]) for s in samples)
         out[Path(d).name] = {
             "num_ok": stats.num_ok,
             "num_skipped": stats.num_skipped,
@@ -140,7 +142,8 @@ def stage_convert(
     return {"kind": weights.kind_of(model), "out": str(out_dir), "format": dst_format, "parameters": n}
 
 
-TRAIN_SECTIONS = {"pretrain": "pretrain", "caption": "finetune_caption", "retrieval": "finetune_retrieval"}
+TRAIN_SECTIONS = {"pretrain": "pretrain", "caption": "finetune_caption", "retrieval": "finetune_retrieval",
+                  "vision": "pretrain_vision"}  # fmt: skip
 
 
 def stage_train(
@@ -153,11 +156,14 @@ def stage_train(
     preset: str | None = None,
     init: str | Path | None = None,
     tokenizer: str | Path | None = None,
+    vision_init: str | Path | None = None,
     resume: bool | str = False,
     metric_logger=None,
 ) -> dict[str, Any]:
     """Pre-train or fine-tune; the knobs come from params.yaml (section per task by default).
-    `resume="auto"` (the pipeline's stages) continues a killed run of the same config and data."""
+    `resume="auto"` (the pipeline's stages) continues a killed run of the same config and data.
+    `vision_init`: the folder or file the vision tower starts from (the pipeline passes the
+    `pretrain_vision` stage's tower when the section's `vision_init` names that stage)."""
     from blip_core.config import TrainConfig
     from blip_core.presets import get_preset
     from blip_core.train import run_training
@@ -169,9 +175,42 @@ def stage_train(
     if preset is not None:
         get_preset(preset)  # validates the name
         cfg.preset = preset
-    return run_training(
-        cfg, data_dirs, out_dir, init=init, tokenizer=tokenizer, resume=resume, metric_logger=metric_logger
-    )
+    return run_training(cfg, data_dirs, out_dir, init=init, tokenizer=tokenizer, vision_init=vision_init,
+                        resume=resume, metric_logger=metric_logger)  # fmt: skip
+
+
+def stage_pretrain_vision(
+    data_dirs: list[str | Path],
+    out_dir: str | Path,
+    *,
+    eval_dir: str | Path | None = None,
+    params: str | Path | None = None,
+    resume: bool | str = False,
+    metric_logger=None,
+) -> dict[str, Any]:
+    """The supervised vision start (BLIP's ImageNet/DeiT role): train the preset's vision tower with a
+    classification head on label-only images (`pretrain_vision` section), then score it on
+    `eval_dir`'s ground-truth scenes (evaluation only; recorded in `train_summary.json`)."""
+    from blip_core.config import TrainConfig
+    from blip_core.data.loader import load_eval_split
+    from blip_core.eval.probe import classifier_metrics
+    from blip_core.fileio import write_json
+    from blip_core.model import weights
+    from blip_core.train import run_training
+
+    cfg: TrainConfig = _section(params, TRAIN_SECTIONS["vision"], TrainConfig)
+    cfg.task = "vision"
+    summary = run_training(cfg, data_dirs, out_dir, resume=resume, metric_logger=metric_logger)
+    if eval_dir is not None:
+        model = weights.load_pretrained(Path(out_dir) / "model").eval()
+        split = load_eval_split(eval_dir, model.cfg.vision.image_size)
+        summary[Path(eval_dir).name] = scores = classifier_metrics(model, split)
+        write_json(Path(out_dir) / "train_summary.json", json.loads(json.dumps(summary, default=str)))
+        if metric_logger is not None:
+            flat = {f"eval/{Path(eval_dir).name}_{g}_{k}": v for g, m in scores.items() for k, v in m.items()}
+            metric_logger.log(flat, step=0)
+        logger.info("vision start on %s: %s", eval_dir, scores)
+    return summary
 
 
 def stage_evaluate(
@@ -180,10 +219,15 @@ def stage_evaluate(
     out_file: str | Path,
     *,
     params: str | Path | None = None,
+    probe_model: str | Path | None = None,
+    probe_fit_dir: str | Path | None = None,
     metric_logger=None,
 ) -> dict[str, Any]:
-    """Evaluate captioners (COCO metrics + grounding) and filters/retrieval models (recall@k) on
-    each split; a pre-training checkpoint is evaluated as both. Writes one JSON file."""
+    """Evaluate captioners (COCO metrics + grounding, by attribute too) and filters/retrieval models
+    (recall@k) on each split; a pre-training checkpoint is evaluated as both. With `probe_model` (the
+    pre-trained checkpoint) and `probe_fit_dir` (a split with ground-truth scenes, e.g. coco_train),
+    also the linear probes of its frozen image features (`probe_<group>_f1`, `probe_<group>_exact`:
+    does the vision tower still know colours and shapes after BLIP pre-training?). Writes one JSON file."""
     import torch
 
     from blip_core.config import EvalConfig
@@ -219,6 +263,9 @@ def stage_evaluate(
                         metrics = evaluate_retrieval(model, split, processor, cfg, device)
                 results.setdefault(name, {}).update(metrics)
                 logger.info("%s %s on %s: %s", kind, model_dir, name, metrics)
+    if probe_model is not None and probe_fit_dir is not None:
+        for name, groups in _image_probes(probe_model, probe_fit_dir, data_dirs).items():
+            results.setdefault(name, {}).update(groups)
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
@@ -228,6 +275,28 @@ def stage_evaluate(
         flat = {f"eval/{split}_{k}": v for split, m in results.items() for k, v in m.items() if isinstance(v, float)}
         metric_logger.log(flat, step=0)
     return results
+
+
+def _image_probes(model_dir, fit_dir, data_dirs) -> dict[str, dict[str, float]]:
+    """Colour and shape probes on a checkpoint's frozen image features: {split: {probe_<group>_<f1|exact>}}."""
+    import torch
+
+    from blip_core.data.loader import load_eval_split
+    from blip_core.eval.probe import fit_probe, image_features, scene_labels
+    from blip_core.model import weights
+
+    kind, mcfg = weights.read_config(model_dir)
+    model = weights.load_for_inference(model_dir, kind="retrieval" if kind == "pretrain" else kind)
+    fit = load_eval_split(fit_dir, mcfg.vision.image_size)
+    with torch.no_grad():
+        x_fit, y_fit = image_features(model, fit.images), scene_labels(fit.scenes)  # type: ignore[arg-type]
+        out = {}
+        for d in data_dirs:
+            split = load_eval_split(d, mcfg.vision.image_size)
+            x, y = image_features(model, split.images), scene_labels(split.scenes)  # type: ignore[arg-type]
+            out[Path(d).name] = {f"probe_{g}_{k}": v for g in ("color", "shape")
+                                 for k, v in fit_probe(x_fit, y_fit[g], x, y[g]).items()}  # fmt: skip
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -395,7 +464,11 @@ def stage_leakage(
 
 REPORT_METRICS = (
     "tr_r1", "ir_r1", "r_mean", "cider", "bleu4", "meteor", "grounded_precision", "grounded_true_rate",
+    *(f"grounded_precision_{a}" for a in ("color", "shape", "size", "count", "relation", "background")),
+    "probe_shape_f1", "probe_color_f1",
 )  # fmt: skip
+"""Compared baseline vs bootstrapped: retrieval, COCO metrics, grounding (overall and by attribute) and
+the probes of the pre-trained image tower."""
 
 
 def stage_report(baseline: str | Path, bootstrapped: str | Path, out_dir: str | Path) -> dict[str, Any]:

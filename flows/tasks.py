@@ -233,14 +233,21 @@ def _register_key(context, parameters: dict[str, Any]) -> str:
 
 
 @task(cache_key_fn=_register_key, persist_result=True)
-def register_task(run: dict, rows: list[dict], models: dict[str, str], run_ids: dict[str, str | None]) -> dict:
-    """Register the four models, each logged in the stage run that trained it (`run_ids`, by role;
-    the parent run if a stage has none); the `best` alias follows test mean recall (CIDEr for the
-    captioner)."""
+def register_task(
+    run: dict,
+    rows: list[dict],
+    models: dict[str, str],
+    run_ids: dict[str, str | None],
+    vision_score: float | None = None,
+) -> dict:
+    """Register the models, each logged in the stage run that trained it (`run_ids`, by role; the
+    parent run if a stage has none); the `best` alias follows test mean recall (CIDEr for the
+    captioner, the val shape F1 for the vision start)."""
     from flows.registry import log_and_register
 
     score = {(r["split"], r["metric"], m): r[m] for r in rows for m in ("baseline", "bootstrapped")}
     metric = {
+        "vision": vision_score,
         "pretrain": score.get(("test", "r_mean", "baseline")),
         "captioner": score.get(("test", "cider", "baseline")),
         "filter": score.get(("test", "r_mean", "baseline")),

@@ -44,7 +44,15 @@ def sample_members(key: str, caption: str = "a red square", *, image: bytes | No
 
 def tiny_world_config(**overrides) -> WorldConfig:
     cfg = WorldConfig(
-        seed=7, num_coco_train=40, num_web=240, num_val=8, num_test=8, num_novel=12, shard_size=100, num_workers=2
+        seed=7,
+        num_coco_train=40,
+        num_web=240,
+        num_val=8,
+        num_test=8,
+        num_novel=12,
+        num_objects=120,
+        shard_size=100,
+        num_workers=2,
     )
     for k, v in overrides.items():
         setattr(cfg, k, v)
@@ -95,8 +103,9 @@ def micro_params(path, **sections) -> Path:
     doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     micro = {
         "world": {"seed": 7, "num_coco_train": 40, "num_web": 240, "num_val": 8, "num_test": 8, "num_novel": 12,
-                  "shard_size": 100, "num_workers": 1},
+                  "num_objects": 64, "shard_size": 100, "num_workers": 1},
         "tokenizer": {"vocab_size": 400},
+        "pretrain_vision": {"batch_size": 8, "max_steps": 3, "warmup_steps": 1, "shuffle_buffer": 50, "log_every": 1},
         "pretrain": {"batch_size": 8, "max_steps": 3, "warmup_steps": 1, "shuffle_buffer": 50, "log_every": 1},
         "finetune_caption": {"batch_size": 8, "max_steps": 2, "warmup_steps": 1, "shuffle_buffer": 50},
         "finetune_retrieval": {"batch_size": 8, "max_steps": 2, "warmup_steps": 1, "shuffle_buffer": 50},

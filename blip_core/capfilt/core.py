@@ -57,8 +57,11 @@ SCORE_SCHEMA = pa.schema(
         pa.field("itc_cosine", pa.float32(), nullable=False),
         pa.field("gt_noise_type", pa.string()),
         pa.field("gt_noisy", pa.bool_()),
+        pa.field("gt_attributes", pa.string()),
     ]
 )
+"""`gt_attributes`: synthetic captions only, the grounding checker's per-attribute tally as JSON
+({attribute: [mentions, true mentions]}), for CapFilt quality by attribute."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,19 +198,21 @@ def score_output(
     return Path(out_dir) / f"{shard.stem}.{h}.parquet"
 
 
-def _ground_truth(meta: dict[str, Any], caption: str, source: str) -> tuple[str | None, bool | None]:
-    """(noise type, noisy) from the world's labels: web captions carry a noise type; a synthetic
-    caption is noisy when the grounding checker finds it not true of the rendered scene."""
+def _ground_truth(meta: dict[str, Any], caption: str, source: str) -> tuple[str | None, bool | None, str | None]:
+    """(noise type, noisy, per-attribute tally) from the world's labels: web captions carry a noise
+    type; a synthetic caption is noisy when the grounding checker finds it not true of the rendered
+    scene (and its tally says which attributes it got right)."""
     gt = meta.get("gt") or {}
     if source == "human":
-        return "human", False
+        return "human", False, None
     if source == "web":
         nt = gt.get("noise_type")
-        return nt, (None if nt is None else nt != "clean")
+        return nt, (None if nt is None else nt != "clean"), None
     scene = gt.get("scene")
     if scene is None:
-        return None, None
-    return "synthetic", not ground_caption(caption, Scene.from_dict(scene)).is_true
+        return None, None, None
+    g = ground_caption(caption, Scene.from_dict(scene))
+    return "synthetic", not g.is_true, json.dumps(g.by_attribute, sort_keys=True)
 
 
 @torch.no_grad()
@@ -260,7 +265,7 @@ def filter_shard(
             scores = filter_model.score(embeds, ids.to(device), mask.to(device))
         itm, itc = scores["itm_prob"].float().cpu().tolist(), scores["itc_cosine"].float().cpu().tolist()
         for (s, c, text, src), p, cos in zip(cands, itm, itc, strict=True):
-            nt, noisy = _ground_truth(s["meta"], text, src)
+            nt, noisy, attributes = _ground_truth(s["meta"], text, src)
             rows.append(
                 {
                     "key": s["key"],
@@ -272,6 +277,7 @@ def filter_shard(
                     "itc_cosine": cos,
                     "gt_noise_type": nt,
                     "gt_noisy": noisy,
+                    "gt_attributes": attributes,
                 }
             )
     _write_table(rows, SCORE_SCHEMA, out)

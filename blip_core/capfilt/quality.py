@@ -6,6 +6,7 @@ is the positive prediction, "noisy" (noise type other than clean) the positive l
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +46,38 @@ def filter_quality(selection: pd.DataFrame, threshold: float) -> dict[str, Any]:
         out["filter/itc_auroc"] = auroc(noisy, -web["itc_cosine"].to_numpy())
         out |= {f"filter/{k}": v for k, v in _prf(removed, noisy).items()}
         out["web/noise_rate"] = float(noisy.mean())
+        clean = ~noisy
         for nt, g in web.groupby("gt_noise_type"):
             out[f"filter/removed_rate/{nt}"] = float((g["itm_prob"] < threshold).mean())
+            if nt != "clean" and clean.any():  # this noise type against the clean web captions
+                versus = np.r_[np.zeros(int(clean.sum()), bool), np.ones(len(g), bool)]
+                scores = np.r_[web["itm_prob"].to_numpy()[clean], g["itm_prob"].to_numpy()]
+                out[f"filter/auroc/{nt}"] = auroc(versus, -scores)
     syn = selection[selection["source"].eq("synthetic") & selection["gt_noisy"].notna()]
     if len(syn):
         out["synthetic/grounded_accuracy"] = float(1 - syn["gt_noisy"].astype(bool).mean())
         out["synthetic/removed_rate"] = float((syn["itm_prob"] < threshold).mean())
+        # can the filter tell the captioner's false captions from its true ones?
+        out["synthetic/auroc"] = auroc(syn["gt_noisy"].astype(bool).to_numpy(), -syn["itm_prob"].to_numpy())
+        out |= {f"synthetic/precision/{a}": v for a, v in attribute_precision(syn).items()}
     kept = selection[selection["keep"] & selection["gt_noisy"].notna()]
     if len(kept):
         out["kept/noise_rate"] = float(kept["gt_noisy"].astype(bool).mean())
     return out
+
+
+def attribute_precision(rows: pd.DataFrame) -> dict[str, float]:
+    """True mentions over mentions of each attribute, summed over rows' `gt_attributes` tallies
+    (synthetic captions; absent for score files written before the column existed)."""
+    if "gt_attributes" not in rows:
+        return {}
+    totals: dict[str, list[int]] = {}
+    for tally in rows["gt_attributes"].dropna():
+        for attr, (mentions, true) in json.loads(tally).items():
+            t = totals.setdefault(attr, [0, 0])
+            t[0] += mentions
+            t[1] += true
+    return {a: t[1] / t[0] for a, t in sorted(totals.items()) if t[0]}
 
 
 def plot_quality(selection: pd.DataFrame, threshold: float, out_dir: str | Path) -> list[Path]:

@@ -10,7 +10,13 @@ Scoring (per caption):
 - object recall = scene objects matched by a fully-true noun phrase / scene objects;
 - attribute recall = (shape, colour, size) attributes of scene objects that a true noun phrase names
   / (3 * scene objects);
-- a caption is *true* when it mentions at least one attribute and all of them are true.
+- a caption is *true* when it mentions at least one attribute and all of them are true;
+- by attribute (`GroundingResult.by_attribute`: mentioned and true mentions of colour, shape, size,
+  count, relation, background), each mention is judged on its own, so the tally says which
+  attribute fails: a shape is true if the scene has one; a colour if an object of the named shape
+  has it (any object, when no object has that shape: one wrong shape is not also a wrong colour); a
+  size likewise among the objects of that shape and colour; counts, relations and the background as
+  above.
 """
 
 from __future__ import annotations
@@ -67,6 +73,10 @@ class Mentions:
     background: str | None = None
 
 
+ATTRIBUTES = ("color", "shape", "size", "count", "relation", "background")
+"""The attribute kinds a caption can mention (the keys of `GroundingResult.by_attribute`)."""
+
+
 @dataclass(slots=True)
 class GroundingResult:
     num_attributes: int
@@ -74,6 +84,8 @@ class GroundingResult:
     object_recall: float
     attribute_recall: float
     errors: list[str]
+    by_attribute: dict[str, list[int]] = field(default_factory=lambda: {a: [0, 0] for a in ATTRIBUTES})
+    """attribute -> [mentions, true mentions], each mention judged on its own (module docstring)."""
 
     @property
     def precision(self) -> float:
@@ -221,6 +233,26 @@ def _check_phrase(np_: NounPhrase, scene: Scene) -> tuple[int, int, list[str], l
     return mentioned, true, errors, matched
 
 
+def _tally_phrase(np_: NounPhrase, scene: Scene, tally: dict[str, list[int]]) -> None:
+    """Per-attribute judgement of one noun phrase (see the module docstring)."""
+
+    def add(attr: str, ok: bool) -> None:
+        tally[attr][0] += 1
+        tally[attr][1] += int(ok)
+
+    objs = scene.objects
+    if np_.shape is not None:
+        add("shape", any(o.shape == np_.shape for o in objs))
+    pool = [o for o in objs if np_.shape is None or o.shape == np_.shape] or objs
+    if np_.color is not None:
+        add("color", any(o.color == np_.color for o in pool))
+        pool = [o for o in pool if o.color == np_.color] or pool
+    if np_.size is not None:
+        add("size", any(o.size == np_.size for o in pool))
+    if np_.count is not None and np_.count >= 2:
+        add("count", sum(1 for o in objs if _matches(o, np_)) == np_.count)
+
+
 def ground_caption(caption: str | Mentions, scene: Scene) -> GroundingResult:
     """Score a caption (text or parsed mentions) against a scene."""
     m = parse_caption(caption) if isinstance(caption, str) else caption
@@ -228,7 +260,9 @@ def ground_caption(caption: str | Mentions, scene: Scene) -> GroundingResult:
     errors: list[str] = []
     covered: dict[int, set[str]] = {}
     matched_per_phrase: list[list[SceneObject]] = []
+    tally: dict[str, list[int]] = {a: [0, 0] for a in ATTRIBUTES}
     for np_ in m.phrases:
+        _tally_phrase(np_, scene, tally)
         n_m, n_t, errs, matched = _check_phrase(np_, scene)
         mentioned += n_m
         true += n_t
@@ -242,17 +276,21 @@ def ground_caption(caption: str | Mentions, scene: Scene) -> GroundingResult:
                 attrs.add("size") if np_.size else None
     for a_idx, rel, b_idx in m.relations:
         mentioned += 1
+        tally["relation"][0] += 1
         if any(relation_holds(a, b, rel) for a in matched_per_phrase[a_idx] for b in matched_per_phrase[b_idx]):
             true += 1
+            tally["relation"][1] += 1
         else:
             errors.append(f"relation {rel} false")
     if m.background is not None:
         mentioned += 1
+        tally["background"][0] += 1
         if m.background == scene.background:
             true += 1
+            tally["background"][1] += 1
         else:
             errors.append(f"background is {scene.background}, not {m.background}")
     n_obj = max(1, len(scene.objects))
     object_recall = sum(1 for o in scene.objects if covered.get(id(o))) / n_obj
     attribute_recall = sum(len(covered.get(id(o), ())) for o in scene.objects) / (3 * n_obj)
-    return GroundingResult(mentioned, true, object_recall, attribute_recall, errors)
+    return GroundingResult(mentioned, true, object_recall, attribute_recall, errors, tally)

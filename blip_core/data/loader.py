@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,6 +103,25 @@ def _apply_transform(src, transform: TrainTransform):
         yield item
 
 
+def _add_itm_extras(src, transform: TrainTransform, *, swaps: bool, phrases: bool):
+    """Extra ITM rows per pair (`blip_core.data.caption_edits`): its caption with one attribute
+    swapped (label 0); one noun phrase of it (label 1) and, with swaps, that phrase swapped (label 0).
+    Drawn from (seed, epoch, pair) like the crop, so a resumed run sees the same rows."""
+    from blip_core.data.caption_edits import phrase_positive, swap_negative
+
+    for item in src:
+        rng = random.Random(f"{transform.seed}/{transform.epoch}/{item['pair']}/itm")
+        extra: list[tuple[str, int]] = []
+        if swaps and (neg := swap_negative(item["caption"], rng)) is not None:
+            extra.append((neg, 0))
+        if phrases and (part := phrase_positive(item["caption"], rng)) is not None:
+            extra.append((part, 1))
+            if swaps and (neg := swap_negative(part, rng)) is not None:
+                extra.append((neg, 0))
+        item["itm_extra"] = extra
+        yield item
+
+
 @dataclass
 class Collate:
     """Stack images, tokenize captions (with the captioner prompt for the caption task)."""
@@ -111,18 +131,87 @@ class Collate:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         ids, mask = self.processor([it["caption"] for it in items], prompt=self.prompt)
-        return {
+        batch = {
             "images": torch.stack([it["tensor"] for it in items]),
             "input_ids": ids,
             "attention_mask": mask,
             "image_ids": torch.tensor([image_id_int(it["image_id"]) for it in items], dtype=torch.long),
             "keys": [it["pair"] for it in items],
         }
+        rows = [(i, text, label) for i, it in enumerate(items) for text, label in it.get("itm_extra", ())]
+        if rows:  # extra ITM rows made from the captions (swap negatives, partial positives)
+            ids, mask = self.processor([text for _, text, _ in rows])
+            batch["itm_extra"] = {
+                "input_ids": ids,
+                "attention_mask": mask,
+                "image_index": torch.tensor([i for i, _, _ in rows], dtype=torch.long),
+                "labels": torch.tensor([label for _, _, label in rows], dtype=torch.long),
+            }
+        return batch
 
 
-def count_pairs(dirs: list[str | Path]) -> int:
-    """Image-caption pairs in shard folders, from their manifests (no tar reads)."""
+def _label_items(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """One training item per labelled image (object recognition: no captions)."""
+    for s in src:
+        yield {"key": s["key"], "pair": s["key"], "image": s["image"], "labels": s["labels"]}
+
+
+@dataclass
+class LabelCollate:
+    """Stack images; class labels -> one multi-hot row over every group's classes, in `classes` order."""
+
+    classes: dict[str, list[str]]
+
+    def __post_init__(self) -> None:
+        self.index = {(g, c): i for i, (g, c) in enumerate((g, c) for g, cs in self.classes.items() for c in cs)}
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        labels = torch.zeros(len(items), len(self.index))
+        for row, it in enumerate(items):
+            for group, names in it["labels"].items():
+                for name in names:
+                    if (group, name) not in self.index:
+                        raise ValueError(f"sample {it['key']}: unknown class {group}={name!r} (classes: {self.classes})")
+                    labels[row, self.index[(group, name)]] = 1.0
+        return {"images": torch.stack([it["tensor"] for it in items]), "labels": labels,
+                "keys": [it["pair"] for it in items]}  # fmt: skip
+
+
+def count_pairs(dirs: list[str | Path], *, labelled: bool = False) -> int:
+    """Image-caption pairs (or labelled images) in shard folders, from their manifests (no tar reads)."""
+    if labelled:
+        return int(sum(len(read_manifests(d)) for d in dirs))
     return int(sum(read_manifests(d)["num_captions"].sum() for d in dirs))
+
+
+def is_labelled(folder: str | Path) -> bool:
+    """A label-only (object recognition) shard folder: its `_stats.json` names its `classes`."""
+    from blip_core.data.shards import STATS_FILE
+
+    try:
+        return bool(json.loads((Path(folder) / STATS_FILE).read_text()).get("classes"))
+    except (OSError, ValueError):
+        return False
+
+
+def read_classes(dirs: list[str | Path]) -> dict[str, list[str]]:
+    """The class vocabulary of label-only shard folders (`classes` in each folder's `_stats.json`)."""
+    from blip_core.data.shards import read_stats
+
+    found: dict[str, list[str]] | None = None
+    for d in dirs:
+        try:
+            classes = read_stats(d).get("classes")
+        except (OSError, ValueError):
+            classes = None
+        if not classes:
+            raise ValueError(f"{d} is not a label-only split: its _stats.json names no 'classes'")
+        if found is not None and classes != found:
+            raise ValueError(f"label-only folders disagree on their classes: {d} has {classes}, another {found}")
+        found = classes
+    if found is None:
+        raise ValueError("no label-only folder given")
+    return found
 
 
 class TrainData:
@@ -131,23 +220,29 @@ class TrainData:
     Each rank gets whole shards (split by node, then by worker) and the stream repeats, so every
     rank yields exactly `steps_per_epoch` batches of `batch_size` (drop-last semantics over the
     global batch); `batches(epoch, skip)` restarts an epoch part-way for resume.
+
+    Image-caption pairs by default; with `classes` ({group: [class, ...]}), label-only images
+    (object recognition) batched with multi-hot `labels` instead of tokenized captions.
     """
 
     def __init__(self, dirs: list[str | Path], processor, *, batch_size: int, image_size: int, seed: int,
                  crop_scale_min: float, shuffle_buffer: int, num_workers: int, prompt: bool = False,
-                 reader_cfg: ReaderConfig | None = None) -> None:
+                 reader_cfg: ReaderConfig | None = None, classes: dict[str, list[str]] | None = None,
+                 swap_negatives: bool = False, phrase_positives: bool = False) -> None:
         if not dirs:
             raise ValueError("training needs at least one data directory")
         self.urls = [str(p) for d in dirs for p in list_shards(d)]
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.shuffle_buffer = shuffle_buffer
-        self.num_pairs = count_pairs(dirs)
+        self.labelled = classes is not None
+        self.swap_negatives, self.phrase_positives = swap_negatives, phrase_positives
+        self.num_pairs = count_pairs(dirs, labelled=self.labelled)
         world = world_info()[1]
         self.steps_per_epoch = self.num_pairs // (batch_size * world)
         if self.steps_per_epoch < 1:
             raise ValueError(f"{self.num_pairs} training pairs are fewer than one global batch ({batch_size * world})")
         self.transform = TrainTransform(image_size, crop_scale_min, seed)
-        self.collate = Collate(processor, prompt)
+        self.collate = LabelCollate(classes) if classes is not None else Collate(processor, prompt)
         self.stats = ReadStats()
         self.reader_cfg = reader_cfg
 
@@ -166,15 +261,19 @@ class TrainData:
         ]
         if self.shuffle_buffer:
             stages.append(functools.partial(_seeded_shuffle, bufsize=self.shuffle_buffer, seed=f"{self.seed}/{epoch}/raw"))
-        stages += [wds.map(SampleDecoder(stats, self.reader_cfg)), _expand_captions]
+        stages += [wds.map(SampleDecoder(stats, self.reader_cfg, labelled=self.labelled)),
+                   _label_items if self.labelled else _expand_captions]
         if not shard_split and consumers > 1:
             # few shards: split the pair stream, so N ranks see exactly the pairs one process would
             index_fn = functools.partial(_consumer_index, self.num_workers)
             stages.append(functools.partial(_split_samples, consumers=consumers, index_fn=index_fn))
         if self.shuffle_buffer:
             stages.append(functools.partial(_seeded_shuffle, bufsize=4 * self.batch_size, seed=f"{self.seed}/{epoch}/pairs"))
-        stages += [functools.partial(_apply_transform, transform=self.transform),
-                   wds.batched(self.batch_size, collation_fn=self.collate, partial=False)]
+        stages.append(functools.partial(_apply_transform, transform=self.transform))
+        if self.swap_negatives or self.phrase_positives:
+            stages.append(functools.partial(_add_itm_extras, transform=self.transform, swaps=self.swap_negatives,
+                                            phrases=self.phrase_positives))  # fmt: skip
+        stages.append(wds.batched(self.batch_size, collation_fn=self.collate, partial=False))
         return wds.DataPipeline(*stages).repeat()
 
     def batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, Any]]:

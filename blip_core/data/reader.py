@@ -14,7 +14,9 @@ silently. Reasons:
   `unnamed_member`: a file member without a `key.ext` name;
   `unsafe_key`: a member name that is absolute, climbs (`..`) or nests folders (`a/b.jpg`), which
   no output path may be built from;
-- `missing_image`, `missing_caption`, `missing_json`: a sample lacks a member;
+- `missing_image`, `missing_caption`, `missing_json`: a sample lacks a member; `label_only`: a
+  label-only (object-recognition) sample read as an image-text pair; read with `labelled=True`,
+  a sample without labels is `missing_labels` or `bad_labels`;
 - `bad_json`, `bad_caption_encoding`, `empty_caption`, `caption_too_long` (captions are NFC-
   normalised and stripped of control and invisible format characters, e.g. zero-width spaces and
   bidi overrides, first: a caption of only those is empty);
@@ -223,10 +225,15 @@ class SampleDecoder:
     evaluation code may read.
     """
 
-    def __init__(self, stats: ReadStats, cfg: ReaderConfig | None = None, *, keep_bytes: bool = False) -> None:
+    def __init__(
+        self, stats: ReadStats, cfg: ReaderConfig | None = None, *, keep_bytes: bool = False, labelled: bool = False
+    ) -> None:
         self.stats = stats
         self.cfg = cfg or ReaderConfig()
         self.keep_bytes = keep_bytes
+        self.labelled = labelled
+        """Label-only samples (object recognition): class labels from the json's `labels`
+        ({group: [class, ...]}) instead of captions; `missing_labels` / `bad_labels` otherwise."""
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any] | None:
         shard = _shard_of(sample)
@@ -251,7 +258,11 @@ class SampleDecoder:
                     raise ValueError("json is not an object")
             except (UnicodeDecodeError, ValueError) as e:
                 raise _Skip("bad_json", str(e)) from None
+        if self.labelled:
+            return self._labelled(key, meta, image_bytes)
         captions = meta.pop("captions", None)
+        if not captions and meta.get("labels") and "txt" not in sample:
+            raise _Skip("label_only", "a label-only sample (class labels, no caption): read it with labelled=True")
         if captions is None and "txt" in sample:
             try:
                 captions = [sample["txt"].decode("utf-8")]
@@ -273,6 +284,23 @@ class SampleDecoder:
             raise _Skip("caption_too_long", f"> {self.cfg.max_caption_chars} characters")
         image = decode_image(image_bytes, self.cfg)
         out = {"key": key, "image": image, "captions": captions, "meta": meta}
+        if self.keep_bytes:
+            out["image_bytes"] = image_bytes
+        return out
+
+
+    def _labelled(self, key: str, meta: dict[str, Any], image_bytes: bytes) -> dict[str, Any]:
+        if "labels" not in meta:
+            raise _Skip("missing_labels", "no 'labels' in the json (a label-only sample needs them)")
+        labels = meta.pop("labels")
+        ok = isinstance(labels, dict) and all(
+            isinstance(g, str) and isinstance(v, list) and all(isinstance(c, str) for c in v) for g, v in labels.items()
+        )
+        if not ok:
+            raise _Skip("bad_labels", f"labels must map a group to a list of class names, got {str(labels)[:100]}")
+        meta.pop("captions", None)
+        out = {"key": key, "image": decode_image(image_bytes, self.cfg), "captions": [],
+               "labels": labels, "meta": meta}  # fmt: skip
         if self.keep_bytes:
             out["image_bytes"] = image_bytes
         return out
@@ -329,6 +357,7 @@ def build_pipeline(
     split_by_worker: bool = True,
     repeat: bool = False,
     keep_bytes: bool = False,
+    labelled: bool = False,
 ) -> wds.DataPipeline:
     """A webdataset pipeline of decoded samples (or batches).
 
@@ -342,6 +371,7 @@ def build_pipeline(
         split_by_node / split_by_worker: give each DDP rank and each DataLoader worker its own
             shards, so no sample is read twice per epoch.
         keep_bytes: also return the raw image bytes (`image_bytes`), e.g. for hashing.
+        labelled: label-only samples (class labels, no captions; see `SampleDecoder.labelled`).
     """
     urls = [str(p) for p in (list_shards(shards) if isinstance(shards, str | Path) else shards)]
     stats = stats if stats is not None else ReadStats()
@@ -357,7 +387,7 @@ def build_pipeline(
     stages.append(functools.partial(_drop_duplicate_keys, stats=stats))
     if shuffle_buffer:
         stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(seed)))
-    stages.append(wds.map(SampleDecoder(stats, reader_cfg, keep_bytes=keep_bytes)))
+    stages.append(wds.map(SampleDecoder(stats, reader_cfg, keep_bytes=keep_bytes, labelled=labelled)))
     if transform is not None:
         stages.append(wds.map(transform))
     if batch_size:
@@ -379,8 +409,8 @@ def iter_samples(
     stats: ReadStats | None = None,
     reader_cfg: ReaderConfig | None = None,
     keep_bytes: bool = False,
+    labelled: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Decoded samples of all shards in order, in this process (no node/worker split)."""
-    yield from build_pipeline(
-        shards, stats=stats, reader_cfg=reader_cfg, split_by_node=False, split_by_worker=False, keep_bytes=keep_bytes
-    )
+    yield from build_pipeline(shards, stats=stats, reader_cfg=reader_cfg, split_by_node=False, split_by_worker=False,
+                              keep_bytes=keep_bytes, labelled=labelled)  # fmt: skip

@@ -45,7 +45,8 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("image_id", pa.string(), nullable=False),
     ]
 )
-"""Per-sample manifest row. `source` is human | web | synthetic | mixed; `sha256` hashes the image bytes."""
+"""Per-sample manifest row. `source` is human | web | synthetic | mixed | labels (label-only, no
+caption: `caption` is empty); `sha256` hashes the image bytes."""
 
 STATS_FILE = "_stats.json"
 MANIFEST_SUFFIX = ".manifest.parquet"
@@ -121,9 +122,12 @@ class ShardWriter:
         meta: dict[str, Any] | None = None,
         size: tuple[int, int] | None = None,
     ) -> None:
-        """Add a sample. `meta` goes into key.json beside `captions` (e.g. image_id, gt)."""
-        if not captions:
-            raise ValueError(f"sample {key}: at least one caption is required")
+        """Add a sample. `meta` goes into key.json beside `captions` (e.g. image_id, gt).
+
+        A label-only sample (an object-recognition image, ImageNet-style) has no captions and its
+        class labels in `meta["labels"]`."""
+        if not captions and not (meta or {}).get("labels"):
+            raise ValueError(f"sample {key}: at least one caption (or class labels in meta['labels']) is required")
         if key in self._keys:
             raise ValueError(f"sample {key}: duplicate key in shard {self.name}")
         if "." in key or "/" in key:
@@ -135,9 +139,10 @@ class ShardWriter:
         sample = {
             "__key__": key,
             "jpg": jpeg,
-            "txt": captions[0].encode("utf-8"),
             "json": json.dumps(doc, sort_keys=True, ensure_ascii=False).encode("utf-8"),
         }
+        if captions:
+            sample["txt"] = captions[0].encode("utf-8")
         try:
             self._tar.write(sample)
         except OSError as e:
@@ -149,8 +154,8 @@ class ShardWriter:
                 "shard": self.name,
                 "width": width,
                 "height": height,
-                "caption": captions[0],
-                "caption_len": len(captions[0].split()),
+                "caption": captions[0] if captions else "",
+                "caption_len": len(captions[0].split()) if captions else 0,
                 "num_captions": len(captions),
                 "sha256": hashlib.sha256(jpeg).hexdigest(),
                 "source": source,

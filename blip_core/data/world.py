@@ -10,7 +10,10 @@ the properties the paper relies on:
   (mismatched, attribute-corrupted, spam, uninformative), the rest clean-but-terse;
 - `val` / `test`: Karpathy-style held-out clean splits with 5 captions each;
 - `novel`: scenes with (colour, shape) combinations that never occur in the clean splits but do
-  occur on the web (NoCaps-like), so they can only be learned from web data.
+  occur on the web (NoCaps-like), so they can only be learned from web data;
+- `objects`: label-only object recognition (ImageNet-like: an image and its class labels, no
+  captions), from which `pretrain_vision` trains the vision tower that both BLIP pre-trainings
+  start from, as BLIP starts its ViT from ImageNet (DeiT) weights. See `object_labels`.
 
 Everything derives from (seed, split, index) through string-seeded `random.Random`, so any sample
 can be regenerated alone (the mismatched noise uses this to copy another web image's alt-text) and
@@ -43,7 +46,11 @@ from blip_core.data.shards import ShardWriter, write_stats
 logger = logging.getLogger(__name__)
 
 GRID = 3  # objects sit on a GRID x GRID lattice of cells
-CLEAN_SPLITS = ("coco_train", "val", "test")
+CLEAN_SPLITS = ("coco_train", "val", "test", "objects")
+"""Splits without held-out (colour, shape) combinations: `novel` stays zero-shot for every
+supervised start (the `objects` labels included), as for the clean human captions."""
+LABEL_GROUPS = {"shape": tuple(lx.SHAPES), "color": tuple(lx.COLORS)}
+"""The `objects` split's class vocabulary: group -> class names (multi-label per group)."""
 
 
 def _rng(cfg: WorldConfig, split: str, index: int, purpose: str) -> random.Random:
@@ -421,6 +428,30 @@ def assign_noise_type(cfg: WorldConfig, index: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# the objects split: the world's ImageNet
+
+
+def object_labels(scene: Scene) -> dict[str, list[str]]:
+    """The class labels of an `objects` image: which shapes and which colours it shows.
+
+    Why this design (decided from what ImageNet is to BLIP, before measuring any effect):
+    - scenes: drawn like the clean splits' (1-4 objects, both sizes, every background), because
+      ImageNet photos come from the same visual world as COCO's, not isolated studio objects; no
+      held-out (colour, shape) combination, so `novel` stays zero-shot;
+    - labels: image-level classes a labeller would tag, multi-label per group: the object categories
+      (shapes) and their colours. Nothing a caption is for: no counts, sizes, positions,
+      relations, backgrounds or colour-shape binding, as ImageNet labels say "goldfish", not "two
+      goldfish left of a rock";
+    - size: `world.num_objects`, ~1,000+ images per class (ImageNet-1k has ~1,300): ~2.2 objects
+      an image over 8 shapes and 10 colours needs ~6,000 images; clean, like ImageNet's labels.
+    """
+    return {
+        "shape": sorted({o.shape for o in scene.objects}, key=LABEL_GROUPS["shape"].index),
+        "color": sorted({o.color for o in scene.objects}, key=LABEL_GROUPS["color"].index),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
 # samples, shards, whole world
 
 
@@ -430,6 +461,12 @@ def make_sample(cfg: WorldConfig, split: str, index: int) -> dict[str, Any]:
     img = render_scene(scene, _rng(cfg, split, index, "render"), cfg.image_size)
     key = f"{split}-{index:07d}"
     gt: dict[str, Any] = {"scene": scene.to_dict()}
+    held = set(held_out_combos(cfg))
+    gt["novel_objects"] = [i for i, o in enumerate(scene.objects) if (o.color, o.shape) in held]
+    if split == "objects":  # label-only: its labels are training data (unlike gt)
+        meta = {"image_id": key, "split": split, "labels": object_labels(scene), "gt": gt}
+        return {"key": key, "jpeg": encode_jpeg(img, cfg.jpeg_quality), "size": img.size, "captions": [],
+                "source": "labels", "meta": meta}  # fmt: skip
     if split == "web":
         text, noise_type, detail = web_caption(cfg, index, scene)
         captions, source = [text], "web"
@@ -437,8 +474,6 @@ def make_sample(cfg: WorldConfig, split: str, index: int) -> dict[str, Any]:
     else:
         captions = human_captions(scene, _rng(cfg, split, index, "caption"), cfg.captions_per_image)
         source = "human"
-    held = set(held_out_combos(cfg))
-    gt["novel_objects"] = [i for i, o in enumerate(scene.objects) if (o.color, o.shape) in held]
     return {
         "key": key,
         "jpeg": encode_jpeg(img, cfg.jpeg_quality),
@@ -520,6 +555,8 @@ def generate_world(cfg: WorldConfig, out_dir: str | Path, *, progress: bool = Tr
         }
         if split == "web":
             stats["noise_counts"] = dict(sorted(noise.items()))
+        if split == "objects":  # the label vocabulary, for whoever trains on it
+            stats["classes"] = {group: list(names) for group, names in LABEL_GROUPS.items()}
         write_stats(out_dir / split, stats)
         summary["splits"][split] = {k: stats[k] for k in ("num_samples", "num_captions", "num_shards", "bytes")}
     summary["config"] = {f: getattr(cfg, f) for f in cfg.__slots__ if f != "num_workers"}  # type: ignore[attr-defined]

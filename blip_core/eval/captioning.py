@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from blip_core.config import EvalConfig
-from blip_core.data.grounding import Scene, ground_caption
+from blip_core.data.grounding import ATTRIBUTES, Scene, ground_caption
 from blip_core.data.loader import EvalSplit
 from blip_core.model.generate import GenerationConfig, generate
 
@@ -60,16 +60,25 @@ def spice_available() -> bool:
 
 
 def grounding_metrics(captions: list[str], scenes: list[dict | None]) -> dict[str, float]:
-    """Mean attribute precision / object recall / attribute recall, and the share of true captions."""
+    """Mean attribute precision / object recall / attribute recall, the share of true captions, and
+    by attribute (`grounded_precision_<attribute>`: true mentions of that attribute over its mentions
+    in the split, each judged on its own; `grounded_mentions_<attribute>`: the number of mentions),
+    so that which attribute fails shows at once."""
     results = [ground_caption(c, Scene.from_dict(s)) for c, s in zip(captions, scenes) if s is not None]
     if not results:
         return {}
-    return {
+    out = {
         "grounded_precision": float(np.mean([r.precision for r in results])),
         "grounded_object_recall": float(np.mean([r.object_recall for r in results])),
         "grounded_attribute_recall": float(np.mean([r.attribute_recall for r in results])),
         "grounded_true_rate": float(np.mean([r.is_true for r in results])),
     }
+    for attr in ATTRIBUTES:
+        mentions = sum(r.by_attribute[attr][0] for r in results)
+        out[f"grounded_mentions_{attr}"] = float(mentions)
+        if mentions:  # no mention, no precision (absent rather than a made-up 0 or 1)
+            out[f"grounded_precision_{attr}"] = sum(r.by_attribute[attr][1] for r in results) / mentions
+    return out
 
 
 @torch.no_grad()

@@ -89,6 +89,32 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
 
 
 @torch.no_grad()
+def classifier_metrics(classifier, split: EvalSplit, *, batch_size: int = 256) -> dict[str, dict[str, float]]:
+    """A vision classifier (kind `vision`) scored on a split's ground-truth scenes (evaluation only):
+    per label group, micro F1 and exact-set accuracy of the predicted classes (p > 0.5)."""
+    from sklearn.metrics import f1_score
+
+    if any(s is None for s in split.scenes):
+        raise ValueError("scoring a classifier needs ground-truth scenes (the embedded world's splits)")
+    classifier.eval()
+    preds: dict[str, list[np.ndarray]] = {}
+    for s in range(0, len(split.images), batch_size):
+        for group, p in classifier.predict(split.images[s : s + batch_size]).items():
+            preds.setdefault(group, []).append(p.numpy())
+    truth = scene_labels(split.scenes)  # type: ignore[arg-type]
+    out = {}
+    for group, names in classifier.cfg.classes.items():
+        if group not in truth or list(names) != list(COLORS if group == "color" else SHAPES):
+            continue  # only the world's own groups can be scored against its scenes
+        pred, y = np.concatenate(preds[group]).astype(np.int64), truth[group]
+        out[group] = {
+            "f1": float(f1_score(y, pred, average="micro", zero_division=0)),
+            "exact": float(np.mean((pred == y).all(axis=1))),
+        }
+    return out
+
+
+@torch.no_grad()
 def image_features(model, images: torch.Tensor, *, batch_size: int = 128) -> np.ndarray:
     """(N, 3, S, S) -> (N, 2 * Dv): [CLS] and mean patch token of the vision encoder."""
     model.eval()

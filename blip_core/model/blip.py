@@ -162,13 +162,18 @@ class BlipRetrieval(nn.Module):
         *,
         alpha: float | None = None,
         generator: torch.Generator | None = None,
+        itm_extra: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
+        """`itm_extra`: more ITM rows made from the captions (blip_core.data.caption_edits): input_ids
+        (E, L'), attention_mask (E, L'), image_index (E,) into the batch, labels (E,) 1 match / 0 not."""
         image_embeds = self.image_embeds(images)
-        out = self._itc_itm(images, image_embeds, input_ids, attention_mask, image_ids, alpha, generator)
+        out = self._itc_itm(images, image_embeds, input_ids, attention_mask, image_ids, alpha, generator, itm_extra)
         out["image_embeds"] = image_embeds
         return out
 
-    def _itc_itm(self, images, image_embeds, input_ids, attention_mask, image_ids, alpha, generator) -> dict:
+    def _itc_itm(
+        self, images, image_embeds, input_ids, attention_mask, image_ids, alpha, generator, itm_extra=None
+    ) -> dict:
         alpha = self.cfg.alpha if alpha is None else alpha
         B = input_ids.shape[0]
         with torch.no_grad():
@@ -208,11 +213,19 @@ class BlipRetrieval(nn.Module):
             neg_img, ok_t = sample_hard_negatives(sim_t2i[:, :B], same, generator)
             neg_txt, ok_i = sample_hard_negatives(sim_i2t[:, :B], same, generator)
         rows_t, rows_i = ok_t.nonzero().squeeze(1), ok_i.nonzero().squeeze(1)
-        ids_all_itm = torch.cat([input_ids, input_ids[rows_t], input_ids[neg_txt[rows_i]]])
-        mask_all = torch.cat([attention_mask, attention_mask[rows_t], attention_mask[neg_txt[rows_i]]])
-        img_index = torch.cat([torch.arange(B, device=rows_t.device), neg_img[rows_t], rows_i])  # (B + n_t + n_i,)
-        logits = self.itm_logits(image_embeds, ids_all_itm, mask_all, image_index=img_index)  # (B + n_t + n_i, 2)
-        labels = torch.cat([torch.ones(B, dtype=torch.long), torch.zeros(logits.shape[0] - B, dtype=torch.long)])
+        ids_all_itm = [input_ids, input_ids[rows_t], input_ids[neg_txt[rows_i]]]
+        mask_all = [attention_mask, attention_mask[rows_t], attention_mask[neg_txt[rows_i]]]
+        img_index = [torch.arange(B, device=rows_t.device), neg_img[rows_t], rows_i]
+        labels = [torch.ones(B, dtype=torch.long), torch.zeros(len(rows_t) + len(rows_i), dtype=torch.long)]
+        if itm_extra is not None:  # + the caption-made rows (swap negatives, partial positives)
+            L = max(input_ids.shape[1], itm_extra["input_ids"].shape[1])
+            ids_all_itm = [F.pad(t, (0, L - t.shape[1])) for t in (*ids_all_itm, itm_extra["input_ids"])]
+            mask_all = [F.pad(t, (0, L - t.shape[1])) for t in (*mask_all, itm_extra["attention_mask"])]
+            img_index.append(itm_extra["image_index"])
+            labels.append(itm_extra["labels"].cpu())
+        ids_all_itm, mask_all, img_index = torch.cat(ids_all_itm), torch.cat(mask_all), torch.cat(img_index)
+        logits = self.itm_logits(image_embeds, ids_all_itm, mask_all, image_index=img_index)  # (B + n_t + n_i + E, 2)
+        labels = torch.cat(labels)
         out |= itm_loss(logits, labels.to(logits.device))
         out |= {
             "itm_logits": logits,
@@ -231,8 +244,9 @@ class BlipPretrain(BlipRetrieval):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg, decoder=True)
 
-    def forward(self, images, input_ids, attention_mask, image_ids, *, alpha=None, generator=None):
-        out = super().forward(images, input_ids, attention_mask, image_ids, alpha=alpha, generator=generator)
+    def forward(self, images, input_ids, attention_mask, image_ids, *, alpha=None, generator=None, **negatives):
+        out = super().forward(images, input_ids, attention_mask, image_ids, alpha=alpha, generator=generator,
+                              **negatives)  # fmt: skip
         # LM: [DEC] replaces [CLS]; padding is not predicted
         dec_ids = _with_first_token(input_ids, self.cfg.text.bos_token_id)
         labels = dec_ids.masked_fill(attention_mask == 0, -100)

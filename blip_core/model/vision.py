@@ -29,6 +29,7 @@ from functools import partial
 
 import torch
 from timm.layers import ConvNormAct, resample_abs_pos_embed
+from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models import checkpoint_seq
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
@@ -48,6 +49,11 @@ class HybridViT(nn.Module):
             c_in = c_out
         self.stem = nn.Sequential(*layers)
         self.pos_embed = nn.Parameter(torch.randn(1, 1 + cfg.num_patches, cfg.width) * 0.02)
+        if cfg.pos_embed_init == "sincos":  # MAE's 2D sin-cos start; token 0 (pooled) gets none
+            side = int(cfg.num_patches**0.5)
+            with torch.no_grad():
+                self.pos_embed.zero_()
+                self.pos_embed[0, 1:] = build_sincos2d_pos_embed([side, side], cfg.width)
         drop_path = torch.linspace(0, cfg.drop_path_rate, max(1, cfg.depth)).tolist()
         norm_layer = partial(nn.LayerNorm, eps=cfg.layer_norm_eps)
         self.blocks = nn.Sequential(

@@ -16,10 +16,21 @@ def _fake_run(root, *, auroc, base_r, boot_r, threshold_mode="calibrated"):
     (m / "capfilt").mkdir(parents=True)
     quality = {"filter/auroc": auroc, "web/noise_rate": 0.4, "kept/noise_rate": 0.2, "policy": "both",
                "synthetic/grounded_accuracy": 0.3, "threshold": 0.31, "threshold_mode": threshold_mode,
-               "keep_rate/web": 0.5, "keep_rate/synthetic": 0.4}  # fmt: skip
+               "keep_rate/web": 0.5, "keep_rate/synthetic": 0.4, "filter/auroc/corrupted": auroc - 0.1,
+               "synthetic/precision/shape": 0.6, "synthetic/precision/relation": 0.1}  # fmt: skip
     (m / "capfilt" / "capfilt_quality.json").write_text(json.dumps(quality))
     for model, r in (("baseline", base_r), ("bootstrapped", boot_r)):
-        ev = {s: {"r_mean": r, "grounded_true_rate": r / 100, "cider": 1.0} for s in ("test", "novel")}
+        ev = {
+            s: {
+                "r_mean": r,
+                "grounded_true_rate": r / 100,
+                "cider": 1.0,
+                "grounded_precision_shape": r / 50,
+                "grounded_precision_color": 0.9,
+                "probe_shape_f1": 0.5 + r / 100,
+            }
+            for s in ("test", "novel")
+        }
         (m / f"eval_{model}.json").write_text(json.dumps(ev))
     # scores of 4 web captions (2 noisy) and 2 synthetic ones, for the fixed-threshold figures
     sel = pd.DataFrame({
@@ -44,6 +55,16 @@ def test_run_summary_reads_a_finished_run(tmp_path):
     assert by_policy["none"] == pytest.approx(0.5) and by_policy["filter"] == pytest.approx(1 / 3)
     assert by_policy["captioner"] == pytest.approx(0.5) and by_policy["both"] == pytest.approx(1 / 4)
     assert any("filter AUROC" in line and "0.800" in line for line in effect.quality_lines(s))
+    # the figures of the vision-start issue: probe, corrupted AUROC, kept noise at 0.5, by attribute
+    assert s["shape_probe_f1"] == pytest.approx(0.6) and s["filter_auroc_corrupted"] == pytest.approx(0.7)
+    assert s["kept_noise_rate_fixed_0_5"] == pytest.approx(1 / 3) and s["kept_over_raw"] == pytest.approx(0.5)
+    assert s["baseline"]["attribute_precision"] == {"color": 0.9, "shape": 0.2}
+    assert s["synthetic_attribute_precision"] == {"shape": 0.6, "relation": 0.1}
+    assert s["delta"]["shape_probe_f1"] == pytest.approx(0.03)
+    lines = effect.quality_lines(s)
+    assert any("corrupted" in line and "0.700" in line for line in lines)
+    table = next(i for i, line in enumerate(lines) if "attribute precision" in line)
+    assert "shape" in lines[table + 1] and "0.20" in lines[table + 2] and "0.60" in lines[table + 4]
 
 
 def test_run_summary_of_a_missing_run_is_empty(tmp_path):
@@ -69,3 +90,9 @@ def test_aggregate_and_markdown(tmp_path):
     assert "| test_r_mean | +3.000 | 2.000 | yes |" in md
     assert mean["kept_noise_by_policy"]["filter"] == pytest.approx(1 / 3)
     assert "| 1 | 0.500 | 0.333 | 0.500 | 0.250 |" in md
+    # nested figures aggregate too, and the targets table says which are met
+    assert mean["baseline"]["attribute_precision"]["shape"] == pytest.approx(0.2)
+    assert sd["baseline"]["attribute_precision"]["shape"] == pytest.approx(statistics.stdev([0.2, 0.22, 0.18]))
+    assert "| filter AUROC | >= 0.9 | 0.850 ± 0.050 | no |" in md
+    assert "| kept-set noise / raw web noise (calibrated threshold) | <= 0.5 | 0.500 ± 0.000 | yes |" in md
+    assert "| baseline, test beam | 0.90 | 0.20 |" in md

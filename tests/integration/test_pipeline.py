@@ -37,7 +37,7 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     with prefect_test_harness(server_startup_timeout=120):
         result = bootstrap(params=str(params), root=str(root), experiment="test-bootstrap")
         first = _outputs(root)
-        assert len(first) == 6  # 2 pre-trainings + 4 fine-tunings
+        assert len(first) == 7  # the vision start, 2 pre-trainings, 4 fine-tunings
         again = bootstrap(params=str(params), root=str(root), experiment="test-bootstrap")
         assert _outputs(root) == first  # served from the task cache: nothing re-trained
         from prefect.client.orchestration import get_client

@@ -76,3 +76,26 @@ def test_relations_use_dominant_axis():
     assert not relation_holds(a, b, "above") and not relation_holds(a, b, "next_to")
     c = SceneObject("star", "red", "small", 1, 0)
     assert relation_holds(a, c, "above") and relation_holds(a, c, "next_to") and relation_holds(c, a, "below")
+
+
+def test_by_attribute_each_mention_is_judged_on_its_own():
+    """The per-attribute tally says which attribute fails: a wrong shape is not also a wrong colour."""
+    r = ground_caption("there is one large red triangle on a dotted background", SCENE)
+    assert r.by_attribute == {"color": [1, 1], "shape": [1, 0], "size": [1, 1], "count": [0, 0], "relation": [0, 0],
+                              "background": [1, 0]}  # fmt: skip
+    assert not r.is_true and r.num_attributes == 4  # the overall checker still binds colour to shape
+    r = ground_caption("two blue circles above three red stars", SCENE)
+    assert r.by_attribute["color"] == [2, 0]  # the circles are red, the star blue: colour bound to the shape
+    assert r.by_attribute["shape"] == [2, 2] and r.by_attribute["count"] == [2, 0]
+    assert r.by_attribute["relation"] == [1, 0]
+
+
+def test_grounding_metrics_report_precision_by_attribute():
+    from blip_core.eval.captioning import grounding_metrics
+
+    scene = SCENE.to_dict()
+    m = grounding_metrics(["a red circle", "a red triangle", "a blue star on a striped background"], [scene] * 3)
+    assert m["grounded_precision_shape"] == 2 / 3 and m["grounded_mentions_shape"] == 3
+    assert m["grounded_precision_color"] == 1.0 and m["grounded_precision_background"] == 1.0
+    assert "grounded_precision_relation" not in m and m["grounded_mentions_relation"] == 0
+    assert m["grounded_true_rate"] == 2 / 3

@@ -13,7 +13,7 @@ from helpers import tiny_world_config
 from blip_core.config import WorldConfig
 from blip_core.data import lexicon as lx
 from blip_core.data.grounding import Scene, ground_caption
-from blip_core.data.reader import iter_samples
+from blip_core.data.reader import ReadStats, iter_samples
 from blip_core.data.world import (
     assign_noise_type,
     generate_world,
@@ -179,7 +179,55 @@ def test_ground_truth_lives_only_in_json(tiny_world):
     assert "noise" not in s["captions"][0]
 
 
-@pytest.mark.parametrize("bad", [{"image_size": 8}, {"num_web": -1}, {"web_noise": {"typo": 0.1}},
+def test_objects_split_is_label_only_and_its_labels_are_true_of_the_rendered_images(tiny_world):
+    """The world's ImageNet: every image carries its shapes and colours as labels, no caption; the
+    labels are those of the rendered scene, and each labelled colour is visibly in the image."""
+    import numpy as np
+
+    from blip_core.data.loader import is_labelled, read_classes
+
+    stats = ReadStats()
+    samples = list(iter_samples(tiny_world / "objects", labelled=True, stats=stats))
+    assert len(samples) == tiny_world_config().num_objects and stats.num_skipped == 0
+    assert is_labelled(tiny_world / "objects") and not is_labelled(tiny_world / "coco_train")
+    assert read_classes([tiny_world / "objects"]) == {"shape": list(lx.SHAPES), "color": list(lx.COLORS)}
+    counts = Counter()
+    for s in samples:
+        scene = Scene.from_dict(s["meta"]["gt"]["scene"])
+        assert s["captions"] == [] and set(s["labels"]) == {"shape", "color"}
+        assert s["labels"]["shape"] == [x for x in lx.SHAPES if x in {o.shape for o in scene.objects}]
+        assert s["labels"]["color"] == [x for x in lx.COLORS if x in {o.color for o in scene.objects}]
+        counts[len(scene.objects)] += 1
+        # the labelled colours are drawn: some pixels are nearer that colour than any other colour
+        # or background tone (thin small rings blend with the background, so not "equal to it")
+        pixels = np.asarray(s["image"], dtype=np.float32).reshape(-1, 3)
+        palette = np.array([*lx.COLORS.values(), *lx.BACKGROUND_TONES], dtype=np.float32)
+        nearest = np.linalg.norm(pixels[:, None, :] - palette[None], axis=-1).argmin(axis=1)
+        for color in s["labels"]["color"]:
+            assert (nearest == list(lx.COLORS).index(color)).sum() >= 3, (s["key"], color)
+        # and the scene is exactly what was rendered (one deterministic draw per sample)
+        rendered = make_sample(tiny_world_config(), "objects", int(s["key"].split("-")[1]))
+        assert rendered["meta"]["labels"] == s["labels"]
+    assert set(counts) == {1, 2, 3, 4}  # scenes like the clean splits', not isolated objects
+
+
+def test_objects_split_holds_no_held_out_combination():
+    cfg = WorldConfig()
+    held = set(held_out_combos(cfg))
+    for i in range(600):
+        assert not {(o.color, o.shape) for o in sample_scene(cfg, "objects", i).objects} & held
+
+
+def test_label_only_samples_are_counted_skips_when_read_as_pairs(tiny_world):
+    stats = ReadStats()
+    assert list(iter_samples(tiny_world / "objects", stats=stats)) == []
+    assert stats.by_reason() == {"label_only": tiny_world_config().num_objects}
+    stats = ReadStats()
+    assert list(iter_samples(tiny_world / "val", stats=stats, labelled=True)) == []
+    assert stats.by_reason() == {"missing_labels": tiny_world_config().num_val}
+
+
+@pytest.mark.parametrize("bad", [{"image_size": 8}, {"num_web": -1}, {"num_objects": -1}, {"web_noise": {"typo": 0.1}},
                                  {"web_noise": {"spam": 0.7, "mismatched": 0.6}}, {"shard_size": 0}])
 def test_bad_world_config_is_rejected(bad):
     with pytest.raises(ValueError):

@@ -29,6 +29,24 @@ def test_pretrain_forward_returns_losses_and_tensors(cfg):
     assert model.visual_encoder_m.cls_token.grad is None  # momentum encoders get no gradient
 
 
+def test_caption_made_itm_rows_are_appended_with_their_labels(cfg):
+    """TrainConfig.itm_swap_negatives / itm_phrase_positives: extra (image, text, label) rows, of
+    their own length, join ITM after the in-batch ones."""
+    model = BlipRetrieval(cfg)
+    ids, mask = text_batch(B=4, L=9)
+    extra_ids, extra_mask = text_batch(B=3, L=12, seed=5)
+    extra = {"input_ids": extra_ids, "attention_mask": extra_mask, "image_index": torch.tensor([0, 0, 3]),
+             "labels": torch.tensor([0, 1, 0])}  # fmt: skip
+    imgs = torch.randn(4, 3, 32, 32)
+    out = model(imgs, ids, mask, torch.arange(4), generator=torch.Generator().manual_seed(0), itm_extra=extra)
+    assert out["itm_logits"].shape == (15, 2)
+    assert out["itm_labels"].tolist() == [1] * 4 + [0] * 8 + [0, 1, 0]
+    # the extra rows are scored as `itm_logits` scores those pairs alone
+    with torch.no_grad():
+        alone = model.itm_logits(model.image_embeds(imgs), extra_ids, extra_mask, image_index=extra["image_index"])
+    assert torch.allclose(out["itm_logits"][12:].detach(), alone, atol=1e-5)
+
+
 def test_queue_enqueue_and_wrap_around(cfg):
     model = BlipRetrieval(cfg)  # queue_size 16, batch 4
     for step in range(5):

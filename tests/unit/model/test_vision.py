@@ -51,6 +51,7 @@ def test_conv_stem_grad_checkpointing_matches():
         (dict(stem_strides=[2, 2, 1]), "product is patch_size"),
         (dict(stem_channels=[16, 32, 64]), "end at width"),
         (dict(stem_norm="layer"), "stem_norm"),
+        (dict(pos_embed_init="rope"), "pos_embed_init"),
     ],
 )
 def test_conv_stem_config_errors_name_the_key(kw, msg):
@@ -86,3 +87,25 @@ def test_pretrain_model_with_conv_stem_trains_only_the_online_tower():
     sum(v for k, v in out.items() if k.endswith("_loss")).backward()
     assert model.visual_encoder.stem[0].conv.weight.grad is not None
     assert model.visual_encoder_m.stem[0].conv.weight.grad is None
+
+
+def test_sincos_position_start_makes_tokens_say_where_they_are():
+    """`pos_embed_init: sincos` (the tiny preset): the grid tokens start at MAE's 2D sin-cos position
+    embedding (token 0, the pooled one, at none), so a linear map reads a token's grid row and column
+    from the tower's output even before any training; the N(0, 0.02) start barely shows them."""
+    from sklearn.linear_model import Ridge
+
+    def position_r2(init: str) -> float:
+        torch.manual_seed(0)
+        vit = create_vision_encoder(_conv(pos_embed_init=init)).eval()
+        with torch.no_grad():
+            tokens = vit.forward_features(torch.randn(24, 3, 32, 32))[:, 1:]  # (B, 16, D)
+        x = tokens.reshape(-1, tokens.shape[-1]).numpy()
+        y = [(i // 4, i % 4) for _ in range(24) for i in range(16)]
+        return Ridge(alpha=1.0).fit(x[:192], y[:192]).score(x[192:], y[192:])
+
+    vit = create_vision_encoder(_conv(pos_embed_init="sincos"))
+    assert torch.equal(vit.pos_embed[0, 0], torch.zeros(48)) and vit.pos_embed.requires_grad
+    assert position_r2("sincos") > 0.9 > position_r2("normal") + 0.3
+    with pytest.raises(ValueError, match="only used with vision.stem: conv"):
+        VisionConfig(pos_embed_init="sincos")

@@ -1,0 +1,107 @@
+"""Text-only ITM pairs made from a true caption, with the lexicon (no ground truth is read).
+
+- Hard negatives by one word swap (NegCLIP, Yuksekgonul et al. 2023, "When and why vision-language
+  models behave like bags-of-words"): the caption with one attribute replaced by another value of
+  the same kind, so ITM must check every attribute, not the gist. A colour word becomes another
+  colour, a shape noun another shape (number kept), a count of two or more another count, a size the
+  other size, a relation phrase another relation, a background pattern another pattern, or two
+  different colour words trade places ("a red circle and a blue star" -> "a blue circle and a red
+  star": a binding negative, as NegCLIP's word-order swaps). The kind of swap is drawn uniformly
+  among the kinds the caption allows, so rare ones (relations, backgrounds) are as frequent as
+  colours. As in NegCLIP, a swap can by chance still be true of the image (two colours of that shape
+  in the scene); that rare label noise is accepted.
+- Partial positives: one noun phrase of the caption ("two big red circles"), which is true of the
+  image whenever the caption is (a phrase's count is the exact count of its objects). In-batch hard
+  negatives in a world of few concepts are often true of the image too (another image's "a brown
+  disk"), which teaches ITM that a match must mention every object; web alt-text is partial by
+  nature, so the filter must accept a true part.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from blip_core.data import lexicon as lx
+
+_WORD = re.compile(r"[A-Za-z0-9]+")
+_COUNTS = {"two": 2, "three": 3, "four": 4, "2": 2, "3": 3, "4": 4}
+
+
+def _alternatives(word: str, next_word: str | None) -> tuple[str, list[str]] | None:
+    """(kind, words that could replace `word` to make that attribute false), or None."""
+    if word in lx.WORD_TO_COLOR:
+        own = lx.WORD_TO_COLOR[word]
+        return "color", [lx.COLOR_SYNONYMS[c][0] for c in lx.COLORS if c != own]
+    if word in lx.WORD_TO_SHAPE and lx.WORD_TO_SHAPE[word][0] is not None:
+        own, is_plural = lx.WORD_TO_SHAPE[word]
+        names = [lx.SHAPE_SYNONYMS[s][0] for s in lx.SHAPES if s != own]
+        return "shape", [lx.plural(n) for n in names] if is_plural else names
+    if word in _COUNTS:
+        digits = word.isdigit()
+        return "count", [str(n) if digits else lx.COUNT_WORDS[n][0] for n in (2, 3, 4) if n != _COUNTS[word]]
+    if word in lx.WORD_TO_SIZE:
+        own = lx.WORD_TO_SIZE[word]
+        return "size", [lx.SIZE_SYNONYMS[s][0] for s in lx.SIZES if s != own]
+    if word in lx.BACKGROUNDS and next_word == "background":
+        return "background", [b for b in lx.BACKGROUNDS if b != word]
+    return None
+
+
+def swap_negative(caption: str, rng: random.Random) -> str | None:
+    """`caption` with one attribute swapped, chosen by `rng`; None when the caption names no
+    attribute (spam, "untitled")."""
+    text = caption.lower()
+    words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+    # kind -> [(start, end, replacement), ...]: every single edit that falsifies one attribute
+    edits: dict[str, list[tuple[int, int, str]]] = {}
+    for i, (start, end, w) in enumerate(words):
+        found = _alternatives(w, words[i + 1][2] if i + 1 < len(words) else None)
+        if found:
+            edits.setdefault(found[0], []).extend((start, end, alt) for alt in found[1])
+    tokens = [w for _, _, w in words]
+    taken: list[tuple[int, int]] = []
+    for phrase, rel in lx.PHRASE_TO_RELATION:  # longest first: "to the left of" before "left of"
+        n = len(phrase)
+        for i in range(len(tokens) - n + 1):
+            if tuple(tokens[i : i + n]) != phrase:
+                continue
+            start, end = words[i][0], words[i + n - 1][1]
+            if not any(s < end and start < e for s, e in taken):  # not inside a longer phrase
+                taken.append((start, end))
+                others = [lx.RELATION_PHRASES[r][0] for r in lx.RELATIONS if r != rel]
+                edits.setdefault("relation", []).extend((start, end, o) for o in others)
+    colors = [(s, e, w) for s, e, w in words if w in lx.WORD_TO_COLOR]
+    pairs = [
+        (a, b)
+        for i, a in enumerate(colors)
+        for b in colors[i + 1 :]
+        if lx.WORD_TO_COLOR[a[2]] != lx.WORD_TO_COLOR[b[2]]
+    ]
+    if not edits and not pairs:
+        return None
+    kinds = sorted(edits) + (["binding"] if pairs else [])
+    kind = rng.choice(kinds)
+    if kind == "binding":  # two colour words trade places
+        (s1, e1, w1), (s2, e2, w2) = rng.choice(pairs)
+        return text[:s1] + w2 + text[e1:s2] + w1 + text[e2:]
+    start, end, replacement = rng.choice(edits[kind])
+    return text[:start] + replacement + text[end:]
+
+
+def phrase_positive(caption: str, rng: random.Random) -> str | None:
+    """One noun phrase of `caption` (its count, size and colour words and a shape noun), chosen by
+    `rng`; None when the caption has no shape noun."""
+    words = [m.group() for m in _WORD.finditer(caption.lower())]
+    phrases = []
+    for i, w in enumerate(words):
+        if w in lx.WORD_TO_SHAPE and lx.WORD_TO_SHAPE[w][0] is not None:
+            start = i
+            while start > 0 and (words[start - 1] in _MODIFIERS):
+                start -= 1
+            phrases.append(" ".join(words[start : i + 1]))
+    return rng.choice(phrases) if phrases else None
+
+
+_MODIFIERS = set(lx.WORD_TO_COLOR) | set(lx.WORD_TO_SIZE) | set(lx.COUNT_PARSE)
+"""Words that belong to a noun phrase before its shape noun."""

@@ -1,0 +1,69 @@
+"""Text-only ITM pairs: one-attribute swap negatives are false of the scene, phrase positives true."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from blip_core.config import WorldConfig
+from blip_core.data.caption_edits import phrase_positive, swap_negative
+from blip_core.data.grounding import Scene, ground_caption, parse_caption
+from blip_core.data.world import make_sample
+
+
+def test_every_kind_of_swap_changes_one_attribute():
+    caption = "two red circles to the left of a small blue star on a striped background"
+    seen = Counter()
+    rng = random.Random(0)
+    for _ in range(300):
+        neg = swap_negative(caption, rng)
+        assert neg is not None and neg != caption
+        a, b = parse_caption(caption), parse_caption(neg)
+        diffs = [(p.shape, p.color, p.size, p.count) != (q.shape, q.color, q.size, q.count)
+                 for p, q in zip(a.phrases, b.phrases, strict=True)]  # fmt: skip
+        if a.relations != b.relations:
+            seen["relation"] += 1
+        elif a.background != b.background:
+            seen["background"] += 1
+        elif sum(diffs) == 2:
+            seen["binding"] += 1  # the two colours traded places
+            assert {p.color for p in a.phrases} == {p.color for p in b.phrases}
+        else:
+            assert sum(diffs) == 1, neg
+            seen["attribute"] += 1
+    assert set(seen) == {"relation", "background", "binding", "attribute"}
+
+
+def test_swaps_keep_the_noun_number_and_skip_captions_without_attributes():
+    rng = random.Random(1)
+    for _ in range(50):
+        neg = swap_negative("three green hexagons", rng)
+        assert neg.split()[-1].endswith("s") and neg != "three green hexagons"
+    assert swap_negative("IMG_2041.jpg", rng) is None and swap_negative("untitled", rng) is None
+
+
+def test_swap_negatives_of_true_captions_are_mostly_false_and_phrases_always_true():
+    """On the world's human captions: a phrase of a true caption is true; a swap is false but for
+    the rare chance NegCLIP accepts (the swapped value also present in the scene)."""
+    cfg = WorldConfig()
+    rng = random.Random(2)
+    false = total = 0
+    for i in range(200):
+        s = make_sample(cfg, "coco_train", i)
+        scene = Scene.from_dict(s["meta"]["gt"]["scene"])
+        for caption in s["captions"]:
+            part = phrase_positive(caption, rng)
+            if part is not None:
+                assert ground_caption(part, scene).is_true, (caption, part)
+            neg = swap_negative(caption, rng)
+            if neg is not None:
+                total += 1
+                false += not ground_caption(neg, scene).is_true
+    assert total > 900 and false / total > 0.85
+
+
+def test_phrase_positive_takes_a_whole_noun_phrase():
+    rng = random.Random(3)
+    got = {phrase_positive("three objects: two big red circles and a star", rng) for _ in range(40)}
+    assert got == {"two big red circles", "a star"}
+    assert phrase_positive("click here to download", rng) is None

@@ -1,0 +1,117 @@
+"""The vision start: our vision checkpoints and timm-layout (DeiT) state dicts load into BLIP's towers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import micro_config
+from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
+
+from blip_core.model import weights
+from blip_core.model.blip import BlipPretrain, BlipRetrieval
+from blip_core.model.classifier import VisionClassifier
+from blip_core.presets import base, tiny
+
+
+def _same_tower(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _classifier(cfg, seed: int = 3) -> VisionClassifier:
+    cfg.classes = {"shape": ["circle", "star"], "color": ["red", "blue", "green"]}
+    torch.manual_seed(seed)
+    return VisionClassifier(cfg)
+
+
+def test_classifier_loss_per_group_and_prediction():
+    clf = _classifier(tiny())
+    images = torch.randn(4, 3, 64, 64)
+    labels = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 0, 1, 1], [1, 1, 0, 0, 1], [0, 1, 1, 0, 0]], dtype=torch.float)
+    out = clf(images, labels)
+    assert set(k for k in out if k.endswith("_loss")) == {"shape_loss", "color_loss"}
+    assert out["logits"].shape == (4, 5)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(out["logits"][:, :2], labels[:, :2])
+    assert out["shape_loss"].item() == pytest.approx(expected.item())
+    pred = clf.predict(images)
+    assert pred["shape"].shape == (4, 2) and pred["color"].shape == (4, 3)
+
+
+def test_our_vision_checkpoint_starts_both_towers_and_drops_the_head(tmp_path):
+    clf = _classifier(tiny())
+    weights.save_pretrained(clf, tmp_path / "vision")
+    torch.manual_seed(0)
+    cfg = tiny()
+    cfg.text.vocab_size = 64
+    model = BlipPretrain(cfg)
+    assert not _same_tower(model.visual_encoder, clf.visual_encoder)
+    info = weights.load_vision_start(model, tmp_path / "vision")
+    assert _same_tower(model.visual_encoder, clf.visual_encoder)
+    assert _same_tower(model.visual_encoder_m, clf.visual_encoder)  # the momentum copy starts equal
+    assert info["vision_init_tensors"] == len(clf.visual_encoder.state_dict())
+
+
+def test_a_different_tower_is_a_clear_error(tmp_path):
+    weights.save_pretrained(_classifier(tiny()), tmp_path / "vision")
+    other = tiny()
+    other.vision.depth = 2
+    other.text.vocab_size = 64
+    with pytest.raises(ValueError, match="differs from the model's"):
+        weights.load_vision_start(BlipRetrieval(other), tmp_path / "vision")
+    with pytest.raises(FileNotFoundError, match="vision start not found"):
+        weights.load_vision_start(BlipRetrieval(other), tmp_path / "nowhere")
+
+
+def _timm_vit(width: int, depth: int, heads: int, img_size: int, **kw) -> VisionTransformer:
+    torch.manual_seed(1)
+    return VisionTransformer(img_size=img_size, patch_size=16, embed_dim=width, depth=depth, num_heads=heads,
+                             num_classes=1000, **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_base_width_start_from_a_timm_layout_file(tmp_path, fmt):
+    """BLIP's real recipe: ViT-B from a DeiT-B (timm layout) state dict, classification head dropped.
+    A random-weight ViT-B in timm's layout stands in for deit_base_patch16_224.pth (no download)."""
+    deit = _timm_vit(768, 12, 12, 224)
+    state = deit.state_dict()
+    assert "head.weight" in state
+    path = tmp_path / f"deit.{fmt}"
+    if fmt == "pth":
+        torch.save({"model": state, "epoch": 300}, path)  # DeiT's release layout
+    else:
+        save_file(state, str(path))
+    cfg = base()
+    cfg.text.num_layers, cfg.text.vocab_size, cfg.queue_size = 1, 64, 64  # the vision tower is what matters
+    model = BlipRetrieval(cfg)
+    weights.load_vision_start(model, path)
+    got = model.visual_encoder.state_dict()
+    for k, v in state.items():
+        if not k.startswith("head."):
+            assert torch.equal(got[k], v), k
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model.image_embeds(images), deit.forward_features(images), atol=1e-4)
+
+
+def test_timm_start_at_another_resolution_and_distilled_deit(tmp_path):
+    """Position embeddings are resized to the model's grid; DeiT-distilled's [DIST] token is dropped."""
+    small = micro_config()
+    small.vision.image_size, small.vision.patch_size, small.vision.width, small.vision.num_heads = 64, 16, 48, 4
+    vit = _timm_vit(48, 2, 4, 32)  # a 2x2 grid, loaded into a 4x4 one
+    state = vit.state_dict()
+    state["dist_token"] = torch.randn(1, 1, 48)
+    state["pos_embed"] = torch.cat([state["pos_embed"][:, :1], torch.randn(1, 1, 48), state["pos_embed"][:, 1:]], 1)
+    state["head_dist.weight"] = torch.randn(10, 48)
+    torch.save(state, tmp_path / "deit_distilled.pth")
+    model = BlipRetrieval(small)
+    weights.load_vision_start(model, tmp_path / "deit_distilled.pth")
+    assert model.visual_encoder.pos_embed.shape == (1, 17, 48)
+    assert torch.equal(model.visual_encoder.pos_embed[:, 0], vit.pos_embed[:, 0])  # [CLS] position kept
+    assert torch.equal(model.visual_encoder.blocks[1].attn.qkv.weight, vit.blocks[1].attn.qkv.weight)
+
+
+def test_a_file_that_does_not_fit_names_what_is_missing(tmp_path):
+    save_file({"cls_token": torch.zeros(1, 1, 48)}, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(ValueError, match="missing"):
+        weights.load_vision_start(BlipRetrieval(micro_config()), tmp_path / "partial.safetensors")
