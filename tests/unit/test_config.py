@@ -31,9 +31,10 @@ def test_default_world_config_matches_dataclass_defaults():
 def test_every_params_section_builds(path):
     from blip_core.config import CapFiltConfig, EvalConfig, TrainConfig, ValidateConfig
 
-    sections = {"world": WorldConfig, "reader": ReaderConfig, "tokenizer": TokenizerConfig, "pretrain": TrainConfig,
-                "finetune_caption": TrainConfig, "finetune_retrieval": TrainConfig, "evaluate": EvalConfig,
-                "capfilt": CapFiltConfig, "validate": ValidateConfig}  # fmt: skip
+    sections = {"world": WorldConfig, "reader": ReaderConfig, "tokenizer": TokenizerConfig,
+                "pretrain_vision": TrainConfig, "pretrain": TrainConfig, "finetune_caption": TrainConfig,
+                "finetune_retrieval": TrainConfig, "evaluate": EvalConfig, "capfilt": CapFiltConfig,
+                "validate": ValidateConfig}  # fmt: skip
     doc = yaml.safe_load((ROOT / path).read_text())
     assert set(doc) == set(sections)
     for name, cls in sections.items():
