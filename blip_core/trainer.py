@@ -81,9 +81,8 @@ class Trainer:
         total = self.steps_per_epoch * cfg.epochs
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
         # the vision tower's start is kept by freezing or slowing it (TrainConfig.vision_*)
-        self._towers = [
-            m for m in (getattr(model, "visual_encoder", None), getattr(model, "visual_encoder_m", None)) if m
-        ]
+        towers = (getattr(model, "visual_encoder", None), getattr(model, "visual_encoder_m", None))
+        self._towers = [m for m in towers if m is not None]
         if (cfg.vision_frozen or cfg.vision_freeze_steps) and not self._towers:
             raise ValueError(
                 f"train.vision_lr_scale / vision_freeze_steps: a {type(model).__name__} has no vision tower"

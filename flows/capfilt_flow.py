@@ -123,13 +123,11 @@ def capfilt_flow(
     per_shard = captions if captions is not None else unmapped(None)
     filtered = filter_shard_task.with_options(**tags).map(shards, *args, captioned=per_shard).result()
     captioned = captions.result() if captions is not None else []
-    calibration = None
-    if cfg.threshold_mode == "calibrated":
-        if calibration_dir is None:
-            raise ValueError("capfilt.threshold_mode is calibrated: the subflow needs calibration_dir (e.g. val)")
-        calibration = calibration_dir
+    if cfg.threshold_mode == "calibrated" and calibration_dir is None:
+        raise ValueError("capfilt.threshold_mode is calibrated: the subflow needs calibration_dir (e.g. val)")
+    if calibration_dir is not None:  # also with a fixed threshold: the quality report shows both operating points
         calibrate_shard_task.with_options(**tags).map([str(s) for s in list_shards(calibration_dir)], *args).result()
-    write_score_index(web_dir, _models(captioner, filter_model), cfg, work_dir, calibration_dir=calibration)
+    write_score_index(web_dir, _models(captioner, filter_model), cfg, work_dir, calibration_dir=calibration_dir)
     return {
         "shards": len(shards),
         "captioned_images": sum(r.get("images", 0) for r in captioned),

@@ -311,6 +311,7 @@ def select(scores: pd.DataFrame, cfg: CapFiltConfig, *, threshold: float | None 
     - captioner: every web caption and every synthetic caption.
     - both (CapFilt): web and synthetic captions, each kept when p(match) >= threshold.
     - clip_score: the top `clip_keep_fraction` of web captions by ITC cosine, no synthetic ones.
+    A caption that repeats one its image already keeps is kept once (`repeat`).
     """
     df = scores.copy()
     web, syn = df["source"].eq("web"), df["source"].eq("synthetic")
@@ -328,7 +329,12 @@ def select(scores: pd.DataFrame, cfg: CapFiltConfig, *, threshold: float | None 
         order = df.loc[web, "itc_cosine"].rank(method="first", ascending=False)
         keep = pd.Series(False, index=df.index)
         keep.loc[order.index] = order.le(n_keep)
-    df["keep"] = keep.astype(bool)
+    # a caption an image already keeps (the captioner wrote its alt-text word for word) is kept once:
+    # the first in candidate order (web before synthetic); `repeat` marks the ones dropped
+    kept = df[keep.astype(bool)]
+    repeat = kept.assign(_text=kept["caption"].str.strip()).duplicated(["key", "_text"])
+    df["repeat"] = repeat.reindex(df.index, fill_value=False).astype(bool)
+    df["keep"] = (keep.astype(bool) & ~df["repeat"]).astype(bool)
     return df
 
 

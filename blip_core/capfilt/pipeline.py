@@ -7,6 +7,7 @@ this process, which is what `blip capfilt` and the DVC stages do.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -152,13 +153,14 @@ def run_filter(
     calibration_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score every web shard's web and synthetic captions (and the calibration split's human
-    captions when the threshold is calibrated); finished shards are skipped."""
+    captions, when one is given: the calibrated threshold uses them, and with a fixed threshold
+    the quality report still shows that operating point); finished shards are skipped."""
     t0 = time.perf_counter()
     res = _each(list_shards(web_dir), lambda s: filter_one(s, models, cfg, work_dir), "capfilt filter")
     out = _throughput(res, time.perf_counter() - t0)
-    if cfg.threshold_mode == "calibrated":
-        if calibration_dir is None:
-            raise ValueError("capfilt.threshold_mode=calibrated needs a clean held-out split (--calibration DIR)")
+    if cfg.threshold_mode == "calibrated" and calibration_dir is None:
+        raise ValueError("capfilt.threshold_mode=calibrated needs a clean held-out split (--calibration DIR)")
+    if calibration_dir is not None:
         _each(list_shards(calibration_dir), lambda s: calibrate_one(s, models, cfg, work_dir), "capfilt calibrate")
     write_score_index(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
     return out
@@ -243,7 +245,7 @@ def score_index(
         "scores": [p.name for p in score_files(web_dir, models, cfg, work_dir)],
         "calibration": (
             [p.name for p in calibration_files(calibration_dir, models, work_dir)]
-            if cfg.threshold_mode == "calibrated" and calibration_dir is not None
+            if calibration_dir is not None
             else []
         ),
     }
@@ -286,19 +288,24 @@ def run_select(cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | P
             f"capfilt.policy={cfg.policy} needs synthetic captions, but the scores were made with policy "
             f"{index['policy']} (none written): run the caption and filter steps with this policy"
         )
-    calibration = None
-    if cfg.threshold_mode == "calibrated":
-        if not index["calibration_paths"]:
-            raise ValueError("capfilt.threshold_mode=calibrated, but the filter step scored no calibration split")
-        calibration = core.read_scores(index["calibration_paths"])
-    threshold = core.resolve_threshold(cfg, calibration)  # says what is missing when calibration is
-    sel = core.select(core.read_scores(index["score_paths"]), cfg, threshold=threshold)
+    calibration = core.read_scores(index["calibration_paths"]) if index["calibration_paths"] else None
+    if cfg.threshold_mode == "calibrated" and calibration is None:
+        raise ValueError("capfilt.threshold_mode=calibrated, but the filter step scored no calibration split")
+    threshold = core.resolve_threshold(cfg, calibration)
+    scores = core.read_scores(index["score_paths"])
+    sel = core.select(scores, cfg, threshold=threshold)
     sel.to_parquet(work_dir / SELECTION, index=False)
     meta = {"policy": cfg.policy, "threshold": threshold, "threshold_mode": cfg.threshold_mode}
     if calibration is not None:
         meta |= {"calibration_quantile": cfg.calibration_quantile, "calibration_pairs": int(len(calibration))}
     (work_dir / SELECTION_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     quality = meta | filter_quality(sel, threshold)
+    if calibration is not None and cfg.threshold_mode == "fixed":  # the other operating point, for comparison
+        calibrated = dataclasses.replace(cfg, threshold_mode="calibrated")
+        t_cal = core.resolve_threshold(calibrated, calibration)
+        q_cal = filter_quality(core.select(scores, cfg, threshold=t_cal), t_cal)
+        quality |= {f"calibrated/{k}": q_cal[k] for k in ("threshold", "keep_rate/web", "keep_rate/synthetic",
+                                                           "kept/noise_rate") if k in q_cal}  # fmt: skip
     metrics_dir.mkdir(parents=True, exist_ok=True)
     (metrics_dir / "capfilt_quality.json").write_text(json.dumps(quality, indent=2, sort_keys=True) + "\n")
     plot_quality(sel, threshold, metrics_dir / "plots")

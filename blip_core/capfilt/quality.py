@@ -38,6 +38,8 @@ def filter_quality(selection: pd.DataFrame, threshold: float) -> dict[str, Any]:
         out[f"keep_rate/{source}"] = float(g["keep"].mean())
         out[f"num_kept/{source}"] = int(g["keep"].sum())
     out["keep_rate/all"] = float(selection["keep"].mean()) if len(selection) else 0.0
+    if "repeat" in selection:  # kept once: the captioner wrote a caption the image already keeps
+        out["kept/repeats_dropped"] = int(selection["repeat"].sum())
     web = selection[selection["source"].eq("web") & selection["gt_noisy"].notna()]
     if len(web):
         noisy = web["gt_noisy"].astype(bool).to_numpy()

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from blip_core.checkpoint import safe_torch_load
-from blip_core.config import ModelConfig
+from blip_core.config import ModelConfig, VisionConfig
 from blip_core.fileio import atomic_path, write_json
 from blip_core.model.blip import BlipCaptioner, BlipPretrain, BlipRetrieval
 from blip_core.model.classifier import VisionClassifier
@@ -445,7 +445,7 @@ TIMM_HEAD_PREFIXES = ("head.", "head_dist.", "fc_norm.", "pre_logits.")
 """Classification parts of a timm ViT state dict: dropped, as BLIP drops DeiT's head."""
 
 
-def vision_start_state(source: str | Path, vision_cfg) -> dict[str, torch.Tensor]:
+def vision_start_state(source: str | Path, vision_cfg: VisionConfig) -> dict[str, torch.Tensor]:
     """The vision tower's weights from `source`, keyed as the tower's own state dict (timm names).
 
     `source` is one of our checkpoint folders (any kind with a `visual_encoder`, e.g. the
@@ -487,7 +487,7 @@ def vision_start_state(source: str | Path, vision_cfg) -> dict[str, torch.Tensor
     return state
 
 
-def _check_same_tower(saved, wanted, source: Path) -> None:
+def _check_same_tower(saved: VisionConfig, wanted: VisionConfig, source: Path) -> None:
     """Our checkpoints carry their VisionConfig: a different architecture is a clear error here."""
     keys = ("stem", "width", "depth", "num_heads", "patch_size", "stem_channels", "stem_strides")
     diff = {k: (getattr(saved, k), getattr(wanted, k)) for k in keys if getattr(saved, k) != getattr(wanted, k)}

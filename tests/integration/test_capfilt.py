@@ -182,6 +182,15 @@ def test_cli_capfilt_run_and_validate(tiny_world, models, tmp_path):
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "m2" / "capfilt_quality.json").read_text())["threshold"] == quality["threshold"]
+    # at a fixed threshold the quality report still shows the calibrated operating point
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(params.read_text().replace("threshold_mode: calibrated", "threshold_mode: fixed"))
+    fixed_args = [*web_work[:4], "--params", str(fixed), "--metrics", str(tmp_path / "m3")]
+    r = subprocess.run([*blip, "capfilt", "select", *fixed_args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    q = json.loads((tmp_path / "m3" / "capfilt_quality.json").read_text())
+    assert q["threshold"] == 0.5 and q["calibrated/threshold"] == pytest.approx(quality["threshold"])
+    assert "calibrated/kept/noise_rate" in q
     r = subprocess.run([*blip, "capfilt", "reshard", *web_work, "--human", str(tiny_world / "coco_train")],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr

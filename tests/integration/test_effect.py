@@ -34,6 +34,7 @@ def _fake_run(root, *, auroc, base_r, boot_r, threshold_mode="calibrated"):
         (m / f"eval_{model}.json").write_text(json.dumps(ev))
     # scores of 4 web captions (2 noisy) and 2 synthetic ones, for the fixed-threshold figures
     sel = pd.DataFrame({
+        "key": ["a", "b", "c", "d", "a", "b"], "caption": ["w1", "w2", "w3", "w4", "s1", "s2"],
         "source": ["web"] * 4 + ["synthetic"] * 2, "itm_prob": [0.9, 0.6, 0.4, 0.2, 0.7, 0.3],
         "itc_cosine": [0.5] * 6, "gt_noisy": [False, True, False, True, False, True],
         "gt_noise_type": ["clean", "spam", "clean", "mismatched", None, None],

@@ -122,3 +122,16 @@ def test_filter_quality_on_known_selection():
 def test_shard_seed_depends_only_on_seed_and_shard():
     assert shard_seed(0, "00001") == shard_seed(0, "00001")
     assert len({shard_seed(0, "00001"), shard_seed(1, "00001"), shard_seed(0, "00002")}) == 3
+
+
+def test_a_caption_the_image_already_keeps_is_kept_once():
+    """The captioner can write an image's alt-text word for word: one copy is kept (the web one)."""
+    df = _scores()
+    df.loc[1, "caption"] = df.loc[0, "caption"]  # k0's synthetic caption repeats its web caption
+    df.loc[3, "caption"] = "web 0"  # the same text for another image is no repeat
+    sel = select(df, CapFiltConfig(policy="both"), threshold=0.5)
+    assert sel["repeat"].tolist() == [False, True] + [False] * 6
+    assert sel.loc[0, "keep"] and not sel.loc[1, "keep"] and sel.loc[3, "keep"]
+    assert filter_quality(sel, 0.5)["kept/repeats_dropped"] == 1
+    # a repeat that the policy drops anyway is no repeat
+    assert not select(df, CapFiltConfig(policy="none"), threshold=0.5)["repeat"].any()
