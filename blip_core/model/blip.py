@@ -92,7 +92,11 @@ class BlipRetrieval(nn.Module):
     @torch.no_grad()
     def momentum_update(self) -> None:
         m = self.cfg.momentum
-        online, mom = zip(*self._momentum_pairs(), strict=True)
+        # a frozen parameter's average is itself; m*p + (1-m)*p would drift from it by rounding
+        pairs = [(p, q) for p, q in self._momentum_pairs() if p.requires_grad]
+        if not pairs:
+            return
+        online, mom = zip(*pairs, strict=True)
         torch._foreach_mul_(mom, m)
         torch._foreach_add_(mom, online, alpha=1 - m)
 

@@ -103,9 +103,9 @@ def test_kill_9_during_pretraining_then_resume_gives_the_same_losses(tmp_path):
                              "shuffle_buffer": 50, "log_every": 1, "num_workers": 0}}  # fmt: skip
     params = micro_params(tmp_path / "params.yaml", **sections)
     full, killed = tmp_path / "full", tmp_path / "killed"
-    for stage in ("world", "tokenizer"):
+    for stage in ("world", "tokenizer", "pretrain_vision"):  # pretraining starts its vision tower there
         _run(["stage", stage, "--params", str(params), "--root", str(full)], env)
-    for sub in ("world", "tokenizer"):
+    for sub in ("world", "tokenizer", "runs/vision"):
         shutil.copytree(full / sub, killed / sub)
     stage = ["stage", "pretrain_baseline", "--params", str(params)]
     _run([*stage, "--root", str(full)], env)
