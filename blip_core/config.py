@@ -623,8 +623,10 @@ class ValidateConfig:
     keep_rate_min: float = 0.2
     """Band for the CapFilt keep rate (kept web + synthetic captions over candidates)."""
     keep_rate_max: float = 0.95
-    max_kept_noise: float = 0.25
-    """Upper bound on the ground-truth noise rate of kept captions (where the world's labels exist)."""
+    max_kept_over_raw: float = 1.0
+    """The kept captions' ground-truth noise rate may be at most the raw web pool's times this (where
+    the world's labels exist): relative, so the gate catches the failure CapFilt must not have, a
+    kept set dirtier than what it was given (1.0), whatever the pool's own noise."""
     max_leaked_images: int = 0
     """Evaluation images (val/test/novel) allowed in the pre-training pool, by content hash."""
 
@@ -639,7 +641,6 @@ class ValidateConfig:
             "min_decoded_rate",
             "keep_rate_min",
             "keep_rate_max",
-            "max_kept_noise",
         ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -650,3 +651,5 @@ class ValidateConfig:
             raise ValueError("validate.min_caption_chars must be in [0, max_caption_chars]")
         if self.max_leaked_images < 0:
             raise ValueError("validate.max_leaked_images must be >= 0")
+        if self.max_kept_over_raw <= 0:
+            raise ValueError(f"validate.max_kept_over_raw must be > 0, got {self.max_kept_over_raw}")

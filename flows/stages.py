@@ -427,7 +427,13 @@ def stage_validate(
         capfilt_cfg.threshold = meta.get("threshold", capfilt_cfg.threshold)  # the one selection used
         reports = [
             v.run_suite("capfilt_output", v.capfilt_output_suite(cfg, capfilt_cfg), out, data_asset=path, root=gx_root),
-            v.run_suite("capfilt_selection", v.capfilt_selection_suite(cfg), sel, data_asset=path, root=gx_root),
+            v.run_suite(
+                "capfilt_selection",
+                v.capfilt_selection_suite(cfg, v.raw_web_noise(sel)),
+                sel,
+                data_asset=path,
+                root=gx_root,
+            ),
         ]
     else:
         raise ValueError(f"validate kind must be raw or capfilt, got {kind!r}")

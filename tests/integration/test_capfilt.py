@@ -141,7 +141,7 @@ def test_cli_capfilt_run_and_validate(tiny_world, models, tmp_path):
         "capfilt:\n  num_captions: 1\n  caption_batch_size: 32\n  policy: both\n  threshold_mode: calibrated\n"
         "  calibration_quantile: 0.5\n"
         # random micro models: loosen the bands that a trained filter must meet
-        "validate:\n  keep_rate_min: 0.0\n  keep_rate_max: 1.0\n  max_kept_noise: 1.0\n"
+        "validate:\n  keep_rate_min: 0.0\n  keep_rate_max: 1.0\n  max_kept_over_raw: 100.0\n"
     )
     cap, filt = models
     blip = [sys.executable, "-m", "flows.cli"]
