@@ -122,15 +122,17 @@ def bootstrap(
         print(report["markdown"])
         results["dvc"] = record_in_dvc(params, root)
         if parent is not None:
-            parent.set_tags({"data_hash": versioning.data_hash(dag.Layout(root).world)})
+            from flows.registry import REGISTRATIONS
+
+            data_hash = versioning.data_hash(dag.Layout(root).world)
+            parent.set_tags({"data_hash": data_hash})
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
             L = dag.Layout(root)
-            trained = {role: t for role, t in TRAINED_BY.items() if t[0] in results}  # pretrain_vision is optional
-            models = {role: L.model(model, task) for role, (_, model, task) in trained.items()}
-            run_ids = {role: (results.get(stage) or {}).get("mlflow_run_id")
-                       for role, (stage, _, _) in trained.items()}  # fmt: skip
+            trained = [reg for reg in REGISTRATIONS if reg.stage in results]  # pretrain_vision is optional
+            models = {reg.stage: L.model(reg.variant, reg.task) for reg in trained}
+            run_ids = {reg.stage: (results.get(reg.stage) or {}).get("mlflow_run_id") for reg in trained}
             vision_score = (results.get("pretrain_vision") or {}).get("val", {}).get("shape", {}).get("f1")
-            register_task(run, report["rows"], models, run_ids, vision_score)
+            register_task(run, report["rows"], models, run_ids, vision_score, data_hash)
             _mark_if_served_from_cache(parent)
             parent.close()
         return report
@@ -241,15 +243,6 @@ def _rounded(rows: list[dict]) -> list[dict]:
 def _add_time(path: Path, name: str, seconds: float) -> None:
     times = json.loads(path.read_text()) if path.is_file() else {}
     path.write_text(json.dumps(times | {name: round(seconds, 2)}, indent=2) + "\n")
-
-
-TRAINED_BY = {  # registered role -> the stage that trains it, and its model folder (model, task) in the layout
-    "vision": ("pretrain_vision", "vision", "pretrain"),
-    "pretrain": ("pretrain_baseline", "baseline", "pretrain"),
-    "captioner": ("finetune_caption_baseline", "baseline", "caption"),
-    "filter": ("finetune_retrieval_baseline", "baseline", "retrieval"),
-    "bootstrapped": ("pretrain_bootstrapped", "bootstrapped", "pretrain"),
-}
 
 
 def main(argv: list[str] | None = None) -> int:

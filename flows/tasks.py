@@ -239,27 +239,30 @@ def register_task(
     models: dict[str, str],
     run_ids: dict[str, str | None],
     vision_score: float | None = None,
+    data_hash: str | None = None,
 ) -> dict:
-    """Register the models, each logged in the stage run that trained it (`run_ids`, by role; the
-    parent run if a stage has none); the `best` alias follows test mean recall (CIDEr for the
-    captioner, the val shape F1 for the vision start)."""
-    from flows.registry import log_and_register
+    """Register every trained model (`models`, by the stage that trained it; see
+    `flows.registry.REGISTRATIONS`), each logged in its stage run (`run_ids`; the parent run if a stage
+    has none), baseline and bootstrapped as versions of one registered model whose `best` alias
+    follows the measured score: CIDEr for captioners, test mean recall for filters, the shape probe
+    for pre-trainings, the val shape F1 for the vision start."""
+    from flows.registry import REGISTRATIONS, describe, log_and_register
 
-    score = {(r["split"], r["metric"], m): r[m] for r in rows for m in ("baseline", "bootstrapped")}
-    metric = {
-        "vision": vision_score,
-        "pretrain": score.get(("test", "r_mean", "baseline")),
-        "captioner": score.get(("test", "cider", "baseline")),
-        "filter": score.get(("test", "r_mean", "baseline")),
-        "bootstrapped": score.get(("test", "r_mean", "bootstrapped")),
-    }
+    score = {(f"{r['split']}/{r['metric']}", m): r[m] for r in rows for m in ("baseline", "bootstrapped")}
     out = {}
-    for role, path in models.items():
+    for reg in REGISTRATIONS:
+        if reg.stage not in models:
+            continue
+        metric = vision_score if reg.variant == "vision" else score.get((reg.metric, reg.variant))
         try:
-            run_id = run_ids.get(role) or run["mlflow_parent"]
-            info = log_and_register(run["tracking_uri"], run_id, path, role, metric=metric[role])
-            out[role] = info["version"]
-            logger.info("registered %s version %s (best=%s)", info["name"], info["version"], info["best"])
+            run_id = run_ids.get(reg.stage) or run["mlflow_parent"]
+            tags = {"stage": reg.stage, "variant": reg.variant} | ({"data_hash": data_hash} if data_hash else {})
+            info = log_and_register(run["tracking_uri"], run_id, models[reg.stage], reg.role, metric=metric,
+                                    metric_name=reg.metric, description=describe(reg, metric, run_id, data_hash),
+                                    tags=tags)  # fmt: skip
+            out[reg.stage] = f"{info['name']} v{info['version']}"
+            logger.info("registered %s version %s from %s (%s %s; best=%s)", info["name"], info["version"],
+                        reg.stage, reg.metric, metric, info["best"])  # fmt: skip
         except Exception as e:  # the registry is a nicety of tracking: report, do not lose the run
-            logger.warning("could not register %s: %s", role, e)
+            logger.warning("could not register %s (%s): %s", reg.role, reg.stage, e)
     return out

@@ -88,14 +88,15 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     assert cached_parent.data.tags["served_from_cache"] == "true"
     assert cached_parent.data.tags["results_run_id"] == first_parent.info.run_id
     assert "served_from_cache" not in first_parent.data.tags
-    # each registered version lives in the stage run that trained it, with a signature
-    from flows.bootstrap import TRAINED_BY
-    from flows.registry import REGISTERED
+    # each trained model is a registered version living in the stage run that trained it, with a
+    # signature; baseline and bootstrapped are versions of one name; the cached re-run added none
+    from flows.registry import REGISTERED, REGISTRATIONS
 
-    trained_by = {REGISTERED[role]: stage for role, (stage, _, _) in TRAINED_BY.items()}
-    for name, stage in trained_by.items():
-        version = client.get_model_version_by_alias(name, "best")
-        assert client.get_run(version.run_id).info.run_name == stage
+    for reg in REGISTRATIONS:
+        (version,) = client.search_model_versions(f"name='{REGISTERED[reg.role]}' and tag.stage='{reg.stage}'")
+        assert client.get_run(version.run_id).info.run_name == reg.stage
+        assert version.tags["score_metric"] == reg.metric and reg.stage in version.description
+    for name in REGISTERED.values():
         assert mlflow.models.get_model_info(f"models:/{name}@best").signature is not None
     # nothing secret or personal in params, tags or artifacts
     home = os.path.expanduser("~").encode() + b"/"
