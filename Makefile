@@ -28,17 +28,18 @@ effect-full: $(STAMP)  ## the same on the full-size world (configs/default-world
 		--out reports/bootstrap_effect_full_world
 
 repro: $(STAMP)  ## the same DAG through DVC (dvc repro), then its metrics
-	dvc repro
-	dvc metrics show
+	$(PYTHON) -m dvc repro
+	$(PYTHON) -m dvc metrics show
 
 prefect-server: $(STAMP)  ## start a local Prefect server (UI at http://127.0.0.1:$(PREFECT_PORT))
-	PREFECT_SERVER_ANALYTICS_ENABLED=false prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+		$(PYTHON) -m prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 serve: $(STAMP)  ## serve the bootstrap/full deployment (needs PREFECT_API_URL=http://127.0.0.1:4200/api)
 	$(PYTHON) -m flows.bootstrap serve
 
 mlflow-ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) (MLFLOW_PORT=5001 make mlflow-ui) over mlflow/mlflow.db
-	mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri sqlite:///mlflow/mlflow.db \
+	$(PYTHON) -m mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri sqlite:///mlflow/mlflow.db \
 		--default-artifact-root ./mlflow/artifacts
 
 test: $(STAMP)  ## fast test suite (no slow or GPU tests)

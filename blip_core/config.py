@@ -213,9 +213,12 @@ def read_params(path: str | Path) -> dict[str, Any]:
         with path.open() as f:
             params = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        # the context mark is where the broken construct starts (an unclosed quote's line); the
+        # problem mark is where the parser gave up, often the end of the file
+        mark = getattr(e, "context_mark", None) or getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        raise ValueError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+        what = " ".join(x for x in (getattr(e, "problem", None), getattr(e, "context", None)) if x) or str(e)
+        raise ValueError(f"{where}: not valid YAML: {what}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
     unknown = sorted(str(k) for k in params if k not in PARAMS_SECTIONS)

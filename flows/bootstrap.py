@@ -198,7 +198,7 @@ def record_in_dvc(params: str, root: str) -> str:
     marker = Path(root, "logs", "dvc_recorded.json")
     if marker.is_file() and marker.read_text().strip() == _dvc_state(params, root):
         return "recorded in dvc.lock (unchanged since the last commit)"
-    r = subprocess.run(["dvc", "commit", "--force", "--quiet"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"], capture_output=True, text=True)
     if r.returncode != 0:  # the run itself succeeded: say why DVC did not take it, do not fail it
         logger.warning("dvc commit failed (dvc status will show the stages as changed): %s", r.stderr.strip()[-500:])
         marker.unlink(missing_ok=True)

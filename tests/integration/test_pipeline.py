@@ -126,9 +126,13 @@ def test_dvc_status_is_clean_after_the_prefect_flow(tmp_path):
                          cwd=clone, env=env, capture_output=True, text=True, timeout=1200)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (clone / "dvc.lock").is_file()
-    status = subprocess.run(["dvc", "status"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status"], cwd=clone, env=env, capture_output=True, text=True, timeout=300
+    )
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
-    repro = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    repro = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=300
+    )
     assert repro.returncode == 0 and "Running stage" not in repro.stdout, repro.stdout
 
 
@@ -137,17 +141,23 @@ def test_dvc_repro_in_a_clone_then_no_op(tmp_path):
     # fixed threshold: then a threshold experiment needs no new scores (threshold_mode is a scoring param);
     # 0.0 keeps every caption, as the p(match) of a filter trained for two steps means nothing
     clone, env = repo_clone(tmp_path, threshold_mode="fixed", threshold=0.0)
-    first = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
+    first = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (clone / "dvc.lock").is_file()
     assert json.loads((clone / "data/metrics/report/comparison.json").read_text())["test"]
-    second = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 0 and "Running stage" not in second.stdout, second.stdout
-    metrics = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=clone, env=env, capture_output=True, text=True)
+    metrics = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=clone, env=env, capture_output=True, text=True
+    )
     assert "comparison.json" in metrics.stdout
     # an experiment on the CapFilt threshold re-selects from stored scores: no captioning, no filter run
     exp = subprocess.run(
-        ["dvc", "exp", "run", "-S", "capfilt.threshold=0.01"],
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "capfilt.threshold=0.01"],
         cwd=clone, env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
