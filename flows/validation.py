@@ -1,8 +1,9 @@
 """Great Expectations gates: caption-quality suites built in code, run through a file-backed context.
 
-The context lives in the repo (`gx/great_expectations.yml`); suites, validation definitions and
-checkpoints are (re)written from code on every run, so thresholds come only from params.yaml's
-`validate` section. Data Docs HTML lands in `gx/uncommitted/data_docs/local_site/index.html`.
+The context lives in the project the user runs from (`gx/great_expectations.yml` under the current
+folder: the repo for `make run` and `dvc repro`), never in the install location; suites, validation
+definitions and checkpoints are (re)written from code on every run, so thresholds come only from
+params.yaml's `validate` section. Data Docs HTML lands in `gx/uncommitted/data_docs/local_site/index.html`.
 
 A failed expectation raises `DataQualityError` whose message lists every failing expectation with
 its column, observed value and bounds: the pipeline stops there with a readable report.
@@ -26,12 +27,11 @@ from blip_core.config import CapFiltConfig, ValidateConfig
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def gx_root() -> Path:
-    """The GX project root: the repo (gx/ sits beside flows/), or BLIP_GX_ROOT (tests, other checkouts)."""
-    return Path(os.environ.get("BLIP_GX_ROOT") or REPO)
+    """The GX project root: BLIP_GX_ROOT, else the current folder (the user's project; the pipeline
+    runs from the repo, where gx/ sits beside flows/)."""
+    return Path(os.environ.get("BLIP_GX_ROOT") or Path.cwd())
 
 
 class DataQualityError(RuntimeError):

@@ -68,6 +68,30 @@ def test_raw_suite_fails_on_spam_and_tiny_images_with_a_readable_report(tmp_path
     assert "FAILED expect_column_proportion_of_unique_values_to_be_between(column=caption" not in r.stderr
 
 
+def test_validate_from_another_folder_writes_its_context_there_not_into_the_checkout(tiny_world, tmp_path):
+    """A user's validation belongs to the user's project: `blip validate` run from a folder roots the GX
+    context and Data Docs at that folder (or --gx-root), and leaves the installed checkout alone."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    before = {p: p.stat().st_mtime_ns for p in (repo / "gx").rglob("*") if p.is_file()}
+    env = {k: val for k, val in os.environ.items() if k != "BLIP_GX_ROOT"} | {"PYTHONPATH": str(repo)}
+    project = tmp_path / "project"
+    project.mkdir()
+    cmd = [sys.executable, "-m", "flows.cli", "validate", "raw", str(tiny_world / "web")]
+    r = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (project / "gx" / "great_expectations.yml").is_file()
+    assert (project / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    chosen = tmp_path / "chosen"
+    r = subprocess.run([*cmd, "--gx-root", str(chosen)], cwd=project, env=env, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (chosen / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    after = {p: p.stat().st_mtime_ns for p in (repo / "gx").rglob("*") if p.is_file()}
+    assert after == before  # nothing written into the checkout
+
+
 def test_capfilt_suites_name_each_broken_expectation(tmp_path):
     cfg, capfilt = ValidateConfig(), CapFiltConfig(threshold=0.5, max_length=20)
     out = pd.DataFrame(
