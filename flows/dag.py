@@ -152,7 +152,10 @@ class Stage:
     params: tuple[str, ...] = ()
     """params.yaml sections or `section.key`s it reads."""
     metrics: tuple[str, ...] = ()
-    """Small JSON results (DVC metrics, never cached)."""
+    """Small JSON results of numbers only (DVC metrics, never cached)."""
+    reports: tuple[str, ...] = ()
+    """JSON reports that hold text too, e.g. a gate's expectations (DVC outs, never cached): `dvc
+    metrics show` then lists numbers only."""
     plots: tuple[str, ...] = ()
     persist: bool = False
     """Outputs survive a re-run (per-shard files named by input hashes: a killed run resumes)."""
@@ -168,7 +171,7 @@ class Stage:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return self.outs + self.metrics + self.plots
+        return self.outs + self.reports + self.metrics + self.plots
 
     def run(self) -> Any:
         return self.fn(**self.kwargs)
@@ -201,11 +204,11 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
               metrics=(f"{m}/world_read.json",)),
         Stage("validate_raw", fns.stage_validate, {"kind": "raw", "path": web, "params": params,
               "out_file": f"{m}/validate_raw.json"}, (web,), params=("validate", "reader"),
-              metrics=(f"{m}/validate_raw.json",),
+              reports=(f"{m}/validate_raw.json",),
               comment="Great Expectations gate on the raw web pool: fails the pipeline on bad data"),
         Stage("leakage", fns.stage_leakage, {"eval_dirs": evals, "pool_dirs": [*pool, objects], "params": params,
               "out_file": f"{m}/leakage.json"}, (L.world,), params=("validate.max_leaked_images",),
-              metrics=(f"{m}/leakage.json",)),
+              reports=(f"{m}/leakage.json",)),
     ]  # fmt: skip
     vision = None  # what the pre-trainings' vision tower starts from (a folder or file), if anything
     if vision_init == VISION_STAGE:
@@ -268,7 +271,7 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
               "out_file": f"{m}/validate_capfilt.json"},
               (L.bootstrapped, L.p("capfilt", "selection.parquet"), L.p("capfilt", "selection.json")),
               params=("validate", "capfilt.policy", "capfilt.threshold", "capfilt.max_length"),
-              metrics=(f"{m}/validate_capfilt.json",),
+              reports=(f"{m}/validate_capfilt.json",),
               comment="Great Expectations gate on the CapFilt output"),
     ]  # fmt: skip
     out.append(train("bootstrapped", "pretrain", [L.bootstrapped], None, [f"{m}/validate_capfilt.json"]))
@@ -332,8 +335,9 @@ def dvc_stage(s: Stage) -> dict[str, Any]:
     d["deps"] = [*s.code_deps, *s.deps]
     if s.params:
         d["params"] = list(s.params)
-    if s.outs:
+    if s.outs or s.reports:
         d["outs"] = [{o: {"persist": True}} if s.persist else o for o in s.outs]
+        d["outs"] += [{f: {"cache": False}} for f in s.reports]
     if s.metrics:
         d["metrics"] = [{f: {"cache": False}} for f in s.metrics]
     if s.plots:

@@ -56,7 +56,11 @@ def run_summary(root: str | Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     quality_file = metrics / "capfilt" / "capfilt_quality.json"
     if quality_file.is_file():
+        from blip_core.capfilt.pipeline import SELECTION_META
+
         q = json.loads(quality_file.read_text())
+        meta_file = Path(root) / "capfilt" / SELECTION_META  # the selection's policy and threshold mode
+        q = (json.loads(meta_file.read_text()) if meta_file.is_file() else {}) | q
         out |= {k: q[v] for k, v in QUALITY_METRICS.items() if v in q}
         out["threshold"] = q.get("threshold")
         out["threshold_mode"] = q.get("threshold_mode")

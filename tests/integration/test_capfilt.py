@@ -166,7 +166,9 @@ def test_cli_capfilt_run_and_validate(tiny_world, models, tmp_path):
     r = subprocess.run([*blip, "capfilt", "run", *args], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     quality = json.loads((tmp_path / "m" / "capfilt_quality.json").read_text())
-    assert quality["policy"] == "both" and quality["threshold_mode"] == "calibrated"
+    assert all(isinstance(v, int | float) for v in quality.values()), quality  # a DVC metrics file: numbers
+    meta = json.loads((tmp_path / "work" / "selection.json").read_text())
+    assert meta["policy"] == "both" and meta["threshold_mode"] == "calibrated"
     calib = core.read_scores(sorted((tmp_path / "work" / "calibration").glob("*.parquet")))
     assert len(calib) == 8 * 5 and set(calib["source"]) == {"human"}  # every val caption scored
     assert quality["threshold"] == pytest.approx(calib["itm_prob"].quantile(0.5))

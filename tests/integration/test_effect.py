@@ -41,6 +41,9 @@ def _fake_run(root, *, auroc, base_r, boot_r, threshold_mode="calibrated"):
     })  # fmt: skip
     (root / "capfilt").mkdir()
     sel.to_parquet(root / "capfilt" / "selection.parquet")
+    meta = {q: quality.pop(q) for q in ("policy", "threshold_mode")}  # as run_select writes them
+    (root / "capfilt" / "selection.json").write_text(json.dumps(meta | {"threshold": quality["threshold"]}))
+    (m / "capfilt" / "capfilt_quality.json").write_text(json.dumps(quality))
 
 
 def test_run_summary_reads_a_finished_run(tmp_path):

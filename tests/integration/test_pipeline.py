@@ -155,6 +155,14 @@ def test_dvc_repro_in_a_clone_then_no_op(tmp_path):
         [sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=clone, env=env, capture_output=True, text=True
     )
     assert "comparison.json" in metrics.stdout
+
+    def leaves(o):
+        return [x for v in o.values() for x in leaves(v)] if isinstance(o, dict) else [o]
+
+    shown = leaves(json.loads(metrics.stdout))
+    assert shown and all(isinstance(x, int | float) and not isinstance(x, bool) for x in shown), sorted(
+        {repr(x) for x in shown if not isinstance(x, int | float) or isinstance(x, bool)}
+    )[:10]  # `dvc metrics show` lists numbers only
     # an experiment on the CapFilt threshold re-selects from stored scores: no captioning, no filter run
     exp = subprocess.run(
         [sys.executable, "-m", "dvc", "exp", "run", "-S", "capfilt.threshold=0.01"],
