@@ -115,18 +115,25 @@ def bootstrap(
             if s.name == "world":  # the world's DVC md5 (or fingerprint)
                 _tag_flow_run(f"data:{versioning.data_hash(dag.Layout(root).world)}")
         report = results["report"]
+        from flows.effect import run_verdict
+
+        line = run_verdict(root, params) or report.get("verdict", "")
         try:
-            create_table_artifact(table=_rounded(report["rows"]), key="baseline-vs-bootstrapped")
+            create_table_artifact(table=_rounded(report["rows"]), key="baseline-vs-bootstrapped", description=line)
         except Exception as e:
             logger.warning("could not create the comparison table artifact: %s", e)
+        print(line + "\n")
         print(report["markdown"])
         results["dvc"] = record_in_dvc(params, root)
         if parent is not None:
             from flows.registry import REGISTRATIONS
 
             data_hash = versioning.data_hash(dag.Layout(root).world)
-            parent.set_tags({"data_hash": data_hash})
+            # the run's description (MLflow shows mlflow.note.content on the run page) is the verdict
+            parent.set_tags({"data_hash": data_hash, "verdict": line, "mlflow.note.content": line})
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
+            parent.log(headline_metrics(report["rows"], root), step=0)
+            _write_links(root, parent, results)
             L = dag.Layout(root)
             trained = [reg for reg in REGISTRATIONS if reg.stage in results]  # pretrain_vision is optional
             models = {reg.stage: L.model(reg.variant, reg.task) for reg in trained}
@@ -140,6 +147,39 @@ def bootstrap(
         if parent is not None:
             parent.close("FAILED")
         raise
+
+
+def headline_metrics(rows: list[dict], root: str | Path) -> dict[str, float]:
+    """The few figures the experiment's first view should show on the parent run: test/novel mean
+    recall and fully grounded rate (both models and the delta), filter AUROC, raw and kept noise."""
+    from blip_core.eval.report import HEADLINE
+    from flows.effect import run_summary
+
+    out = {}
+    for r in rows:
+        if (r["split"], r["metric"]) in HEADLINE:
+            for col in ("baseline", "bootstrapped", "delta"):
+                out[f"headline/{r['split']}_{r['metric']}_{col}"] = r[col]
+    s = run_summary(root)
+    for key in ("filter_auroc", "web_noise_rate", "kept_noise_rate"):
+        if isinstance(s.get(key), int | float):
+            out[f"headline/{key}"] = s[key]
+    return out
+
+
+def _write_links(root: str | Path, parent, results: dict[str, Any]) -> None:
+    """`<root>/logs/mlflow.json`: the parent run and a link to MLflow's compare view of the two
+    evaluations (for `make run`'s summary; the UI of `make mlflow-ui`)."""
+    import urllib.parse
+
+    ids = [(results.get(f"evaluate_{m}") or {}).get("mlflow_run_id") for m in ("baseline", "bootstrapped")]
+    links = {"experiment_id": parent.experiment_id, "parent_run_id": parent.run_id}
+    if all(ids):
+        query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps([parent.experiment_id])})
+        links["compare_url"] = f"http://127.0.0.1:5000/#/compare-runs?{query}"
+    path = Path(root, "logs", "mlflow.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(links, indent=2) + "\n")
 
 
 def _tag_flow_run(*new: str) -> None:

@@ -262,7 +262,8 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
               (L.p("capfilt", "selection.parquet"), L.p("capfilt", "selection.json")),
               ("capfilt.policy", "capfilt.threshold", "capfilt.threshold_mode", "capfilt.calibration_quantile",
                "capfilt.clip_keep_fraction"), metrics=(f"{m}/capfilt/capfilt_quality.json",),
-              plots=(f"{m}/capfilt/plots/score_hist.png", f"{m}/capfilt/plots/precision_recall.png"),
+              plots=(f"{m}/capfilt/plots/score_hist.png", f"{m}/capfilt/plots/precision_recall.png",
+                     f"{m}/capfilt/plots/noise_by_type.png"),
               comment="the policy on stored scores: seconds, no model run"),
         Stage("capfilt_reshard", fns.stage_capfilt_reshard, cf | {"human_dirs": [human]},
               (L.p("capfilt", "selection.parquet"), L.p("capfilt", "scores.json"), human, web), (L.bootstrapped,),
@@ -287,9 +288,10 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
                          params=("evaluate",), metrics=(f"{m}/eval_{model}.json",),
                          gpu=True))  # fmt: skip
     report = f"{m}/report"
+    quality = f"{m}/capfilt/capfilt_quality.json"
     out.append(Stage("report", fns.stage_report, {"baseline": f"{m}/eval_baseline.json", "bootstrapped":
-                     f"{m}/eval_bootstrapped.json", "out_dir": report},
-                     (f"{m}/eval_baseline.json", f"{m}/eval_bootstrapped.json"),
+                     f"{m}/eval_bootstrapped.json", "out_dir": report, "quality": quality},
+                     (f"{m}/eval_baseline.json", f"{m}/eval_bootstrapped.json", quality),
                      outs=(f"{report}/comparison.csv", f"{report}/comparison.md"),
                      metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.png",)))  # fmt: skip
     return out

@@ -235,12 +235,20 @@ def _summary() -> None:
             print(f"  {name:<32} {s:8.1f}")
     if report.is_file():
         print("\nBaseline vs bootstrapped (test and novel splits):\n")
-        print(report.read_text())
+        table = report.read_text()  # the verdict above its table is the one-run form: ours below may have the spread
+        print(table[table.find("|") :] if "|" in table else table)
+    line = effect.run_verdict("data", "params.yaml")
+    if line:
+        print(line + "\n")
     quality = effect.quality_lines(effect.run_summary("data"))
     print("CapFilt quality (scored against the world's ground-truth labels):")
     print("\n".join(quality) + "\n")
     print("Where to look:")
     print("  make mlflow-ui            -> http://127.0.0.1:5000 (experiment blip-bootstrap, 'Training runs' view)")
+    links = Path("data/logs/mlflow.json")
+    url = json.loads(links.read_text()).get("compare_url") if links.is_file() else None
+    if url:
+        print(f"  the two evaluations      -> {url}")
     print("  Data Docs                 -> gx/uncommitted/data_docs/local_site/index.html")
     print("  CapFilt quality and plots -> data/metrics/capfilt/")
     print("  DVC                       -> dvc metrics show / dvc plots show")

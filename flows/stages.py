@@ -477,10 +477,13 @@ REPORT_METRICS = (
 the probes of the pre-trained image tower."""
 
 
-def stage_report(baseline: str | Path, bootstrapped: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Baseline vs bootstrapped evaluation: comparison.json (DVC metric), .png (grouped bar chart, DVC
-    plot), .csv (one row per split, metric and model) and .md (the table)."""
-    from blip_core.eval.report import plot_comparison
+def stage_report(
+    baseline: str | Path, bootstrapped: str | Path, out_dir: str | Path, *, quality: str | Path | None = None
+) -> dict[str, Any]:
+    """Baseline vs bootstrapped evaluation: comparison.json (DVC metric), .png (the deltas, DVC plot),
+    .csv (one row per split, metric and model) and .md (the one-line verdict and the table). `quality`:
+    the CapFilt quality JSON, for the verdict's kept-vs-raw-web noise."""
+    from blip_core.eval.report import plot_comparison, verdict
 
     base, boot = json.loads(Path(baseline).read_text()), json.loads(Path(bootstrapped).read_text())
     rows = []
@@ -498,10 +501,12 @@ def stage_report(baseline: str | Path, bootstrapped: str | Path, out_dir: str | 
     lines = ["split,metric,model,value"]
     lines += [f"{r['split']},{r['metric']},{m},{r[m]:.6g}" for r in rows for m in ("baseline", "bootstrapped")]
     (out_dir / "comparison.csv").write_text("\n".join(lines) + "\n")
+    q = json.loads(Path(quality).read_text()) if quality is not None and Path(quality).is_file() else {}
+    line = verdict(rows, web_noise=q.get("web/noise_rate"), kept_noise=q.get("kept/noise_rate"))
     table = format_comparison(rows)
-    (out_dir / "comparison.md").write_text(table + "\n")
+    (out_dir / "comparison.md").write_text(f"{line}\n\n{table}\n")
     plot_comparison(rows, out_dir / "comparison.png")
-    return {"rows": rows, "markdown": table}
+    return {"rows": rows, "markdown": table, "verdict": line}
 
 
 def format_comparison(rows: list[dict[str, Any]]) -> str:

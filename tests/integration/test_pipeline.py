@@ -88,6 +88,20 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     assert cached_parent.data.tags["served_from_cache"] == "true"
     assert cached_parent.data.tags["results_run_id"] == first_parent.info.run_id
     assert "served_from_cache" not in first_parent.data.tags
+    # the first view: the verdict as the run's description, headline figures on the parent run, a link
+    # to the compare view of the two evaluations; comparison.md opens with the verdict
+    assert first_parent.data.tags["mlflow.note.content"].startswith("CapFilt verdict")
+    assert {"headline/test_r_mean_delta", "headline/novel_grounded_true_rate_delta",
+            "headline/filter_auroc", "headline/kept_noise_rate"} <= set(first_parent.data.metrics)  # fmt: skip
+    links = json.loads((root / "logs" / "mlflow.json").read_text())
+    assert ev.info.run_id in links["compare_url"] and ev_base.info.run_id in links["compare_url"]
+    assert (root / "metrics" / "report" / "comparison.md").read_text().startswith("CapFilt verdict")
+    # each stage run lasts its stage, registration after the flow included (it reopens the runs)
+    stage_times = json.loads((root / "metrics" / "stage_times.json").read_text())
+    for r in children:
+        if r.info.run_name in stage_times:
+            took = (r.info.end_time - r.info.start_time) / 1000
+            assert took <= stage_times[r.info.run_name] + 5, (r.info.run_name, took, stage_times[r.info.run_name])
     # each trained model is a registered version living in the stage run that trained it, with a
     # signature; baseline and bootstrapped are versions of one name; the cached re-run added none
     from flows.registry import REGISTERED, REGISTRATIONS
