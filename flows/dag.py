@@ -196,19 +196,21 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     objects = L.split("objects")
     vision_init = _vision_init(params)
     out: list[Stage] = [
-        Stage("world", fns.stage_world, {"out_dir": L.world, "params": params}, (), (L.world,), ("world",)),
+        Stage("world", fns.stage_world, {"out_dir": L.world, "params": params}, (), (L.world,), ("world",),
+              comment="the generated image-caption world: clean splits, the noisy web pool, the objects split"),
         Stage("tokenizer", fns.stage_tokenizer, {"data_dirs": pool, "out_dir": L.tokenizer, "params": params},
-              tuple(pool), (L.tokenizer,), ("tokenizer",)),
+              tuple(pool), (L.tokenizer,), ("tokenizer",), comment="WordPiece vocabulary trained on the captions"),
         Stage("inspect_world", fns.stage_inspect, {"data_dirs": [*pool, *evals], "params": params,
               "out_file": f"{m}/world_read.json"}, (L.world,), params=("reader",),
-              metrics=(f"{m}/world_read.json",)),
+              metrics=(f"{m}/world_read.json",), comment="every split read as training reads it: counts and skips"),
         Stage("validate_raw", fns.stage_validate, {"kind": "raw", "path": web, "params": params,
               "out_file": f"{m}/validate_raw.json"}, (web,), params=("validate", "reader"),
               reports=(f"{m}/validate_raw.json",),
               comment="Great Expectations gate on the raw web pool: fails the pipeline on bad data"),
         Stage("leakage", fns.stage_leakage, {"eval_dirs": evals, "pool_dirs": [*pool, objects], "params": params,
               "out_file": f"{m}/leakage.json"}, (L.world,), params=("validate.max_leaked_images",),
-              reports=(f"{m}/leakage.json",)),
+              reports=(f"{m}/leakage.json",),
+              comment="evaluation images found in the pre-training pool (content hash)"),
     ]  # fmt: skip
     vision = None  # what the pre-trainings' vision tower starts from (a folder or file), if anything
     if vision_init == VISION_STAGE:
@@ -238,8 +240,13 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
             if vision_init == VISION_STAGE:
                 kwargs["vision_init"] = vision
         name = "pretrain" if task == "pretrain" else f"finetune_{task}"
+        pool_text = "human + raw web" if model == "baseline" else "human + CapFilt-kept"
+        what = {"pretrain": f"BLIP pre-training (ITC + ITM + LM) on {pool_text} captions",
+                "caption": f"captioner (LM) fine-tuned on human captions from the {model} pre-training",
+                "retrieval": f"filter (ITC + ITM) fine-tuned on human captions from the {model} "
+                             "pre-training"}[task]  # fmt: skip
         return Stage(f"{name}_{model}", fns.stage_train, kwargs, (*data, init or L.tokenizer, *starts, *gates),
-                     (L.model(model, task),), (section,), gpu=True)  # fmt: skip
+                     (L.model(model, task),), (section,), gpu=True, comment=what)  # fmt: skip
 
     gates_raw = [f"{m}/validate_raw.json", f"{m}/leakage.json"]
     out.append(train("baseline", "pretrain", pool, None, gates_raw))
@@ -285,15 +292,17 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
         out.append(Stage(f"evaluate_{model}", fns.stage_evaluate, {"model_dirs": models, "data_dirs": tests,
                          "params": params, "probe_model": pre, "probe_fit_dir": human,
                          "out_file": f"{m}/eval_{model}.json"}, (*models, pre, human, *tests),
-                         params=("evaluate",), metrics=(f"{m}/eval_{model}.json",),
-                         gpu=True))  # fmt: skip
+                         params=("evaluate",), metrics=(f"{m}/eval_{model}.json",), gpu=True,
+                         comment=f"the {model} models on test and novel: retrieval, captions (COCO metrics, "
+                                 "grounding by attribute), probes of the pre-trained image tower"))  # fmt: skip
     report = f"{m}/report"
     quality = f"{m}/capfilt/capfilt_quality.json"
     out.append(Stage("report", fns.stage_report, {"baseline": f"{m}/eval_baseline.json", "bootstrapped":
                      f"{m}/eval_bootstrapped.json", "out_dir": report, "quality": quality},
                      (f"{m}/eval_baseline.json", f"{m}/eval_bootstrapped.json", quality),
                      outs=(f"{report}/comparison.csv", f"{report}/comparison.md"),
-                     metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.png",)))  # fmt: skip
+                     metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.png",),
+                     comment="baseline vs bootstrapped: the verdict, the table, the chart of the deltas"))  # fmt: skip
     return out
 
 
