@@ -505,7 +505,7 @@ def stage_report(
     line = verdict(rows, web_noise=q.get("web/noise_rate"), kept_noise=q.get("kept/noise_rate"))
     table = format_comparison(rows)
     (out_dir / "comparison.md").write_text(f"{line}\n\n{table}\n")
-    plot_comparison(rows, out_dir / "comparison.png")
+    plot_comparison(rows, out_dir / "comparison.png", caption=line)
     return {"rows": rows, "markdown": table, "verdict": line}
 
 

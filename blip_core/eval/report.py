@@ -55,12 +55,16 @@ def plot_comparison(
     *,
     title: str | None = None,
     spread: dict[tuple[str, str], float] | None = None,
+    caption: str | None = None,
 ) -> Path:
     """`rows` as the report writes them ({split, metric, baseline, bootstrapped, delta}) -> a PNG of the
     deltas (bootstrapped - baseline), what a reader needs to see: one panel per metric, since their
     scales differ; a bar per split around zero, with the seed sd as an error bar where `spread` gives
     it; green above zero (above the sd), red below, grey within; both values under each bar.
+    `caption`: a line under the panels (the verdict).
     """
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")  # headless
@@ -94,7 +98,11 @@ def plot_comparison(
     known = "error bars: seed sd (make effect)" if spread else "one run: no seed spread known"
     fig.suptitle(title or f"Bootstrapped − baseline, after fine-tuning (labels: baseline → bootstrapped; green "
                           f"better, red worse, grey within the sd; {known})", fontsize=9)  # fmt: skip
-    fig.tight_layout()
+    if caption:
+        fig.text(0.01, 0.005, textwrap.fill(caption, width=int(30 * ncols)), fontsize=8, va="bottom")
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+    else:
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
