@@ -6,7 +6,7 @@ STAMP := .install.stamp
 MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
 
-.PHONY: help install run effect effect-full repro serve mlflow-ui prefect-server test test-slow test-all lint format bench clean
+.PHONY: help install run effect effect-full repro serve mlflow-ui prefect-server test test-slow test-all lint format bench bench-gpu clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ lint: $(STAMP)  ## ruff lint + format check
 format: $(STAMP)  ## apply ruff fixes and formatting
 	ruff check --fix blip_core flows tests benchmarks
 	ruff format blip_core flows tests benchmarks
+
+bench-gpu: $(STAMP)  ## the GPU figures on a CUDA machine -> reports/benchmarks_gpu.{md,json} (benchmarks/gpu/run.sh runs it with the gpu tests)
+	$(PYTHON) benchmarks/bench_gpu.py --compile
 
 bench: $(STAMP)  ## every benchmark (data, ours vs HF, CapFilt scaling, Dask, learning) -> reports/benchmarks.md (~15 min)
 	$(PYTHON) benchmarks/report.py

@@ -424,6 +424,9 @@ class ModelConfig:
 # training and evaluation
 
 TASKS = ("pretrain", "caption", "retrieval", "vision")
+TASK_SECTIONS = {"pretrain": "pretrain", "caption": "finetune_caption", "retrieval": "finetune_retrieval",
+                 "vision": "pretrain_vision"}  # fmt: skip
+"""The params.yaml section that configures each training task."""
 VISION_STAGE = "pretrain_vision"
 """`TrainConfig.vision_init` value naming the pipeline stage's supervised tower (the pipeline passes
 its folder)."""
@@ -468,6 +471,9 @@ class TrainConfig:
     """Updates skipped in a row for a non-finite loss or gradient before the run stops."""
     compile: bool = False
     """torch.compile the model (off by default: slow to start on CPU)."""
+    fused_optimizer: str = "auto"
+    """AdamW's fused kernel (one launch for all parameters): auto = on a GPU, the for-each one
+    elsewhere; on; off."""
     itm_swap_negatives: bool = False
     """pretrain / retrieval: ITM also sees each image with its own caption, one attribute swapped
     (NegCLIP; blip_core.data.caption_edits), as a negative: a filter must check every attribute,
@@ -523,6 +529,8 @@ class TrainConfig:
             raise ValueError(f"train.vision_layer_decay must be in (0, 1], got {self.vision_layer_decay}")
         if (self.itm_swap_negatives or self.itm_phrase_positives) and self.task not in ("pretrain", "retrieval"):
             raise ValueError("train.itm_swap_negatives / itm_phrase_positives need an ITM task (pretrain or retrieval)")
+        if self.fused_optimizer not in ("auto", "on", "off"):
+            raise ValueError(f"train.fused_optimizer must be auto, on or off, got {self.fused_optimizer!r}")
         if self.vision_init and self.task == "vision":
             raise ValueError("train.vision_init is the start of BLIP training; the vision task trains that start")
 

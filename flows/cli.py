@@ -346,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     from blip_core.fileio import DiskFullError
+    from blip_core.machine import DeviceOutOfMemory
     from flows.validation import DataQualityError
 
     try:
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         # a data-quality gate failed: the readable report, exit 1 (DVC and CI stop here)
         print(f"blip {args.command}: FAILED\n{e}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, NotADirectoryError, ValueError, DiskFullError) as e:
+    except (FileNotFoundError, NotADirectoryError, ValueError, DiskFullError, DeviceOutOfMemory) as e:
         # user errors: one clear line, no traceback
         print(f"blip {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from blip_core.config import TASK_SECTIONS as TRAIN_SECTIONS  # the params section of each training task
 from blip_core.config import ReaderConfig, TokenizerConfig, WorldConfig, load_params_section
 
 logger = logging.getLogger(__name__)
@@ -142,10 +143,6 @@ def stage_convert(
     return {"kind": weights.kind_of(model), "out": str(out_dir), "format": dst_format, "parameters": n}
 
 
-TRAIN_SECTIONS = {"pretrain": "pretrain", "caption": "finetune_caption", "retrieval": "finetune_retrieval",
-                  "vision": "pretrain_vision"}  # fmt: skip
-
-
 def stage_train(
     task: str,
     data_dirs: list[str | Path],
@@ -235,6 +232,7 @@ def stage_evaluate(
     from blip_core.distributed import default_device
     from blip_core.eval.captioning import evaluate_captioning
     from blip_core.eval.retrieval import evaluate_retrieval
+    from blip_core.machine import out_of_memory_hint
     from blip_core.model import weights
     from blip_core.model.tokenizer import TextProcessor
 
@@ -255,7 +253,9 @@ def stage_evaluate(
                     splits[key] = load_eval_split(data_dir, mcfg.vision.image_size, max_images=cfg.max_images)
                 split = splits[key]
                 name = Path(data_dir).name
-                with torch.no_grad():
+                oom = out_of_memory_hint(f"evaluation of {kind} {model_dir} on {name}", "evaluate.batch_size",
+                                         cfg.batch_size)  # fmt: skip
+                with torch.no_grad(), oom:
                     if kind == "captioner":
                         metrics, preds = evaluate_captioning(model, split, processor, cfg, device)
                         predictions[name] = preds
