@@ -6,7 +6,7 @@ STAMP := .install.stamp
 MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
 
-.PHONY: help install run effect effect-full repro serve mlflow-ui prefect-server test test-slow test-all lint format bench clean
+.PHONY: help install run effect effect-full repro serve mlflow-ui prefect-server test test-slow test-all lint format bench bench-gpu clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -28,17 +28,18 @@ effect-full: $(STAMP)  ## the same on the full-size world (configs/default-world
 		--out reports/bootstrap_effect_full_world
 
 repro: $(STAMP)  ## the same DAG through DVC (dvc repro), then its metrics
-	dvc repro
-	dvc metrics show
+	$(PYTHON) -m dvc repro
+	$(PYTHON) -m dvc metrics show
 
 prefect-server: $(STAMP)  ## start a local Prefect server (UI at http://127.0.0.1:$(PREFECT_PORT))
-	PREFECT_SERVER_ANALYTICS_ENABLED=false prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+		$(PYTHON) -m prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 serve: $(STAMP)  ## serve the bootstrap/full deployment (needs PREFECT_API_URL=http://127.0.0.1:4200/api)
 	$(PYTHON) -m flows.bootstrap serve
 
 mlflow-ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) (MLFLOW_PORT=5001 make mlflow-ui) over mlflow/mlflow.db
-	mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri sqlite:///mlflow/mlflow.db \
+	$(PYTHON) -m mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri sqlite:///mlflow/mlflow.db \
 		--default-artifact-root ./mlflow/artifacts
 
 test: $(STAMP)  ## fast test suite (no slow or GPU tests)
@@ -57,6 +58,9 @@ lint: $(STAMP)  ## ruff lint + format check
 format: $(STAMP)  ## apply ruff fixes and formatting
 	ruff check --fix blip_core flows tests benchmarks
 	ruff format blip_core flows tests benchmarks
+
+bench-gpu: $(STAMP)  ## the GPU figures on a CUDA machine -> reports/benchmarks_gpu.{md,json} (benchmarks/gpu/run.sh runs it with the gpu tests)
+	$(PYTHON) benchmarks/bench_gpu.py --compile
 
 bench: $(STAMP)  ## every benchmark (data, ours vs HF, CapFilt scaling, Dask, learning) -> reports/benchmarks.md (~15 min)
 	$(PYTHON) benchmarks/report.py

@@ -33,7 +33,7 @@ def _params(path: Path, num_web: int, base: Path) -> Path:
     doc = yaml.safe_load(base.read_text())
     doc["world"] |= {"num_web": num_web, "num_coco_train": 200, "num_val": 100, "num_test": 20, "num_novel": 20}
     doc["capfilt"] |= {"num_captions": 1}
-    doc["validate"] |= {"keep_rate_min": 0.0, "keep_rate_max": 1.0, "max_kept_noise": 1.0}
+    doc["validate"] |= {"keep_rate_min": 0.0, "keep_rate_max": 1.0, "max_kept_over_raw": 100.0}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 

@@ -213,9 +213,12 @@ def read_params(path: str | Path) -> dict[str, Any]:
         with path.open() as f:
             params = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        # the context mark is where the broken construct starts (an unclosed quote's line); the
+        # problem mark is where the parser gave up, often the end of the file
+        mark = getattr(e, "context_mark", None) or getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        raise ValueError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+        what = " ".join(x for x in (getattr(e, "problem", None), getattr(e, "context", None)) if x) or str(e)
+        raise ValueError(f"{where}: not valid YAML: {what}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
     unknown = sorted(str(k) for k in params if k not in PARAMS_SECTIONS)
@@ -421,6 +424,9 @@ class ModelConfig:
 # training and evaluation
 
 TASKS = ("pretrain", "caption", "retrieval", "vision")
+TASK_SECTIONS = {"pretrain": "pretrain", "caption": "finetune_caption", "retrieval": "finetune_retrieval",
+                 "vision": "pretrain_vision"}  # fmt: skip
+"""The params.yaml section that configures each training task."""
 VISION_STAGE = "pretrain_vision"
 """`TrainConfig.vision_init` value naming the pipeline stage's supervised tower (the pipeline passes
 its folder)."""
@@ -465,6 +471,9 @@ class TrainConfig:
     """Updates skipped in a row for a non-finite loss or gradient before the run stops."""
     compile: bool = False
     """torch.compile the model (off by default: slow to start on CPU)."""
+    fused_optimizer: str = "auto"
+    """AdamW's fused kernel (one launch for all parameters): auto = on a GPU, the for-each one
+    elsewhere; on; off."""
     itm_swap_negatives: bool = False
     """pretrain / retrieval: ITM also sees each image with its own caption, one attribute swapped
     (NegCLIP; blip_core.data.caption_edits), as a negative: a filter must check every attribute,
@@ -520,6 +529,8 @@ class TrainConfig:
             raise ValueError(f"train.vision_layer_decay must be in (0, 1], got {self.vision_layer_decay}")
         if (self.itm_swap_negatives or self.itm_phrase_positives) and self.task not in ("pretrain", "retrieval"):
             raise ValueError("train.itm_swap_negatives / itm_phrase_positives need an ITM task (pretrain or retrieval)")
+        if self.fused_optimizer not in ("auto", "on", "off"):
+            raise ValueError(f"train.fused_optimizer must be auto, on or off, got {self.fused_optimizer!r}")
         if self.vision_init and self.task == "vision":
             raise ValueError("train.vision_init is the start of BLIP training; the vision task trains that start")
 
@@ -623,8 +634,10 @@ class ValidateConfig:
     keep_rate_min: float = 0.2
     """Band for the CapFilt keep rate (kept web + synthetic captions over candidates)."""
     keep_rate_max: float = 0.95
-    max_kept_noise: float = 0.25
-    """Upper bound on the ground-truth noise rate of kept captions (where the world's labels exist)."""
+    max_kept_over_raw: float = 1.0
+    """The kept captions' ground-truth noise rate may be at most the raw web pool's times this (where
+    the world's labels exist): relative, so the gate catches the failure CapFilt must not have, a
+    kept set dirtier than what it was given (1.0), whatever the pool's own noise."""
     max_leaked_images: int = 0
     """Evaluation images (val/test/novel) allowed in the pre-training pool, by content hash."""
 
@@ -639,7 +652,6 @@ class ValidateConfig:
             "min_decoded_rate",
             "keep_rate_min",
             "keep_rate_max",
-            "max_kept_noise",
         ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -650,3 +662,5 @@ class ValidateConfig:
             raise ValueError("validate.min_caption_chars must be in [0, max_caption_chars]")
         if self.max_leaked_images < 0:
             raise ValueError("validate.max_leaked_images must be >= 0")
+        if self.max_kept_over_raw <= 0:
+            raise ValueError(f"validate.max_kept_over_raw must be > 0, got {self.max_kept_over_raw}")

@@ -6,6 +6,7 @@ machine vs an AMD EPYC with AVX512-BF16); ratios are measured against a referenc
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from pathlib import Path
 
@@ -39,3 +40,21 @@ def banner() -> str:
     gpu = f", GPU {i['cuda']}" if i["cuda"] else ""
     flags = " ".join(i["flags"]) or "no AVX2"
     return f"machine: {i['cpu']} [{flags}], {i['torch_threads']} torch threads, torch {i['torch']}{gpu}"
+
+
+class DeviceOutOfMemory(MemoryError):
+    """The accelerator ran out of memory; the message names the batch size and the knob to lower."""
+
+
+@contextlib.contextmanager
+def out_of_memory_hint(what: str, knob: str, value: int, extra: str = ""):
+    """Inside, a CUDA out-of-memory error becomes one line: what ran, at which batch size, and the
+    params.yaml knob to lower (rather than a traceback from deep inside a kernel launch)."""
+    try:
+        yield
+    except torch.OutOfMemoryError as e:
+        first = str(e).splitlines()[0] if str(e) else "out of memory"
+        raise DeviceOutOfMemory(
+            f"{what}: the device ran out of memory at {knob} = {value} ({first[:160]}); lower {knob} in "
+            f"params.yaml{extra}"
+        ) from None

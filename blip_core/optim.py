@@ -62,7 +62,10 @@ def create_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
                           vision_layer_decay=cfg.vision_layer_decay)  # fmt: skip
     for g in groups:
         g["lr"] = cfg.lr * g["lr_scale"]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+    first = next((p for g in groups for p in g["params"]), None)
+    on_gpu = first is not None and first.is_cuda
+    fused = cfg.fused_optimizer == "on" or (cfg.fused_optimizer == "auto" and on_gpu)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=fused or None)
 
 
 def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:

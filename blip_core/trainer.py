@@ -26,10 +26,11 @@ from torch import nn
 from tqdm import tqdm
 
 from blip_core.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from blip_core.config import TrainConfig
+from blip_core.config import TASK_SECTIONS, TrainConfig
 from blip_core.data.loader import TrainData
 from blip_core.distributed import default_device, is_dist, is_main_process, world_info
 from blip_core.losses import alpha_ramp
+from blip_core.machine import out_of_memory_hint
 from blip_core.optim import create_optimizer, create_scheduler
 from blip_core.tracking import MetricLogger, NullLogger
 
@@ -213,10 +214,12 @@ class Trainer:
         # BatchNorm statistics before the forward passes: a non-finite batch would poison them
         saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in self._batch_norms]
         sums: dict[str, float] = {}
+        where, knob = f"{self.cfg.task} training, step {self.step + 1}", f"{TASK_SECTIONS[self.cfg.task]}.batch_size"
         for i, batch in enumerate(batches):
             sync = i == len(batches) - 1 or not is_dist()
             ctx = contextlib.nullcontext() if sync else self.forward_model.no_sync()
-            with ctx:
+            oom = out_of_memory_hint(where, knob, self.cfg.batch_size, " (raise grad_accum to keep the global batch)")
+            with ctx, oom:
                 out = self._forward(batch)
                 losses = {k: v for k, v in out.items() if k.endswith("_loss")}
                 total = sum(losses.values())

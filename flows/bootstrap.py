@@ -115,22 +115,31 @@ def bootstrap(
             if s.name == "world":  # the world's DVC md5 (or fingerprint)
                 _tag_flow_run(f"data:{versioning.data_hash(dag.Layout(root).world)}")
         report = results["report"]
+        from flows.effect import run_verdict
+
+        line = run_verdict(root, params) or report.get("verdict", "")
         try:
-            create_table_artifact(table=_rounded(report["rows"]), key="baseline-vs-bootstrapped")
+            create_table_artifact(table=_rounded(report["rows"]), key="baseline-vs-bootstrapped", description=line)
         except Exception as e:
             logger.warning("could not create the comparison table artifact: %s", e)
+        print(line + "\n")
         print(report["markdown"])
         results["dvc"] = record_in_dvc(params, root)
         if parent is not None:
-            parent.set_tags({"data_hash": versioning.data_hash(dag.Layout(root).world)})
+            from flows.registry import REGISTRATIONS
+
+            data_hash = versioning.data_hash(dag.Layout(root).world)
+            # the run's description (MLflow shows mlflow.note.content on the run page) is the verdict
+            parent.set_tags({"data_hash": data_hash, "verdict": line, "mlflow.note.content": line})
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
+            parent.log(headline_metrics(report["rows"], root), step=0)
+            _write_links(root, parent, results)
             L = dag.Layout(root)
-            trained = {role: t for role, t in TRAINED_BY.items() if t[0] in results}  # pretrain_vision is optional
-            models = {role: L.model(model, task) for role, (_, model, task) in trained.items()}
-            run_ids = {role: (results.get(stage) or {}).get("mlflow_run_id")
-                       for role, (stage, _, _) in trained.items()}  # fmt: skip
+            trained = [reg for reg in REGISTRATIONS if reg.stage in results]  # pretrain_vision is optional
+            models = {reg.stage: L.model(reg.variant, reg.task) for reg in trained}
+            run_ids = {reg.stage: (results.get(reg.stage) or {}).get("mlflow_run_id") for reg in trained}
             vision_score = (results.get("pretrain_vision") or {}).get("val", {}).get("shape", {}).get("f1")
-            register_task(run, report["rows"], models, run_ids, vision_score)
+            register_task(run, report["rows"], models, run_ids, vision_score, data_hash)
             _mark_if_served_from_cache(parent)
             parent.close()
         return report
@@ -138,6 +147,39 @@ def bootstrap(
         if parent is not None:
             parent.close("FAILED")
         raise
+
+
+def headline_metrics(rows: list[dict], root: str | Path) -> dict[str, float]:
+    """The few figures the experiment's first view should show on the parent run: test/novel mean
+    recall and fully grounded rate (both models and the delta), filter AUROC, raw and kept noise."""
+    from blip_core.eval.report import HEADLINE
+    from flows.effect import run_summary
+
+    out = {}
+    for r in rows:
+        if (r["split"], r["metric"]) in HEADLINE:
+            for col in ("baseline", "bootstrapped", "delta"):
+                out[f"headline/{r['split']}_{r['metric']}_{col}"] = r[col]
+    s = run_summary(root)
+    for key in ("filter_auroc", "web_noise_rate", "kept_noise_rate"):
+        if isinstance(s.get(key), int | float):
+            out[f"headline/{key}"] = s[key]
+    return out
+
+
+def _write_links(root: str | Path, parent, results: dict[str, Any]) -> None:
+    """`<root>/logs/mlflow.json`: the parent run and a link to MLflow's compare view of the two
+    evaluations (for `make run`'s summary; the UI of `make mlflow-ui`)."""
+    import urllib.parse
+
+    ids = [(results.get(f"evaluate_{m}") or {}).get("mlflow_run_id") for m in ("baseline", "bootstrapped")]
+    links = {"experiment_id": parent.experiment_id, "parent_run_id": parent.run_id}
+    if all(ids):
+        query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps([parent.experiment_id])})
+        links["compare_url"] = f"http://127.0.0.1:5000/#/compare-runs?{query}"
+    path = Path(root, "logs", "mlflow.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(links, indent=2) + "\n")
 
 
 def _tag_flow_run(*new: str) -> None:
@@ -196,7 +238,7 @@ def record_in_dvc(params: str, root: str) -> str:
     marker = Path(root, "logs", "dvc_recorded.json")
     if marker.is_file() and marker.read_text().strip() == _dvc_state(params, root):
         return "recorded in dvc.lock (unchanged since the last commit)"
-    r = subprocess.run(["dvc", "commit", "--force", "--quiet"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"], capture_output=True, text=True)
     if r.returncode != 0:  # the run itself succeeded: say why DVC did not take it, do not fail it
         logger.warning("dvc commit failed (dvc status will show the stages as changed): %s", r.stderr.strip()[-500:])
         marker.unlink(missing_ok=True)
@@ -241,15 +283,6 @@ def _rounded(rows: list[dict]) -> list[dict]:
 def _add_time(path: Path, name: str, seconds: float) -> None:
     times = json.loads(path.read_text()) if path.is_file() else {}
     path.write_text(json.dumps(times | {name: round(seconds, 2)}, indent=2) + "\n")
-
-
-TRAINED_BY = {  # registered role -> the stage that trains it, and its model folder (model, task) in the layout
-    "vision": ("pretrain_vision", "vision", "pretrain"),
-    "pretrain": ("pretrain_baseline", "baseline", "pretrain"),
-    "captioner": ("finetune_caption_baseline", "baseline", "caption"),
-    "filter": ("finetune_retrieval_baseline", "baseline", "retrieval"),
-    "bootstrapped": ("pretrain_bootstrapped", "bootstrapped", "pretrain"),
-}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,7 +159,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from flows.stages import stage_validate
     from flows.validation import format_report
 
-    result = stage_validate(args.kind, args.path, params=args.params, out_file=args.out)
+    result = stage_validate(args.kind, args.path, params=args.params, out_file=args.out, gx_root=args.gx_root)
     for r in result["suites"]:
         print(format_report(r))
     return 0
@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, help="raw shard folder, or a CapFilt work folder")
     p.add_argument("--out", type=Path, default=None, help="JSON report")
     p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
+    p.add_argument("--gx-root", type=Path, default=None,
+                   help="folder that holds (or gets) the GX context gx/ and its Data Docs (default: the current "
+                        "folder, or BLIP_GX_ROOT)")  # fmt: skip
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("leakage", help="evaluation images found in the pre-training pool (content hash)")
@@ -343,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     from blip_core.fileio import DiskFullError
+    from blip_core.machine import DeviceOutOfMemory
     from flows.validation import DataQualityError
 
     try:
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         # a data-quality gate failed: the readable report, exit 1 (DVC and CI stop here)
         print(f"blip {args.command}: FAILED\n{e}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, NotADirectoryError, ValueError, DiskFullError) as e:
+    except (FileNotFoundError, NotADirectoryError, ValueError, DiskFullError, DeviceOutOfMemory) as e:
         # user errors: one clear line, no traceback
         print(f"blip {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -152,7 +152,10 @@ class Stage:
     params: tuple[str, ...] = ()
     """params.yaml sections or `section.key`s it reads."""
     metrics: tuple[str, ...] = ()
-    """Small JSON results (DVC metrics, never cached)."""
+    """Small JSON results of numbers only (DVC metrics, never cached)."""
+    reports: tuple[str, ...] = ()
+    """JSON reports that hold text too, e.g. a gate's expectations (DVC outs, never cached): `dvc
+    metrics show` then lists numbers only."""
     plots: tuple[str, ...] = ()
     persist: bool = False
     """Outputs survive a re-run (per-shard files named by input hashes: a killed run resumes)."""
@@ -168,7 +171,7 @@ class Stage:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return self.outs + self.metrics + self.plots
+        return self.outs + self.reports + self.metrics + self.plots
 
     def run(self) -> Any:
         return self.fn(**self.kwargs)
@@ -193,19 +196,21 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     objects = L.split("objects")
     vision_init = _vision_init(params)
     out: list[Stage] = [
-        Stage("world", fns.stage_world, {"out_dir": L.world, "params": params}, (), (L.world,), ("world",)),
+        Stage("world", fns.stage_world, {"out_dir": L.world, "params": params}, (), (L.world,), ("world",),
+              comment="the generated image-caption world: clean splits, the noisy web pool, the objects split"),
         Stage("tokenizer", fns.stage_tokenizer, {"data_dirs": pool, "out_dir": L.tokenizer, "params": params},
-              tuple(pool), (L.tokenizer,), ("tokenizer",)),
+              tuple(pool), (L.tokenizer,), ("tokenizer",), comment="WordPiece vocabulary trained on the captions"),
         Stage("inspect_world", fns.stage_inspect, {"data_dirs": [*pool, *evals], "params": params,
               "out_file": f"{m}/world_read.json"}, (L.world,), params=("reader",),
-              metrics=(f"{m}/world_read.json",)),
+              metrics=(f"{m}/world_read.json",), comment="every split read as training reads it: counts and skips"),
         Stage("validate_raw", fns.stage_validate, {"kind": "raw", "path": web, "params": params,
               "out_file": f"{m}/validate_raw.json"}, (web,), params=("validate", "reader"),
-              metrics=(f"{m}/validate_raw.json",),
+              reports=(f"{m}/validate_raw.json",),
               comment="Great Expectations gate on the raw web pool: fails the pipeline on bad data"),
         Stage("leakage", fns.stage_leakage, {"eval_dirs": evals, "pool_dirs": [*pool, objects], "params": params,
               "out_file": f"{m}/leakage.json"}, (L.world,), params=("validate.max_leaked_images",),
-              metrics=(f"{m}/leakage.json",)),
+              reports=(f"{m}/leakage.json",),
+              comment="evaluation images found in the pre-training pool (content hash)"),
     ]  # fmt: skip
     vision = None  # what the pre-trainings' vision tower starts from (a folder or file), if anything
     if vision_init == VISION_STAGE:
@@ -235,8 +240,13 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
             if vision_init == VISION_STAGE:
                 kwargs["vision_init"] = vision
         name = "pretrain" if task == "pretrain" else f"finetune_{task}"
+        pool_text = "human + raw web" if model == "baseline" else "human + CapFilt-kept"
+        what = {"pretrain": f"BLIP pre-training (ITC + ITM + LM) on {pool_text} captions",
+                "caption": f"captioner (LM) fine-tuned on human captions from the {model} pre-training",
+                "retrieval": f"filter (ITC + ITM) fine-tuned on human captions from the {model} "
+                             "pre-training"}[task]  # fmt: skip
         return Stage(f"{name}_{model}", fns.stage_train, kwargs, (*data, init or L.tokenizer, *starts, *gates),
-                     (L.model(model, task),), (section,), gpu=True)  # fmt: skip
+                     (L.model(model, task),), (section,), gpu=True, comment=what)  # fmt: skip
 
     gates_raw = [f"{m}/validate_raw.json", f"{m}/leakage.json"]
     out.append(train("baseline", "pretrain", pool, None, gates_raw))
@@ -259,7 +269,8 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
               (L.p("capfilt", "selection.parquet"), L.p("capfilt", "selection.json")),
               ("capfilt.policy", "capfilt.threshold", "capfilt.threshold_mode", "capfilt.calibration_quantile",
                "capfilt.clip_keep_fraction"), metrics=(f"{m}/capfilt/capfilt_quality.json",),
-              plots=(f"{m}/capfilt/plots/score_hist.png", f"{m}/capfilt/plots/precision_recall.png"),
+              plots=(f"{m}/capfilt/plots/score_hist.png", f"{m}/capfilt/plots/precision_recall.png",
+                     f"{m}/capfilt/plots/noise_by_type.png"),
               comment="the policy on stored scores: seconds, no model run"),
         Stage("capfilt_reshard", fns.stage_capfilt_reshard, cf | {"human_dirs": [human]},
               (L.p("capfilt", "selection.parquet"), L.p("capfilt", "scores.json"), human, web), (L.bootstrapped,),
@@ -268,7 +279,7 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
               "out_file": f"{m}/validate_capfilt.json"},
               (L.bootstrapped, L.p("capfilt", "selection.parquet"), L.p("capfilt", "selection.json")),
               params=("validate", "capfilt.policy", "capfilt.threshold", "capfilt.max_length"),
-              metrics=(f"{m}/validate_capfilt.json",),
+              reports=(f"{m}/validate_capfilt.json",),
               comment="Great Expectations gate on the CapFilt output"),
     ]  # fmt: skip
     out.append(train("bootstrapped", "pretrain", [L.bootstrapped], None, [f"{m}/validate_capfilt.json"]))
@@ -281,14 +292,17 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
         out.append(Stage(f"evaluate_{model}", fns.stage_evaluate, {"model_dirs": models, "data_dirs": tests,
                          "params": params, "probe_model": pre, "probe_fit_dir": human,
                          "out_file": f"{m}/eval_{model}.json"}, (*models, pre, human, *tests),
-                         params=("evaluate",), metrics=(f"{m}/eval_{model}.json",),
-                         gpu=True))  # fmt: skip
+                         params=("evaluate",), metrics=(f"{m}/eval_{model}.json",), gpu=True,
+                         comment=f"the {model} models on test and novel: retrieval, captions (COCO metrics, "
+                                 "grounding by attribute), probes of the pre-trained image tower"))  # fmt: skip
     report = f"{m}/report"
+    quality = f"{m}/capfilt/capfilt_quality.json"
     out.append(Stage("report", fns.stage_report, {"baseline": f"{m}/eval_baseline.json", "bootstrapped":
-                     f"{m}/eval_bootstrapped.json", "out_dir": report},
-                     (f"{m}/eval_baseline.json", f"{m}/eval_bootstrapped.json"),
+                     f"{m}/eval_bootstrapped.json", "out_dir": report, "quality": quality},
+                     (f"{m}/eval_baseline.json", f"{m}/eval_bootstrapped.json", quality),
                      outs=(f"{report}/comparison.csv", f"{report}/comparison.md"),
-                     metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.png",)))  # fmt: skip
+                     metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.png",),
+                     comment="baseline vs bootstrapped: the verdict, the table, the chart of the deltas"))  # fmt: skip
     return out
 
 
@@ -332,8 +346,9 @@ def dvc_stage(s: Stage) -> dict[str, Any]:
     d["deps"] = [*s.code_deps, *s.deps]
     if s.params:
         d["params"] = list(s.params)
-    if s.outs:
+    if s.outs or s.reports:
         d["outs"] = [{o: {"persist": True}} if s.persist else o for o in s.outs]
+        d["outs"] += [{f: {"cache": False}} for f in s.reports]
     if s.metrics:
         d["metrics"] = [{f: {"cache": False}} for f in s.metrics]
     if s.plots:

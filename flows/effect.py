@@ -48,6 +48,49 @@ QUALITY_METRICS = {
 }
 ATTRIBUTES = ("color", "shape", "size", "count", "relation", "background")
 """The attributes whose precision in test beam captions (and synthetic captions) is reported."""
+RECIPE_SECTIONS = ["world", "tokenizer", "pretrain_vision", "pretrain", "finetune_caption", "finetune_retrieval",
+                   "capfilt", "evaluate"]  # fmt: skip
+"""The params sections that shape a run's figures (the gates' bounds do not): a study's seed spread
+applies to a run whose recipe matches, whatever its world seed."""
+REPORT = Path("reports/bootstrap_effect.json")
+
+
+def recipe_hash(params: str | Path) -> str:
+    """The recipe of a params file, world seed aside."""
+    from flows import versioning
+
+    doc = yaml.safe_load(Path(params).read_text()) if Path(params).is_file() else {}
+    recipe = {k: doc.get(k) for k in RECIPE_SECTIONS}
+    recipe["world"] = {k: v for k, v in (recipe["world"] or {}).items() if k != "seed"}
+    return versioning._sha(recipe)
+
+
+def seed_spread(params: str | Path, report: str | Path = REPORT) -> dict[tuple[str, str], float] | None:
+    """{(split, metric): sd over world seeds of bootstrapped - baseline} from a `make effect` report
+    measured with the same recipe as `params`; None when there is none."""
+    report = Path(report)
+    if not report.is_file():
+        return None
+    doc = json.loads(report.read_text())
+    if doc.get("recipe_hash") != recipe_hash(params) or len(doc.get("per_seed", [])) < 2:
+        return None
+    sd = doc.get("sd", {}).get("delta", {})
+    return {MODEL_METRICS[k]: v for k, v in sd.items() if k in MODEL_METRICS and isinstance(v, int | float)}
+
+
+def run_verdict(root: str | Path, params: str | Path, report: str | Path = REPORT) -> str | None:
+    """The one-line verdict of a finished run under `root` (None before its comparison exists), with
+    the seed spread of a `make effect` report of the same recipe."""
+    from blip_core.eval.report import verdict
+
+    comparison = Path(root) / "metrics" / "report" / "comparison.json"
+    if not comparison.is_file():
+        return None
+    nested = json.loads(comparison.read_text())
+    rows = [{"split": s, "metric": m, **v} for s, ms in nested.items() for m, v in ms.items()]
+    s = run_summary(root)
+    return verdict(rows, web_noise=s.get("web_noise_rate"), kept_noise=s.get("kept_noise_rate"),
+                   spread=seed_spread(params, report))  # fmt: skip
 
 
 def run_summary(root: str | Path) -> dict[str, Any]:
@@ -56,7 +99,11 @@ def run_summary(root: str | Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     quality_file = metrics / "capfilt" / "capfilt_quality.json"
     if quality_file.is_file():
+        from blip_core.capfilt.pipeline import SELECTION_META
+
         q = json.loads(quality_file.read_text())
+        meta_file = Path(root) / "capfilt" / SELECTION_META  # the selection's policy and threshold mode
+        q = (json.loads(meta_file.read_text()) if meta_file.is_file() else {}) | q
         out |= {k: q[v] for k, v in QUALITY_METRICS.items() if v in q}
         out["threshold"] = q.get("threshold")
         out["threshold_mode"] = q.get("threshold_mode")
@@ -273,6 +320,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {r['seed']} | " + " | ".join(v(k[p]) for p in ("none", "filter", "captioner", "both")) + " |"
             )
     out += ["", "## Baseline vs bootstrapped (after fine-tuning)", ""]
+    if m.get("delta"):
+        out += [effect_verdict(report), ""]
     out += ["| seed | metric | baseline | bootstrapped | delta |", "|---|---|---:|---:|---:|"]
     for r in rows:
         if "delta" not in r:
@@ -291,6 +340,19 @@ def render_markdown(report: dict[str, Any]) -> str:
             verdict = "n/a" if d is None or sdv is None else ("yes" if d > 0 and d > sdv else "no")
             out.append(f"| {k} | {v(d, '{:+.3f}')} | {v(sdv)} | {verdict} |")
     return "\n".join(out) + "\n"
+
+
+def effect_verdict(report: dict[str, Any]) -> str:
+    """The study's one-line verdict: mean deltas against their sd over seeds, mean kept vs raw noise."""
+    from blip_core.eval.report import verdict
+
+    m, s = report["mean"], report["sd"]
+    rows = [{"split": split, "metric": metric, "delta": m["delta"][k]} for k, (split, metric) in MODEL_METRICS.items()
+            if isinstance(m["delta"].get(k), int | float)]  # fmt: skip
+    spread = {MODEL_METRICS[k]: v for k, v in s.get("delta", {}).items() if k in MODEL_METRICS and v is not None}
+    if sum("delta" in r for r in report["per_seed"]) < 2:
+        spread = None  # one seed has no spread
+    return verdict(rows, web_noise=m.get("web_noise_rate"), kept_noise=m.get("kept_noise_rate"), spread=spread)
 
 
 def run_seed(seed: int, params: Path, root: Path, experiment: str) -> dict[str, Any]:
@@ -344,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     mean, sd = aggregate(per_seed)
     report = {
         "params": str(params),
+        "recipe_hash": recipe_hash(params),
         "date": time.strftime("%Y-%m-%d"),
         "machine": banner().removeprefix("machine: "),
         "wall_seconds": (

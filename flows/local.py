@@ -31,9 +31,22 @@ HOST, PORT = "127.0.0.1", int(os.environ.get("BLIP_PREFECT_PORT", "4200"))
 API = f"http://{HOST}:{PORT}/api"
 
 
+def tool(name: str) -> list[str]:
+    """A command-line tool of this environment (prefect, dvc, mlflow) as `python -m`: it works
+    without an activated virtual environment, where the bare name may be missing or another one."""
+    return [sys.executable, "-m", name]
+
+
 def server_command(port: int = PORT) -> list[str]:
     """The local Prefect server: it listens on 127.0.0.1 only."""
-    return ["prefect", "server", "start", "--host", HOST, "--port", str(port)]
+    return [*tool("prefect"), "server", "start", "--host", HOST, "--port", str(port)]
+
+
+def server_env(port: int = PORT) -> dict[str, str]:
+    """The settings a client and the server's UI need for a server on `port`: the UI calls the API
+    at PREFECT_UI_API_URL, which defaults to port 4200 whatever port the server listens on."""
+    api = f"http://{HOST}:{port}/api"
+    return {"PREFECT_API_URL": api, "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
 def _healthy(timeout: float = 2.0, api: str = API) -> bool:
@@ -168,9 +181,8 @@ def _stop(proc: subprocess.Popen | None) -> None:
 def main() -> int:
     # the serve process polls for the run every second, not every 10 s (Prefect's default): a cached
     # re-run lasts ~30 s, and the default poll and watch intervals cost up to 15 s of it
-    env = os.environ | {"PREFECT_API_URL": API, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                        "PREFECT_RUNNER_POLL_FREQUENCY": "1", "GX_ANALYTICS_ENABLED": "false",
-                        "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env = os.environ | server_env() | {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "GX_ANALYTICS_ENABLED": "false",
+                                       "PYTHONUNBUFFERED": "1"}  # fmt: skip
     # SIGTERM (e.g. a CI timeout) must still run the `finally` below that stops the server and runner
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logs = Path("data/logs")
@@ -202,7 +214,9 @@ def main() -> int:
         _wait(_deployment_ready, "deployment bootstrap/full", 180, serve)
         print(f"Ready after {time.monotonic() - t0:.0f} s. Running: prefect deployment run bootstrap/full --watch")
         t_run = time.monotonic()
-        rc = _watch(["prefect", "deployment", "run", "bootstrap/full", "--watch", "--watch-interval", "1"], env, serve)
+        rc = _watch(
+            [*tool("prefect"), "deployment", "run", "bootstrap/full", "--watch", "--watch-interval", "1"], env, serve
+        )
         print(f"\nFlow finished in {time.monotonic() - t_run:.0f} s (exit code {rc}); serve log: {logs}/serve.log")
         _summary()
         return rc
@@ -221,12 +235,20 @@ def _summary() -> None:
             print(f"  {name:<32} {s:8.1f}")
     if report.is_file():
         print("\nBaseline vs bootstrapped (test and novel splits):\n")
-        print(report.read_text())
+        table = report.read_text()  # the verdict above its table is the one-run form: ours below may have the spread
+        print(table[table.find("|") :] if "|" in table else table)
+    line = effect.run_verdict("data", "params.yaml")
+    if line:
+        print(line + "\n")
     quality = effect.quality_lines(effect.run_summary("data"))
     print("CapFilt quality (scored against the world's ground-truth labels):")
     print("\n".join(quality) + "\n")
     print("Where to look:")
     print("  make mlflow-ui            -> http://127.0.0.1:5000 (experiment blip-bootstrap, 'Training runs' view)")
+    links = Path("data/logs/mlflow.json")
+    url = json.loads(links.read_text()).get("compare_url") if links.is_file() else None
+    if url:
+        print(f"  the two evaluations      -> {url}")
     print("  Data Docs                 -> gx/uncommitted/data_docs/local_site/index.html")
     print("  CapFilt quality and plots -> data/metrics/capfilt/")
     print("  DVC                       -> dvc metrics show / dvc plots show")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
+REPO = Path(__file__).resolve().parent.parent
+
 REGISTERED = {
     "vision": "blip-vision",
     "pretrain": "blip-pretrain",
@@ -26,6 +29,39 @@ REGISTERED = {
     "filter": "blip-filter",
     "bootstrapped": "blip-bootstrapped",
 }
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One model the flow registers: a version of REGISTERED[role], logged in the MLflow run of the
+    stage that trained it, scored by `metric` ("<split>/<metric>" of the comparison rows, the column
+    of its `variant`) so that the `best` alias follows the measured score."""
+
+    role: str
+    stage: str
+    variant: str  # baseline | bootstrapped | vision: the model folder in the layout, and its column
+    task: str  # pretrain | caption | retrieval: Layout.model(variant, task)
+    metric: str
+    about: str  # what the model is and what it was trained on, for the version's description
+
+
+REGISTRATIONS = (
+    Registration("vision", "pretrain_vision", "vision", "pretrain", "val/shape_f1",
+                 "supervised vision start, trained on the world's label-only objects split"),
+    Registration("pretrain", "pretrain_baseline", "baseline", "pretrain", "test/probe_shape_f1",
+                 "BLIP pre-training on human captions + the raw web alt-texts"),
+    Registration("captioner", "finetune_caption_baseline", "baseline", "caption", "test/cider",
+                 "captioner fine-tuned on human captions from the baseline pre-training"),
+    Registration("filter", "finetune_retrieval_baseline", "baseline", "retrieval", "test/r_mean",
+                 "filter (ITC + ITM) fine-tuned on human captions from the baseline pre-training"),
+    Registration("bootstrapped", "pretrain_bootstrapped", "bootstrapped", "pretrain", "test/probe_shape_f1",
+                 "BLIP pre-training on human captions + the CapFilt-kept web and synthetic captions"),
+    Registration("captioner", "finetune_caption_bootstrapped", "bootstrapped", "caption", "test/cider",
+                 "captioner fine-tuned on human captions from the bootstrapped pre-training"),
+    Registration("filter", "finetune_retrieval_bootstrapped", "bootstrapped", "retrieval", "test/r_mean",
+                 "filter (ITC + ITM) fine-tuned on human captions from the bootstrapped pre-training"),
+)  # fmt: skip
+"""In registration order: a role's baseline version before its bootstrapped one."""
 
 
 class BlipPyfunc(mlflow.pyfunc.PythonModel):
@@ -93,19 +129,19 @@ def signature(role: str):
 
 def log_and_register(
     tracking_uri: str, run_id: str, checkpoint: str | Path, role: str, *, metric: float | None = None,
+    metric_name: str | None = None, description: str | None = None, tags: dict[str, str] | None = None,
     higher_is_better: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """Log `checkpoint` as a pyfunc model in `run_id` (the stage run that trained it), register it as
-    REGISTERED[role], and move the `best` alias to this version when `metric` beats the current best
-    (or there is none)."""
+    a new version of REGISTERED[role] with `description` and `tags`, and move the `best` alias to it
+    when `metric` beats the current best (or there is none). The stage run keeps its own end time."""
     name = REGISTERED[role]
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
-    from blip_core.tracking import redact
-
-    # MLflow tags a logged model with the running script's absolute path (`mlflow.source.name`),
-    # often under the home folder: log it redacted, as every other tag
-    source = {"mlflow.source.name": redact(sys.argv[0] if sys.argv and sys.argv[0] else "blip")}
+    before = client.get_run(run_id).info
+    # MLflow tags a logged model with the running script's path (`mlflow.source.name`): log it as the
+    # user knows it, relative to the checkout, never the absolute path of this machine
+    source = {"mlflow.source.name": _source_name()}
     with mlflow.start_run(run_id=run_id, nested=True):
         info = mlflow.pyfunc.log_model(
             tags=source,
@@ -116,14 +152,39 @@ def log_and_register(
             pip_requirements=["blip-capfilt"],  # this project; no pip freeze inference offline
             registered_model_name=name,
         )
+    if before.end_time is not None:  # reopening a finished run ends it now: give back the stage's own end
+        client.set_terminated(run_id, before.status, end_time=before.end_time)
     version = str(info.registered_model_version)
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
     if metric is not None:
         client.set_model_version_tag(name, version, "score", str(metric))
+        if metric_name:
+            client.set_model_version_tag(name, version, "score_metric", metric_name)
+    if description:
+        client.update_model_version(name, version, description=description)
     best = _current_best(client, name)
     better = best is None or metric is None or (metric > best if higher_is_better else metric < best)
     if better:
         client.set_registered_model_alias(name, "best", version)
     return {"name": name, "version": version, "best": better, "model_uri": info.model_uri}
+
+
+def _source_name() -> str:
+    from blip_core.tracking import redact
+
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("blip")
+    try:
+        return str(script.resolve().relative_to(REPO))
+    except ValueError:
+        return redact(script.name)
+
+
+def describe(reg: Registration, score: float | None, run_id: str, data_hash: str | None = None) -> str:
+    """A version's description: what it is and was trained on, which run, which data, its score."""
+    figure = f"{reg.metric} {score:.4g}" if score is not None else f"{reg.metric} not measured"
+    data = f", world data {data_hash}" if data_hash else ""
+    return f"{reg.about}. Stage `{reg.stage}` (MLflow run {run_id}{data}); {figure}."
 
 
 def _current_best(client, name: str) -> float | None:

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from blip_core.config import TASK_SECTIONS as TRAIN_SECTIONS  # the params section of each training task
 from blip_core.config import ReaderConfig, TokenizerConfig, WorldConfig, load_params_section
 
 logger = logging.getLogger(__name__)
@@ -142,10 +143,6 @@ def stage_convert(
     return {"kind": weights.kind_of(model), "out": str(out_dir), "format": dst_format, "parameters": n}
 
 
-TRAIN_SECTIONS = {"pretrain": "pretrain", "caption": "finetune_caption", "retrieval": "finetune_retrieval",
-                  "vision": "pretrain_vision"}  # fmt: skip
-
-
 def stage_train(
     task: str,
     data_dirs: list[str | Path],
@@ -235,6 +232,7 @@ def stage_evaluate(
     from blip_core.distributed import default_device
     from blip_core.eval.captioning import evaluate_captioning
     from blip_core.eval.retrieval import evaluate_retrieval
+    from blip_core.machine import out_of_memory_hint
     from blip_core.model import weights
     from blip_core.model.tokenizer import TextProcessor
 
@@ -255,7 +253,9 @@ def stage_evaluate(
                     splits[key] = load_eval_split(data_dir, mcfg.vision.image_size, max_images=cfg.max_images)
                 split = splits[key]
                 name = Path(data_dir).name
-                with torch.no_grad():
+                oom = out_of_memory_hint(f"evaluation of {kind} {model_dir} on {name}", "evaluate.batch_size",
+                                         cfg.batch_size)  # fmt: skip
+                with torch.no_grad(), oom:
                     if kind == "captioner":
                         metrics, preds = evaluate_captioning(model, split, processor, cfg, device)
                         predictions[name] = preds
@@ -427,7 +427,13 @@ def stage_validate(
         capfilt_cfg.threshold = meta.get("threshold", capfilt_cfg.threshold)  # the one selection used
         reports = [
             v.run_suite("capfilt_output", v.capfilt_output_suite(cfg, capfilt_cfg), out, data_asset=path, root=gx_root),
-            v.run_suite("capfilt_selection", v.capfilt_selection_suite(cfg), sel, data_asset=path, root=gx_root),
+            v.run_suite(
+                "capfilt_selection",
+                v.capfilt_selection_suite(cfg, v.raw_web_noise(sel)),
+                sel,
+                data_asset=path,
+                root=gx_root,
+            ),
         ]
     else:
         raise ValueError(f"validate kind must be raw or capfilt, got {kind!r}")
@@ -471,10 +477,13 @@ REPORT_METRICS = (
 the probes of the pre-trained image tower."""
 
 
-def stage_report(baseline: str | Path, bootstrapped: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Baseline vs bootstrapped evaluation: comparison.json (DVC metric), .png (grouped bar chart, DVC
-    plot), .csv (one row per split, metric and model) and .md (the table)."""
-    from blip_core.eval.report import plot_comparison
+def stage_report(
+    baseline: str | Path, bootstrapped: str | Path, out_dir: str | Path, *, quality: str | Path | None = None
+) -> dict[str, Any]:
+    """Baseline vs bootstrapped evaluation: comparison.json (DVC metric), .png (the deltas, DVC plot),
+    .csv (one row per split, metric and model) and .md (the one-line verdict and the table). `quality`:
+    the CapFilt quality JSON, for the verdict's kept-vs-raw-web noise."""
+    from blip_core.eval.report import plot_comparison, verdict
 
     base, boot = json.loads(Path(baseline).read_text()), json.loads(Path(bootstrapped).read_text())
     rows = []
@@ -492,10 +501,12 @@ def stage_report(baseline: str | Path, bootstrapped: str | Path, out_dir: str | 
     lines = ["split,metric,model,value"]
     lines += [f"{r['split']},{r['metric']},{m},{r[m]:.6g}" for r in rows for m in ("baseline", "bootstrapped")]
     (out_dir / "comparison.csv").write_text("\n".join(lines) + "\n")
+    q = json.loads(Path(quality).read_text()) if quality is not None and Path(quality).is_file() else {}
+    line = verdict(rows, web_noise=q.get("web/noise_rate"), kept_noise=q.get("kept/noise_rate"))
     table = format_comparison(rows)
-    (out_dir / "comparison.md").write_text(table + "\n")
-    plot_comparison(rows, out_dir / "comparison.png")
-    return {"rows": rows, "markdown": table}
+    (out_dir / "comparison.md").write_text(f"{line}\n\n{table}\n")
+    plot_comparison(rows, out_dir / "comparison.png", caption=line)
+    return {"rows": rows, "markdown": table, "verdict": line}
 
 
 def format_comparison(rows: list[dict[str, Any]]) -> str:

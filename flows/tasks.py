@@ -90,8 +90,32 @@ def stage_task(name: str, params: str, root: str, run: dict) -> dict:
         tracker.close()
         if isinstance(out, dict):  # the run that made the outputs (a cached result keeps pointing at it)
             out["mlflow_run_id"] = tracker.run_id
-    _artifact(name, summary)
+    _artifact(name, summary, params, root)
+    run_log(summary_line(name, summary))
     return out
+
+
+SUMMARY_KEYS = 10
+"""Figures per stage in the flow-run log line (the artifact has them all)."""
+
+
+def summary_line(name: str, summary: Any) -> str:
+    """One log line of a stage's result: its first figures (losses, CapFilt quality, counts)."""
+    flat = _numeric(summary)
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in list(flat.items())[:SUMMARY_KEYS])
+    more = f" (+{len(flat) - SUMMARY_KEYS} more in the artifact)" if len(flat) > SUMMARY_KEYS else ""
+    return f"{name}: {shown or 'done'}{more}"
+
+
+def run_log(text: str) -> None:
+    """A line in the Prefect flow-run log (what each stage produced, what was registered), not only
+    "Finished in state Completed()"; the module logger outside a Prefect run."""
+    try:
+        from prefect.logging import get_run_logger
+
+        get_run_logger().info(text)
+    except Exception:  # no run context: a direct call
+        logger.info("%s", text)
 
 
 def log_stage_run(s: dag.Stage, params: str, run: dict, summary: dict) -> str | None:
@@ -180,15 +204,22 @@ def _numeric(obj: Any, prefix: str = "") -> dict[str, float]:
     return {k.replace(":", "_"): v for k, v in out.items()}
 
 
-def _artifact(name: str, summary: Any) -> None:
-    """A markdown summary of each stage on the Prefect run page."""
+def _artifact(name: str, summary: Any, params: str = "params.yaml", root: str = "data") -> None:
+    """A markdown summary of each stage on the Prefect run page; keys numbered in DAG order, so the
+    artifacts list in the order the stages ran, each with a description of what it shows."""
     if isinstance(summary, dict) and "markdown" in summary:
         body = summary["markdown"]
     else:
         flat = _numeric(summary)
         body = "\n".join(["| key | value |", "|---|---:|"] + [f"| {k} | {v:.4g} |" for k, v in flat.items()])
+    names = [s.name for s in dag.stages(params, root)]
+    index = names.index(name) + 1 if name in names else 0
+    s = dag.by_name(name, params=params, root=root) if index else None
+    what = s.comment if s is not None and s.comment else f"the figures stage {name} returned"
+    key = f"{index:02d}-{name.replace('_', '-').lower()}"
     try:
-        create_markdown_artifact(markdown=f"### {name}\n\n{body}\n", key=name.replace("_", "-").lower())
+        create_markdown_artifact(markdown=f"### {name}\n\n{body}\n", key=key,
+                                 description=f"Stage {index} of {len(names)}, {name}: {what}")  # fmt: skip
     except Exception as e:  # artifacts are a nicety: never fail a stage over one
         logger.warning("could not create the Prefect artifact of %s: %s", name, e)
 
@@ -239,27 +270,30 @@ def register_task(
     models: dict[str, str],
     run_ids: dict[str, str | None],
     vision_score: float | None = None,
+    data_hash: str | None = None,
 ) -> dict:
-    """Register the models, each logged in the stage run that trained it (`run_ids`, by role; the
-    parent run if a stage has none); the `best` alias follows test mean recall (CIDEr for the
-    captioner, the val shape F1 for the vision start)."""
-    from flows.registry import log_and_register
+    """Register every trained model (`models`, by the stage that trained it; see
+    `flows.registry.REGISTRATIONS`), each logged in its stage run (`run_ids`; the parent run if a stage
+    has none), baseline and bootstrapped as versions of one registered model whose `best` alias
+    follows the measured score: CIDEr for captioners, test mean recall for filters, the shape probe
+    for pre-trainings, the val shape F1 for the vision start."""
+    from flows.registry import REGISTRATIONS, describe, log_and_register
 
-    score = {(r["split"], r["metric"], m): r[m] for r in rows for m in ("baseline", "bootstrapped")}
-    metric = {
-        "vision": vision_score,
-        "pretrain": score.get(("test", "r_mean", "baseline")),
-        "captioner": score.get(("test", "cider", "baseline")),
-        "filter": score.get(("test", "r_mean", "baseline")),
-        "bootstrapped": score.get(("test", "r_mean", "bootstrapped")),
-    }
+    score = {(f"{r['split']}/{r['metric']}", m): r[m] for r in rows for m in ("baseline", "bootstrapped")}
     out = {}
-    for role, path in models.items():
+    for reg in REGISTRATIONS:
+        if reg.stage not in models:
+            continue
+        metric = vision_score if reg.variant == "vision" else score.get((reg.metric, reg.variant))
         try:
-            run_id = run_ids.get(role) or run["mlflow_parent"]
-            info = log_and_register(run["tracking_uri"], run_id, path, role, metric=metric[role])
-            out[role] = info["version"]
-            logger.info("registered %s version %s (best=%s)", info["name"], info["version"], info["best"])
+            run_id = run_ids.get(reg.stage) or run["mlflow_parent"]
+            tags = {"stage": reg.stage, "variant": reg.variant} | ({"data_hash": data_hash} if data_hash else {})
+            info = log_and_register(run["tracking_uri"], run_id, models[reg.stage], reg.role, metric=metric,
+                                    metric_name=reg.metric, description=describe(reg, metric, run_id, data_hash),
+                                    tags=tags)  # fmt: skip
+            out[reg.stage] = f"{info['name']} v{info['version']}"
+            run_log(f"registered {info['name']} version {info['version']} from {reg.stage} "
+                    f"({reg.metric} {metric}; best={info['best']})")  # fmt: skip
         except Exception as e:  # the registry is a nicety of tracking: report, do not lose the run
-            logger.warning("could not register %s: %s", role, e)
+            logger.warning("could not register %s (%s): %s", reg.role, reg.stage, e)
     return out

@@ -1,8 +1,9 @@
 """Great Expectations gates: caption-quality suites built in code, run through a file-backed context.
 
-The context lives in the repo (`gx/great_expectations.yml`); suites, validation definitions and
-checkpoints are (re)written from code on every run, so thresholds come only from params.yaml's
-`validate` section. Data Docs HTML lands in `gx/uncommitted/data_docs/local_site/index.html`.
+The context lives in the project the user runs from (`gx/great_expectations.yml` under the current
+folder: the repo for `make run` and `dvc repro`), never in the install location; suites, validation
+definitions and checkpoints are (re)written from code on every run, so thresholds come only from
+params.yaml's `validate` section. Data Docs HTML lands in `gx/uncommitted/data_docs/local_site/index.html`.
 
 A failed expectation raises `DataQualityError` whose message lists every failing expectation with
 its column, observed value and bounds: the pipeline stops there with a readable report.
@@ -26,12 +27,11 @@ from blip_core.config import CapFiltConfig, ValidateConfig
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def gx_root() -> Path:
-    """The GX project root: the repo (gx/ sits beside flows/), or BLIP_GX_ROOT (tests, other checkouts)."""
-    return Path(os.environ.get("BLIP_GX_ROOT") or REPO)
+    """The GX project root: BLIP_GX_ROOT, else the current folder (the user's project; the pipeline
+    runs from the repo, where gx/ sits beside flows/)."""
+    return Path(os.environ.get("BLIP_GX_ROOT") or Path.cwd())
 
 
 class DataQualityError(RuntimeError):
@@ -73,15 +73,31 @@ def capfilt_output_suite(cfg: ValidateConfig, capfilt: CapFiltConfig):
     ]
 
 
-def capfilt_selection_suite(cfg: ValidateConfig):
+def capfilt_selection_suite(cfg: ValidateConfig, raw_noise: float | None = None):
+    """`raw_noise`: the raw web pool's ground-truth noise rate (`raw_web_noise`); the kept set's bound
+    is relative to it. None (no labels, as in real data): no noise expectation."""
     import great_expectations.expectations as gxe
 
-    return [
+    suite = [
         gxe.ExpectColumnValuesToBeBetween(column="itm_prob", min_value=0.0, max_value=1.0),
         gxe.ExpectColumnValuesToBeBetween(column="itc_cosine", min_value=-1.0, max_value=1.0),
         gxe.ExpectColumnMeanToBeBetween(column="keep", min_value=cfg.keep_rate_min, max_value=cfg.keep_rate_max),
-        gxe.ExpectColumnMeanToBeBetween(column="kept_noisy", max_value=cfg.max_kept_noise),
     ]
+    if raw_noise is not None:
+        bound = round(raw_noise * cfg.max_kept_over_raw, 6)
+        note = (f"kept-set noise must be at most {cfg.max_kept_over_raw:g} x the raw web pool's noise "
+                f"{raw_noise:.3f} = {bound:.3f} (validate.max_kept_over_raw)")  # fmt: skip
+        suite.append(gxe.ExpectColumnMeanToBeBetween(
+            column="kept_noisy", max_value=bound, notes=note,
+            meta={"raw_web_noise": raw_noise, "max_kept_over_raw": cfg.max_kept_over_raw},
+        ))  # fmt: skip
+    return suite
+
+
+def raw_web_noise(selection: pd.DataFrame) -> float | None:
+    """Ground-truth noise rate of the web alt-texts CapFilt was given (kept or not); None without labels."""
+    web = selection[selection["source"].eq("web") & selection["gt_noisy"].notna()]
+    return float(web["gt_noisy"].astype(bool).mean()) if len(web) else None
 
 
 def capfilt_tables(work_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -163,6 +179,7 @@ def run_suite(
                     "success": bool(r.success),
                     "observed": _jsonable(r.result.get("observed_value", r.result.get("unexpected_count"))),
                     "unexpected_examples": _jsonable(r.result.get("partial_unexpected_list", [])[:5]),
+                    "notes": r.expectation_config.notes,
                 }
             )
     docs = [s["site_url"] for s in ctx.get_docs_sites_urls()]
@@ -219,6 +236,8 @@ def format_report(report: dict[str, Any]) -> str:
     for r in failed:
         args = ", ".join(f"{k}={v}" for k, v in r["kwargs"].items())
         lines.append(f"  FAILED {r['expectation']}({args}): observed {r['observed']}")
+        if r.get("notes"):
+            lines.append(f"         {r['notes']}")
         if r["unexpected_examples"]:
             lines.append(f"         examples: {r['unexpected_examples']}")
     if report.get("data_docs"):

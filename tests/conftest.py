@@ -16,3 +16,15 @@ def tiny_world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("world")
     generate_world(tiny_world_config(), out, progress=False)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA: skipped where there is none (CI, the 2-CPU machines)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (a GPU machine: benchmarks/gpu/run.sh)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

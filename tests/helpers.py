@@ -111,7 +111,7 @@ def micro_params(path, **sections) -> Path:
         "finetune_retrieval": {"batch_size": 8, "max_steps": 2, "warmup_steps": 1, "shuffle_buffer": 50},
         "evaluate": {"batch_size": 16, "k_test": 4, "max_images": 8, "num_beams": 2, "max_length": 12},
         "capfilt": {"caption_batch_size": 32, "filter_batch_size": 32, "max_length": 12},
-        "validate": {"keep_rate_min": 0.0, "keep_rate_max": 1.0, "max_kept_noise": 1.0},
+        "validate": {"keep_rate_min": 0.0, "keep_rate_max": 1.0, "max_kept_over_raw": 100.0},
     }  # fmt: skip
     for name, values in (micro | sections).items():
         doc.setdefault(name, {}).update(values)

@@ -34,6 +34,7 @@ from blip_core.data.loader import eval_transform
 from blip_core.data.reader import ReadStats, build_pipeline, iter_samples
 from blip_core.data.shards import ShardWriter
 from blip_core.fileio import atomic_path
+from blip_core.machine import out_of_memory_hint
 from blip_core.model.generate import GenerationConfig, caption_images
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,9 @@ def caption_shard(
     stats = ReadStats()
     rows: list[dict[str, Any]] = []
     for batch in _batches(shard, cfg.caption_batch_size, stats):
-        with _autocast(device, cpu_bf16=cfg.caption_bf16):
+        oom = out_of_memory_hint(f"CapFilt captioning of {shard.name}", "capfilt.caption_batch_size",
+                                 cfg.caption_batch_size)  # fmt: skip
+        with _autocast(device, cpu_bf16=cfg.caption_bf16), oom:
             caps = caption_images(
                 captioner, processor, _images(batch, captioner.cfg.vision.image_size, device), gen, generator=generator
             )
@@ -259,7 +262,9 @@ def filter_shard(
                 cands.append((s, c, text, src))
             counts.append(len(own) + len(syn))
         ids, mask = processor(texts)
-        with _autocast(device):
+        oom = out_of_memory_hint(f"CapFilt filtering of {shard.name}", "capfilt.filter_batch_size",
+                                 cfg.filter_batch_size)  # fmt: skip
+        with _autocast(device), oom:
             embeds = filter_model.image_embeds(_images(batch, filter_model.cfg.vision.image_size, device))
             embeds = embeds.repeat_interleave(torch.tensor(counts, device=device), dim=0)  # (sum counts, N, D)
             scores = filter_model.score(embeds, ids.to(device), mask.to(device))

@@ -307,7 +307,9 @@ def run_select(cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | P
         quality |= {f"calibrated/{k}": q_cal[k] for k in ("threshold", "keep_rate/web", "keep_rate/synthetic",
                                                            "kept/noise_rate") if k in q_cal}  # fmt: skip
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    (metrics_dir / "capfilt_quality.json").write_text(json.dumps(quality, indent=2, sort_keys=True) + "\n")
+    # a DVC metrics file holds numbers only; the policy and threshold mode are in SELECTION_META
+    numbers = {k: v for k, v in quality.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    (metrics_dir / "capfilt_quality.json").write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n")
     plot_quality(sel, threshold, metrics_dir / "plots")
     return quality
 

@@ -140,7 +140,45 @@ def plot_quality(selection: pd.DataFrame, threshold: float, out_dir: str | Path)
         paths.append(out_dir / "precision_recall.png")
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
+
+    shares = noise_by_type(selection)
+    if shares:
+        types = list(shares["raw"])
+        x = np.arange(len(types))
+        fig, ax = plt.subplots(figsize=(7.0, 3.8))
+        for i, (name, colour) in enumerate((("raw", "0.6"), ("kept", "tab:blue"))):
+            vals = [shares[name].get(t, 0.0) for t in types]
+            label = f"{'raw web pool' if name == 'raw' else 'kept set'} (noise {sum(vals):.3f})"
+            bars = ax.bar(x + (i - 0.5) * 0.38, vals, 0.38, color=colour, label=label)
+            ax.bar_label(bars, labels=[f"{v:.3f}" for v in vals], fontsize=7, padding=1)
+        ax.set_xticks(x, types, fontsize=8)
+        ax.set(ylabel="share of the captions", title="Noise by type: the raw web pool vs the kept set")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / "noise_by_type.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
     return paths
+
+
+def noise_by_type(selection: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Share of each noise type among the raw web alt-texts ("raw") and among the kept captions
+    ("kept"; a kept synthetic caption that is not fully grounded counts as `synthetic, ungrounded`),
+    where the world's labels exist; {} without labels. The shares sum to each set's noise rate."""
+    labelled = selection[selection["gt_noisy"].notna()]
+    web = labelled[labelled["source"].eq("web")]
+    if not len(web):
+        return {}
+    kind = labelled["gt_noise_type"].where(labelled["source"].eq("web"), "synthetic, ungrounded")
+    noisy = labelled["gt_noisy"].astype(bool)
+    types = sorted(set(kind[noisy & labelled["source"].eq("web")])) + ["synthetic, ungrounded"]
+    kept = labelled["keep"].astype(bool)
+    raw_share = kind[noisy & labelled["source"].eq("web")].value_counts() / len(web)
+    kept_share = kind[noisy & kept].value_counts() / max(int(kept.sum()), 1)
+    return {
+        "raw": {t: float(raw_share.get(t, 0.0)) for t in types},
+        "kept": {t: float(kept_share.get(t, 0.0)) for t in types},
+    }
 
 
 def pr_curve(labels: np.ndarray, scores: np.ndarray) -> pd.DataFrame:

@@ -281,7 +281,8 @@ class TrainData:
         pipe = self._pipeline(epoch)
         if self.num_workers:
             loader = torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=self.num_workers,
-                                                 persistent_workers=False, worker_init_fn=forked_worker_init)
+                                                 persistent_workers=False, worker_init_fn=forked_worker_init,
+                                                 pin_memory=torch.cuda.is_available())  # fmt: skip
         else:
             loader = pipe
         return itertools.islice(iter(loader), skip, self.steps_per_epoch)

@@ -8,6 +8,7 @@ and scores it against the rendered scene (only for splits with ground truth).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -44,9 +45,14 @@ def coco_caption_metrics(gts: dict[str, list[str]], res: dict[str, str], *, spic
         from pycocoevalcap.spice.spice import Spice
 
         out["spice"] = float(Spice().compute_score(g, r)[0])
-    elif spice:
-        out["spice_unavailable"] = "Stanford CoreNLP jars are not present locally (SPICE would download them)"
+    elif spice:  # metrics are numbers: say it in the log, once
+        _warn_once("SPICE skipped: Stanford CoreNLP jars are not present locally (SPICE would download them)")
     return out
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    logger.warning(message)
 
 
 def spice_available() -> bool:

@@ -1,4 +1,4 @@
-"""Baseline vs bootstrapped at a glance: one grouped bar chart of the evaluation metrics."""
+"""Baseline vs bootstrapped at a glance: a one-line verdict and a chart of the deltas."""
 
 from __future__ import annotations
 
@@ -6,17 +6,65 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-MODELS = ("baseline", "bootstrapped")
-COLOURS = {"baseline": "0.65", "bootstrapped": "tab:blue"}
+HEADLINE = (("test", "r_mean"), ("novel", "r_mean"), ("test", "grounded_true_rate"),
+            ("novel", "grounded_true_rate"), ("test", "cider"))  # fmt: skip
+"""The figures a verdict weighs: retrieval and fully grounded captions on test and novel, test CIDEr."""
 
 
-def plot_comparison(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str | None = None) -> Path:
-    """`rows` as the report writes them ({split, metric, baseline, bootstrapped, delta}) -> a PNG.
+def verdict(
+    rows: Sequence[dict[str, Any]],
+    *,
+    web_noise: float | None = None,
+    kept_noise: float | None = None,
+    spread: dict[tuple[str, str], float] | None = None,
+) -> str:
+    """Did CapFilt work? One line: which headline figures the bootstrapped model improved and which
+    got worse (beyond the seed sd where `spread` gives it: {(split, metric): sd of the delta}), and
+    whether the kept set is cleaner than the raw web pool."""
+    delta = {(r["split"], r["metric"]): r["delta"] for r in rows}
+    better, worse, within = [], [], []
+    for key in HEADLINE:
+        if key not in delta:
+            continue
+        d, sd = delta[key], (spread or {}).get(key)
+        text = f"{key[0]} {key[1]} {d:+.3g}" + (f" (sd {sd:.2g})" if sd is not None else "")
+        if sd is not None and abs(d) <= sd or d == 0:
+            within.append(text)
+        else:
+            (better if d > 0 else worse).append(text)
+    if spread:
+        parts = [f"better beyond the seed sd: {', '.join(better) or 'none'}",
+                 f"worse beyond it: {', '.join(worse) or 'none'}",
+                 f"within it: {', '.join(within) or 'none'}"]  # fmt: skip
+        head = "CapFilt verdict"
+    else:
+        parts = [f"better: {', '.join(better) or 'none'}", f"worse: {', '.join(worse) or 'none'}"]
+        parts += [f"unchanged: {', '.join(within)}"] if within else []
+        head = "CapFilt verdict (one run, no seed spread: `make effect` measures it)"
+    if web_noise is not None and kept_noise is not None:
+        word = (
+            "cleaner than" if kept_noise < web_noise else ("dirtier than" if kept_noise > web_noise else "as noisy as")
+        )
+        parts.append(f"kept set {word} the raw web (noise {kept_noise:.3f} vs {web_noise:.3f})")
+    return f"{head}: " + "; ".join(parts) + "."
 
-    One panel per metric, since their scales differ (recall in %, CIDEr around 1, rates in 0-1); in
-    each, the splits side by side, a bar per model with its value, and the delta in the panel title,
-    green where the bootstrapped model is better.
+
+def plot_comparison(
+    rows: Sequence[dict[str, Any]],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    spread: dict[tuple[str, str], float] | None = None,
+    caption: str | None = None,
+) -> Path:
+    """`rows` as the report writes them ({split, metric, baseline, bootstrapped, delta}) -> a PNG of the
+    deltas (bootstrapped - baseline), what a reader needs to see: one panel per metric, since their
+    scales differ; a bar per split around zero, with the seed sd as an error bar where `spread` gives
+    it; green above zero (above the sd), red below, grey within; both values under each bar.
+    `caption`: a line under the panels (the verdict).
     """
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")  # headless
@@ -29,32 +77,43 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: str | Path, *, title: 
     ncols = min(4, max(1, len(metrics)))
     nrows = max(1, -(-len(metrics) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows), squeeze=False)
-    width = 0.38
     for ax, metric in zip(axes.flat, metrics):
-        x = np.arange(len(splits))
-        top = 0.0
-        for i, model in enumerate(MODELS):
-            values = [by[(metric, s)][model] if (metric, s) in by else np.nan for s in splits]
-            bars = ax.bar(x + (i - 0.5) * width, values, width, color=COLOURS[model], label=model)
-            ax.bar_label(bars, labels=[_fmt(v) for v in values], fontsize=7, padding=1)
-            top = max([top, *[v for v in values if np.isfinite(v)]])
-        deltas = [f"{s} {by[(metric, s)]['delta']:+.3g}" for s in splits if (metric, s) in by]
-        better = [by[(metric, s)]["delta"] > 0 for s in splits if (metric, s) in by]
-        colour = "tab:green" if better and all(better) else ("tab:red" if better and not any(better) else "k")
-        ax.set_title(f"{metric}\nΔ {', '.join(deltas)}", fontsize=9, color=colour)
-        ax.set_xticks(x, splits)
-        ax.set_ylim(0, top * 1.2 if top > 0 else 1)
-        ax.tick_params(labelsize=8)
+        present = [s for s in splits if (metric, s) in by]
+        x = np.arange(len(present))
+        deltas = np.array([by[(metric, s)]["delta"] for s in present], dtype=float)
+        sds = [(spread or {}).get((s, metric)) for s in present]
+        colours = [_delta_colour(d, sd) for d, sd in zip(deltas, sds)]
+        err = np.array([sd if sd is not None else 0.0 for sd in sds]) if any(sd is not None for sd in sds) else None
+        bars = ax.bar(x, deltas, 0.6, color=colours, yerr=err, capsize=3 if err is not None else 0)
+        ax.bar_label(bars, labels=[f"{d:+.3g}" for d in deltas], fontsize=7, padding=1)
+        ax.axhline(0, color="k", linewidth=0.8)
+        ax.set_xticks(x, [f"{s}\n{_fmt(by[(metric, s)]['baseline'])} → {_fmt(by[(metric, s)]['bootstrapped'])}"
+                          for s in present])  # fmt: skip
+        reach = max([abs(d) + (sd or 0.0) for d, sd in zip(deltas, sds)] or [0.0])
+        ax.set_ylim(-1.3 * reach if reach > 0 else -1, 1.3 * reach if reach > 0 else 1)
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(title or "Baseline vs bootstrapped (after fine-tuning)", fontsize=11)
-    fig.tight_layout()
+    known = "error bars: seed sd (make effect)" if spread else "one run: no seed spread known"
+    fig.suptitle(title or f"Bootstrapped − baseline, after fine-tuning (labels: baseline → bootstrapped; green "
+                          f"better, red worse, grey within the sd; {known})", fontsize=9)  # fmt: skip
+    if caption:
+        fig.text(0.01, 0.005, textwrap.fill(caption, width=int(30 * ncols)), fontsize=8, va="bottom")
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+    else:
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _delta_colour(delta: float, sd: float | None) -> str:
+    if sd is not None and abs(delta) <= sd or delta == 0:
+        return "0.6"
+    return "tab:green" if delta > 0 else "tab:red"
 
 
 def _fmt(v: float) -> str:

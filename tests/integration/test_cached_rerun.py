@@ -31,7 +31,7 @@ def test_dvc_commit_is_skipped_when_nothing_changed(tmp_path, monkeypatch):
     monkeypatch.setattr(subprocess, "run", fake_run)
     assert bootstrap.record_in_dvc("params.yaml", "data") == "recorded in dvc.lock"
     assert bootstrap.record_in_dvc("params.yaml", "data").startswith("recorded in dvc.lock (unchanged")
-    assert len(calls) == 1 and calls[0][:2] == ["dvc", "commit"]
+    assert len(calls) == 1 and calls[0][1:4] == ["-m", "dvc", "commit"]
     report.write_text('{"changed": 1}')  # an output changed: commit again
     assert bootstrap.record_in_dvc("params.yaml", "data") == "recorded in dvc.lock"
     Path("dvc.lock").write_text("schema: '2.0'\nstages: {}\n")  # dvc.lock edited (e.g. `dvc repro`)

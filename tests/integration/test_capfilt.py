@@ -141,7 +141,7 @@ def test_cli_capfilt_run_and_validate(tiny_world, models, tmp_path):
         "capfilt:\n  num_captions: 1\n  caption_batch_size: 32\n  policy: both\n  threshold_mode: calibrated\n"
         "  calibration_quantile: 0.5\n"
         # random micro models: loosen the bands that a trained filter must meet
-        "validate:\n  keep_rate_min: 0.0\n  keep_rate_max: 1.0\n  max_kept_noise: 1.0\n"
+        "validate:\n  keep_rate_min: 0.0\n  keep_rate_max: 1.0\n  max_kept_over_raw: 100.0\n"
     )
     cap, filt = models
     blip = [sys.executable, "-m", "flows.cli"]
@@ -166,7 +166,9 @@ def test_cli_capfilt_run_and_validate(tiny_world, models, tmp_path):
     r = subprocess.run([*blip, "capfilt", "run", *args], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     quality = json.loads((tmp_path / "m" / "capfilt_quality.json").read_text())
-    assert quality["policy"] == "both" and quality["threshold_mode"] == "calibrated"
+    assert all(isinstance(v, int | float) for v in quality.values()), quality  # a DVC metrics file: numbers
+    meta = json.loads((tmp_path / "work" / "selection.json").read_text())
+    assert meta["policy"] == "both" and meta["threshold_mode"] == "calibrated"
     calib = core.read_scores(sorted((tmp_path / "work" / "calibration").glob("*.parquet")))
     assert len(calib) == 8 * 5 and set(calib["source"]) == {"human"}  # every val caption scored
     assert quality["threshold"] == pytest.approx(calib["itm_prob"].quantile(0.5))

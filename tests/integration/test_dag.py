@@ -26,7 +26,10 @@ def test_dvc_stages_are_the_dag_stages_with_the_same_io_and_params():
         d = doc[s.name]
         assert d["cmd"] == f"blip stage {s.name}"
         assert set(d["deps"]) == set(s.deps) | set(s.code_deps)
-        assert [next(iter(o)) if isinstance(o, dict) else o for o in d.get("outs", [])] == list(s.outs)
+        assert [next(iter(o)) if isinstance(o, dict) else o for o in d.get("outs", [])] == [*s.outs, *s.reports]
+        assert all(
+            o[f]["cache"] is False for o in d.get("outs", []) if isinstance(o, dict) for f in o if f in s.reports
+        )
         assert d.get("params", []) == list(s.params)
         assert [next(iter(m)) for m in d.get("metrics", [])] == list(s.metrics)
 

@@ -41,6 +41,9 @@ def _fake_run(root, *, auroc, base_r, boot_r, threshold_mode="calibrated"):
     })  # fmt: skip
     (root / "capfilt").mkdir()
     sel.to_parquet(root / "capfilt" / "selection.parquet")
+    meta = {q: quality.pop(q) for q in ("policy", "threshold_mode")}  # as run_select writes them
+    (root / "capfilt" / "selection.json").write_text(json.dumps(meta | {"threshold": quality["threshold"]}))
+    (m / "capfilt" / "capfilt_quality.json").write_text(json.dumps(quality))
 
 
 def test_run_summary_reads_a_finished_run(tmp_path):
@@ -97,3 +100,37 @@ def test_aggregate_and_markdown(tmp_path):
     assert "| filter AUROC | >= 0.9 | 0.850 ± 0.050 | no |" in md
     assert "| kept-set noise / raw web noise (calibrated threshold) | <= 0.5 | 0.500 ± 0.000 | yes |" in md
     assert "| baseline, test beam | 0.90 | 0.20 |" in md
+    # the study's verdict: mean deltas against their sd over the seeds that finished
+    assert "CapFilt verdict: better beyond the seed sd: test r_mean +3 (sd 2)" in md
+    assert "kept set cleaner than the raw web (noise 0.200 vs 0.400)" in md
+
+
+def test_a_run_borrows_the_seed_spread_of_a_study_with_its_recipe_only(tmp_path):
+    """make run's verdict quotes `make effect`'s seed sd when the study ran the same recipe (any world
+    seed, any gate bounds); another recipe, or a one-seed study, gives the one-run verdict."""
+    import yaml
+
+    _fake_run(tmp_path / "run", auroc=0.8, base_r=10.0, boot_r=13.0)
+    (tmp_path / "run" / "metrics" / "report").mkdir()
+    nested = {s: {"r_mean": {"baseline": 10.0, "bootstrapped": 13.0, "delta": 3.0}} for s in ("test", "novel")}
+    (tmp_path / "run" / "metrics" / "report" / "comparison.json").write_text(json.dumps(nested))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"world": {"seed": 0, "num_web": 100}, "validate": {"max_kept_over_raw": 1.0}}))
+    seeds = [{"seed": s, "delta": {}} for s in (1, 2, 3)]
+    study = tmp_path / "effect.json"
+    doc = {"recipe_hash": effect.recipe_hash(params), "per_seed": seeds, "sd": {"delta": {"test_r_mean": 4.0}}}
+    study.write_text(json.dumps(doc))
+    other = tmp_path / "other.yaml"  # another world seed and gate bound: the same recipe
+    other.write_text(yaml.safe_dump({"world": {"seed": 5, "num_web": 100}, "validate": {"max_kept_over_raw": 2.0}}))
+    assert effect.recipe_hash(other) == effect.recipe_hash(params)
+    assert effect.seed_spread(other, study) == {("test", "r_mean"): 4.0}
+    line = effect.run_verdict(tmp_path / "run", params, study)
+    assert "within it: test r_mean +3 (sd 4)" in line and "novel r_mean +3" in line
+    assert "kept set cleaner than the raw web (noise 0.200 vs 0.400)" in line
+    bigger = tmp_path / "bigger.yaml"
+    bigger.write_text(yaml.safe_dump({"world": {"seed": 0, "num_web": 200}}))
+    assert effect.seed_spread(bigger, study) is None
+    assert effect.run_verdict(tmp_path / "run", bigger, study).startswith("CapFilt verdict (one run")
+    study.write_text(json.dumps(doc | {"per_seed": seeds[:1]}))
+    assert effect.seed_spread(params, study) is None
+    assert effect.run_verdict(tmp_path / "nothing", params, study) is None

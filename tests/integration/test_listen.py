@@ -40,8 +40,11 @@ def _listening(pid: int) -> set[tuple[str, int]]:
     return out
 
 
-def _serve_and_check(cmd: str | list[str], port: int, tmp_path: Path, *, seconds: float = 120) -> set:
-    env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+def _serve_and_check(
+    cmd: str | list[str], port: int, tmp_path: Path, *, seconds: float = 120, also=None, env=None
+) -> set:
+    """The sockets the server holds once it listens on `port`; `also(port)` runs while it is up."""
+    env = (env or os.environ) | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     try:
@@ -50,6 +53,8 @@ def _serve_and_check(cmd: str | list[str], port: int, tmp_path: Path, *, seconds
             assert proc.poll() is None, proc.stderr.read()[-2000:]
             assert time.monotonic() < deadline, f"nothing listens on {port} after {seconds} s"
             time.sleep(0.5)
+        if also is not None:
+            also(port)
         return _listening(proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -69,10 +74,11 @@ def _make_command(target: str, **variables: str) -> str:
 
 
 def test_the_prefect_server_of_make_run_listens_on_loopback_only(tmp_path):
-    from flows.local import server_command
+    from flows.local import server_command, server_env
 
     port = _free_port()
-    listening = _serve_and_check(server_command(port), port, tmp_path)
+    env = os.environ | server_env(port)
+    listening = _serve_and_check(server_command(port), port, tmp_path, also=_ui_calls_the_api_on, env=env)
     assert listening and {ip for ip, _ in listening} <= LOOPBACK, listening
 
 
@@ -80,8 +86,27 @@ def test_the_prefect_server_of_make_run_listens_on_loopback_only(tmp_path):
 def test_make_targets_that_start_servers_listen_on_loopback_only(tmp_path, target, var):
     port = _free_port()
     (tmp_path / "mlflow").mkdir()
-    listening = _serve_and_check(_make_command(target, **{var: str(port)}), port, tmp_path)
+    also = _ui_calls_the_api_on if target == "prefect-server" else None
+    listening = _serve_and_check(_make_command(target, **{var: str(port)}), port, tmp_path, also=also)
     assert listening and {ip for ip, _ in listening} <= LOOPBACK, listening
+
+
+def _ui_calls_the_api_on(port: int) -> None:
+    """The Prefect UI in the browser calls the API URL the server hands it (PREFECT_UI_API_URL): on
+    another port than 4200 it must be that port, or the UI shows "Can't connect to Server API"."""
+    import json
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while True:  # the socket listens a moment before the app answers
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=5) as r:
+                settings = json.loads(r.read())
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the Prefect UI settings never answered"
+            time.sleep(0.5)
+    assert settings["api_url"] == f"http://127.0.0.1:{port}/api", settings
 
 
 def test_the_local_dask_cluster_listens_on_loopback_only():

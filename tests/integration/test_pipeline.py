@@ -88,14 +88,29 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     assert cached_parent.data.tags["served_from_cache"] == "true"
     assert cached_parent.data.tags["results_run_id"] == first_parent.info.run_id
     assert "served_from_cache" not in first_parent.data.tags
-    # each registered version lives in the stage run that trained it, with a signature
-    from flows.bootstrap import TRAINED_BY
-    from flows.registry import REGISTERED
+    # the first view: the verdict as the run's description, headline figures on the parent run, a link
+    # to the compare view of the two evaluations; comparison.md opens with the verdict
+    assert first_parent.data.tags["mlflow.note.content"].startswith("CapFilt verdict")
+    assert {"headline/test_r_mean_delta", "headline/novel_grounded_true_rate_delta",
+            "headline/filter_auroc", "headline/kept_noise_rate"} <= set(first_parent.data.metrics)  # fmt: skip
+    links = json.loads((root / "logs" / "mlflow.json").read_text())
+    assert ev.info.run_id in links["compare_url"] and ev_base.info.run_id in links["compare_url"]
+    assert (root / "metrics" / "report" / "comparison.md").read_text().startswith("CapFilt verdict")
+    # each stage run lasts its stage, registration after the flow included (it reopens the runs)
+    stage_times = json.loads((root / "metrics" / "stage_times.json").read_text())
+    for r in children:
+        if r.info.run_name in stage_times:
+            took = (r.info.end_time - r.info.start_time) / 1000
+            assert took <= stage_times[r.info.run_name] + 5, (r.info.run_name, took, stage_times[r.info.run_name])
+    # each trained model is a registered version living in the stage run that trained it, with a
+    # signature; baseline and bootstrapped are versions of one name; the cached re-run added none
+    from flows.registry import REGISTERED, REGISTRATIONS
 
-    trained_by = {REGISTERED[role]: stage for role, (stage, _, _) in TRAINED_BY.items()}
-    for name, stage in trained_by.items():
-        version = client.get_model_version_by_alias(name, "best")
-        assert client.get_run(version.run_id).info.run_name == stage
+    for reg in REGISTRATIONS:
+        (version,) = client.search_model_versions(f"name='{REGISTERED[reg.role]}' and tag.stage='{reg.stage}'")
+        assert client.get_run(version.run_id).info.run_name == reg.stage
+        assert version.tags["score_metric"] == reg.metric and reg.stage in version.description
+    for name in REGISTERED.values():
         assert mlflow.models.get_model_info(f"models:/{name}@best").signature is not None
     # nothing secret or personal in params, tags or artifacts
     home = os.path.expanduser("~").encode() + b"/"
@@ -125,9 +140,13 @@ def test_dvc_status_is_clean_after_the_prefect_flow(tmp_path):
                          cwd=clone, env=env, capture_output=True, text=True, timeout=1200)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (clone / "dvc.lock").is_file()
-    status = subprocess.run(["dvc", "status"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status"], cwd=clone, env=env, capture_output=True, text=True, timeout=300
+    )
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
-    repro = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    repro = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=300
+    )
     assert repro.returncode == 0 and "Running stage" not in repro.stdout, repro.stdout
 
 
@@ -136,17 +155,31 @@ def test_dvc_repro_in_a_clone_then_no_op(tmp_path):
     # fixed threshold: then a threshold experiment needs no new scores (threshold_mode is a scoring param);
     # 0.0 keeps every caption, as the p(match) of a filter trained for two steps means nothing
     clone, env = repo_clone(tmp_path, threshold_mode="fixed", threshold=0.0)
-    first = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
+    first = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (clone / "dvc.lock").is_file()
     assert json.loads((clone / "data/metrics/report/comparison.json").read_text())["test"]
-    second = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 0 and "Running stage" not in second.stdout, second.stdout
-    metrics = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=clone, env=env, capture_output=True, text=True)
+    metrics = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=clone, env=env, capture_output=True, text=True
+    )
     assert "comparison.json" in metrics.stdout
+
+    def leaves(o):
+        return [x for v in o.values() for x in leaves(v)] if isinstance(o, dict) else [o]
+
+    shown = leaves(json.loads(metrics.stdout))
+    assert shown and all(isinstance(x, int | float) and not isinstance(x, bool) for x in shown), sorted(
+        {repr(x) for x in shown if not isinstance(x, int | float) or isinstance(x, bool)}
+    )[:10]  # `dvc metrics show` lists numbers only
     # an experiment on the CapFilt threshold re-selects from stored scores: no captioning, no filter run
     exp = subprocess.run(
-        ["dvc", "exp", "run", "-S", "capfilt.threshold=0.01"],
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "capfilt.threshold=0.01"],
         cwd=clone, env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]

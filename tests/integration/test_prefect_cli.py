@@ -54,7 +54,7 @@ def prefect_server(tmp_path_factory):
     }
     log = open(home / "server.log", "w")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(
-        ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
@@ -80,7 +80,13 @@ def prefect_server(tmp_path_factory):
 
 def _prefect(env, *args) -> subprocess.CompletedProcess:
     # wide enough that rich does not cut names and states
-    return subprocess.run(["prefect", *args], env=env | {"COLUMNS": "250"}, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "prefect", *args],
+        env=env | {"COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_lists_deployments_flow_runs_and_artifacts(prefect_server, tmp_path):

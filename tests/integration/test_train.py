@@ -301,3 +301,44 @@ def test_too_many_non_finite_steps_in_a_row_stop_the_run_naming_the_step(tiny_wo
     with pytest.raises(FloatingPointError, match=r"2 non-finite steps in a row, the last at step 3 \(epoch 0"):
         run_training(_cfg(max_nonfinite_steps=1), [tiny_world / "coco_train"], tmp_path / "run",
                      tokenizer=tokenizer_dir)  # fmt: skip
+
+
+def test_running_out_of_device_memory_is_one_line_naming_the_batch_knob(tiny_world, tokenizer_dir, tmp_path,
+                                                                        monkeypatch):  # fmt: skip
+    """A CUDA out-of-memory error deep in a step reaches the user as one line: where, the batch size,
+    and the params.yaml knob to lower (the same error object torch raises on a GPU)."""
+    from blip_core.machine import DeviceOutOfMemory
+
+    def oom(self, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(Trainer, "_forward", oom)
+    with pytest.raises(DeviceOutOfMemory) as e:
+        run_training(_cfg(task="caption"), [tiny_world / "coco_train"], tmp_path / "oom", tokenizer=tokenizer_dir)
+    msg = str(e.value)
+    assert msg.startswith("caption training, step 1: the device ran out of memory at finetune_caption.batch_size = 8")
+    assert "lower finetune_caption.batch_size in params.yaml" in msg and "\n" not in msg
+    assert "Tried to allocate 2.00 GiB" in msg
+
+
+def test_fused_adamw_knob_is_the_same_update(tiny_world, tokenizer_dir):
+    """train.fused_optimizer: auto is the for-each AdamW on CPU (fused on a GPU); on forces the fused
+    kernel, which CPU torch has too: both make the same update up to rounding."""
+    from blip_core.optim import create_optimizer
+    from blip_core.train import build_model
+
+    params = {}
+    for mode in ("auto", "on"):
+        model, _ = build_model(_cfg(fused_optimizer=mode), init=None, tokenizer=tokenizer_dir)
+        opt = create_optimizer(model, _cfg(fused_optimizer=mode))
+        assert bool(opt.defaults.get("fused")) == (mode == "on")
+        torch.manual_seed(1)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.grad = torch.randn_like(p)
+        for _ in range(3):
+            opt.step()
+        params[mode] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.allclose(params["auto"], params["on"], atol=1e-6)
+    with pytest.raises(ValueError, match="fused_optimizer"):
+        _cfg(fused_optimizer="yes")

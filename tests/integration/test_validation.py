@@ -68,6 +68,30 @@ def test_raw_suite_fails_on_spam_and_tiny_images_with_a_readable_report(tmp_path
     assert "FAILED expect_column_proportion_of_unique_values_to_be_between(column=caption" not in r.stderr
 
 
+def test_validate_from_another_folder_writes_its_context_there_not_into_the_checkout(tiny_world, tmp_path):
+    """A user's validation belongs to the user's project: `blip validate` run from a folder roots the GX
+    context and Data Docs at that folder (or --gx-root), and leaves the installed checkout alone."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    before = {p: p.stat().st_mtime_ns for p in (repo / "gx").rglob("*") if p.is_file()}
+    env = {k: val for k, val in os.environ.items() if k != "BLIP_GX_ROOT"} | {"PYTHONPATH": str(repo)}
+    project = tmp_path / "project"
+    project.mkdir()
+    cmd = [sys.executable, "-m", "flows.cli", "validate", "raw", str(tiny_world / "web")]
+    r = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (project / "gx" / "great_expectations.yml").is_file()
+    assert (project / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    chosen = tmp_path / "chosen"
+    r = subprocess.run([*cmd, "--gx-root", str(chosen)], cwd=project, env=env, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (chosen / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    after = {p: p.stat().st_mtime_ns for p in (repo / "gx").rglob("*") if p.is_file()}
+    assert after == before  # nothing written into the checkout
+
+
 def test_capfilt_suites_name_each_broken_expectation(tmp_path):
     cfg, capfilt = ValidateConfig(), CapFiltConfig(threshold=0.5, max_length=20)
     out = pd.DataFrame(
@@ -89,11 +113,39 @@ def test_capfilt_suites_name_each_broken_expectation(tmp_path):
     assert "expect_column_values_to_be_between(column=synthetic_words" in msg
     assert "itc_cosine" not in msg
 
-    sel = pd.DataFrame(
-        {"itm_prob": [0.9, 0.8, 0.7, 0.1], "itc_cosine": [0.1] * 4, "keep": [1.0, 1.0, 1.0, 0.0],
-         "kept_noisy": [1.0, 1.0, 0.0, np.nan]}  # 2 of 3 kept captions are noise
-    )  # fmt: skip
-    report = v.run_suite("capfilt_selection", v.capfilt_selection_suite(ValidateConfig(keep_rate_max=0.5)), sel,
-                         root=tmp_path)  # fmt: skip
+    sel = _selection(keep=[1, 1, 1, 0], noisy=[1, 1, 0, 0])  # 2 of 3 kept captions are noise, raw web 2 of 4
+    suite = v.capfilt_selection_suite(ValidateConfig(keep_rate_max=0.5), v.raw_web_noise(sel))
+    report = v.run_suite("capfilt_selection", suite, sel, root=tmp_path)
     failed = {(r["expectation"], r["kwargs"]["column"]) for r in report["results"] if not r["success"]}
     assert failed == {("expect_column_mean_to_be_between", "keep"), ("expect_column_mean_to_be_between", "kept_noisy")}
+
+
+def _selection(keep: list[int], noisy: list[int | None]) -> pd.DataFrame:
+    """A CapFilt selection table of web alt-texts, as `capfilt_tables` reads it."""
+    sel = pd.DataFrame({"itm_prob": [0.9, 0.8, 0.7, 0.1][: len(keep)], "itc_cosine": 0.1, "source": "web",
+                        "keep": [float(k) for k in keep], "gt_noisy": pd.array(noisy, dtype="boolean")})  # fmt: skip
+    sel["kept_noisy"] = sel["gt_noisy"].astype(float).where(sel["keep"].astype(bool) & sel["gt_noisy"].notna())
+    return sel
+
+
+def test_the_kept_noise_gate_is_relative_to_the_raw_web_pool(tmp_path):
+    """A kept set dirtier than the raw pool fails at any noise level; one cleaner passes; the failure says
+    both numbers. Without labels (real data) there is no noise expectation."""
+    cfg = ValidateConfig(keep_rate_min=0.0, keep_rate_max=1.0)
+    dirtier = _selection(keep=[1, 1, 0, 0], noisy=[1, 0, 0, 0])  # kept 0.5 > raw 0.25, though 0.5 is "low"
+    assert v.raw_web_noise(dirtier) == 0.25
+    with pytest.raises(v.DataQualityError) as e:
+        v.gate([v.run_suite("sel", v.capfilt_selection_suite(cfg, 0.25), dirtier, root=tmp_path)], None)
+    assert "column=kept_noisy, max_value=0.25" in str(e.value) and "observed 0.5" in str(e.value)
+    assert "1 x the raw web pool's noise 0.250" in str(e.value)
+    cleaner = _selection(keep=[1, 1, 1, 0], noisy=[1, 0, 0, 1])  # kept 1/3 < raw 1/2
+    assert v.gate([v.run_suite("sel", v.capfilt_selection_suite(cfg, v.raw_web_noise(cleaner)), cleaner,
+                               root=tmp_path)], None)["success"]  # fmt: skip
+    loose = ValidateConfig(keep_rate_min=0.0, keep_rate_max=1.0, max_kept_over_raw=2.0)  # kept <= 2 x raw
+    assert v.gate([v.run_suite("sel", v.capfilt_selection_suite(loose, 0.25), dirtier, root=tmp_path)], None)["success"]
+    unlabelled = _selection(keep=[1, 0], noisy=[None, None])
+    assert v.raw_web_noise(unlabelled) is None
+    columns = {e.column for e in v.capfilt_selection_suite(cfg, v.raw_web_noise(unlabelled))}
+    assert "kept_noisy" not in columns
+    with pytest.raises(ValueError, match="max_kept_over_raw"):
+        ValidateConfig(max_kept_over_raw=0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,10 @@ def test_malformed_params_yaml_is_one_line_with_file_and_line(tmp_path):
         load_params_section(bad, "world", WorldConfig)
     msg = str(err.value)
     assert msg.startswith(f"{bad}:") and "not valid YAML" in msg and "\n" not in msg
+    # an unclosed quote is reported on its own line, not at the end of the file where parsing stopped
+    bad.write_text('world:\n  seed: 0\n  name: "unclosed\n' + "".join(f"  k{i}: {i}\n" for i in range(9)))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(bad))}:3:9: not valid YAML: .*quoted scalar"):
+        load_params_section(bad, "world", WorldConfig)
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ValueError, match="expected a mapping"):
         load_params_section(bad, "world", WorldConfig)
