@@ -95,9 +95,11 @@ def capfilt_selection_suite(cfg: ValidateConfig, raw_noise: float | None = None)
 
 
 def raw_web_noise(selection: pd.DataFrame) -> float | None:
-    """Ground-truth noise rate of the web alt-texts CapFilt was given (kept or not); None without labels."""
+    """Ground-truth noise rate of the web alt-texts CapFilt was given (kept or not); None without labels,
+    or when no labelled caption was kept (no noise to bound: the keep-rate band speaks for an empty set)."""
     web = selection[selection["source"].eq("web") & selection["gt_noisy"].notna()]
-    return float(web["gt_noisy"].astype(bool).mean()) if len(web) else None
+    kept = selection["keep"].astype(bool) & selection["gt_noisy"].notna()
+    return float(web["gt_noisy"].astype(bool).mean()) if len(web) and kept.any() else None
 
 
 def capfilt_tables(work_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

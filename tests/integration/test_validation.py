@@ -145,6 +145,7 @@ def test_the_kept_noise_gate_is_relative_to_the_raw_web_pool(tmp_path):
     assert v.gate([v.run_suite("sel", v.capfilt_selection_suite(loose, 0.25), dirtier, root=tmp_path)], None)["success"]
     unlabelled = _selection(keep=[1, 0], noisy=[None, None])
     assert v.raw_web_noise(unlabelled) is None
+    assert v.raw_web_noise(_selection(keep=[0, 0], noisy=[1, 0])) is None  # nothing kept: nothing to bound
     columns = {e.column for e in v.capfilt_selection_suite(cfg, v.raw_web_noise(unlabelled))}
     assert "kept_noisy" not in columns
     with pytest.raises(ValueError, match="max_kept_over_raw"):
