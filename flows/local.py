@@ -248,7 +248,7 @@ def _summary() -> None:
     links = Path("data/logs/mlflow.json")
     url = json.loads(links.read_text()).get("compare_url") if links.is_file() else None
     if url:
-        print(f"  the two evaluations      -> {url}")
+        print(f"  the two evaluations       -> {url}")
     print("  Data Docs                 -> gx/uncommitted/data_docs/local_site/index.html")
     print("  CapFilt quality and plots -> data/metrics/capfilt/")
     print("  DVC                       -> dvc metrics show / dvc plots show")

@@ -91,6 +91,10 @@ def capfilt_selection_suite(cfg: ValidateConfig, raw_noise: float | None = None)
             column="kept_noisy", max_value=bound, notes=note,
             meta={"raw_web_noise": raw_noise, "max_kept_over_raw": cfg.max_kept_over_raw},
         ))  # fmt: skip
+        # the raw pool's rate beside it on the validation page (its observed value is the bound's base)
+        raw_note = "the raw web pool's noise rate: the base of the kept set's bound"
+        suite.append(gxe.ExpectColumnMeanToBeBetween(column="raw_web_noisy", min_value=0.0, max_value=1.0,
+                                                     notes=raw_note))  # fmt: skip
     return suite
 
 
@@ -116,6 +120,7 @@ def capfilt_tables(work_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, di
     # ground-truth noise of the kept captions; NaN where a caption was dropped or has no label
     noisy = sel["gt_noisy"].astype(float)
     sel["kept_noisy"] = noisy.where(sel["keep"].astype(bool) & sel["gt_noisy"].notna())
+    sel["raw_web_noisy"] = noisy.where(sel["source"].eq("web"))  # every web alt-text, kept or not
     meta_file = work_dir / SELECTION_META
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     return out, sel, meta

@@ -125,6 +125,7 @@ def _selection(keep: list[int], noisy: list[int | None]) -> pd.DataFrame:
     sel = pd.DataFrame({"itm_prob": [0.9, 0.8, 0.7, 0.1][: len(keep)], "itc_cosine": 0.1, "source": "web",
                         "keep": [float(k) for k in keep], "gt_noisy": pd.array(noisy, dtype="boolean")})  # fmt: skip
     sel["kept_noisy"] = sel["gt_noisy"].astype(float).where(sel["keep"].astype(bool) & sel["gt_noisy"].notna())
+    sel["raw_web_noisy"] = sel["gt_noisy"].astype(float).where(sel["source"].eq("web"))
     return sel
 
 
@@ -138,6 +139,9 @@ def test_the_kept_noise_gate_is_relative_to_the_raw_web_pool(tmp_path):
         v.gate([v.run_suite("sel", v.capfilt_selection_suite(cfg, 0.25), dirtier, root=tmp_path)], None)
     assert "column=kept_noisy, max_value=0.25" in str(e.value) and "observed 0.5" in str(e.value)
     assert "1 x the raw web pool's noise 0.250" in str(e.value)
+    report = v.run_suite("sel", v.capfilt_selection_suite(cfg, 0.25), dirtier, root=tmp_path)
+    observed = {r["kwargs"]["column"]: r["observed"] for r in report["results"]}
+    assert observed["kept_noisy"] == 0.5 and observed["raw_web_noisy"] == 0.25  # both rates on the page
     cleaner = _selection(keep=[1, 1, 1, 0], noisy=[1, 0, 0, 1])  # kept 1/3 < raw 1/2
     assert v.gate([v.run_suite("sel", v.capfilt_selection_suite(cfg, v.raw_web_noise(cleaner)), cleaner,
                                root=tmp_path)], None)["success"]  # fmt: skip
