@@ -66,11 +66,13 @@ def bootstrap(
     task_runner_kind: str = "threads",
     capfilt_workers: int = 1,
     release_gpu_slots: bool = False,
+    register: bool = True,
 ) -> dict:
     """Run the whole bootstrap pipeline; returns the baseline-vs-bootstrapped comparison.
 
     `release_gpu_slots`: first free the `gpu` concurrency slots that a killed earlier run left
-    leased (for a caller that owns the Prefect API, e.g. `make effect`)."""
+    leased (for a caller that owns the Prefect API, e.g. `make effect`). `register`: the trained models
+    become versions in the model registry (a study's seeds are measurements: `make effect` does not)."""
     import yaml
 
     if release_gpu_slots:
@@ -139,7 +141,8 @@ def bootstrap(
             models = {reg.stage: L.model(reg.variant, reg.task) for reg in trained}
             run_ids = {reg.stage: (results.get(reg.stage) or {}).get("mlflow_run_id") for reg in trained}
             vision_score = (results.get("pretrain_vision") or {}).get("val", {}).get("shape", {}).get("f1")
-            register_task(run, report["rows"], models, run_ids, vision_score, data_hash)
+            if register:
+                register_task(run, report["rows"], models, run_ids, vision_score, data_hash)
             _mark_if_served_from_cache(parent)
             parent.close()
         return report

@@ -368,7 +368,10 @@ def run_seed(seed: int, params: Path, root: Path, experiment: str) -> dict[str, 
     status: dict[str, Any] = {"seed": seed}
     try:
         # the study owns the Prefect API: free gpu slots that a killed earlier run left leased
-        bootstrap(params=str(seed_params), root=str(root), experiment=experiment, release_gpu_slots=True)
+        # not registered: a seed's models are a measurement, and their scores on another world than
+        # make run's would move the registry's `best` alias
+        bootstrap(params=str(seed_params), root=str(root), experiment=experiment, release_gpu_slots=True,
+                  register=False)  # fmt: skip
     except Exception as e:  # a gate or a failed stage ends this seed, not the study
         status["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
         logger.error("seed %d stopped: %s", seed, status["error"])

@@ -134,3 +134,16 @@ def test_a_run_borrows_the_seed_spread_of_a_study_with_its_recipe_only(tmp_path)
     study.write_text(json.dumps(doc | {"per_seed": seeds[:1]}))
     assert effect.seed_spread(params, study) is None
     assert effect.run_verdict(tmp_path / "nothing", params, study) is None
+
+
+def test_a_study_seed_runs_the_flow_without_registering_models(tmp_path, monkeypatch):
+    import flows.bootstrap
+
+    calls = []
+    monkeypatch.setattr(flows.bootstrap, "bootstrap", lambda **kw: calls.append(kw))
+    params = tmp_path / "params.yaml"
+    params.write_text("world:\n  seed: 0\n")
+    status = effect.run_seed(3, params, tmp_path / "seed-3", "blip-effect")
+    (kw,) = calls
+    assert kw["register"] is False and kw["experiment"] == "blip-effect"
+    assert "world:\n  seed: 3" in (tmp_path / "seed-3" / "params.yaml").read_text() and status["seed"] == 3
