@@ -50,7 +50,7 @@ def image_probes(model, world: Path) -> dict:
     with torch.no_grad():
         x_fit, x_test = image_features(model, fit.images), image_features(model, test.images)
     y_fit, y_test = scene_labels(fit.scenes), scene_labels(test.scenes)  # type: ignore[arg-type]
-    return {"image": {"test": {g: fit_probe(x_fit, y_fit[g], x_test, y_test[g]) for g in y_fit}}}
+    return {"probe": {"image": {"test": {g: fit_probe(x_fit, y_fit[g], x_test, y_test[g]) for g in y_fit}}}}
 
 
 def measure(model_dir: Path | None, world: Path, eval_cfg: EvalConfig, model=None) -> dict:
