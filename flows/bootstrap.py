@@ -117,9 +117,10 @@ def bootstrap(
             if s.name == "world":  # the world's DVC md5 (or fingerprint)
                 _tag_flow_run(f"data:{versioning.data_hash(dag.Layout(root).world)}")
         report = results["report"]
-        from flows.effect import run_verdict
+        from flows.effect import run_summary, run_verdict
 
-        line = run_verdict(root, params) or report.get("verdict", "")
+        summary = run_summary(root)
+        line = run_verdict(root, params, summary=summary) or report.get("verdict", "")
         try:
             create_table_artifact(table=_rounded(report["rows"]), key="baseline-vs-bootstrapped", description=line)
         except Exception as e:
@@ -134,7 +135,7 @@ def bootstrap(
             # the run's description (MLflow shows mlflow.note.content on the run page) is the verdict
             parent.set_tags({"data_hash": data_hash, "verdict": line, "mlflow.note.content": line})
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
-            parent.log(headline_metrics(report["rows"], root), step=0)
+            parent.log(headline_metrics(report["rows"], summary), step=0)
             _write_links(root, parent, results)
             L = dag.Layout(root)
             trained = [reg for reg in REGISTRATIONS if reg.stage in results]  # pretrain_vision is optional
@@ -152,21 +153,20 @@ def bootstrap(
         raise
 
 
-def headline_metrics(rows: list[dict], root: str | Path) -> dict[str, float]:
+def headline_metrics(rows: list[dict], summary: dict[str, Any]) -> dict[str, float]:
     """The few figures the experiment's first view should show on the parent run: test/novel mean
-    recall and fully grounded rate (both models and the delta), filter AUROC, raw and kept noise."""
+    recall and fully grounded rate (both models and the delta), filter AUROC, raw and kept noise
+    (from the run's `flows.effect.run_summary`)."""
     from blip_core.eval.report import HEADLINE
-    from flows.effect import run_summary
 
     out = {}
     for r in rows:
         if (r["split"], r["metric"]) in HEADLINE:
             for col in ("baseline", "bootstrapped", "delta"):
                 out[f"headline/{r['split']}_{r['metric']}_{col}"] = r[col]
-    s = run_summary(root)
     for key in ("filter_auroc", "web_noise_rate", "kept_noise_rate"):
-        if isinstance(s.get(key), int | float):
-            out[f"headline/{key}"] = s[key]
+        if isinstance(summary.get(key), int | float):
+            out[f"headline/{key}"] = summary[key]
     return out
 
 
@@ -241,7 +241,9 @@ def record_in_dvc(params: str, root: str) -> str:
     marker = Path(root, "logs", "dvc_recorded.json")
     if marker.is_file() and marker.read_text().strip() == _dvc_state(params, root):
         return "recorded in dvc.lock (unchanged since the last commit)"
-    r = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"], capture_output=True, text=True)
+    from flows.local import tool
+
+    r = subprocess.run([*tool("dvc"), "commit", "--force", "--quiet"], capture_output=True, text=True)
     if r.returncode != 0:  # the run itself succeeded: say why DVC did not take it, do not fail it
         logger.warning("dvc commit failed (dvc status will show the stages as changed): %s", r.stderr.strip()[-500:])
         marker.unlink(missing_ok=True)

@@ -72,15 +72,24 @@ def seed_spread(params: str | Path, report: str | Path = REPORT) -> dict[tuple[s
     if not report.is_file():
         return None
     doc = json.loads(report.read_text())
-    if doc.get("recipe_hash") != recipe_hash(params) or len(doc.get("per_seed", [])) < 2:
+    return spread_of(doc) if doc.get("recipe_hash") == recipe_hash(params) else None
+
+
+def spread_of(report: dict[str, Any]) -> dict[tuple[str, str], float] | None:
+    """A study report's sd over seeds of each verdict figure's delta, by (split, metric); None when
+    fewer than two seeds finished (one seed has no spread)."""
+    if sum("delta" in r for r in report.get("per_seed", [])) < 2:
         return None
-    sd = doc.get("sd", {}).get("delta", {})
+    sd = report.get("sd", {}).get("delta", {})
     return {MODEL_METRICS[k]: v for k, v in sd.items() if k in MODEL_METRICS and isinstance(v, int | float)}
 
 
-def run_verdict(root: str | Path, params: str | Path, report: str | Path = REPORT) -> str | None:
+def run_verdict(
+    root: str | Path, params: str | Path, report: str | Path = REPORT, *, summary: dict[str, Any] | None = None
+) -> str | None:
     """The one-line verdict of a finished run under `root` (None before its comparison exists), with
-    the seed spread of a `make effect` report of the same recipe."""
+    the seed spread of a `make effect` report of the same recipe. `summary`: the run's `run_summary`,
+    when the caller has it already."""
     from blip_core.eval.report import verdict
 
     comparison = Path(root) / "metrics" / "report" / "comparison.json"
@@ -88,7 +97,7 @@ def run_verdict(root: str | Path, params: str | Path, report: str | Path = REPOR
         return None
     nested = json.loads(comparison.read_text())
     rows = [{"split": s, "metric": m, **v} for s, ms in nested.items() for m, v in ms.items()]
-    s = run_summary(root)
+    s = run_summary(root) if summary is None else summary
     return verdict(rows, web_noise=s.get("web_noise_rate"), kept_noise=s.get("kept_noise_rate"),
                    spread=seed_spread(params, report))  # fmt: skip
 
@@ -346,13 +355,11 @@ def effect_verdict(report: dict[str, Any]) -> str:
     """The study's one-line verdict: mean deltas against their sd over seeds, mean kept vs raw noise."""
     from blip_core.eval.report import verdict
 
-    m, s = report["mean"], report["sd"]
+    m = report["mean"]
     rows = [{"split": split, "metric": metric, "delta": m["delta"][k]} for k, (split, metric) in MODEL_METRICS.items()
             if isinstance(m["delta"].get(k), int | float)]  # fmt: skip
-    spread = {MODEL_METRICS[k]: v for k, v in s.get("delta", {}).items() if k in MODEL_METRICS and v is not None}
-    if sum("delta" in r for r in report["per_seed"]) < 2:
-        spread = None  # one seed has no spread
-    return verdict(rows, web_noise=m.get("web_noise_rate"), kept_noise=m.get("kept_noise_rate"), spread=spread)
+    return verdict(rows, web_noise=m.get("web_noise_rate"), kept_noise=m.get("kept_noise_rate"),
+                   spread=spread_of(report))  # fmt: skip
 
 
 def run_seed(seed: int, params: Path, root: Path, experiment: str) -> dict[str, Any]:

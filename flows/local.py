@@ -237,10 +237,11 @@ def _summary() -> None:
         print("\nBaseline vs bootstrapped (test and novel splits):\n")
         table = report.read_text()  # the verdict above its table is the one-run form: ours below may have the spread
         print(table[table.find("|") :] if "|" in table else table)
-    line = effect.run_verdict("data", "params.yaml")
+    summary = effect.run_summary("data")
+    line = effect.run_verdict("data", "params.yaml", summary=summary)
     if line:
         print(line + "\n")
-    quality = effect.quality_lines(effect.run_summary("data"))
+    quality = effect.quality_lines(summary)
     print("CapFilt quality (scored against the world's ground-truth labels):")
     print("\n".join(quality) + "\n")
     print("Where to look:")

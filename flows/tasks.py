@@ -212,10 +212,10 @@ def _artifact(name: str, summary: Any, params: str = "params.yaml", root: str = 
     else:
         flat = _numeric(summary)
         body = "\n".join(["| key | value |", "|---|---:|"] + [f"| {k} | {v:.4g} |" for k, v in flat.items()])
-    names = [s.name for s in dag.stages(params, root)]
-    index = names.index(name) + 1 if name in names else 0
-    s = dag.by_name(name, params=params, root=root) if index else None
-    what = s.comment if s is not None and s.comment else f"the figures stage {name} returned"
+    stages = {s.name: s for s in dag.stages(params, root)}
+    names = list(stages)
+    index = names.index(name) + 1 if name in stages else 0
+    what = stages[name].comment if name in stages and stages[name].comment else f"the figures stage {name} returned"
     key = f"{index:02d}-{name.replace('_', '-').lower()}"
     try:
         create_markdown_artifact(markdown=f"### {name}\n\n{body}\n", key=key,

@@ -99,11 +99,11 @@ def capfilt_selection_suite(cfg: ValidateConfig, raw_noise: float | None = None)
 
 
 def raw_web_noise(selection: pd.DataFrame) -> float | None:
-    """Ground-truth noise rate of the web alt-texts CapFilt was given (kept or not); None without labels,
-    or when no labelled caption was kept (no noise to bound: the keep-rate band speaks for an empty set)."""
-    web = selection[selection["source"].eq("web") & selection["gt_noisy"].notna()]
-    kept = selection["keep"].astype(bool) & selection["gt_noisy"].notna()
-    return float(web["gt_noisy"].astype(bool).mean()) if len(web) and kept.any() else None
+    """Ground-truth noise rate of the web alt-texts CapFilt was given (kept or not; the columns
+    `capfilt_tables` derives); None without labels, or when no labelled caption was kept (no noise to
+    bound: the keep-rate band speaks for an empty set)."""
+    raw = selection["raw_web_noisy"]
+    return float(raw.mean()) if raw.notna().any() and selection["kept_noisy"].notna().any() else None
 
 
 def capfilt_tables(work_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
