@@ -58,6 +58,23 @@ class WorldConfig:
     jpeg_quality: int = 90
     num_workers: int = 2
     """Processes used to render shards in parallel (0 or 1 = in-process)."""
+    vqa_per_image: int = 3
+    """VQA questions per image in `vqa_train` (coco_train images), `vqa_test` and `vqa_novel`;
+    0 = no VQA splits. See `blip_core.data.world_tasks`."""
+    num_nlvr_train: int = 2000
+    """NLVR2-style statements about pairs of coco_train images (`nlvr_train`); 0 = none."""
+    num_nlvr_test: int = 300
+    """Statements about pairs of test images (`nlvr_test`)."""
+    num_nlvr_novel: int = 300
+    """Statements about pairs of novel images (`nlvr_novel`)."""
+    num_video_test: int = 200
+    """Clips (a start scene and one event) starting from test scenes (`video_test`)."""
+    num_video_novel: int = 200
+    """Clips starting from novel scenes, so each holds a held-out (colour, shape) combination."""
+    video_frames: int = 4
+    """Frames per video clip (2..16)."""
+
+    _TASK_COUNTS = ("num_nlvr_train", "num_nlvr_test", "num_nlvr_novel", "num_video_test", "num_video_novel")
 
     def __post_init__(self) -> None:
         if not 16 <= self.image_size <= 384:
@@ -82,6 +99,13 @@ class WorldConfig:
             raise ValueError(f"world.jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         if self.num_workers < 0:
             raise ValueError(f"world.num_workers must be >= 0, got {self.num_workers}")
+        if not 0 <= self.vqa_per_image <= 10:
+            raise ValueError(f"world.vqa_per_image must be in [0, 10], got {self.vqa_per_image}")
+        for name in self._TASK_COUNTS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"world.{name} must be >= 0, got {getattr(self, name)}")
+        if not 2 <= self.video_frames <= 16:
+            raise ValueError(f"world.video_frames must be in [2, 16], got {self.video_frames}")
 
     @property
     def noise_rate(self) -> float:
@@ -97,6 +121,19 @@ class WorldConfig:
             "objects": self.num_objects,
         }
 
+    def task_split_sizes(self) -> dict[str, int]:
+        """Items per downstream-task split (`blip_core.data.world_tasks.TASK_SPLITS`)."""
+        return {
+            "vqa_train": self.vqa_per_image * self.num_coco_train,
+            "vqa_test": self.vqa_per_image * self.num_test,
+            "vqa_novel": self.vqa_per_image * self.num_novel,
+            "nlvr_train": self.num_nlvr_train,
+            "nlvr_test": self.num_nlvr_test,
+            "nlvr_novel": self.num_nlvr_novel,
+            "video_test": self.num_video_test,
+            "video_novel": self.num_video_novel,
+        }
+
     def scaled(self, scale: float) -> WorldConfig:
         """A copy whose split sizes are multiplied by `scale` (at least 1 image per split)."""
         if scale <= 0:
@@ -104,6 +141,8 @@ class WorldConfig:
         cfg = dataclasses.replace(self, web_noise=dict(self.web_noise))
         for name in ("num_coco_train", "num_web", "num_val", "num_test", "num_novel", "num_objects"):
             setattr(cfg, name, max(1, round(getattr(self, name) * scale)))
+        for name in self._TASK_COUNTS:  # a task switched off (0) stays off
+            setattr(cfg, name, max(1, round(getattr(self, name) * scale)) if getattr(self, name) else 0)
         return cfg
 
 
@@ -221,15 +260,23 @@ def read_params(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{where}: not valid YAML: {what}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
-    unknown = sorted(str(k) for k in params if k not in PARAMS_SECTIONS)
+    known = params_sections()
+    unknown = sorted(str(k) for k in params if k not in known)
     if unknown:  # a misspelt section would otherwise leave every knob in it silently at its default
-        raise ValueError(f"{path}: unknown section(s) {unknown} (known: {', '.join(PARAMS_SECTIONS)})")
+        raise ValueError(f"{path}: unknown section(s) {unknown} (known: {', '.join(known)})")
     return params
 
 
-PARAMS_SECTIONS = ("world", "reader", "tokenizer", "pretrain_vision", "pretrain", "finetune_caption",
-                   "finetune_retrieval", "evaluate", "capfilt", "validate")  # fmt: skip
-"""The sections a params.yaml may hold (each one a config dataclass)."""
+PARAMS_SECTIONS = ("world", "reader", "tokenizer", "evaluate", "capfilt", "validate", "downstream")
+"""The sections a params.yaml may hold besides the training section of each registered task (each
+one a config dataclass; see `params_sections`)."""
+
+
+def params_sections() -> tuple[str, ...]:
+    """Every section a params.yaml may hold: PARAMS_SECTIONS and each trainable task's (blip_core.tasks)."""
+    from blip_core.tasks import TASKS
+
+    return PARAMS_SECTIONS + tuple(t.section for t in TASKS.values() if t.section)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -423,10 +470,6 @@ class ModelConfig:
 # ------------------------------------------------------------------------------------------------
 # training and evaluation
 
-TASKS = ("pretrain", "caption", "retrieval", "vision")
-TASK_SECTIONS = {"pretrain": "pretrain", "caption": "finetune_caption", "retrieval": "finetune_retrieval",
-                 "vision": "pretrain_vision"}  # fmt: skip
-"""The params.yaml section that configures each training task."""
 VISION_STAGE = "pretrain_vision"
 """`TrainConfig.vision_init` value naming the pipeline stage's supervised tower (the pipeline passes
 its folder)."""
@@ -437,8 +480,9 @@ class TrainConfig:
     """One training run (pre-training or a fine-tune); a `params.yaml` section per stage."""
 
     task: str = "pretrain"
-    """pretrain (ITC+ITM+LM) | caption (LM with the prompt) | retrieval (ITC+ITM: the CapFilt filter) |
-    vision (the supervised vision start: the tower + a classification head on label-only images)."""
+    """A trainable task of the registry (blip_core.tasks): pretrain (ITC+ITM+LM) | caption (LM with
+    the prompt) | retrieval (ITC+ITM: the CapFilt filter) | vision (the supervised vision start) |
+    vqa (question encoder + answer decoder) | nlvr (two-image encoder + binary head)."""
     preset: str = "tiny"
     batch_size: int = 64
     """Per-process batch; the global batch is batch_size * world size * grad_accum."""
@@ -499,8 +543,10 @@ class TrainConfig:
     the stem at decay^(D + 1); 1 = off."""
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"train.task must be one of {TASKS}, got {self.task!r}")
+        from blip_core.tasks import trainable_tasks  # the registry (imported late: it names model classes)
+
+        if self.task not in trainable_tasks():
+            raise ValueError(f"train.task must be one of {tuple(trainable_tasks())}, got {self.task!r}")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
         if self.min_lr < 0 or self.min_lr > self.lr:
@@ -527,7 +573,9 @@ class TrainConfig:
             raise ValueError("train.vision_lr_scale and train.vision_freeze_steps must be >= 0")
         if not 0 < self.vision_layer_decay <= 1:
             raise ValueError(f"train.vision_layer_decay must be in (0, 1], got {self.vision_layer_decay}")
-        if (self.itm_swap_negatives or self.itm_phrase_positives) and self.task not in ("pretrain", "retrieval"):
+        from blip_core.tasks import get_task
+
+        if (self.itm_swap_negatives or self.itm_phrase_positives) and not get_task(self.task).itm:
             raise ValueError("train.itm_swap_negatives / itm_phrase_positives need an ITM task (pretrain or retrieval)")
         if self.fused_optimizer not in ("auto", "on", "off"):
             raise ValueError(f"train.fused_optimizer must be auto, on or off, got {self.fused_optimizer!r}")
@@ -664,3 +712,19 @@ class ValidateConfig:
             raise ValueError("validate.max_leaked_images must be >= 0")
         if self.max_kept_over_raw <= 0:
             raise ValueError(f"validate.max_kept_over_raw must be > 0, got {self.max_kept_over_raw}")
+
+
+@dataclass(kw_only=True, slots=True)
+class DownstreamConfig:
+    """Which of the paper's downstream tasks (Sec. 5.3-5.6) the pipeline adds: each trainable one is
+    fine-tuned from both pre-trainings (`finetune_<task>` section) and every one is evaluated on its
+    world splits by both `evaluate_*` stages (blip_core.tasks: vqa, nlvr, video)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["vqa", "nlvr", "video"])
+
+    def __post_init__(self) -> None:
+        from blip_core.tasks import downstream_tasks
+
+        unknown = [t for t in self.tasks if t not in downstream_tasks()]
+        if unknown:
+            raise ValueError(f"downstream.tasks: unknown {unknown}; known: {downstream_tasks()}")

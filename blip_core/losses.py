@@ -97,3 +97,28 @@ def alpha_ramp(step: int, ramp_steps: int, alpha: float) -> float:
     if ramp_steps <= 0:
         return alpha
     return alpha * min(1.0, step / ramp_steps)
+
+
+def vqa_loss(
+    logits: torch.Tensor,  # (A, La, V) answer decoder logits
+    labels: torch.Tensor,  # (A, La) answer ids, -100 where not predicted
+    answer_weight: torch.Tensor,  # (A,) each answer's weight (those of one question sum to 1)
+    num_questions: int,
+    label_smoothing: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """BLIP's VQA answer loss (models/blip_vqa.py): each answer's LM loss summed over its tokens,
+    weighted by the answer's weight, summed over answers and divided by the number of questions."""
+    A, La, V = logits.shape
+    token = F.cross_entropy(
+        logits[:, :-1].reshape(-1, V).float(),
+        labels[:, 1:].reshape(-1),
+        ignore_index=-100,
+        label_smoothing=label_smoothing,
+        reduction="none",
+    ).view(A, La - 1)  # (A, La-1)
+    return {"vqa_loss": (answer_weight * token.sum(dim=1)).sum() / max(num_questions, 1)}
+
+
+def nlvr_loss(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """NLVR² true/false cross-entropy (BLIP models/blip_nlvr.py). (B, 2), (B,) with 1 = true."""
+    return {"nlvr_loss": F.cross_entropy(logits.float(), labels.long())}

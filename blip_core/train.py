@@ -21,12 +21,11 @@ from blip_core.fileio import write_json
 from blip_core.model import weights
 from blip_core.model.tokenizer import TextProcessor, load_tokenizer, tokenizer_max_words
 from blip_core.presets import get_preset, with_tokenizer
+from blip_core.tasks import get_task
 from blip_core.tracking import MetricLogger
 from blip_core.trainer import Trainer
 
 logger = logging.getLogger(__name__)
-
-TASK_TO_KIND = {"pretrain": "pretrain", "caption": "captioner", "retrieval": "retrieval", "vision": "vision"}
 
 
 def build_model(
@@ -39,15 +38,16 @@ def build_model(
 ) -> tuple[Any, Any]:
     """(model, tokenizer): from an init checkpoint (split if it is a pre-training one) or a preset;
     from a preset, the vision tower optionally starts from `vision_init` (BLIP's ImageNet start)."""
-    kind = TASK_TO_KIND[cfg.task]
+    task = get_task(cfg.task)
+    kind = task.kind
     if init is not None:
         if vision_init is not None:
             raise ValueError("vision_init is the start of training from scratch; an init checkpoint has its tower")
         model = weights.load_pretrained(init, kind=kind)
-        tok = load_tokenizer(tokenizer or model.cfg.tokenizer) if kind != "vision" else None
+        tok = load_tokenizer(tokenizer or model.cfg.tokenizer) if task.text else None
         return model, tok
     torch.manual_seed(cfg.seed)
-    if kind == "vision":  # the supervised start itself: no text side
+    if not task.text:  # the supervised start itself: no text side
         model_cfg = get_preset(cfg.preset)
         model_cfg.classes = dict(classes or {})
         return weights.create_model(kind, model_cfg), None
@@ -101,10 +101,11 @@ def run_training(
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         vision_init = resolve_vision_init(cfg, vision_init)
-        classes = read_classes(data_dirs) if cfg.task == "vision" else None
+        task = get_task(cfg.task)
+        classes = read_classes(data_dirs) if task.data == "labels" else None
         model, tok = build_model(cfg, init=init, tokenizer=tokenizer, classes=classes, vision_init=vision_init)
         world = world_info()[1]
-        if cfg.task in ("pretrain", "retrieval"):
+        if task.itm:
             model.cfg.check_batch(cfg.batch_size * world)
         processor = None
         if tok is not None:
@@ -114,20 +115,14 @@ def run_training(
                 max_words=tokenizer_max_words(tokenizer or model.cfg.tokenizer),
                 prompt=model.cfg.prompt,
             )
-        data = TrainData(
-            data_dirs,
-            processor,
-            batch_size=cfg.batch_size,
-            image_size=model.cfg.vision.image_size,
-            seed=cfg.seed,
-            crop_scale_min=cfg.crop_scale_min,
-            shuffle_buffer=cfg.shuffle_buffer,
-            num_workers=cfg.num_workers,
-            prompt=cfg.task == "caption",
-            classes=classes,
-            swap_negatives=cfg.itm_swap_negatives,
-            phrase_positives=cfg.itm_phrase_positives,
-        )
+        if task.train_data is not None:  # the task's own items (VQA, NLVR², ...)
+            data = task.call("train_data", cfg, data_dirs, processor, model)
+        else:
+            data = TrainData(data_dirs, processor, batch_size=cfg.batch_size, image_size=model.cfg.vision.image_size,
+                             seed=cfg.seed, crop_scale_min=cfg.crop_scale_min, shuffle_buffer=cfg.shuffle_buffer,
+                             num_workers=cfg.num_workers, prompt=task.prompt, classes=classes,
+                             swap_negatives=cfg.itm_swap_negatives,
+                             phrase_positives=cfg.itm_phrase_positives)  # fmt: skip
         resolved = {
             "train": dataclasses.asdict(cfg),
             "model": model.cfg.to_dict(),

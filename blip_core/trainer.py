@@ -1,9 +1,9 @@
-"""The training loop for the four tasks; no model code here.
+"""The training loop for every trainable task; no model code here.
 
-- pretrain / retrieval: model(images, ids, mask, image_ids, alpha, generator) -> ITC + ITM (+ LM)
-- caption:              model(images, ids, mask, prompt_length)              -> LM
-- vision:               model(images, labels)                                -> per-group BCE
-The total loss is the sum of every `*_loss` the model returns.
+How a batch reaches the model is the task's `forward` adapter in the registry (blip_core.tasks),
+e.g. pretrain / retrieval: model(images, ids, mask, image_ids, alpha, generator) -> ITC + ITM (+ LM);
+caption: model(images, ids, mask, prompt_length) -> LM. The total loss is the sum of every `*_loss`
+the model returns.
 
 Reproducibility: the hard-negative generator is re-seeded from (seed, step) every step, data order
 and augmentation derive from (seed, epoch, key), and checkpoints hold RNG states and the position
@@ -26,12 +26,13 @@ from torch import nn
 from tqdm import tqdm
 
 from blip_core.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from blip_core.config import TASK_SECTIONS, TrainConfig
+from blip_core.config import TrainConfig
 from blip_core.data.loader import TrainData
 from blip_core.distributed import default_device, is_dist, is_main_process, world_info
 from blip_core.losses import alpha_ramp
 from blip_core.machine import out_of_memory_hint
 from blip_core.optim import create_optimizer, create_scheduler
+from blip_core.tasks import get_task
 from blip_core.tracking import MetricLogger, NullLogger
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Trainer:
         device: torch.device | None = None,
     ) -> None:
         self.cfg, self.data, self.out_dir = cfg, data, Path(out_dir)
+        self.task = get_task(cfg.task)
         self.device = device or default_device()
         if is_dist():
             model = _sync_batch_norm(model, self.device)
@@ -182,25 +184,7 @@ class Trainer:
     def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         b = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with self._autocast():
-            if self.cfg.task == "caption":
-                return self.forward_model(
-                    b["images"], b["input_ids"], b["attention_mask"], prompt_length=self.prompt_length
-                )
-            if self.cfg.task == "vision":
-                return self.forward_model(b["images"], b["labels"])
-            ramp = int(self.cfg.alpha_ramp_epochs * self.steps_per_epoch)
-            gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + self.step)
-            extra = b.get("itm_extra")  # caption-made ITM rows (TrainConfig.itm_swap_negatives / itm_phrase_positives)
-            extras = {} if extra is None else {"itm_extra": {k: v.to(self.device) for k, v in extra.items()}}
-            return self.forward_model(
-                b["images"],
-                b["input_ids"],
-                b["attention_mask"],
-                b["image_ids"],
-                alpha=alpha_ramp(self.step, ramp, self.model.cfg.alpha),
-                generator=gen,
-                **extras,
-            )
+            return self.task.call("forward", self, b)  # the registry's adapter: how this task calls its model
 
     def train_step(self, batches: list[dict[str, Any]]) -> dict[str, float]:
         """One optimizer step over `grad_accum` micro-batches.
@@ -214,7 +198,7 @@ class Trainer:
         # BatchNorm statistics before the forward passes: a non-finite batch would poison them
         saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in self._batch_norms]
         sums: dict[str, float] = {}
-        where, knob = f"{self.cfg.task} training, step {self.step + 1}", f"{TASK_SECTIONS[self.cfg.task]}.batch_size"
+        where, knob = f"{self.cfg.task} training, step {self.step + 1}", f"{self.task.section}.batch_size"
         for i, batch in enumerate(batches):
             sync = i == len(batches) - 1 or not is_dist()
             ctx = contextlib.nullcontext() if sync else self.forward_model.no_sync()
@@ -327,3 +311,37 @@ def _step_of(line: str) -> int | None:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+# ------------------------------------------------------------------------------------------------
+# forward adapters: how the trainer calls each task's model (the registry's `Task.forward`)
+
+
+def itc_itm_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """pretrain / retrieval: ITC + ITM (+ LM), momentum distillation ramped over the first epoch."""
+    cfg = trainer.cfg
+    ramp = int(cfg.alpha_ramp_epochs * trainer.steps_per_epoch)
+    gen = torch.Generator(device=trainer.device).manual_seed(cfg.seed * 1_000_003 + trainer.step)
+    extra = b.get("itm_extra")  # caption-made ITM rows (TrainConfig.itm_swap_negatives / itm_phrase_positives)
+    extras = {} if extra is None else {"itm_extra": {k: v.to(trainer.device) for k, v in extra.items()}}
+    return trainer.forward_model(b["images"], b["input_ids"], b["attention_mask"], b["image_ids"],
+                                 alpha=alpha_ramp(trainer.step, ramp, trainer.model.cfg.alpha), generator=gen,
+                                 **extras)  # fmt: skip
+
+
+def caption_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return trainer.forward_model(b["images"], b["input_ids"], b["attention_mask"], prompt_length=trainer.prompt_length)
+
+
+def vision_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return trainer.forward_model(b["images"], b["labels"])
+
+
+def vqa_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return trainer.forward_model(b["images"], b["question_ids"], b["question_mask"], b["answer_ids"],
+                                 b["answer_mask"], b["answer_index"], b["answer_weight"])  # fmt: skip
+
+
+def nlvr_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return trainer.forward_model(b["images_left"], b["images_right"], b["input_ids"], b["attention_mask"],
+                                 labels=b["labels"])  # fmt: skip

@@ -46,9 +46,6 @@ from flows.tasks import (
 
 logger = logging.getLogger(__name__)
 
-# Prefect runs this stage mapped per shard; every other stage is one task
-MAPPED = "capfilt_score"
-
 
 def _run_name() -> str:
     from prefect.runtime import flow_run
@@ -97,7 +94,7 @@ def bootstrap(
         for s in dag.stages(params, root):
             t0 = time.perf_counter()
             with stage_errors(s.name):
-                if s.name == MAPPED:
+                if s.mapped:  # one Prefect task per shard (dvc runs the plain call)
                     policy = params_values(params, ("capfilt.policy",))["capfilt.policy"] or "both"
                     # a cached re-run: every score file is there, so no subflow, tasks or model loads
                     results[s.name] = already_scored(**s.kwargs)
@@ -129,7 +126,7 @@ def bootstrap(
         print(report["markdown"])
         results["dvc"] = record_in_dvc(params, root)
         if parent is not None:
-            from flows.registry import REGISTRATIONS
+            from flows.registry import registrations
 
             data_hash = versioning.data_hash(dag.Layout(root).world)
             # the run's description (MLflow shows mlflow.note.content on the run page) is the verdict
@@ -137,13 +134,12 @@ def bootstrap(
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
             parent.log(headline_metrics(report["rows"], summary), step=0)
             _write_links(root, parent, results)
-            L = dag.Layout(root)
-            trained = [reg for reg in REGISTRATIONS if reg.stage in results]  # pretrain_vision is optional
-            models = {reg.stage: L.model(reg.variant, reg.task) for reg in trained}
+            trained = [reg for reg in registrations(params, root) if reg.stage in results]
+            models = {reg.stage: reg.model for reg in trained}
             run_ids = {reg.stage: (results.get(reg.stage) or {}).get("mlflow_run_id") for reg in trained}
             vision_score = (results.get("pretrain_vision") or {}).get("val", {}).get("shape", {}).get("f1")
             if register:
-                register_task(run, report["rows"], models, run_ids, vision_score, data_hash)
+                register_task(run, report["rows"], models, run_ids, vision_score, data_hash, params, root)
             _mark_if_served_from_cache(parent)
             parent.close()
         return report

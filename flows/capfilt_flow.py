@@ -106,7 +106,8 @@ def capfilt_flow(
     calibration_dir: str | None = None,
 ) -> dict:
     """Caption then filter every web shard, one task per shard, on the flow's task runner."""
-    from blip_core.capfilt.pipeline import CALIBRATION, CAPTIONS, SCORES, uses_captioner, write_score_index
+    from blip_core.capfilt import CALIBRATION, CAPTIONS, SCORES
+    from blip_core.capfilt.pipeline import uses_captioner, write_score_index
     from blip_core.data.shards import list_shards
     from flows.stages import capfilt_config
 

@@ -56,6 +56,28 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_task(args: argparse.Namespace) -> int:
+    from blip_core.data import importers, task_importers
+
+    kw = {"split": args.split, "max_side": args.max_side, "limit": args.limit, "shard_size": args.shard_size,
+          "max_json_bytes": int(args.max_json_mb * 2**20)}  # fmt: skip
+    if args.command == "import-vqa" and args.layout == "public":
+        report = task_importers.import_vqa_v2(args.src, args.images, args.out, annotations_file=args.annotations, **kw)
+    elif args.command == "import-vqa":
+        if args.annotations is not None:
+            raise ValueError("blip import-vqa --layout blip: BLIP's json holds the answers; omit --annotations")
+        report = task_importers.import_blip_vqa_json(args.src, args.images, args.out, **kw)
+    elif args.layout == "public":
+        report = task_importers.import_nlvr2(args.src, args.images, args.out, **kw)
+    else:
+        report = task_importers.import_blip_nlvr_json(args.src, args.images, args.out, **kw)
+    _print(report.to_dict())
+    if report.rejected:
+        print(f"rejected {report.num_rejected} records ({report.rejected_by_reason()}); see {importers.REJECTED_FILE} "
+              f"in {', '.join(report.outputs)}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
 def _cmd_tokenizer(args: argparse.Namespace) -> int:
     from flows.stages import stage_tokenizer
 
@@ -206,6 +228,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-json-mb", type=float, default=512,
                    help="refuse annotation files larger than this before parsing (default 512)")  # fmt: skip
     p.set_defaults(func=_cmd_import)
+    for name, task, split, src_help, images_help in (
+        ("import-vqa", "VQA v2", "vqa_val",
+         "VQA v2 questions json (--layout blip: BLIP's vqa_*.json)",
+         "COCO image folder (val2014/ or its parent); --layout blip: the root BLIP's image paths start from"),
+        ("import-nlvr", "NLVR2", "nlvr_dev",
+         "NLVR2 json-lines train.json / dev.json / test1.json (--layout blip: BLIP's nlvr_*.json)",
+         "NLVR2 image root, searched recursively (train/0..99/, dev/, test1/); --layout blip: the paths' root"),
+    ):  # fmt: skip
+        p = sub.add_parser(name, help=f"import {task} annotations + images into task-item shards")
+        p.add_argument("src", type=Path, help=src_help)
+        p.add_argument("--images", required=True, type=Path, help=images_help)
+        p.add_argument("--out", required=True, type=Path, help="output folder")
+        p.add_argument("--layout", choices=["public", "blip"], default="public", help="annotation layout of SRC")
+        if name == "import-vqa":
+            p.add_argument("--annotations", type=Path, default=None,
+                           help="VQA v2 annotations json (omit for test-dev: questions without answers)")  # fmt: skip
+        p.add_argument("--split", default=split, help=f"split name written into _stats.json (default {split})")
+        p.add_argument("--max-side", type=int, default=384, help="downscale images to this longer side (0: keep)")
+        p.add_argument("--limit", type=int, default=0, help="read only the first N records (0: all)")
+        p.add_argument("--shard-size", type=int, default=1000)
+        p.add_argument("--max-json-mb", type=float, default=512,
+                       help="refuse annotation files larger than this before parsing (default 512)")  # fmt: skip
+        p.set_defaults(func=_cmd_import_task)
 
     p = sub.add_parser("tokenizer", help="train the WordPiece tokenizer on shard captions")
     p.add_argument("--data", nargs="+", required=True, type=Path, help="training shard folders")
@@ -218,9 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="also write the report as JSON (DVC metrics)")
     p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.set_defaults(func=_cmd_inspect)
+    from blip_core.tasks import TASKS, trainable_tasks
+
     p = sub.add_parser("train", help="pre-train or fine-tune, or train the vision start (knobs from params.yaml)")
-    p.add_argument("--task", required=True, choices=["pretrain", "caption", "retrieval", "vision"])
-    p.add_argument("--data", nargs="+", required=True, type=Path, help="training shard folders")
+    p.add_argument("--task", required=True, choices=trainable_tasks(),
+                   help="; ".join(f"{t.name}: {t.about}" for t in TASKS.values() if t.trainable))  # fmt: skip
+    p.add_argument("--data", nargs="+", required=True, type=Path, help="training shard (or task item) folders")
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints/, model/, losses.jsonl)")
     p.add_argument("--preset", default=None, help="model preset (overrides the params section): tiny, base, large")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint directory")
@@ -230,10 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "--task vision) or a timm-layout state dict, e.g. DeiT-B for --preset base")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
-    p.add_argument("--section", default=None, help="params section (default: pretrain / finetune_caption / ...)")
+    p.add_argument("--section", default=None, help="params section (default: the task's, e.g. finetune_vqa)")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="retrieval recall@k and captioning metrics -> one JSON file")
+    p = sub.add_parser(
+        "evaluate",
+        help="each model on each folder its task evaluates (retrieval, captioning, VQA, "
+        "NLVR², zero-shot video retrieval) -> one JSON file",
+    )
     p.add_argument("--model", nargs="+", required=True, type=Path, help="checkpoint directories")
     p.add_argument("--data", nargs="+", required=True, type=Path, help="evaluation split folders (test, novel, ...)")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON file")

@@ -33,11 +33,11 @@ from typing import Any
 
 import yaml
 
+from blip_core import capfilt
 from flows import stages as fns
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("blip_core", "flows")
-VALIDATION = "flows/validation.py"
 
 
 def _module_file(module: str) -> Path | None:
@@ -79,13 +79,21 @@ def _module_closure(module: str) -> frozenset[str]:
     return frozenset(seen)
 
 
-def code_of(fn: Callable[..., Any]) -> tuple[str, ...]:
+def code_of(fn: Callable[..., Any], tasks: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The source a stage function runs: its own module's file, then every project module it imports
-    (transitively), as whole `blip_core` subpackages and single top-level modules / flows files."""
+    (transitively), as whole `blip_core` subpackages and single top-level modules / flows files; plus
+    the modules the registry entries of `tasks` name (their model class, forward, data, evaluator),
+    which the stage reaches through the registry rather than an import."""
+    from blip_core.tasks import get_task
+
     tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
     modules = {fn.__module__}
     for m in _imports(tree, fn.__module__.rpartition(".")[0]):
         modules |= _module_closure(m)
+    for name in tasks:
+        for m in get_task(name).modules:
+            if m.split(".")[0] in PACKAGES and _module_file(m) is not None:
+                modules |= _module_closure(m)
     paths = set()
     for m in modules:
         parts = m.split(".")
@@ -132,9 +140,38 @@ class Layout:
     def capfilt(self) -> str:
         return self.p("capfilt")
 
+    def cf(self, name: str) -> str:
+        """A file or folder of the CapFilt work folder (names: blip_core.capfilt)."""
+        return self.p("capfilt", name)
+
     @property
     def bootstrapped(self) -> str:
-        return self.p("capfilt", "shards")
+        return self.cf(capfilt.SHARDS)
+
+    @property
+    def quality(self) -> str:
+        return self.p("metrics", "capfilt", capfilt.QUALITY_FILE)
+
+    def evaluation(self, model: str) -> str:
+        return self.p("metrics", f"eval_{model}.json")
+
+    @property
+    def report(self) -> str:
+        return self.p("metrics", "report")
+
+
+@dataclass(frozen=True)
+class Registers:
+    """The model a stage trains becomes a version of a registered model (flows.registry)."""
+
+    role: str
+    """flows.registry.REGISTERED key."""
+    variant: str
+    """baseline | bootstrapped | vision: the model folder in the layout, and its report column."""
+    metric: str
+    """"<split>/<metric>" of the comparison rows that the `best` alias follows."""
+    about: str
+    """What the model is and what it was trained on, for the version's description."""
 
 
 @dataclass(frozen=True)
@@ -161,13 +198,24 @@ class Stage:
     """Outputs survive a re-run (per-shard files named by input hashes: a killed run resumes)."""
     gpu: bool = False
     """Holds the accelerator (Prefect tag `gpu`, limited to one task at a time)."""
+    tasks: tuple[str, ...] = ()
+    """The registered tasks (blip_core.tasks) it trains or evaluates: their code is its code."""
+    mapped: bool = False
+    """Prefect runs it mapped, one task per shard (flows.capfilt_flow); DVC runs the plain call."""
+    artifacts: tuple[tuple[str, str | None], ...] = ()
+    """(file, name or None to keep its own) the stage's MLflow run logs, besides its JSON/PNG/MD
+    outputs; both evaluations log the same names, so MLflow's compare view pairs them."""
+    data_docs: bool = False
+    """It validates with Great Expectations: its MLflow run logs the Data Docs site."""
+    registers: Registers | None = None
+    """The model it trains (its first out) becomes a version in the model registry."""
     comment: str = ""
     extra_dvc: dict[str, Any] = field(default_factory=dict)
 
     @property
     def code_deps(self) -> tuple[str, ...]:
-        """The source it runs, derived from what `fn` imports (see `code_of`)."""
-        return code_of(self.fn)
+        """The source it runs, derived from what `fn` imports and its `tasks`' entries (see `code_of`)."""
+        return code_of(self.fn, self.tasks)
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -178,15 +226,25 @@ class Stage:
 
 
 def _vision_init(params: str) -> str:
-    """params.yaml's `pretrain.vision_init` (the one knob that shapes the DAG): "" without a file."""
+    """params.yaml's `pretrain.vision_init` (a knob that shapes the DAG): "" without a file."""
     from blip_core.config import TrainConfig, load_params_section
 
     return load_params_section(params, "pretrain", TrainConfig).vision_init if Path(params).is_file() else ""
 
 
+def _downstream(params: str) -> list[str]:
+    """params.yaml's `downstream.tasks` (the other knob that shapes the DAG), in registry order."""
+    from blip_core.config import DownstreamConfig, load_params_section
+    from blip_core.tasks import TASKS
+
+    chosen = load_params_section(params, "downstream", DownstreamConfig).tasks if Path(params).is_file() else []
+    return [t for t in TASKS if t in chosen]
+
+
 def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     """Every stage in an order that respects the dependencies."""
     from blip_core.config import VISION_STAGE
+    from blip_core.tasks import get_task
 
     L = Layout(root)
     m = L.metrics
@@ -195,9 +253,11 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     evals = [val, L.split("test"), L.split("novel")]
     objects = L.split("objects")
     vision_init = _vision_init(params)
+    downstream = [get_task(t) for t in _downstream(params)]
     out: list[Stage] = [
         Stage("world", fns.stage_world, {"out_dir": L.world, "params": params}, (), (L.world,), ("world",),
-              comment="the generated image-caption world: clean splits, the noisy web pool, the objects split"),
+              comment="the generated image-caption world: clean splits, the noisy web pool, the objects split, "
+                      "the downstream tasks' items"),
         Stage("tokenizer", fns.stage_tokenizer, {"data_dirs": pool, "out_dir": L.tokenizer, "params": params},
               tuple(pool), (L.tokenizer,), ("tokenizer",), comment="WordPiece vocabulary trained on the captions"),
         Stage("inspect_world", fns.stage_inspect, {"data_dirs": [*pool, *evals], "params": params,
@@ -205,7 +265,7 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
               metrics=(f"{m}/world_read.json",), comment="every split read as training reads it: counts and skips"),
         Stage("validate_raw", fns.stage_validate, {"kind": "raw", "path": web, "params": params,
               "out_file": f"{m}/validate_raw.json"}, (web,), params=("validate", "reader"),
-              reports=(f"{m}/validate_raw.json",),
+              reports=(f"{m}/validate_raw.json",), data_docs=True,
               comment="Great Expectations gate on the raw web pool: fails the pipeline on bad data"),
         Stage("leakage", fns.stage_leakage, {"eval_dirs": evals, "pool_dirs": [*pool, objects], "params": params,
               "out_file": f"{m}/leakage.json"}, (L.world,), params=("validate.max_leaked_images",),
@@ -215,22 +275,24 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     vision = None  # what the pre-trainings' vision tower starts from (a folder or file), if anything
     if vision_init == VISION_STAGE:
         vision = L.model("vision", "pretrain")
+        t = get_task("vision")
         out.append(Stage(VISION_STAGE, fns.stage_pretrain_vision, {"data_dirs": [objects], "out_dir":
                          L.run("vision", "pretrain"), "eval_dir": val, "params": params, "resume": "auto"},
-                         (objects, val), (vision,), ("pretrain_vision",), gpu=True,
-                         comment="the supervised vision start (BLIP: ImageNet DeiT weights) on the label-only "
-                                 "objects split"))  # fmt: skip
+                         (objects, val), (vision,), (t.section,), gpu=True, tasks=("vision",),
+                         artifacts=((f"{L.run('vision', 'pretrain')}/resolved_config.json", None),),
+                         registers=Registers(t.role, "vision", t.registry_metric, t.about),
+                         comment=f"the {t.about} (BLIP: ImageNet DeiT weights)"))  # fmt: skip
     elif vision_init:
         vision = vision_init
 
     def train(model: str, task: str, data: list[str], init: str | None, gates: list[str]) -> Stage:
-        section = "pretrain" if task == "pretrain" else f"finetune_{task}"
+        t = get_task(task)
         kwargs = {
             "task": task,
             "data_dirs": data,
             "out_dir": L.run(model, task),
             "params": params,
-            "section": section,
+            "section": t.section,
             "resume": "auto",
         }  # a killed run of the same config and data continues from its checkpoint
         kwargs |= {"init": init} if init else {"tokenizer": L.tokenizer}
@@ -240,66 +302,82 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
             if vision_init == VISION_STAGE:
                 kwargs["vision_init"] = vision
         name = "pretrain" if task == "pretrain" else f"finetune_{task}"
-        pool_text = "human + raw web" if model == "baseline" else "human + CapFilt-kept"
-        what = {"pretrain": f"BLIP pre-training (ITC + ITM + LM) on {pool_text} captions",
-                "caption": f"captioner (LM) fine-tuned on human captions from the {model} pre-training",
-                "retrieval": f"filter (ITC + ITM) fine-tuned on human captions from the {model} "
-                             "pre-training"}[task]  # fmt: skip
+        if task == "pretrain":
+            pool_text = "human + raw web" if model == "baseline" else "human + CapFilt-kept"
+            what = f"{t.about} on {pool_text} captions"
+        else:
+            what = f"{t.about}, from the {model} pre-training"
+        role = t.role if task != "pretrain" or model == "baseline" else "bootstrapped"
         return Stage(f"{name}_{model}", fns.stage_train, kwargs, (*data, init or L.tokenizer, *starts, *gates),
-                     (L.model(model, task),), (section,), gpu=True, comment=what)  # fmt: skip
+                     (L.model(model, task),), (t.section,), gpu=True, tasks=(task,),
+                     artifacts=((f"{L.run(model, task)}/resolved_config.json", None),),
+                     registers=Registers(role, model, t.registry_metric, what), comment=what)  # fmt: skip
+
+    def finetunes(model: str) -> list[Stage]:
+        pre = L.model(model, "pretrain")
+        tasks = [get_task("caption"), get_task("retrieval")] + [t for t in downstream if t.trainable]
+        return [train(model, t.name, [L.split(t.train_split or "coco_train")], pre, []) for t in tasks]
 
     gates_raw = [f"{m}/validate_raw.json", f"{m}/leakage.json"]
     out.append(train("baseline", "pretrain", pool, None, gates_raw))
-    base_pre = L.model("baseline", "pretrain")
-    out += [train("baseline", t, [human], base_pre, []) for t in ("caption", "retrieval")]
+    base_fts = finetunes("baseline")
+    out += base_fts[:2]  # the captioner and the filter CapFilt needs
 
     captioner, filt = L.model("baseline", "caption"), L.model("baseline", "retrieval")
     cf = {"web_dir": web, "work_dir": L.capfilt, "params": params}
     scoring = ("capfilt.policy", "capfilt.threshold_mode", "capfilt.num_captions", "capfilt.top_p",
                "capfilt.max_length", "capfilt.min_length", "capfilt.repetition_penalty", "capfilt.caption_batch_size",
                "capfilt.filter_batch_size", "capfilt.seed")  # fmt: skip
+    scores, selection = L.cf(capfilt.SCORE_INDEX), L.cf(capfilt.SELECTION)
+    plots = f"{m}/capfilt/plots"
     out += [
         Stage("capfilt_score", fns.stage_capfilt_score, cf | {"captioner": captioner, "filter_model": filt,
               "calibration_dir": val}, (web, val, captioner, filt),
-              tuple(L.p("capfilt", d) for d in ("captions", "scores", "calibration", "scores.json")), scoring,
-              persist=True, gpu=True,
+              tuple(L.cf(d) for d in (capfilt.CAPTIONS, capfilt.SCORES, capfilt.CALIBRATION, capfilt.SCORE_INDEX)),
+              scoring, persist=True, gpu=True, mapped=True,
               comment="captioner writes synthetic captions, filter scores web + synthetic (per shard)"),
         Stage("capfilt_select", fns.stage_capfilt_select, cf | {"metrics_dir": f"{m}/capfilt"},
-              (L.p("capfilt", "scores.json"), L.p("capfilt", "scores"), L.p("capfilt", "calibration")),
-              (L.p("capfilt", "selection.parquet"), L.p("capfilt", "selection.json")),
+              (scores, L.cf(capfilt.SCORES), L.cf(capfilt.CALIBRATION)),
+              (selection, L.cf(capfilt.SELECTION_META)),
               ("capfilt.policy", "capfilt.threshold", "capfilt.threshold_mode", "capfilt.calibration_quantile",
-               "capfilt.clip_keep_fraction"), metrics=(f"{m}/capfilt/capfilt_quality.json",),
-              plots=(f"{m}/capfilt/plots/score_hist.png", f"{m}/capfilt/plots/precision_recall.png",
-                     f"{m}/capfilt/plots/noise_by_type.png"),
+               "capfilt.clip_keep_fraction"), metrics=(L.quality,),
+              plots=(f"{plots}/score_hist.png", f"{plots}/precision_recall.png", f"{plots}/noise_by_type.png"),
               comment="the policy on stored scores: seconds, no model run"),
         Stage("capfilt_reshard", fns.stage_capfilt_reshard, cf | {"human_dirs": [human]},
-              (L.p("capfilt", "selection.parquet"), L.p("capfilt", "scores.json"), human, web), (L.bootstrapped,),
+              (selection, scores, human, web), (L.bootstrapped,),
               comment="bootstrapped webdataset: human split unfiltered + kept web images"),
         Stage("validate_capfilt", fns.stage_validate, {"kind": "capfilt", "path": L.capfilt, "params": params,
               "out_file": f"{m}/validate_capfilt.json"},
-              (L.bootstrapped, L.p("capfilt", "selection.parquet"), L.p("capfilt", "selection.json")),
+              (L.bootstrapped, selection, L.cf(capfilt.SELECTION_META)),
               params=("validate", "capfilt.policy", "capfilt.threshold", "capfilt.max_length"),
-              reports=(f"{m}/validate_capfilt.json",),
+              reports=(f"{m}/validate_capfilt.json",), data_docs=True,
               comment="Great Expectations gate on the CapFilt output"),
     ]  # fmt: skip
+    out += base_fts[2:]  # the downstream fine-tunes of the baseline (after CapFilt: its scoring waits on none)
     out.append(train("bootstrapped", "pretrain", [L.bootstrapped], None, [f"{m}/validate_capfilt.json"]))
-    boot_pre = L.model("bootstrapped", "pretrain")
-    out += [train("bootstrapped", t, [human], boot_pre, []) for t in ("caption", "retrieval")]
-    tests = [L.split("test"), L.split("novel")]
+    out += finetunes("bootstrapped")
+    tests = [L.split("test"), L.split("novel")] + [L.split(s) for t in downstream for s in t.eval_splits]
+    extra = "".join(f"; {t.name} on {', '.join(t.eval_splits)}" for t in downstream)
+    evaluated = ("caption", "retrieval", *(t.name for t in downstream))
     for model in ("baseline", "bootstrapped"):
-        models = [L.model(model, "caption"), L.model(model, "retrieval")]
+        models = [L.model(model, t) for t in ("caption", "retrieval")]
+        models += [L.model(model, t.name) for t in downstream if t.trainable]
         pre = L.model(model, "pretrain")  # probed: does its image tower know colours and shapes?
+        result = L.evaluation(model)
+        captions, grid = result.replace(".json", "_captions.json"), result.replace(".json", "_grid.png")
         out.append(Stage(f"evaluate_{model}", fns.stage_evaluate, {"model_dirs": models, "data_dirs": tests,
-                         "params": params, "probe_model": pre, "probe_fit_dir": human,
-                         "out_file": f"{m}/eval_{model}.json"}, (*models, pre, human, *tests),
-                         params=("evaluate",), metrics=(f"{m}/eval_{model}.json",), gpu=True,
+                         "params": params, "probe_model": pre, "probe_fit_dir": human, "out_file": result,
+                         "grid_file": grid}, (*models, pre, human, *tests),
+                         outs=(captions,), params=("evaluate",), metrics=(result,), plots=(grid,), gpu=True,
+                         tasks=evaluated,
+                         artifacts=((result, "evaluation.json"), (captions, "captions.json"),
+                                    (grid, "caption_grid.png")),
                          comment=f"the {model} models on test and novel: retrieval, captions (COCO metrics, "
-                                 "grounding by attribute), probes of the pre-trained image tower"))  # fmt: skip
-    report = f"{m}/report"
-    quality = f"{m}/capfilt/capfilt_quality.json"
-    out.append(Stage("report", fns.stage_report, {"baseline": f"{m}/eval_baseline.json", "bootstrapped":
-                     f"{m}/eval_bootstrapped.json", "out_dir": report, "quality": quality},
-                     (f"{m}/eval_baseline.json", f"{m}/eval_bootstrapped.json", quality),
+                                 "grounding by attribute), probes of the pre-trained image tower" + extra))  # fmt: skip
+    report = L.report
+    base_eval, boot_eval = L.evaluation("baseline"), L.evaluation("bootstrapped")
+    out.append(Stage("report", fns.stage_report, {"baseline": base_eval, "bootstrapped": boot_eval,
+                     "out_dir": report, "quality": L.quality}, (base_eval, boot_eval, L.quality),
                      outs=(f"{report}/comparison.csv", f"{report}/comparison.md"),
                      metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.png",),
                      comment="baseline vs bootstrapped: the verdict, the table, the chart of the deltas"))  # fmt: skip

@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from blip_core.capfilt import QUALITY_FILE, SELECTION, SELECTION_META
+
 logger = logging.getLogger(__name__)
 
 MODEL_METRICS = {
@@ -106,10 +108,8 @@ def run_summary(root: str | Path) -> dict[str, Any]:
     """The effect figures of one finished bootstrap run under `root` (missing files -> absent keys)."""
     metrics = Path(root) / "metrics"
     out: dict[str, Any] = {}
-    quality_file = metrics / "capfilt" / "capfilt_quality.json"
+    quality_file = metrics / "capfilt" / QUALITY_FILE
     if quality_file.is_file():
-        from blip_core.capfilt.pipeline import SELECTION_META
-
         q = json.loads(quality_file.read_text())
         meta_file = Path(root) / "capfilt" / SELECTION_META  # the selection's policy and threshold mode
         q = (json.loads(meta_file.read_text()) if meta_file.is_file() else {}) | q
@@ -121,7 +121,7 @@ def run_summary(root: str | Path) -> dict[str, Any]:
         out["synthetic_attribute_precision"] = {
             a: q[f"synthetic/precision/{a}"] for a in ATTRIBUTES if f"synthetic/precision/{a}" in q
         }
-        selection = Path(root) / "capfilt" / "selection.parquet"
+        selection = Path(root) / "capfilt" / SELECTION
         if selection.is_file():
             if q.get("threshold_mode") != "fixed":
                 out["at_threshold_0.5"] = _kept(selection, q["policy"], 0.5)

@@ -28,6 +28,8 @@ REGISTERED = {
     "captioner": "blip-captioner",
     "filter": "blip-filter",
     "bootstrapped": "blip-bootstrapped",
+    "vqa": "blip-vqa",
+    "nlvr": "blip-nlvr",
 }
 
 
@@ -35,33 +37,23 @@ REGISTERED = {
 class Registration:
     """One model the flow registers: a version of REGISTERED[role], logged in the MLflow run of the
     stage that trained it, scored by `metric` ("<split>/<metric>" of the comparison rows, the column
-    of its `variant`) so that the `best` alias follows the measured score."""
+    of its `variant`) so that the `best` alias follows the measured score. Derived from the DAG's
+    stages (`Stage.registers`, whose roles come from the task registry)."""
 
     role: str
     stage: str
     variant: str  # baseline | bootstrapped | vision: the model folder in the layout, and its column
-    task: str  # pretrain | caption | retrieval: Layout.model(variant, task)
+    model: str  # the checkpoint folder the stage writes
     metric: str
     about: str  # what the model is and what it was trained on, for the version's description
 
 
-REGISTRATIONS = (
-    Registration("vision", "pretrain_vision", "vision", "pretrain", "val/shape_f1",
-                 "supervised vision start, trained on the world's label-only objects split"),
-    Registration("pretrain", "pretrain_baseline", "baseline", "pretrain", "test/probe_shape_f1",
-                 "BLIP pre-training on human captions + the raw web alt-texts"),
-    Registration("captioner", "finetune_caption_baseline", "baseline", "caption", "test/cider",
-                 "captioner fine-tuned on human captions from the baseline pre-training"),
-    Registration("filter", "finetune_retrieval_baseline", "baseline", "retrieval", "test/r_mean",
-                 "filter (ITC + ITM) fine-tuned on human captions from the baseline pre-training"),
-    Registration("bootstrapped", "pretrain_bootstrapped", "bootstrapped", "pretrain", "test/probe_shape_f1",
-                 "BLIP pre-training on human captions + the CapFilt-kept web and synthetic captions"),
-    Registration("captioner", "finetune_caption_bootstrapped", "bootstrapped", "caption", "test/cider",
-                 "captioner fine-tuned on human captions from the bootstrapped pre-training"),
-    Registration("filter", "finetune_retrieval_bootstrapped", "bootstrapped", "retrieval", "test/r_mean",
-                 "filter (ITC + ITM) fine-tuned on human captions from the bootstrapped pre-training"),
-)  # fmt: skip
-"""In registration order: a role's baseline version before its bootstrapped one."""
+def registrations(params: str = "params.yaml", root: str = "data") -> list[Registration]:
+    """Every model the flow registers, in DAG order (a role's baseline version before its bootstrapped one)."""
+    from flows import dag
+
+    return [Registration(s.registers.role, s.name, s.registers.variant, s.outs[0], s.registers.metric,
+                         s.registers.about) for s in dag.stages(params, root) if s.registers is not None]  # fmt: skip
 
 
 class BlipPyfunc(mlflow.pyfunc.PythonModel):

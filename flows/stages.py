@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from blip_core.config import TASK_SECTIONS as TRAIN_SECTIONS  # the params section of each training task
 from blip_core.config import ReaderConfig, TokenizerConfig, WorldConfig, load_params_section
 
 logger = logging.getLogger(__name__)
@@ -163,11 +162,12 @@ def stage_train(
     `pretrain_vision` stage's tower when the section's `vision_init` names that stage)."""
     from blip_core.config import TrainConfig
     from blip_core.presets import get_preset
+    from blip_core.tasks import section_of, trainable_tasks
     from blip_core.train import run_training
 
-    if task not in TRAIN_SECTIONS:
-        raise ValueError(f"--task must be one of {', '.join(TRAIN_SECTIONS)}, got {task!r}")
-    cfg: TrainConfig = _section(params, section or TRAIN_SECTIONS[task], TrainConfig)
+    if task not in trainable_tasks():
+        raise ValueError(f"--task must be one of {', '.join(trainable_tasks())}, got {task!r}")
+    cfg: TrainConfig = _section(params, section or section_of(task), TrainConfig)
     cfg.task = task
     if preset is not None:
         get_preset(preset)  # validates the name
@@ -193,9 +193,10 @@ def stage_pretrain_vision(
     from blip_core.eval.probe import classifier_metrics
     from blip_core.fileio import write_json
     from blip_core.model import weights
+    from blip_core.tasks import section_of
     from blip_core.train import run_training
 
-    cfg: TrainConfig = _section(params, TRAIN_SECTIONS["vision"], TrainConfig)
+    cfg: TrainConfig = _section(params, section_of("vision"), TrainConfig)
     cfg.task = "vision"
     summary = run_training(cfg, data_dirs, out_dir, resume=resume, metric_logger=metric_logger)
     if eval_dir is not None:
@@ -218,63 +219,100 @@ def stage_evaluate(
     params: str | Path | None = None,
     probe_model: str | Path | None = None,
     probe_fit_dir: str | Path | None = None,
+    grid_file: str | Path | None = None,
     metric_logger=None,
 ) -> dict[str, Any]:
-    """Evaluate captioners (COCO metrics + grounding, by attribute too) and filters/retrieval models
-    (recall@k) on each split; a pre-training checkpoint is evaluated as both. With `probe_model` (the
+    """Evaluate each model on each folder its task evaluates (the registry, blip_core.tasks): captioners
+    (COCO metrics + grounding, by attribute too) and filters (recall@k) on image-caption splits (a
+    pre-training checkpoint as both), the filter on video clips too (zero-shot, frame features
+    averaged), VQA models on questions, NLVR² models on statements. With `probe_model` (the
     pre-trained checkpoint) and `probe_fit_dir` (a split with ground-truth scenes, e.g. coco_train),
     also the linear probes of its frozen image features (`probe_<group>_f1`, `probe_<group>_exact`:
-    does the vision tower still know colours and shapes after BLIP pre-training?). Writes one JSON file."""
+    does the vision tower still know colours and shapes after BLIP pre-training?). Writes one JSON file,
+    the generated captions beside it (`<out>_captions.json`) and, with `grid_file`, a PNG grid of the
+    first captioned split's images with their captions."""
     import torch
 
     from blip_core.config import EvalConfig
-    from blip_core.data.loader import load_eval_split
+    from blip_core.data.task_data import data_kind
     from blip_core.distributed import default_device
-    from blip_core.eval.captioning import evaluate_captioning
-    from blip_core.eval.retrieval import evaluate_retrieval
     from blip_core.machine import out_of_memory_hint
     from blip_core.model import weights
     from blip_core.model.tokenizer import TextProcessor
+    from blip_core.tasks import evaluations, model_kinds
 
     cfg: EvalConfig = _section(params, "evaluate", EvalConfig)
     device = default_device()
     results: dict[str, Any] = {}
     predictions: dict[str, Any] = {}
-    splits: dict[tuple[str, int], Any] = {}  # decoded once per (folder, resolution), shared by all models
+    loaded: dict[tuple, Any] = {}  # each folder read once per (resolution, loader), shared by all models
+    kinds = {d: data_kind(d) for d in data_dirs}
     for model_dir in model_dirs:
         saved_kind, mcfg = weights.read_config(model_dir)
-        kinds = ["captioner", "retrieval"] if saved_kind == "pretrain" else [saved_kind]
-        processor = TextProcessor.for_model(mcfg)
-        for kind in kinds:
+        processor = TextProcessor.for_model(mcfg) if mcfg.tokenizer else None
+        # the registry says which task evaluates this checkpoint on which folder (a pre-training
+        # checkpoint as each model it splits into)
+        jobs = [(t, d) for d in data_dirs for t in evaluations(saved_kind, kinds[d])]
+        if not jobs:  # an unregistered kind, or folders none of its tasks reads: say so, never an empty result
+            held = ", ".join(f"{Path(d).name} ({kinds[d]})" for d in data_dirs)
+            raise ValueError(f"{model_dir}: no registered task evaluates a {saved_kind!r} checkpoint on {held} "
+                             f"(model kinds: {', '.join(model_kinds())})")  # fmt: skip
+        for kind in dict.fromkeys(t.kind for t, _ in jobs):
             model = weights.load_for_inference(model_dir, kind=kind, device=device)
-            for data_dir in data_dirs:
-                key = (str(data_dir), mcfg.vision.image_size)
-                if key not in splits:
-                    splits[key] = load_eval_split(data_dir, mcfg.vision.image_size, max_images=cfg.max_images)
-                split = splits[key]
+            for task, data_dir in ((t, d) for t, d in jobs if t.kind == kind):
+                key = (str(data_dir), mcfg.vision.image_size, task.load_eval)
+                if key not in loaded:
+                    loaded[key] = task.call("load_eval", data_dir, mcfg.vision.image_size, max_images=cfg.max_images)
                 name = Path(data_dir).name
-                oom = out_of_memory_hint(f"evaluation of {kind} {model_dir} on {name}", "evaluate.batch_size",
+                oom = out_of_memory_hint(f"{task.name} evaluation of {model_dir} on {name}", "evaluate.batch_size",
                                          cfg.batch_size)  # fmt: skip
                 with torch.no_grad(), oom:
-                    if kind == "captioner":
-                        metrics, preds = evaluate_captioning(model, split, processor, cfg, device)
-                        predictions[name] = preds
-                    else:
-                        metrics = evaluate_retrieval(model, split, processor, cfg, device)
+                    result = task.call("evaluate", model, loaded[key], processor, cfg, device)
+                metrics, preds = result if isinstance(result, tuple) else (result, None)
+                if preds is not None:
+                    predictions[name] = preds
                 results.setdefault(name, {}).update(metrics)
-                logger.info("%s %s on %s: %s", kind, model_dir, name, metrics)
+                logger.info("%s %s on %s: %s", task.name, model_dir, name, metrics)
     if probe_model is not None and probe_fit_dir is not None:
         for name, groups in _image_probes(probe_model, probe_fit_dir, data_dirs).items():
             results.setdefault(name, {}).update(groups)
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    if predictions:
-        out_file.with_name(out_file.stem + "_captions.json").write_text(json.dumps(predictions, indent=2) + "\n")
+    captions = out_file.with_name(out_file.stem + "_captions.json")
+    captions.write_text(json.dumps(predictions, indent=2) + "\n")  # {} without a captioner: an output all the same
+    if grid_file is not None:
+        _caption_grid(predictions, data_dirs, model_dirs, grid_file)
     if metric_logger is not None:
         flat = {f"eval/{split}_{k}": v for split, m in results.items() for k, v in m.items() if isinstance(v, float)}
         metric_logger.log(flat, step=0)
     return results
+
+
+def _caption_grid(predictions: dict[str, Any], data_dirs, model_dirs, grid_file) -> Path:
+    """A PNG grid of the first captioned split's images with the generated captions (a placeholder
+    figure saying so when no model captioned anything)."""
+    from blip_core.eval.captioning import caption_grid
+
+    split = next((d for d in data_dirs if Path(d).name in predictions), None)
+    grid_file = Path(grid_file)
+    grid_file.parent.mkdir(parents=True, exist_ok=True)
+    if split is None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(4, 1))
+        fig.text(0.5, 0.5, "no captioner was evaluated", ha="center", va="center")
+        fig.savefig(grid_file)
+        plt.close(fig)
+        return grid_file
+    model = Path(model_dirs[0]).parent.parent.name  # data/runs/<model>/caption/model
+    title = (
+        f"{model}: {Path(split).name} split (generated caption, \u2713 = true in every attribute; grey: a reference)"
+    )
+    return caption_grid(split, predictions[Path(split).name], grid_file, title=title)
 
 
 def _image_probes(model_dir, fit_dir, data_dirs) -> dict[str, dict[str, float]]:
@@ -370,7 +408,8 @@ def stage_capfilt_select(web_dir, work_dir, *, metrics_dir, params=None, policy=
 
 def stage_capfilt_reshard(human_dirs, web_dir, work_dir, *, params=None, policy=None, out_dir=None) -> dict[str, Any]:
     """Write the bootstrapped webdataset (human shards unfiltered + kept web images) to work_dir/shards."""
-    from blip_core.capfilt.pipeline import SHARDS, run_reshard
+    from blip_core.capfilt import SHARDS
+    from blip_core.capfilt.pipeline import run_reshard
 
     cfg = capfilt_config(params, policy=policy)
     summary = run_reshard(human_dirs, web_dir, cfg, work_dir, out_dir or Path(work_dir) / SHARDS)
@@ -474,7 +513,14 @@ REPORT_METRICS = (
     "probe_shape_f1", "probe_color_f1",
 )  # fmt: skip
 """Compared baseline vs bootstrapped: retrieval, COCO metrics, grounding (overall and by attribute) and
-the probes of the pre-trained image tower."""
+the probes of the pre-trained image tower; plus every registered task's `metrics` (report_metrics())."""
+
+
+def report_metrics() -> tuple[str, ...]:
+    from blip_core.tasks import TASKS
+
+    extra = [m for t in TASKS.values() for m in t.metrics if m not in REPORT_METRICS]
+    return REPORT_METRICS + tuple(dict.fromkeys(extra))
 
 
 def stage_report(
@@ -488,7 +534,7 @@ def stage_report(
     base, boot = json.loads(Path(baseline).read_text()), json.loads(Path(bootstrapped).read_text())
     rows = []
     for split in sorted(set(base) & set(boot)):
-        for m in REPORT_METRICS:
+        for m in report_metrics():
             a, b = base[split].get(m), boot[split].get(m)
             if isinstance(a, int | float) and isinstance(b, int | float):
                 rows.append({"split": split, "metric": m, "baseline": a, "bootstrapped": b, "delta": b - a})

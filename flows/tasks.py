@@ -146,50 +146,25 @@ def _stage_tracker(s: dag.Stage, params: str, run: dict):
 
 
 def _log_stage(tracker, s: dag.Stage, summary: Any, *, numeric: bool) -> None:
+    """The stage's figures, its JSON/PNG/MD outputs, the files its `artifacts` name, and the Data Docs
+    site for a stage that validates (`data_docs`)."""
     flat = _numeric(summary, prefix=f"{s.name}/") if numeric else {}
     if flat:
         tracker.log(flat, step=0)
-    evaluation = "out_file" in s.kwargs and "model_dirs" in s.kwargs
+    named = dict(s.artifacts)
     for out in s.outputs:
         p = Path(out)
-        if p.is_dir() and (p.parent / "resolved_config.json").is_file():  # a training run's model/ folder
-            tracker.log_artifact(p.parent / "resolved_config.json")
-        elif p.suffix in (".json", ".png", ".md") and p.is_file():
-            # both evaluations log the same artifact names: MLflow's compare view pairs them
-            tracker.log_artifact(p, name="evaluation.json" if evaluation else None)
-    if dag.VALIDATION in s.code_deps:
+        if p.suffix in (".json", ".png", ".md") and p.is_file() and out not in named:
+            tracker.log_artifact(p)
+    for path, name in s.artifacts:
+        if Path(path).is_file():
+            tracker.log_artifact(Path(path), name=name)
+    if s.data_docs:
         from flows.validation import gx_root
 
         docs = gx_root() / "gx" / "uncommitted" / "data_docs" / "local_site"
         if docs.is_dir():
             tracker.log_artifact(docs, artifact_path="data_docs")
-    if evaluation:  # the generated captions and a grid of captioned test images
-        out = Path(s.kwargs["out_file"])
-        captions = out.with_name(out.stem + "_captions.json")
-        if captions.is_file():
-            tracker.log_artifact(captions, name="captions.json")
-        grid = _caption_grid(s.kwargs)
-        if grid is not None:
-            tracker.log_artifact(grid, name="caption_grid.png")
-
-
-def _caption_grid(kwargs: dict) -> Path | None:
-    """A PNG grid of test images with the generated captions, for the MLflow run."""
-    out = Path(kwargs["out_file"])
-    preds_file = out.with_name(out.stem + "_captions.json")
-    if not preds_file.is_file():
-        return None
-    from blip_core.eval.captioning import caption_grid
-
-    preds = json.loads(preds_file.read_text())
-    split = next((d for d in kwargs["data_dirs"] if Path(d).name in preds), None)
-    if split is None:
-        return None
-    model = Path(kwargs["model_dirs"][0]).parent.parent.name  # data/runs/<model>/caption/model
-    title = (
-        f"{model}: {Path(split).name} split (generated caption, \u2713 = true in every attribute; grey: a reference)"
-    )
-    return caption_grid(split, preds[Path(split).name], out.with_name(out.stem + "_grid.png"), title=title)
 
 
 def _numeric(obj: Any, prefix: str = "") -> dict[str, float]:
@@ -271,17 +246,19 @@ def register_task(
     run_ids: dict[str, str | None],
     vision_score: float | None = None,
     data_hash: str | None = None,
+    params: str = "params.yaml",
+    root: str = "data",
 ) -> dict:
     """Register every trained model (`models`, by the stage that trained it; see
-    `flows.registry.REGISTRATIONS`), each logged in its stage run (`run_ids`; the parent run if a stage
+    `flows.registry.registrations`), each logged in its stage run (`run_ids`; the parent run if a stage
     has none), baseline and bootstrapped as versions of one registered model whose `best` alias
     follows the measured score: CIDEr for captioners, test mean recall for filters, the shape probe
     for pre-trainings, the val shape F1 for the vision start."""
-    from flows.registry import REGISTRATIONS, describe, log_and_register
+    from flows.registry import describe, log_and_register, registrations
 
     score = {(f"{r['split']}/{r['metric']}", m): r[m] for r in rows for m in ("baseline", "bootstrapped")}
     out = {}
-    for reg in REGISTRATIONS:
+    for reg in registrations(params, root):
         if reg.stage not in models:
             continue
         metric = vision_score if reg.variant == "vision" else score.get((reg.metric, reg.variant))

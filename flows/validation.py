@@ -109,7 +109,7 @@ def raw_web_noise(selection: pd.DataFrame) -> float | None:
 def capfilt_tables(work_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(output table of the resharded kept captions, selection table of every scored candidate,
     selection metadata: policy and the threshold in use)."""
-    from blip_core.capfilt.pipeline import SELECTION, SELECTION_META, SHARDS
+    from blip_core.capfilt import SELECTION, SELECTION_META, SHARDS
     from blip_core.capfilt.tables import capfilt_output_table
 
     work_dir = Path(work_dir)

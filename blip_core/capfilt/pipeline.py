@@ -20,7 +20,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from blip_core.capfilt import core
+from blip_core.capfilt import (
+    CALIBRATION,
+    CAPTIONS,
+    QUALITY_FILE,
+    SCORE_INDEX,
+    SCORES,
+    SELECTION,
+    SELECTION_META,
+    core,
+)
 from blip_core.capfilt.quality import filter_quality, plot_quality
 from blip_core.config import CapFiltConfig
 from blip_core.data.shards import list_shards, write_stats
@@ -28,11 +37,6 @@ from blip_core.distributed import default_device
 from blip_core.fileio import write_text
 
 logger = logging.getLogger(__name__)
-
-CAPTIONS, SCORES, SELECTION, SHARDS = "captions", "scores", "selection.parquet", "shards"
-CALIBRATION, SELECTION_META, SCORE_INDEX = "calibration", "selection.json", "scores.json"
-"""`scores.json`: which score files the last scoring run wrote (and with which checkpoints), so
-`select` and `reshard` read what the filter step produced and need no model paths."""
 
 
 @dataclass
@@ -309,7 +313,7 @@ def run_select(cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | P
     metrics_dir.mkdir(parents=True, exist_ok=True)
     # a DVC metrics file holds numbers only; the policy and threshold mode are in SELECTION_META
     numbers = {k: v for k, v in quality.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    (metrics_dir / "capfilt_quality.json").write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n")
+    (metrics_dir / QUALITY_FILE).write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n")
     plot_quality(sel, threshold, metrics_dir / "plots")
     return quality
 

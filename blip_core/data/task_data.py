@@ -26,9 +26,9 @@ from blip_core.fileio import temp_path
 
 logger = logging.getLogger(__name__)
 
-TASK_DATA = ("vqa", "nlvr", "video")
-"""The tasks whose items this format holds."""
 SHARD_SIZE = 1000
+IMAGE_SPLITS = ("pairs", "labels")
+"""Not item tasks: what image-caption and label-only splits hold (blip_core.tasks.IMAGE_DATA)."""
 
 
 @dataclass
@@ -41,12 +41,17 @@ class TaskItem:
 
 
 def write_task_items(
-    folder: str | Path, items: Iterable[TaskItem], *, task: str, split: str, shard_size: int = SHARD_SIZE,
+    folder: str | Path,
+    items: Iterable[TaskItem],
+    *,
+    task: str,
+    split: str,
+    shard_size: int = SHARD_SIZE,
     extra_stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write `items` as `folder/<task>-NNNNN.tar` shards (renamed in when complete) and `_stats.json`."""
-    if task not in TASK_DATA:
-        raise ValueError(f"unknown task data {task!r}; known: {', '.join(TASK_DATA)}")
+    if not task.isidentifier() or task in IMAGE_SPLITS:
+        raise ValueError(f"task items need a task name (e.g. vqa, nlvr, video), got {task!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob(f"{task}-*.tar"):  # a rewrite replaces the folder's items
@@ -88,7 +93,8 @@ def task_of(folder: str | Path) -> str | None:
     """The task a folder's items are for (its `_stats.json`), or None for an image-caption split."""
     if not (Path(folder) / STATS_FILE).is_file():
         return None
-    return read_stats(folder).get("task") if read_stats(folder).get("task") in TASK_DATA else None
+    task = read_stats(folder).get("task")
+    return task if isinstance(task, str) and task.isidentifier() and task not in IMAGE_SPLITS else None
 
 
 def iter_task_items(folder: str | Path, *, decode: bool = True) -> Iterator[TaskItem]:
@@ -129,3 +135,18 @@ def read_task_items(folder: str | Path, *, limit: int = 0) -> list[TaskItem]:
     if not out:
         raise ValueError(f"no readable task items in {folder}")
     return out
+
+
+def load_eval_items(folder: str | Path, image_size: int, *, max_images: int = 0) -> list[TaskItem]:
+    """A task split for evaluation (the registry's `load_eval`): its items, at most `max_images`
+    (evaluate.max_images) of them; images stay PIL (each evaluator transforms them at its model's size)."""
+    del image_size  # the same items serve every resolution
+    return read_task_items(folder, limit=max_images)
+
+
+def data_kind(folder: str | Path) -> str:
+    """What a data folder holds (a `blip_core.tasks.Task.data`): a task's items, label-only images or
+    image-caption pairs."""
+    from blip_core.data.loader import is_labelled
+
+    return task_of(folder) or ("labels" if is_labelled(folder) else "pairs")

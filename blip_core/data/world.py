@@ -11,6 +11,8 @@ the properties the paper relies on:
 - `val` / `test`: Karpathy-style held-out clean splits with 5 captions each;
 - `novel`: scenes with (colour, shape) combinations that never occur in the clean splits but do
   occur on the web (NoCaps-like), so they can only be learned from web data;
+- `vqa_*`, `nlvr_*`, `video_*`: items of the paper's other downstream tasks (VQA, NLVR2,
+  text-video) built from these scenes with exact answers; see `blip_core.data.world_tasks`;
 - `objects`: label-only object recognition (ImageNet-like: an image and its class labels, no
   captions), from which `pretrain_vision` trains the vision tower that both BLIP pre-trainings
   start from, as BLIP starts its ViT from ImageNet (DeiT) weights. See `object_labels`.
@@ -513,8 +515,25 @@ def _default_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _write_task_split(job: tuple[WorldConfig, str, str, int, int, int]) -> dict[str, Any]:
+    from blip_core.data.world_tasks import write_task_split  # it builds on this module
+
+    cfg, out_dir, split = job[:3]
+    return {**write_task_split(cfg, out_dir, split), "num_samples": job[5], "is_task": True}
+
+
+def _run_job(job: tuple[WorldConfig, str, str, int, int, int]) -> dict[str, Any]:
+    return _write_task_split(job) if job[3] < 0 else _write_shard(job)
+
+
 def generate_world(cfg: WorldConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
-    """Write every split under `out_dir/<split>/` and a `world.json` summary; returns the summary."""
+    """Write every split under `out_dir/<split>/` and a `world.json` summary; returns the summary.
+
+    The downstream-task splits of `blip_core.data.world_tasks` (`vqa_*`, `nlvr_*`, `video_*`; one
+    whose size is 0 is not written) are made in the same worker pool, one job per split.
+    """
+    from blip_core.data.world_tasks import TASK_SPLITS
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -525,20 +544,28 @@ def generate_world(cfg: WorldConfig, out_dir: str | Path, *, progress: bool = Tr
         split_dir.mkdir()
         for shard_index, start in enumerate(range(0, n, cfg.shard_size)):
             jobs.append((cfg, str(out_dir), split, shard_index, start, min(n, start + cfg.shard_size)))
-    # largest jobs first keeps both processes busy until the end
-    jobs.sort(key=lambda j: -(j[5] - j[4]))
+    task_sizes = cfg.task_split_sizes()
+    for split in TASK_SPLITS:
+        if (out_dir / split).exists():
+            shutil.rmtree(out_dir / split)
+        if task_sizes[split]:  # one job per task split (shard index -1); its "size" counts items
+            jobs.append((cfg, str(out_dir), split, -1, 0, task_sizes[split]))
+    # largest jobs first keeps both processes busy until the end (a task item costs less than an image)
+    jobs.sort(key=lambda j: -(j[5] - j[4]) // (4 if j[3] < 0 else 1))
     results: list[dict[str, Any]] = []
     total = sum(j[5] - j[4] for j in jobs)
-    with tqdm(total=total, desc="world", unit="img", disable=not progress) as bar:
+    with tqdm(total=total, desc="world", unit="item", disable=not progress) as bar:
         if cfg.num_workers > 1 and len(jobs) > 1:
             with get_context("fork").Pool(min(cfg.num_workers, len(jobs)), initializer=_default_sigterm) as pool:
-                for r in pool.imap_unordered(_write_shard, jobs):
+                for r in pool.imap_unordered(_run_job, jobs):
                     results.append(r)
                     bar.update(r["num_samples"])
         else:
             for job in jobs:
-                results.append(_write_shard(job))
+                results.append(_run_job(job))
                 bar.update(results[-1]["num_samples"])
+    task_results = {r["split"]: r for r in results if r.get("is_task")}
+    results = [r for r in results if not r.get("is_task")]
     summary: dict[str, Any] = {"splits": {}}
     for split in SPLITS:
         shards = sorted((r for r in results if r["split"] == split), key=lambda r: r["shard"])
@@ -561,6 +588,11 @@ def generate_world(cfg: WorldConfig, out_dir: str | Path, *, progress: bool = Tr
         summary["splits"][split] = {k: stats[k] for k in ("num_samples", "num_captions", "num_shards", "bytes")}
     summary["config"] = {f: getattr(cfg, f) for f in cfg.__slots__ if f != "num_workers"}  # type: ignore[attr-defined]
     summary["held_out_combos"] = [list(c) for c in held_out_combos(cfg)]
+    summary["task_splits"] = {
+        split: {k: task_results[split][k] for k in ("task", "items", "num_shards", "bytes")}
+        for split in TASK_SPLITS
+        if split in task_results
+    }
     (out_dir / "world.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     logger.info("wrote world to %s: %s", out_dir, {s: v["num_samples"] for s, v in summary["splits"].items()})
     return summary

@@ -21,10 +21,25 @@ from blip_core.data.loader import EvalSplit
 @torch.no_grad()
 def retrieval_scores(model, split: EvalSplit, processor, cfg: EvalConfig, device: torch.device) -> tuple:
     """Returns (score_i2t (N_img, N_txt), score_t2i (N_txt, N_img), txt2img, img2txt)."""
+
+    def encode(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = model.image_embeds(split.images[start:stop].to(device))  # (b, N, Dv)
+        return model.image_feat(emb), emb
+
+    return rank_pairs(model, split.captions, encode, processor, cfg, device)
+
+
+@torch.no_grad()
+def rank_pairs(model, captions: list[list[str]], encode, processor, cfg: EvalConfig, device: torch.device) -> tuple:
+    """ITC for all pairs, the top k re-ranked by ITM, for `len(captions)` visual items (images, or
+    video clips) whose features `encode(start, stop)` gives as (ITC features (b, E), token
+    embeddings the ITM cross-attends to (b, N, Dv)); it is called twice per item, so that only one
+    batch of token embeddings exists at a time."""
     model.eval()
-    texts = [c for caps in split.captions for c in caps]
-    txt2img = np.array([i for i, caps in enumerate(split.captions) for _ in caps])
-    img2txt = [list(np.nonzero(txt2img == i)[0]) for i in range(len(split.captions))]
+    texts = [c for caps in captions for c in caps]
+    txt2img = np.array([i for i, caps in enumerate(captions) for _ in caps])
+    img2txt = [list(np.nonzero(txt2img == i)[0]) for i in range(len(captions))]
+    n_items = len(captions)
     # 1. text features and tokens
     ids_all, mask_all, text_feats = [], [], []
     for s in range(0, len(texts), cfg.batch_size):
@@ -35,9 +50,8 @@ def retrieval_scores(model, split: EvalSplit, processor, cfg: EvalConfig, device
     text_feats = torch.cat(text_feats)
     # 2. image features
     image_feats = []
-    for s in tqdm(range(0, len(split.images), cfg.batch_size), desc="eval itc", leave=False):
-        emb = model.image_embeds(split.images[s : s + cfg.batch_size].to(device))
-        image_feats.append(model.image_feat(emb).float().cpu())
+    for s in tqdm(range(0, n_items, cfg.batch_size), desc="eval itc", leave=False):
+        image_feats.append(encode(s, min(s + cfg.batch_size, n_items))[0].float().cpu())
     sims = torch.cat(image_feats) @ text_feats.T  # (N_img, N_txt)
     n_img, n_txt = sims.shape
     k_i2t, k_t2i = min(cfg.k_test, n_txt), min(cfg.k_test, n_img)
@@ -55,7 +69,7 @@ def retrieval_scores(model, split: EvalSplit, processor, cfg: EvalConfig, device
     max_len = max(int(m.sum()) for m in mask_all)
     pad = processor.tokenizer.pad_token_id
     for s in tqdm(range(0, n_img, cfg.batch_size), desc="eval itm", leave=False):
-        emb = model.image_embeds(split.images[s : s + cfg.batch_size].to(device))
+        emb = encode(s, min(s + cfg.batch_size, n_img))[1]
         rows = [(i, p) for i in range(s, min(s + cfg.batch_size, n_img)) for p in pairs[i]]
         for c in range(0, len(rows), cfg.batch_size * 4):
             chunk = rows[c : c + cfg.batch_size * 4]

@@ -311,3 +311,13 @@ def split_pretrain_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
         elif k.startswith("text.") and ".attention." not in k:
             cap[k.replace(".attention_dec.", ".attention.")] = v
     return cap, ret
+
+
+def captioner_from_pretrain(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """The captioner's state from a pre-training state (the registry's `from_pretrain`; nothing fresh)."""
+    return split_pretrain_state(state)[0], ()
+
+
+def retrieval_from_pretrain(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """The filter's state from a pre-training state (the registry's `from_pretrain`; nothing fresh)."""
+    return split_pretrain_state(state)[1], ()

@@ -14,6 +14,9 @@ Modes of one set of weights:
                 has a separate decoder self-attention (`decoder_self_attention=True`, the paper's
                 pre-training setting), decoder mode uses it and everything else is shared.
 
+Cross-attention attends to every context token unless `encoder_attention_mask` says otherwise: image
+tokens need no mask; VQA's answer decoder attends to padded question states (BLIP models/blip_vqa.py).
+
 Attention runs through `F.scaled_dot_product_attention`. Decoding uses `KVCache`: self-attention
 keys/values are appended each step; cross-attention keys/values are computed once per image and
 shared by all beams or samples of that image (queries are folded onto the image's batch row).
@@ -97,6 +100,7 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         image_index: torch.Tensor | None = None,  # (B,) image row of each text row
+        context_mask: torch.Tensor | None = None,  # bool (Bi, 1, 1, N), True = attend; cross-attention only
     ) -> torch.Tensor:
         B, L, D = x.shape
         q = self._heads(self.self.query(x))  # (B, H, L, Dh)
@@ -127,11 +131,12 @@ class Attention(nn.Module):
             if image_index is not None:
                 # rows pair with arbitrary images (ITM's hard negatives): keys/values are projected once
                 # per distinct image and gathered per row
-                y = F.scaled_dot_product_attention(q, k[image_index], v[image_index], dropout_p=drop)  # (B, H, L, Dh)
+                m = None if context_mask is None else context_mask[image_index]  # (B, 1, 1, N)
+                y = F.scaled_dot_product_attention(q, k[image_index], v[image_index], attn_mask=m, dropout_p=drop)
             else:
                 # fold the R text rows of each image into the query length: keys/values stay (Bi, ...)
                 qf = q.view(Bi, R, self.num_heads, L, -1).transpose(1, 2).reshape(Bi, self.num_heads, R * L, -1)
-                y = F.scaled_dot_product_attention(qf, k, v, dropout_p=drop)  # (Bi, H, R*L, Dh)
+                y = F.scaled_dot_product_attention(qf, k, v, attn_mask=context_mask, dropout_p=drop)  # (Bi, H, R*L, Dh)
                 y = y.view(Bi, self.num_heads, R, L, -1).transpose(1, 2).reshape(B, self.num_heads, L, -1)
         y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
         out = self.output
@@ -163,11 +168,14 @@ class MedLayer(nn.Module):
         self.intermediate = Intermediate(cfg)
         self.output = Output(cfg)
 
-    def forward(self, x, *, mode, image_embeds, mask, cache, layer, image_index=None) -> torch.Tensor:
+    def forward(
+        self, x, *, mode, image_embeds, mask, cache, layer, image_index=None, context_mask=None
+    ) -> torch.Tensor:
         sa = self.attention_dec if (mode == "decoder" and self.attention_dec is not None) else self.attention
         x = sa(x, mask=mask, is_causal=mode == "decoder", cache=cache, layer=layer)
         if mode != "text":
-            x = self.crossattention(x, context=image_embeds, cache=cache, layer=layer, image_index=image_index)
+            x = self.crossattention(x, context=image_embeds, cache=cache, layer=layer, image_index=image_index,
+                                    context_mask=context_mask)  # fmt: skip
         h = F.gelu(self.intermediate.dense(x))
         return self.output.LayerNorm(self.output.dropout(self.output.dense(h)) + x)
 
@@ -247,6 +255,7 @@ class MED(nn.Module):
         image_embeds: torch.Tensor | None = None,  # (Bi, N, Dv) with B % Bi == 0, or any Bi with image_index
         cache: KVCache | None = None,
         image_index: torch.Tensor | None = None,  # (B,) which image row each text row attends to
+        encoder_attention_mask: torch.Tensor | None = None,  # (Bi, N) 1 = attend, 0 = padded context token
     ) -> torch.Tensor:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -255,8 +264,12 @@ class MED(nn.Module):
         offset = cache.length if cache is not None else 0
         x = self.embeddings(input_ids, offset)  # (B, L, D)
         mask = self._mask(attention_mask, mode, input_ids.shape[1], offset)
+        ctx_mask = None  # no mask when nothing is padded (faster kernels, and the default path is unchanged)
+        if encoder_attention_mask is not None and not bool(encoder_attention_mask.all()):
+            ctx_mask = encoder_attention_mask.bool()[:, None, None, :]  # (Bi, 1, 1, N)
         for i, layer in enumerate(self.encoder.layer):
-            x = layer(x, mode=mode, image_embeds=image_embeds, mask=mask, cache=cache, layer=i, image_index=image_index)
+            x = layer(x, mode=mode, image_embeds=image_embeds, mask=mask, cache=cache, layer=i, image_index=image_index,
+                      context_mask=ctx_mask)  # fmt: skip
         return x  # (B, L, D)
 
     @staticmethod

@@ -19,7 +19,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_model
@@ -28,32 +28,30 @@ from torch import nn
 from blip_core.checkpoint import safe_torch_load
 from blip_core.config import ModelConfig, VisionConfig
 from blip_core.fileio import atomic_path, write_json
-from blip_core.model.blip import BlipCaptioner, BlipPretrain, BlipRetrieval
-from blip_core.model.classifier import VisionClassifier
 from blip_core.model.vision import resize_pos_embed
+from blip_core.tasks import get_task, kind_task, model_kinds
+
+if TYPE_CHECKING:
+    from blip_core.model.blip import BlipRetrieval
 
 logger = logging.getLogger(__name__)
 
-KINDS: dict[str, type[nn.Module]] = {
-    "pretrain": BlipPretrain,
-    "captioner": BlipCaptioner,
-    "retrieval": BlipRetrieval,
-    "vision": VisionClassifier,
-}
 FORMAT_VERSION = 1
 
 
 def kind_of(model: nn.Module) -> str:
-    for name, cls in KINDS.items():
+    """The checkpoint kind of a model: its class's task in the registry (blip_core.tasks)."""
+    for name, cls in model_kinds().items():
         if type(model) is cls:
             return name
-    raise TypeError(f"not a BLIP model: {type(model).__name__}")
+    raise TypeError(f"not a registered BLIP model: {type(model).__name__}")
 
 
 def create_model(kind: str, cfg: ModelConfig) -> nn.Module:
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
-    return KINDS[kind](cfg)
+    kinds = model_kinds()
+    if kind not in kinds:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(kinds)}")
+    return kinds[kind](cfg)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,15 +92,14 @@ def load_pretrained(path: str | Path, *, kind: str | None = None, map_location: 
     saved_kind, cfg = read_config(path)
     state = load_file(str(Path(path) / "model.safetensors"), device=map_location)
     kind = kind or saved_kind
+    fresh: tuple[str, ...] = ()
     if kind != saved_kind:
-        if saved_kind != "pretrain":
+        task = get_task(kind_task(kind))
+        if saved_kind != "pretrain" or task.from_pretrain is None:
             raise ValueError(f"cannot turn a {saved_kind} checkpoint into a {kind}")
-        from blip_core.model.blip import split_pretrain_state
-
-        cap, ret = split_pretrain_state(state)
-        state = cap if kind == "captioner" else ret
+        state, fresh = task.call("from_pretrain", state)  # the task's own layers (e.g. a classifier head) start fresh
     model = create_model(kind, cfg)
-    _load_strict(model, state, ignore_missing=())
+    _load_strict(model, state, ignore_missing=tuple(fresh))
     return model
 
 

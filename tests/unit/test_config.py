@@ -30,12 +30,12 @@ def test_default_world_config_matches_dataclass_defaults():
 
 @pytest.mark.parametrize("path", ["params.yaml", "configs/default-world.yaml"])
 def test_every_params_section_builds(path):
-    from blip_core.config import CapFiltConfig, EvalConfig, TrainConfig, ValidateConfig
+    from blip_core.config import CapFiltConfig, DownstreamConfig, EvalConfig, TrainConfig, ValidateConfig
+    from blip_core.tasks import TASKS
 
-    sections = {"world": WorldConfig, "reader": ReaderConfig, "tokenizer": TokenizerConfig,
-                "pretrain_vision": TrainConfig, "pretrain": TrainConfig, "finetune_caption": TrainConfig,
-                "finetune_retrieval": TrainConfig, "evaluate": EvalConfig, "capfilt": CapFiltConfig,
-                "validate": ValidateConfig}  # fmt: skip
+    sections = {"world": WorldConfig, "reader": ReaderConfig, "tokenizer": TokenizerConfig, "evaluate": EvalConfig,
+                "capfilt": CapFiltConfig, "validate": ValidateConfig, "downstream": DownstreamConfig}  # fmt: skip
+    sections |= {t.section: TrainConfig for t in TASKS.values() if t.section}  # every trainable task's section
     doc = yaml.safe_load((ROOT / path).read_text())
     assert set(doc) == set(sections)
     for name, cls in sections.items():
