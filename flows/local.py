@@ -234,7 +234,7 @@ def _summary() -> None:
         for name, s in json.loads(times.read_text()).items():
             print(f"  {name:<32} {s:8.1f}")
     if report.is_file():
-        print("\nBaseline vs bootstrapped (test and novel splits):\n")
+        print("\nBaseline vs bootstrapped (test and novel splits; VQA, NLVR² and zero-shot video on theirs):\n")
         table = report.read_text()  # the verdict above its table is the one-run form: ours below may have the spread
         print(table[table.find("|") :] if "|" in table else table)
     summary = effect.run_summary("data")

@@ -99,18 +99,36 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
                 ids, mask = self.processor(list(model_input["caption"]))
                 s = m.score(m.image_embeds(images), ids, mask)
                 out["itm_prob"], out["itc_cosine"] = s["itm_prob"].numpy(), s["itc_cosine"].numpy()
+            if "vqa" in self.models:  # open-ended answers (BLIP's generate mode)
+                ids, mask = self.processor(list(model_input["question"]))
+                seqs = self.models["vqa"].generate_answers(images, ids, mask).tolist()
+                out["answer"] = [
+                    t.strip() for t in self.processor.tokenizer.batch_decode(seqs, skip_special_tokens=True)
+                ]
+            if "nlvr" in self.models:  # is the statement true of the (left, right) pair?
+                ids, mask = self.processor(list(model_input["statement"]))
+                logits = self.models["nlvr"](images, self._images(model_input["image_right"]), ids, mask)["logits"]
+                out["p_true"] = logits.float().softmax(-1)[:, 1].numpy()
         return out
 
 
 def signature(role: str):
     """What `predict` takes and returns for a role: encoded image bytes (and the caption to score, for
-    a filter) in; the generated caption and/or ITM p(match) and ITC cosine out."""
+    a filter) in; the generated caption and/or ITM p(match) and ITC cosine out; a VQA model answers a
+    question about the image, an NLVR² model says how likely a statement about two images is true."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     if role == "vision":  # class names per label group, comma-separated
         return ModelSignature(inputs=Schema([ColSpec("binary", "image")]),
                               outputs=Schema([ColSpec("string", "shape"), ColSpec("string", "color")]))  # fmt: skip
+    if role == "vqa":
+        return ModelSignature(inputs=Schema([ColSpec("binary", "image"), ColSpec("string", "question")]),
+                              outputs=Schema([ColSpec("string", "answer")]))  # fmt: skip
+    if role == "nlvr":
+        return ModelSignature(inputs=Schema([ColSpec("binary", "image"), ColSpec("binary", "image_right"),
+                                             ColSpec("string", "statement")]),
+                              outputs=Schema([ColSpec("double", "p_true")]))  # fmt: skip
     captions, scores = role in ("captioner", "pretrain", "bootstrapped"), role in ("filter", "pretrain", "bootstrapped")
     inputs = [ColSpec("binary", "image"), ColSpec("string", "caption", required=role == "filter")]
     outputs = [ColSpec("string", "caption_generated")] if captions else []

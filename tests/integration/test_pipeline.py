@@ -128,6 +128,14 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
 
     out = caption.predict(pd.DataFrame({"image": [sample["image_bytes"]]}))
     assert isinstance(out["caption_generated"][0], str)
+    # the downstream models are registered too, and answer through the same interface
+    vqa = mlflow.pyfunc.load_model("models:/blip-vqa@best")
+    out = vqa.predict(pd.DataFrame({"image": [sample["image_bytes"]], "question": ["what color is the circle?"]}))
+    assert isinstance(out["answer"][0], str)
+    nlvr = mlflow.pyfunc.load_model("models:/blip-nlvr@best")
+    pair = {"image": [sample["image_bytes"]], "image_right": [sample["image_bytes"]],
+            "statement": ["both images contain a red circle"]}  # fmt: skip
+    assert 0.0 <= float(nlvr.predict(pd.DataFrame(pair))["p_true"][0]) <= 1.0
 
 
 @pytest.mark.slow
