@@ -6,10 +6,10 @@ from __future__ import annotations
 import mlflow
 from helpers import micro_capfilt_models
 
-from flows.registry import REGISTRATIONS
+from flows.registry import registrations
 from flows.tasks import register_task
 
-FINETUNES = [r.stage for r in REGISTRATIONS if r.task in ("caption", "retrieval")]
+FINETUNES = [r.stage for r in registrations() if r.role in ("captioner", "filter")]
 
 
 def test_baseline_and_bootstrapped_finetunes_are_versions_and_best_follows_the_score(tiny_world, tmp_path):
