@@ -273,8 +273,9 @@ def stage_evaluate(
                     predictions[name] = preds
                 results.setdefault(name, {}).update(metrics)
                 logger.info("%s %s on %s: %s", task.name, model_dir, name, metrics)
-    if probe_model is not None and probe_fit_dir is not None:
-        for name, groups in _image_probes(probe_model, probe_fit_dir, data_dirs).items():
+    if probe_model is not None and probe_fit_dir is not None:  # on the image-caption splits (the others hold items)
+        image_splits = [d for d in data_dirs if kinds[d] == "pairs"]
+        for name, groups in _image_probes(probe_model, probe_fit_dir, image_splits).items():
             results.setdefault(name, {}).update(groups)
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)

@@ -121,6 +121,35 @@ def test_finetunes_from_pretrain_checkpoint(tiny_world, tokenizer_dir, tmp_path)
     assert len(json.loads((tmp_path / "eval_captions.json").read_text())["val"]) == 6
 
 
+def test_downstream_finetunes_and_one_evaluation_of_every_task(tiny_world, tokenizer_dir, tmp_path):
+    """VQA and NLVR² fine-tune from a pre-training checkpoint on the world's items; one evaluation
+    dispatches each model to the folders its task reads (the filter to the video clips too), and the
+    tower's probes stay on the image-caption splits."""
+    from blip_core.model.nlvr import BlipNLVR
+    from blip_core.model.vqa import BlipVQA
+    from flows.stages import stage_evaluate
+
+    pre = tmp_path / "pre"
+    run_training(_cfg(max_steps=2), [tiny_world / "coco_train"], pre, tokenizer=tokenizer_dir)
+    for task, cls in (("vqa", BlipVQA), ("nlvr", BlipNLVR)):
+        s = run_training(_cfg(task=task, max_steps=2, schedule="cosine"), [tiny_world / f"{task}_train"],
+                         tmp_path / task, init=pre / "model")  # fmt: skip
+        assert s["steps"] == 2 and s["task"] == task and s["num_pairs"] > 0
+        assert type(load_pretrained(tmp_path / task / "model")) is cls
+    params = tmp_path / "p.yaml"
+    params.write_text("evaluate:\n  batch_size: 4\n  k_test: 3\n  max_images: 6\n  max_length: 8\n")
+    splits = [tiny_world / s for s in ("test", "vqa_test", "nlvr_test", "video_test")]
+    res = stage_evaluate([pre / "model", tmp_path / "vqa" / "model", tmp_path / "nlvr" / "model"], splits,
+                         tmp_path / "eval.json", params=params, probe_model=pre / "model",
+                         probe_fit_dir=tiny_world / "coco_train", grid_file=tmp_path / "grid.png")  # fmt: skip
+    assert {"r_mean", "cider", "probe_shape_f1"} <= set(res["test"])
+    assert {"vqa_acc_rank", "vqa_acc_generate", "vqa_n"} <= set(res["vqa_test"]) and res["vqa_test"]["vqa_n"] == 6
+    assert {"nlvr_acc", "nlvr_n"} <= set(res["nlvr_test"])
+    assert {"r_mean", "tr_r1", "ir_r1", "video_frames"} <= set(res["video_test"])
+    assert not any(k.startswith("probe_") for s in ("vqa_test", "nlvr_test", "video_test") for k in res[s])
+    assert (tmp_path / "grid.png").is_file()
+
+
 def _blip(*args):
     return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], capture_output=True, text=True)
 
