@@ -37,7 +37,7 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     with prefect_test_harness(server_startup_timeout=120):
         result = bootstrap(params=str(params), root=str(root), experiment="test-bootstrap")
         first = _outputs(root)
-        assert len(first) == 7  # the vision start, 2 pre-trainings, 4 fine-tunings
+        assert len(first) == 11  # the vision start, 2 pre-trainings, 8 fine-tunings (caption, retrieval, vqa, nlvr)
         first_times = json.loads((root / "metrics" / "stage_times.json").read_text())
         again = bootstrap(params=str(params), root=str(root), experiment="test-bootstrap")
         assert _outputs(root) == first  # served from the task cache: nothing re-trained
@@ -49,7 +49,8 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
             for r in runs:
                 assert {t.split(":")[0] for t in r.tags} >= {"git", "params", "data"}, r.tags
             assert not any(t.tags for t in client.read_task_runs())
-    assert {r["split"] for r in result["rows"]} == {"test", "novel"}
+    assert {r["split"] for r in result["rows"]} == {"test", "novel", "vqa_test", "vqa_novel", "nlvr_test", "nlvr_novel",
+                                                  "video_test", "video_novel"}  # fmt: skip
     assert again["rows"] == result["rows"]
     comparison = json.loads((root / "metrics" / "report" / "comparison.json").read_text())
     assert set(comparison["test"]["r_mean"]) == {"baseline", "bootstrapped", "delta"}
