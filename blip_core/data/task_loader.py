@@ -8,6 +8,7 @@ continues sample-exactly. Under DDP each rank takes every world-size-th item.
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 from collections import Counter
@@ -118,25 +119,14 @@ class NLVRCollate:
         }
 
 
-def vqa_train_data(cfg, data_dirs: list[str | Path], processor, model) -> TaskTrainData:
-    """The registry's `train_data` of VQA: question/answer items."""
-    return TaskTrainData(
-        data_dirs,
-        VQACollate(processor),
-        batch_size=cfg.batch_size,
-        image_size=model.cfg.vision.image_size,
-        seed=cfg.seed,
-        crop_scale_min=cfg.crop_scale_min,
-    )
+def task_train_data(collate_cls, cfg, data_dirs: list[str | Path], processor, model) -> TaskTrainData:
+    """The registry's `train_data` of an item task: its items batched by `collate_cls(processor)`."""
+    size = model.cfg.vision.image_size
+    return TaskTrainData(data_dirs, collate_cls(processor), batch_size=cfg.batch_size, image_size=size, seed=cfg.seed,
+                         crop_scale_min=cfg.crop_scale_min)  # fmt: skip
 
 
-def nlvr_train_data(cfg, data_dirs: list[str | Path], processor, model) -> TaskTrainData:
-    """The registry's `train_data` of NLVR²: two images and a statement."""
-    return TaskTrainData(
-        data_dirs,
-        NLVRCollate(processor),
-        batch_size=cfg.batch_size,
-        image_size=model.cfg.vision.image_size,
-        seed=cfg.seed,
-        crop_scale_min=cfg.crop_scale_min,
-    )
+vqa_train_data = functools.partial(task_train_data, VQACollate)
+"""VQA: question / answer items."""
+nlvr_train_data = functools.partial(task_train_data, NLVRCollate)
+"""NLVR²: two images and a statement."""

@@ -127,16 +127,6 @@ class BlipNLVR(nn.Module):
             out |= nlvr_loss(logits, labels)
         return out
 
-    def load_pretrain(self, pretrain_state: dict[str, torch.Tensor]) -> tuple[str, ...]:
-        """Load a `BlipPretrain` state through `nlvr_state_from_pretrain`; strict except for the keys it
-        leaves fresh, which it returns."""
-        state, fresh = nlvr_state_from_pretrain(pretrain_state)
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if unexpected or set(missing) != set(fresh):
-            raise RuntimeError(f"NLVR state mismatch: missing {sorted(set(missing) - set(fresh))}, "
-                               f"unexpected {sorted(unexpected)}")  # fmt: skip
-        return fresh
-
 
 CLS_HEAD_KEYS = ("cls_head.0.weight", "cls_head.0.bias", "cls_head.2.weight", "cls_head.2.bias")
 

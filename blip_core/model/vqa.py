@@ -179,17 +179,6 @@ class BlipVQA(nn.Module):
         tok = logp.gather(-1, target.clamp(min=0)[..., None]).squeeze(-1)  # (R, Lc-1)
         return (tok * keep).sum(dim=1)
 
-    # -- weights ----------------------------------------------------------------------------------------
-    def load_pretrain(self, pretrain_state: dict[str, torch.Tensor]) -> tuple[str, ...]:
-        """Load a `BlipPretrain` state through `vqa_state_from_pretrain`; strict except for the keys it
-        leaves fresh, which it returns."""
-        state, fresh = vqa_state_from_pretrain(pretrain_state)
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if unexpected or set(missing) != set(fresh):
-            raise RuntimeError(f"VQA state mismatch: missing {sorted(set(missing) - set(fresh))}, "
-                               f"unexpected {sorted(unexpected)}")  # fmt: skip
-        return fresh
-
 
 def _check_pretrain_state(state: dict[str, torch.Tensor]) -> None:
     if "text.lm_head.bias" not in state or not any(".attention_dec." in k for k in state):

@@ -92,15 +92,23 @@ def load_pretrained(path: str | Path, *, kind: str | None = None, map_location: 
     saved_kind, cfg = read_config(path)
     state = load_file(str(Path(path) / "model.safetensors"), device=map_location)
     kind = kind or saved_kind
-    fresh: tuple[str, ...] = ()
-    if kind != saved_kind:
-        task = get_task(kind_task(kind))
-        if saved_kind != "pretrain" or task.from_pretrain is None:
-            raise ValueError(f"cannot turn a {saved_kind} checkpoint into a {kind}")
-        state, fresh = task.call("from_pretrain", state)  # the task's own layers (e.g. a classifier head) start fresh
     model = create_model(kind, cfg)
-    _load_strict(model, state, ignore_missing=tuple(fresh))
+    if kind != saved_kind:
+        if saved_kind != "pretrain" or get_task(kind_task(kind)).from_pretrain is None:
+            raise ValueError(f"cannot turn a {saved_kind} checkpoint into a {kind}")
+        load_pretrain_state(model, state)
+    else:
+        _load_strict(model, state, ignore_missing=())
     return model
+
+
+def load_pretrain_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """Load a pre-training state dict into a model of another registered kind through its task's
+    `from_pretrain` (e.g. the captioner's split, VQA's encoder + decoder): strict but for the keys the
+    conversion leaves at their fresh init (a classifier head, merge layers), which it returns."""
+    converted, fresh = get_task(kind_task(kind_of(model))).call("from_pretrain", state)
+    _load_strict(model, converted, ignore_missing=tuple(fresh))
+    return tuple(fresh)
 
 
 def load_for_inference(path: str | Path, *, kind: str | None = None, device: str | torch.device = "cpu") -> nn.Module:

@@ -16,6 +16,7 @@ from blip_core.model.blip import BlipPretrain
 from blip_core.model.med import MED
 from blip_core.model.nlvr import BlipNLVR, TwinCrossAttention, nlvr_state_from_pretrain
 from blip_core.model.tokenizer import TextProcessor, train_tokenizer
+from blip_core.model.weights import load_pretrain_state
 from blip_core.presets import with_tokenizer
 
 
@@ -56,7 +57,7 @@ def test_pretrain_state_loads_with_twin_copies(cfg):
     }  # fmt: skip
     assert not any(".attention_dec." in k or "lm_head" in k or k.endswith("_m") for k in converted)
     model = BlipNLVR(cfg).eval()
-    assert model.load_pretrain(state) == fresh
+    assert load_pretrain_state(model, state) == fresh
     single = pre.text.encoder.layer[0].crossattention
     twin = model.text_encoder.encoder.layer[0].crossattention
     for branch in (twin.self0, twin.self1):

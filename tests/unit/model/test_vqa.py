@@ -18,6 +18,7 @@ from blip_core.model.blip import BlipPretrain
 from blip_core.model.med import MED
 from blip_core.model.tokenizer import TextProcessor, train_tokenizer
 from blip_core.model.vqa import BlipVQA, vqa_state_from_pretrain
+from blip_core.model.weights import load_pretrain_state
 from blip_core.presets import with_tokenizer
 
 
@@ -78,7 +79,7 @@ def test_pretrain_state_loads_and_decoder_is_the_pretrain_decoder():
     cfg = _square_cfg()
     pre = BlipPretrain(cfg).eval()
     vqa = BlipVQA(cfg).eval()
-    assert vqa.load_pretrain(pre.state_dict()) == ()
+    assert load_pretrain_state(vqa, pre.state_dict()) == ()
     ids, mask = text_batch(B=4)
     ctx = torch.randn(4, 17, 32)
     with torch.no_grad():
@@ -102,7 +103,7 @@ def test_pretrain_state_with_wider_vision_leaves_decoder_kv_fresh(cfg):
     assert len(fresh) == 2 * 2 * cfg.text.num_layers  # key/value x weight/bias x layers
     assert all(".crossattention.self.key." in k or ".crossattention.self.value." in k for k in fresh)
     assert not any(k.startswith(("text_m.", "visual_encoder_m.", "itm_head", "vision_proj")) for k in converted)
-    assert BlipVQA(cfg).load_pretrain(state) == fresh
+    assert load_pretrain_state(BlipVQA(cfg), state) == fresh
     with pytest.raises(ValueError, match="not a BlipPretrain state"):
         vqa_state_from_pretrain({k: v for k, v in state.items() if ".attention_dec." not in k})
 
