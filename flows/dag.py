@@ -174,7 +174,7 @@ class Registers:
     """What the model is and what it was trained on, for the version's description."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Stage:
     """One pipeline step, as both runners see it."""
 
@@ -255,20 +255,23 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     vision_init = _vision_init(params)
     downstream = [get_task(t) for t in _downstream(params)]
     out: list[Stage] = [
-        Stage("world", fns.stage_world, {"out_dir": L.world, "params": params}, (), (L.world,), ("world",),
+        Stage(name="world", fn=fns.stage_world, kwargs={"out_dir": L.world, "params": params}, deps=(),
+              outs=(L.world,), params=("world",),
               comment="the generated image-caption world: clean splits, the noisy web pool, the objects split, "
                       "the downstream tasks' items"),
-        Stage("tokenizer", fns.stage_tokenizer, {"data_dirs": pool, "out_dir": L.tokenizer, "params": params},
-              tuple(pool), (L.tokenizer,), ("tokenizer",), comment="WordPiece vocabulary trained on the captions"),
-        Stage("inspect_world", fns.stage_inspect, {"data_dirs": [*pool, *evals], "params": params,
-              "out_file": f"{m}/world_read.json"}, (L.world,), params=("reader",),
+        Stage(name="tokenizer", fn=fns.stage_tokenizer,
+              kwargs={"data_dirs": pool, "out_dir": L.tokenizer, "params": params}, deps=tuple(pool),
+              outs=(L.tokenizer,), params=("tokenizer",), comment="WordPiece vocabulary trained on the captions"),
+        Stage(name="inspect_world", fn=fns.stage_inspect, kwargs={"data_dirs": [*pool, *evals], "params": params,
+              "out_file": f"{m}/world_read.json"}, deps=(L.world,), params=("reader",),
               metrics=(f"{m}/world_read.json",), comment="every split read as training reads it: counts and skips"),
-        Stage("validate_raw", fns.stage_validate, {"kind": "raw", "path": web, "params": params,
-              "out_file": f"{m}/validate_raw.json"}, (web,), params=("validate", "reader"),
+        Stage(name="validate_raw", fn=fns.stage_validate, kwargs={"kind": "raw", "path": web, "params": params,
+              "out_file": f"{m}/validate_raw.json"}, deps=(web,), params=("validate", "reader"),
               reports=(f"{m}/validate_raw.json",), data_docs=True,
               comment="Great Expectations gate on the raw web pool: fails the pipeline on bad data"),
-        Stage("leakage", fns.stage_leakage, {"eval_dirs": evals, "pool_dirs": [*pool, objects], "params": params,
-              "out_file": f"{m}/leakage.json"}, (L.world,), params=("validate.max_leaked_images",),
+        Stage(name="leakage", fn=fns.stage_leakage, kwargs={"eval_dirs": evals, "pool_dirs": [*pool, objects],
+              "params": params, "out_file": f"{m}/leakage.json"}, deps=(L.world,),
+              params=("validate.max_leaked_images",),
               reports=(f"{m}/leakage.json",),
               comment="evaluation images found in the pre-training pool (content hash)"),
     ]  # fmt: skip
@@ -276,9 +279,9 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     if vision_init == VISION_STAGE:
         vision = L.model("vision", "pretrain")
         t = get_task("vision")
-        out.append(Stage(VISION_STAGE, fns.stage_pretrain_vision, {"data_dirs": [objects], "out_dir":
+        out.append(Stage(name=VISION_STAGE, fn=fns.stage_pretrain_vision, kwargs={"data_dirs": [objects], "out_dir":
                          L.run("vision", "pretrain"), "eval_dir": val, "params": params, "resume": "auto"},
-                         (objects, val), (vision,), (t.section,), gpu=True, tasks=("vision",),
+                         deps=(objects, val), outs=(vision,), params=(t.section,), gpu=True, tasks=("vision",),
                          artifacts=((f"{L.run('vision', 'pretrain')}/resolved_config.json", None),),
                          registers=Registers(t.role, "vision", t.registry_metric, t.about),
                          comment=f"the {t.about} (BLIP: ImageNet DeiT weights)"))  # fmt: skip
@@ -308,8 +311,9 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
         else:
             what = f"{t.about}, from the {model} pre-training"
         role = t.role if task != "pretrain" or model == "baseline" else "bootstrapped"
-        return Stage(f"{name}_{model}", fns.stage_train, kwargs, (*data, init or L.tokenizer, *starts, *gates),
-                     (L.model(model, task),), (t.section,), gpu=True, tasks=(task,),
+        return Stage(name=f"{name}_{model}", fn=fns.stage_train, kwargs=kwargs,
+                     deps=(*data, init or L.tokenizer, *starts, *gates),
+                     outs=(L.model(model, task),), params=(t.section,), gpu=True, tasks=(task,),
                      artifacts=((f"{L.run(model, task)}/resolved_config.json", None),),
                      registers=Registers(role, model, t.registry_metric, what), comment=what)  # fmt: skip
 
@@ -331,24 +335,25 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     scores, selection = L.cf(capfilt.SCORE_INDEX), L.cf(capfilt.SELECTION)
     plots = f"{m}/capfilt/plots"
     out += [
-        Stage("capfilt_score", fns.stage_capfilt_score, cf | {"captioner": captioner, "filter_model": filt,
-              "calibration_dir": val}, (web, val, captioner, filt),
-              tuple(L.cf(d) for d in (capfilt.CAPTIONS, capfilt.SCORES, capfilt.CALIBRATION, capfilt.SCORE_INDEX)),
-              scoring, persist=True, gpu=True, mapped=True,
+        Stage(name="capfilt_score", fn=fns.stage_capfilt_score,
+              kwargs=cf | {"captioner": captioner, "filter_model": filt, "calibration_dir": val},
+              deps=(web, val, captioner, filt),
+              outs=tuple(L.cf(d) for d in (capfilt.CAPTIONS, capfilt.SCORES, capfilt.CALIBRATION, capfilt.SCORE_INDEX)),
+              params=scoring, persist=True, gpu=True, mapped=True,
               comment="captioner writes synthetic captions, filter scores web + synthetic (per shard)"),
-        Stage("capfilt_select", fns.stage_capfilt_select, cf | {"metrics_dir": f"{m}/capfilt"},
-              (scores, L.cf(capfilt.SCORES), L.cf(capfilt.CALIBRATION)),
-              (selection, L.cf(capfilt.SELECTION_META)),
-              ("capfilt.policy", "capfilt.threshold", "capfilt.threshold_mode", "capfilt.calibration_quantile",
+        Stage(name="capfilt_select", fn=fns.stage_capfilt_select, kwargs=cf | {"metrics_dir": f"{m}/capfilt"},
+              deps=(scores, L.cf(capfilt.SCORES), L.cf(capfilt.CALIBRATION)),
+              outs=(selection, L.cf(capfilt.SELECTION_META)),
+              params=("capfilt.policy", "capfilt.threshold", "capfilt.threshold_mode", "capfilt.calibration_quantile",
                "capfilt.clip_keep_fraction"), metrics=(L.quality,),
               plots=(f"{plots}/score_hist.png", f"{plots}/precision_recall.png", f"{plots}/noise_by_type.png"),
               comment="the policy on stored scores: seconds, no model run"),
-        Stage("capfilt_reshard", fns.stage_capfilt_reshard, cf | {"human_dirs": [human]},
-              (selection, scores, human, web), (L.bootstrapped,),
+        Stage(name="capfilt_reshard", fn=fns.stage_capfilt_reshard, kwargs=cf | {"human_dirs": [human]},
+              deps=(selection, scores, human, web), outs=(L.bootstrapped,),
               comment="bootstrapped webdataset: human split unfiltered + kept web images"),
-        Stage("validate_capfilt", fns.stage_validate, {"kind": "capfilt", "path": L.capfilt, "params": params,
-              "out_file": f"{m}/validate_capfilt.json"},
-              (L.bootstrapped, selection, L.cf(capfilt.SELECTION_META)),
+        Stage(name="validate_capfilt", fn=fns.stage_validate,
+              kwargs={"kind": "capfilt", "path": L.capfilt, "params": params, "out_file": f"{m}/validate_capfilt.json"},
+              deps=(L.bootstrapped, selection, L.cf(capfilt.SELECTION_META)),
               params=("validate", "capfilt.policy", "capfilt.threshold", "capfilt.max_length"),
               reports=(f"{m}/validate_capfilt.json",), data_docs=True,
               comment="Great Expectations gate on the CapFilt output"),
@@ -365,9 +370,10 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
         pre = L.model(model, "pretrain")  # probed: does its image tower know colours and shapes?
         result = L.evaluation(model)
         captions, grid = result.replace(".json", "_captions.json"), result.replace(".json", "_grid.png")
-        out.append(Stage(f"evaluate_{model}", fns.stage_evaluate, {"model_dirs": models, "data_dirs": tests,
-                         "params": params, "probe_model": pre, "probe_fit_dir": human, "out_file": result,
-                         "grid_file": grid}, (*models, pre, human, *tests),
+        out.append(Stage(name=f"evaluate_{model}", fn=fns.stage_evaluate,
+                         kwargs={"model_dirs": models, "data_dirs": tests, "params": params, "probe_model": pre,
+                                 "probe_fit_dir": human, "out_file": result,
+                         "grid_file": grid}, deps=(*models, pre, human, *tests),
                          outs=(captions,), params=("evaluate",), metrics=(result,), plots=(grid,), gpu=True,
                          tasks=evaluated,
                          artifacts=((result, "evaluation.json"), (captions, "captions.json"),
@@ -376,8 +382,8 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
                                  "grounding by attribute), probes of the pre-trained image tower" + extra))  # fmt: skip
     report = L.report
     base_eval, boot_eval = L.evaluation("baseline"), L.evaluation("bootstrapped")
-    out.append(Stage("report", fns.stage_report, {"baseline": base_eval, "bootstrapped": boot_eval,
-                     "out_dir": report, "quality": L.quality}, (base_eval, boot_eval, L.quality),
+    out.append(Stage(name="report", fn=fns.stage_report, kwargs={"baseline": base_eval, "bootstrapped": boot_eval,
+                     "out_dir": report, "quality": L.quality}, deps=(base_eval, boot_eval, L.quality),
                      outs=(f"{report}/comparison.csv", f"{report}/comparison.md"),
                      metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.png",),
                      comment="baseline vs bootstrapped: the verdict, the table, the chart of the deltas"))  # fmt: skip

@@ -52,11 +52,12 @@ SCRIPT = textwrap.dedent(
         raise ValueError("capfilt.threshold must be in [0, 1], got 7")
 
     def stage(name, fn):
-        return dag.Stage(name, fn, {"out_file": str(work / f"{name}.json")}, (), (str(work / f"{name}.json"),))
+        return dag.Stage(name=name, fn=fn, kwargs={"out_file": str(work / f"{name}.json")}, deps=(),
+                         outs=(str(work / f"{name}.json"),))
 
     ALL = {s.name: s for s in (stage("flaky", flaky), stage("io_forever", io_forever), stage("broken", broken))}
     dag.stages = lambda params="params.yaml", root="data": [ALL[n] for n in sys.argv[2].split(",")]
-    dag.code_of = lambda fn: ()
+    dag.code_of = lambda fn, tasks=(): ()
     tasks.stage_task.retry_delay_seconds = 0
 
     @flow
