@@ -533,9 +533,9 @@ def stage_report(
     from blip_core.eval.report import plot_comparison, verdict
 
     base, boot = json.loads(Path(baseline).read_text()), json.loads(Path(bootstrapped).read_text())
-    rows = []
+    rows, compared = [], report_metrics()
     for split in sorted(set(base) & set(boot)):
-        for m in report_metrics():
+        for m in compared:
             a, b = base[split].get(m), boot[split].get(m)
             if isinstance(a, int | float) and isinstance(b, int | float):
                 rows.append({"split": split, "metric": m, "baseline": a, "bootstrapped": b, "delta": b - a})

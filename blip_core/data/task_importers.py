@@ -333,6 +333,19 @@ def import_vqa_v2(
                   shard_size=shard_size)  # fmt: skip
 
 
+def _open_blip_list(ann_json, images_root, what: str, root_label: str, max_side: int, limit: int,
+                    max_json_bytes: int):  # fmt: skip
+    """BLIP's annotation json of a task (`what`: VQA or NLVR), a list of objects, with its image root
+    checked: (json path, image root, the list, the import report)."""
+    _check_args(max_side, limit)
+    ann_json = Path(ann_json)
+    images_root = _check_dir(Path(images_root), root_label)
+    data = _load_json(ann_json, max_json_bytes)
+    if not isinstance(data, list):
+        raise ValueError(f"{ann_json} is not a BLIP {what} json (needs a list of objects)")
+    return ann_json, images_root, data, ImportReport(source=f"blip-{what.lower()}-json:{ann_json}")
+
+
 def import_blip_vqa_json(
     ann_json: str | Path,
     images_root: str | Path,
@@ -350,13 +363,9 @@ def import_blip_vqa_json(
     "dataset"}` -> `vqa` items with the fields of `import_vqa_v2`. BLIP's json has no answer type:
     it is guessed from the most common answer (yes/no -> yesno, digits -> count, else other), and
     image_id is the number at the end of the image's file name (its stem when there is none)."""
-    _check_args(max_side, limit)
-    ann_json, out_dir = Path(ann_json), Path(out_dir)
-    images_root = _check_dir(Path(images_root), "VQA image root")
-    data = _load_json(ann_json, max_json_bytes)
-    if not isinstance(data, list):
-        raise ValueError(f"{ann_json} is not a BLIP VQA json (needs a list of objects)")
-    report = ImportReport(source=f"blip-vqa-json:{ann_json}")
+    ann_json, images_root, data, report = _open_blip_list(ann_json, images_root, "VQA", "VQA image root", max_side,
+                                                          limit, max_json_bytes)  # fmt: skip
+    out_dir = Path(out_dir)
 
     def candidates() -> Iterator[_Candidate]:
         seen: set[str] = set()
@@ -542,13 +551,9 @@ def import_blip_nlvr_json(
     items with the fields of `import_nlvr2`. The file has no identifiers: an item's is rebuilt from
     its left image (`dev-850-0-img0.png` -> `dev-850-0-<n>`, n counting that pair's sentences in
     file order), so it matches NLVR2's when BLIP kept their order; `row<i>` for other file names."""
-    _check_args(max_side, limit)
-    ann_json, out_dir = Path(ann_json), Path(out_dir)
-    images_root = _check_dir(Path(images_root), "NLVR2 image root")
-    data = _load_json(ann_json, max_json_bytes)
-    if not isinstance(data, list):
-        raise ValueError(f"{ann_json} is not a BLIP NLVR json (needs a list of objects)")
-    report = ImportReport(source=f"blip-nlvr-json:{ann_json}")
+    ann_json, images_root, data, report = _open_blip_list(ann_json, images_root, "NLVR", "NLVR2 image root", max_side,
+                                                          limit, max_json_bytes)  # fmt: skip
+    out_dir = Path(out_dir)
 
     def candidates() -> Iterator[_Candidate]:
         per_pair: Counter[str] = Counter()
