@@ -32,7 +32,7 @@ from blip_core.distributed import default_device, is_dist, is_main_process, worl
 from blip_core.losses import alpha_ramp
 from blip_core.machine import out_of_memory_hint
 from blip_core.optim import create_optimizer, create_scheduler
-from blip_core.tasks import get_task
+from blip_core.tasks import get_task, resolve
 from blip_core.tracking import MetricLogger, NullLogger
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class Trainer:
     ) -> None:
         self.cfg, self.data, self.out_dir = cfg, data, Path(out_dir)
         self.task = get_task(cfg.task)
+        self._task_forward = resolve(self.task.forward)  # the registry's adapter: how this task calls its model
         self.device = device or default_device()
         if is_dist():
             model = _sync_batch_norm(model, self.device)
@@ -184,7 +185,7 @@ class Trainer:
     def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         b = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with self._autocast():
-            return self.task.call("forward", self, b)  # the registry's adapter: how this task calls its model
+            return self._task_forward(self, b)
 
     def train_step(self, batches: list[dict[str, Any]]) -> dict[str, float]:
         """One optimizer step over `grad_accum` micro-batches.
