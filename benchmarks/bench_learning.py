@@ -33,7 +33,7 @@ import torch
 
 from blip_core.config import EvalConfig, TrainConfig, WorldConfig, load_params_section
 from blip_core.data.loader import load_eval_split
-from blip_core.data.world import generate_world
+from blip_core.data.world_generate import generate_world
 from blip_core.eval.captioning import evaluate_captioning
 from blip_core.eval.probe import fit_probe, image_features, noise_auroc, probe_towers, scene_labels
 from blip_core.machine import banner, describe

@@ -36,7 +36,7 @@ def prefect_server(home: Path):
     import socket
     import subprocess
 
-    from flows.local import _healthy, _wait, server_command
+    from flows.local import healthy, server_command, wait_for
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,7 +46,7 @@ def prefect_server(home: Path):
     server = subprocess.Popen(server_command(port), env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"
     try:
-        _wait(lambda: _healthy(api=url), f"prefect server (log: {log.name})", 120, server)
+        wait_for(lambda: healthy(api=url), f"prefect server (log: {log.name})", 120, server)
         before = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
         os.environ |= {"PREFECT_API_URL": url, "PREFECT_HOME": str(home)}
         try:

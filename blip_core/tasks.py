@@ -87,12 +87,21 @@ class Task:
 
     @property
     def modules(self) -> tuple[str, ...]:
-        """The modules its "module:attr" references name (a pipeline stage running it runs their code)."""
-        refs = (self.model, self.forward, self.train_data, self.load_eval, self.evaluate, self.from_pretrain)
+        """The modules its "module:attr" references name (a stage evaluating it runs their code)."""
+        return tuple(dict.fromkeys(self.train_modules + self._modules((self.load_eval, self.evaluate))))
+
+    @property
+    def train_modules(self) -> tuple[str, ...]:
+        """The modules a training of it runs (model, forward, data, state conversion), not its evaluator."""
+        found = list(self._modules((self.model, self.forward, self.train_data, self.from_pretrain)))
+        if self.model is None:
+            found += TASKS[kind_task(self.kind)].train_modules
+        return tuple(dict.fromkeys(found))
+
+    @staticmethod
+    def _modules(refs: tuple[Any, ...]) -> tuple[str, ...]:
         found = [r.partition(":")[0] for r in refs if isinstance(r, str)]
         found += [r.__module__ for r in refs if r is not None and not isinstance(r, str)]
-        if self.model is None:
-            found += TASKS[kind_task(self.kind)].modules
         return tuple(dict.fromkeys(found))
 
     def call(self, what: str, *args: Any, **kwargs: Any) -> Any:

@@ -114,7 +114,7 @@ def bootstrap(
             if s.name == "world":  # the world's DVC md5 (or fingerprint)
                 _tag_flow_run(f"data:{versioning.data_hash(dag.Layout(root).world)}")
         report = results["report"]
-        from flows.effect import run_summary, run_verdict
+        from flows.results import run_summary, run_verdict
 
         summary = run_summary(root)
         line = run_verdict(root, params, summary=summary) or report.get("verdict", "")
@@ -152,7 +152,7 @@ def bootstrap(
 def headline_metrics(rows: list[dict], summary: dict[str, Any]) -> dict[str, float]:
     """The few figures the experiment's first view should show on the parent run: test/novel mean
     recall and fully grounded rate (both models and the delta), filter AUROC, raw and kept noise
-    (from the run's `flows.effect.run_summary`)."""
+    (from the run's `flows.results.run_summary`)."""
     from blip_core.eval.report import HEADLINE
 
     out = {}
@@ -237,9 +237,8 @@ def record_in_dvc(params: str, root: str) -> str:
     marker = Path(root, "logs", "dvc_recorded.json")
     if marker.is_file() and marker.read_text().strip() == _dvc_state(params, root):
         return "recorded in dvc.lock (unchanged since the last commit)"
-    from flows.local import tool
 
-    r = subprocess.run([*tool("dvc"), "commit", "--force", "--quiet"], capture_output=True, text=True)
+    r = subprocess.run([*versioning.tool("dvc"), "commit", "--force", "--quiet"], capture_output=True, text=True)
     if r.returncode != 0:  # the run itself succeeded: say why DVC did not take it, do not fail it
         logger.warning("dvc commit failed (dvc status will show the stages as changed): %s", r.stderr.strip()[-500:])
         marker.unlink(missing_ok=True)
@@ -253,7 +252,7 @@ def _dvc_state(params: str, root: str) -> str:
     """dvc.lock's bytes and every stage output's fingerprint, at the time of a commit."""
     outs = [o for s in dag.stages(params, root) for o in s.outputs]
     lock = Path("dvc.lock").read_bytes() if Path("dvc.lock").is_file() else b""
-    return versioning._sha({"lock": hashlib.sha256(lock).hexdigest(), "outs": versioning.fingerprint(outs)})
+    return versioning.sha({"lock": hashlib.sha256(lock).hexdigest(), "outs": versioning.fingerprint(outs)})
 
 
 def _mark_if_served_from_cache(parent) -> None:

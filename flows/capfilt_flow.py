@@ -20,7 +20,7 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.tasks import _retry_on_io, accelerator_tags
+from flows.tasks import accelerator_tags, retry_on_io
 
 _MODELS: dict[tuple, Any] = {}
 _MODELS_LOCK = threading.Lock()
@@ -44,14 +44,14 @@ def _cfg(cfg: dict):
     return from_dict(CapFiltConfig, cfg, section="capfilt")
 
 
-@task(task_run_name="caption-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io)
+@task(task_run_name="caption-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retry_on_io)
 def caption_shard_task(shard: str, captioner: str, filter_model: str, cfg: dict, work: str) -> dict:
     from blip_core.capfilt.pipeline import caption_one
 
     return caption_one(shard, _models(captioner, filter_model), _cfg(cfg), work)
 
 
-@task(task_run_name="filter-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io)
+@task(task_run_name="filter-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retry_on_io)
 def filter_shard_task(
     shard: str, captioner: str | None, filter_model: str, cfg: dict, work: str, captioned: dict | None = None
 ) -> dict:
@@ -62,7 +62,7 @@ def filter_shard_task(
     return filter_one(shard, _models(captioner, filter_model), _cfg(cfg), work)
 
 
-@task(task_run_name="calibrate-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=_retry_on_io)
+@task(task_run_name="calibrate-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retry_on_io)
 def calibrate_shard_task(shard: str, captioner: str | None, filter_model: str, cfg: dict, work: str) -> dict:
     from blip_core.capfilt.pipeline import calibrate_one
 

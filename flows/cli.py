@@ -149,7 +149,7 @@ def _cmd_capfilt(args: argparse.Namespace) -> int:
         result = stages.stage_capfilt_select(args.web, args.work, metrics_dir=args.metrics, threshold=args.threshold,
                                              **common)  # fmt: skip
     elif args.step == "reshard":
-        result = stages.stage_capfilt_reshard(args.human, args.web, args.work, **common)
+        result = stages.stage_capfilt_reshard(args.human, args.web, args.work)
     else:
         result = stages.stage_capfilt_run(args.human, args.web, args.work, metrics_dir=args.metrics,
                                           threshold=args.threshold, calibration_dir=args.calibration, **models,

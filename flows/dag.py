@@ -21,11 +21,6 @@ with, the data it reads and writes, the params.yaml keys it reads and the source
 
 from __future__ import annotations
 
-import ast
-import functools
-import hashlib
-import inspect
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,75 +30,7 @@ import yaml
 
 from blip_core import capfilt
 from flows import stages as fns
-
-REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("blip_core", "flows")
-
-
-def _module_file(module: str) -> Path | None:
-    path = REPO.joinpath(*module.split("."))
-    if path.with_suffix(".py").is_file():
-        return path.with_suffix(".py")
-    if (path / "__init__.py").is_file():
-        return path / "__init__.py"
-    return None
-
-
-def _imports(tree: ast.AST, package: str) -> set[str]:
-    """Every project module a piece of source imports (module level or inside functions)."""
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative import
-                base = ".".join(
-                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
-                )
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names}  # `from pkg import module`
-    return {m for m in found if m.split(".")[0] in PACKAGES and _module_file(m) is not None}
-
-
-@functools.cache
-def _module_closure(module: str) -> frozenset[str]:
-    seen, todo = set(), [module]
-    while todo:
-        m = todo.pop()
-        if m in seen:
-            continue
-        seen.add(m)
-        f = _module_file(m)
-        todo += _imports(ast.parse(f.read_text()), m if f.name == "__init__.py" else m.rpartition(".")[0])
-    return frozenset(seen)
-
-
-def code_of(fn: Callable[..., Any], tasks: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The source a stage function runs: its own module's file, then every project module it imports
-    (transitively), as whole `blip_core` subpackages and single top-level modules / flows files; plus
-    the modules the registry entries of `tasks` name (their model class, forward, data, evaluator),
-    which the stage reaches through the registry rather than an import."""
-    from blip_core.tasks import get_task
-
-    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    modules = {fn.__module__}
-    for m in _imports(tree, fn.__module__.rpartition(".")[0]):
-        modules |= _module_closure(m)
-    for name in tasks:
-        for m in get_task(name).modules:
-            if m.split(".")[0] in PACKAGES and _module_file(m) is not None:
-                modules |= _module_closure(m)
-    paths = set()
-    for m in modules:
-        parts = m.split(".")
-        if parts[0] == "blip_core" and len(parts) >= 2 and (REPO / parts[0] / parts[1]).is_dir():
-            paths.add("/".join(parts[:2]))  # a subpackage (or a module in it): the whole subpackage
-        elif m == "blip_core":
-            paths.add("blip_core/__init__.py")
-        else:
-            paths.add(str(_module_file(m).relative_to(REPO)))
-    return tuple(sorted(paths))
+from flows.codedeps import code_hash, code_of  # noqa: F401  (code_hash: the runners' cache keys)
 
 
 @dataclass(frozen=True)
@@ -199,7 +126,9 @@ class Stage:
     gpu: bool = False
     """Holds the accelerator (Prefect tag `gpu`, limited to one task at a time)."""
     tasks: tuple[str, ...] = ()
-    """The registered tasks (blip_core.tasks) it trains or evaluates: their code is its code."""
+    """The registered tasks (blip_core.tasks) it trains: their training code is its code."""
+    evaluates: tuple[str, ...] = ()
+    """The registered tasks it evaluates: their training and evaluation code is its code."""
     mapped: bool = False
     """Prefect runs it mapped, one task per shard (flows.capfilt_flow); DVC runs the plain call."""
     artifacts: tuple[tuple[str, str | None], ...] = ()
@@ -215,14 +144,19 @@ class Stage:
     @property
     def code_deps(self) -> tuple[str, ...]:
         """The source it runs, derived from what `fn` imports and its `tasks`' entries (see `code_of`)."""
-        return code_of(self.fn, self.tasks)
+        return code_of(self.fn, self.tasks, self.evaluates)
 
     @property
     def outputs(self) -> tuple[str, ...]:
         return self.outs + self.reports + self.metrics + self.plots
 
-    def run(self) -> Any:
-        return self.fn(**self.kwargs)
+    def run(self, **extra: Any) -> Any:
+        """`fn(**kwargs, **extra)` (extra: a runner's own, e.g. the metric logger), reading only the
+        params it declares (flows.stages.params.declared_params)."""
+        from flows.stages.params import declared_params
+
+        with declared_params(self.name, self.params):
+            return self.fn(**self.kwargs, **extra)
 
 
 def _vision_init(params: str) -> str:
@@ -348,7 +282,8 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
                "capfilt.clip_keep_fraction"), metrics=(L.quality,),
               plots=(f"{plots}/score_hist.png", f"{plots}/precision_recall.png", f"{plots}/noise_by_type.png"),
               comment="the policy on stored scores: seconds, no model run"),
-        Stage(name="capfilt_reshard", fn=fns.stage_capfilt_reshard, kwargs=cf | {"human_dirs": [human]},
+        Stage(name="capfilt_reshard", fn=fns.stage_capfilt_reshard, kwargs={"human_dirs": [human], "web_dir": web,
+              "work_dir": L.capfilt},
               deps=(selection, scores, human, web), outs=(L.bootstrapped,),
               comment="bootstrapped webdataset: human split unfiltered + kept web images"),
         Stage(name="validate_capfilt", fn=fns.stage_validate,
@@ -375,7 +310,7 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
                                  "probe_fit_dir": human, "out_file": result,
                          "grid_file": grid}, deps=(*models, pre, human, *tests),
                          outs=(captions,), params=("evaluate",), metrics=(result,), plots=(grid,), gpu=True,
-                         tasks=evaluated,
+                         evaluates=evaluated,
                          artifacts=((result, "evaluation.json"), (captions, "captions.json"),
                                     (grid, "caption_grid.png")),
                          comment=f"the {model} models on test and novel: retrieval, captions (COCO metrics, "
@@ -395,18 +330,6 @@ def by_name(name: str, *, params: str = "params.yaml", root: str = "data") -> St
     if name not in found:
         raise ValueError(f"unknown stage {name!r}; stages: {', '.join(found)}")
     return found[name]
-
-
-def code_hash(paths: tuple[str, ...]) -> str:
-    """Content hash of a stage's source files (folders: every .py below them)."""
-    h = hashlib.sha256()
-    for rel in paths:
-        p = REPO / rel
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
-        for f in files:
-            h.update(str(f.relative_to(REPO)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -25,16 +25,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from flows import effect
+from flows import effect, results
+from flows.versioning import tool
 
 HOST, PORT = "127.0.0.1", int(os.environ.get("BLIP_PREFECT_PORT", "4200"))
 API = f"http://{HOST}:{PORT}/api"
-
-
-def tool(name: str) -> list[str]:
-    """A command-line tool of this environment (prefect, dvc, mlflow) as `python -m`: it works
-    without an activated virtual environment, where the bare name may be missing or another one."""
-    return [sys.executable, "-m", name]
 
 
 def server_command(port: int = PORT) -> list[str]:
@@ -49,7 +44,7 @@ def server_env(port: int = PORT) -> dict[str, str]:
     return {"PREFECT_API_URL": api, "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
-def _healthy(timeout: float = 2.0, api: str = API) -> bool:
+def healthy(timeout: float = 2.0, api: str = API) -> bool:
     try:
         with urllib.request.urlopen(f"{api}/health", timeout=timeout) as r:
             return r.status == 200
@@ -57,7 +52,7 @@ def _healthy(timeout: float = 2.0, api: str = API) -> bool:
         return False
 
 
-def _wait(check, what: str, seconds: float, proc: subprocess.Popen | None = None) -> None:
+def wait_for(check, what: str, seconds: float, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if check():
@@ -192,15 +187,15 @@ def main() -> int:
     _stop_leftovers()
     # the summary at the end reads the CapFilt scores through blip_core (torch: ~3 s of imports);
     # this process only waits until then, so it imports them meanwhile
-    threading.Thread(target=effect.import_summary_deps, daemon=True).start()
+    threading.Thread(target=results.import_summary_deps, daemon=True).start()
     try:
-        if _healthy():
+        if healthy():
             print(f"Using the Prefect server already running at {API}")
         else:
             print(f"Starting a local Prefect server at http://{HOST}:{PORT} (log: {logs}/prefect-server.log)")
             server = _spawn(server_command(), env, logs / "prefect-server.log")
             _record(server=server)
-            _wait(_healthy, "prefect server", 180, server)
+            wait_for(healthy, "prefect server", 180, server)
         # a fresh `gpu` limit (1 task at a time): slots leased by an earlier run that was killed would
         # otherwise block every gpu-tagged task of this run
         _api("DELETE", "/concurrency_limits/tag/gpu")
@@ -211,7 +206,7 @@ def main() -> int:
         serve = _spawn([sys.executable, "-m", "flows.bootstrap", "serve"], env, logs / "serve.log",
                        death_signal=signal.SIGUSR1)  # fmt: skip
         _record(server=server, serve=serve)
-        _wait(_deployment_ready, "deployment bootstrap/full", 180, serve)
+        wait_for(_deployment_ready, "deployment bootstrap/full", 180, serve)
         print(f"Ready after {time.monotonic() - t0:.0f} s. Running: prefect deployment run bootstrap/full --watch")
         t_run = time.monotonic()
         rc = _watch(
@@ -237,8 +232,8 @@ def _summary() -> None:
         print("\nBaseline vs bootstrapped (test and novel splits; VQA, NLVR² and zero-shot video on theirs):\n")
         table = report.read_text()  # the verdict above its table is the one-run form: ours below may have the spread
         print(table[table.find("|") :] if "|" in table else table)
-    summary = effect.run_summary("data")
-    line = effect.run_verdict("data", "params.yaml", summary=summary)
+    summary = results.run_summary("data")
+    line = results.run_verdict("data", "params.yaml", summary=summary)
     if line:
         print(line + "\n")
     quality = effect.quality_lines(summary)

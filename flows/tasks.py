@@ -38,7 +38,7 @@ def params_values(params: str, keys: tuple[str, ...]) -> dict[str, Any]:
 
 def _cache_key(context, parameters: dict[str, Any]) -> str:
     s = dag.by_name(parameters["name"], params=parameters["params"], root=parameters["root"])
-    return versioning._sha(
+    return versioning.sha(
         {
             "stage": s.name,
             "deps": versioning.fingerprint(list(s.deps)),
@@ -49,7 +49,7 @@ def _cache_key(context, parameters: dict[str, Any]) -> str:
     )
 
 
-def _retry_on_io(task, task_run, state) -> bool:
+def retry_on_io(task, task_run, state) -> bool:
     """Retry transient I/O errors only; a missing input or a bad config fails at once."""
     try:
         state.result()
@@ -66,7 +66,7 @@ def _retry_on_io(task, task_run, state) -> bool:
     task_run_name="{name}",
     retries=2,
     retry_delay_seconds=2,
-    retry_condition_fn=_retry_on_io,
+    retry_condition_fn=retry_on_io,
     cache_key_fn=_cache_key,
     persist_result=True,
 )
@@ -74,12 +74,10 @@ def stage_task(name: str, params: str, root: str, run: dict) -> dict:
     """Run one stage of `flows.dag` (a nested MLflow run when the flow tracks one)."""
     s = dag.by_name(name, params=params, root=root)
     tracker = _stage_tracker(s, params, run)
-    call = s.kwargs
     logs_itself = "metric_logger" in inspect.signature(s.fn).parameters
-    if tracker is not None and logs_itself:
-        call = call | {"metric_logger": tracker}
+    extra = {"metric_logger": tracker} if tracker is not None and logs_itself else {}
     try:
-        summary = s.fn(**call)
+        summary = s.run(**extra)
     except BaseException:
         if tracker is not None:
             tracker.close("FAILED")
@@ -136,8 +134,8 @@ def _stage_tracker(s: dag.Stage, params: str, run: dict):
     tags_ = {
         "stage": s.name,
         "git_commit": run["git_commit"],
-        "params_hash": versioning._sha(params_values(params, s.params)),
-        "data_hash": versioning._sha([versioning.data_hash(p) for p in s.deps]),
+        "params_hash": versioning.sha(params_values(params, s.params)),
+        "data_hash": versioning.sha([versioning.data_hash(p) for p in s.deps]),
     }
     lg = MLflowLogger(experiment=run["experiment"], run_name=s.name, tracking_uri=run["tracking_uri"], tags=tags_,
                       parent_run_id=run["mlflow_parent"])  # fmt: skip
@@ -234,7 +232,7 @@ def release_stale_gpu_slots() -> None:
 def _register_key(context, parameters: dict[str, Any]) -> str:
     """Register again only when a model (or the store) changed: a cached re-run adds no versions."""
     models = parameters["models"]
-    return versioning._sha({"models": versioning.fingerprint(list(models.values())),
+    return versioning.sha({"models": versioning.fingerprint(list(models.values())),
                             "store": parameters["run"].get("tracking_uri")})  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def git_commit(root: str | Path = REPO) -> str:
         return "nogit"
 
 
-def _sha(obj: Any) -> str:
+def sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -37,7 +38,7 @@ def params_hash(params: str | Path, sections: list[str] | None = None) -> str:
     """Hash of the whole params file, or of the named sections."""
     p = Path(params)
     doc = yaml.safe_load(p.read_text()) if p.is_file() else {}
-    return _sha({k: doc.get(k) for k in sections} if sections else doc)
+    return sha({k: doc.get(k) for k in sections} if sections else doc)
 
 
 SMALL_FILE = 64 * 2**20
@@ -60,7 +61,7 @@ def fingerprint(paths: list[str | Path]) -> str:
             items.append((path.name, path.stat().st_size, path.stat().st_mtime_ns))
         else:
             items.append((str(path), "missing"))
-    return _sha(items)
+    return sha(items)
 
 
 def data_hash(path: str | Path, lock: str | Path = "dvc.lock") -> str:
@@ -74,3 +75,9 @@ def data_hash(path: str | Path, lock: str | Path = "dvc.lock") -> str:
                 if out.get("path") == target and "md5" in out:
                     return out["md5"].removesuffix(".dir")[:12]
     return "fp-" + fingerprint([path])
+
+
+def tool(name: str) -> list[str]:
+    """A command-line tool of this environment (prefect, dvc, mlflow) as `python -m`: it works
+    without an activated virtual environment, where the bare name may be missing or another one."""
+    return [sys.executable, "-m", name]

@@ -13,7 +13,7 @@ import logging
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -321,7 +321,6 @@ def run_select(cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | P
 def run_reshard(
     human_dirs: list[str | Path],
     web_dir: str | Path,
-    cfg: CapFiltConfig,
     work_dir: str | Path,
     out_dir: str | Path,
 ) -> dict[str, Any]:
@@ -344,7 +343,9 @@ def run_reshard(
         "images": sum(r["written"] for r in results),
         "dropped_images": sum(r["dropped"] for r in results),
         "captions": sum(r["captions"] for r in results),
-        "config": asdict(cfg),
+        "selection": json.loads((Path(work_dir) / SELECTION_META).read_text())
+        if (Path(work_dir) / SELECTION_META).is_file()
+        else {},  # the policy and threshold that chose what is copied
         "checkpoints": provenance,
         "shards": results,
     }

@@ -29,7 +29,14 @@ from typing import Any
 from tqdm import tqdm
 
 from blip_core.config import ReaderConfig
-from blip_core.data.reader import MEMBER_LEVEL_REASONS, TAR_LEVEL_REASONS, ReadStats, _Skip, decode_image, iter_samples
+from blip_core.data.reader import (
+    MEMBER_LEVEL_REASONS,
+    TAR_LEVEL_REASONS,
+    ReadStats,
+    SkipSample,
+    decode_image,
+    iter_samples,
+)
 from blip_core.data.shards import ShardWriter, list_shards, manifest_path, write_manifest, write_stats
 
 logger = logging.getLogger(__name__)
@@ -113,7 +120,7 @@ MAX_JSON_BYTES = 512 * 2**20
 _SAFE_SPLIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
-def _load_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
+def load_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
     size = path.stat().st_size
@@ -185,7 +192,7 @@ def write_records(
             continue
         try:
             jpeg, size = _to_jpeg(rec.image_path, cfg)
-        except _Skip as s:
+        except SkipSample as s:
             report.reject(ident, s.reason, s.detail)
             continue
         seen.add(rec.key)
@@ -229,7 +236,7 @@ def import_coco(
 ) -> ImportReport:
     """COCO captions json (`images` + `annotations`) and its image folder."""
     captions_json, images_dir = Path(captions_json), Path(images_dir)
-    data = _load_json(captions_json, max_json_bytes)
+    data = load_json(captions_json, max_json_bytes)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise ValueError(f"{captions_json} is not a COCO captions file (needs 'images' and 'annotations')")
     for key in ("images", "annotations"):
@@ -263,7 +270,9 @@ def import_coco(
     def records() -> Iterator[_Record]:
         for image_id, im in images.items():
             yield _Record(
-                make_key("coco", image_id), images_dir / im["file_name"], caps[image_id],
+                make_key("coco", image_id),
+                images_dir / im["file_name"],
+                caps[image_id],
                 {"image_id": str(image_id), "file_name": im["file_name"]},
             )
 
@@ -273,12 +282,16 @@ def import_coco(
 
 
 def import_karpathy(
-    dataset_json: str | Path, images_root: str | Path, out_dir: str | Path, *, max_json_bytes: int = MAX_JSON_BYTES,
+    dataset_json: str | Path,
+    images_root: str | Path,
+    out_dir: str | Path,
+    *,
+    max_json_bytes: int = MAX_JSON_BYTES,
     **kw: Any,
 ) -> ImportReport:
     """Karpathy `dataset_coco.json`; writes `out_dir/<split>/` for each split present."""
     dataset_json, images_root = Path(dataset_json), Path(images_root)
-    data = _load_json(dataset_json, max_json_bytes)
+    data = load_json(dataset_json, max_json_bytes)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{dataset_json} is not a Karpathy split file (needs an 'images' list)")
     report = ImportReport(source=f"karpathy:{dataset_json}")
@@ -298,8 +311,12 @@ def import_karpathy(
         filepath = im.get("filepath", "")
         rel = Path(filepath if isinstance(filepath, str) else "") / im["filename"]
         by_split.setdefault(im["split"], []).append(
-            _Record(make_key("coco", ident), images_root / rel, _clean_captions(raw) or [],
-                    {"image_id": str(ident), "file_name": str(rel)})
+            _Record(
+                make_key("coco", ident),
+                images_root / rel,
+                _clean_captions(raw) or [],
+                {"image_id": str(ident), "file_name": str(rel)},
+            )
         )
     for split, recs in sorted(by_split.items()):
         write_records(iter(recs), Path(out_dir) / split, split=split, report=report, total=len(recs),
@@ -319,7 +336,7 @@ def import_blip_json(
     """BLIP annotation json: a list of `{"image": path, "caption": str | list}`; rows of the same
     image are merged into one sample with several captions."""
     ann_json, images_root = Path(ann_json), Path(images_root)
-    data = _load_json(ann_json, max_json_bytes)
+    data = load_json(ann_json, max_json_bytes)
     if not isinstance(data, list):
         raise ValueError(f"{ann_json} is not a BLIP annotation file (needs a list of objects)")
     report = ImportReport(source=f"blip-json:{ann_json}")
@@ -379,20 +396,30 @@ def index_img2dataset(folder: str | Path, *, reader_cfg: ReaderConfig | None = N
             w, h = s["image"].size
             rows.append(
                 {
-                    "key": s["key"], "shard": tar.stem, "width": w, "height": h, "caption": s["captions"][0],
-                    "caption_len": len(s["captions"][0].split()), "num_captions": len(s["captions"]),
+                    "key": s["key"],
+                    "shard": tar.stem,
+                    "width": w,
+                    "height": h,
+                    "caption": s["captions"][0],
+                    "caption_len": len(s["captions"][0].split()),
+                    "num_captions": len(s["captions"]),
                     "sha256": hashlib.sha256(s["image_bytes"]).hexdigest(),
-                    "source": str(s["meta"].get("source", "web")), "split": str(s["meta"].get("split", folder.name)),
+                    "source": str(s["meta"].get("source", "web")),
+                    "split": str(s["meta"].get("split", folder.name)),
                     "image_id": str(s["meta"].get("image_id", s["key"])),
                 }
             )
         lost = _lost_tail(folder, tar, stats)
         if lost:  # img2dataset wrote more samples into this tar than it now holds
             stats.skipped[(tar.name, "lost_after_cut")] += lost
-            stats.examples[(tar.name, "lost_after_cut")] = f"img2dataset's {tar.stem}_stats.json lists {lost} more samples"
+            stats.examples[(tar.name, "lost_after_cut")] = (
+                f"img2dataset's {tar.stem}_stats.json lists {lost} more samples"
+            )
             logger.warning("%s: %d samples img2dataset wrote are missing (the tar was cut)", tar, lost)
         write_manifest(rows, manifest_path(folder, tar.stem))
-        shards.append({"shard": tar.stem, "num_samples": len(rows), "num_captions": sum(r["num_captions"] for r in rows)})
+        shards.append(
+            {"shard": tar.stem, "num_samples": len(rows), "num_captions": sum(r["num_captions"] for r in rows)}
+        )
         report.num_written += len(rows)
         report.num_captions += sum(r["num_captions"] for r in rows)
     for (shard, reason), n in sorted(stats.skipped.items()):

@@ -28,7 +28,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from blip_core.config import ReaderConfig
-from blip_core.data.reader import ReadStats, SampleDecoder, _drop_duplicate_keys, _track_shard
+from blip_core.data.reader import ReadStats, SampleDecoder, drop_duplicate_keys, track_shard
 from blip_core.data.shards import list_shards, read_manifests
 from blip_core.distributed import world_info
 
@@ -63,8 +63,9 @@ class TrainTransform:
         ratio = g.uniform(0.9, 1.1)
         cw, ch = min(w, round((area * ratio) ** 0.5)), min(h, round((area / ratio) ** 0.5))
         top, left = g.randint(0, h - ch), g.randint(0, w - cw)
-        image = TF.resized_crop(image, top, left, ch, cw, [self.image_size] * 2,
-                                interpolation=InterpolationMode.BICUBIC, antialias=True)
+        image = TF.resized_crop(
+            image, top, left, ch, cw, [self.image_size] * 2, interpolation=InterpolationMode.BICUBIC, antialias=True
+        )
         return TF.normalize(TF.to_tensor(image), MEAN, STD)
 
 
@@ -72,8 +73,13 @@ def _expand_captions(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """One training pair per caption; all pairs of an image share its id (same-image aware losses)."""
     for s in src:
         for i, caption in enumerate(s["captions"]):
-            yield {"key": s["key"], "pair": f"{s['key']}/{i}", "image": s["image"], "caption": caption,
-                   "image_id": str(s["meta"].get("image_id", s["key"]))}
+            yield {
+                "key": s["key"],
+                "pair": f"{s['key']}/{i}",
+                "image": s["image"],
+                "caption": caption,
+                "image_id": str(s["meta"].get("image_id", s["key"])),
+            }
 
 
 def _seeded_shuffle(src, bufsize: int, seed: str) -> Iterator[Any]:
@@ -171,7 +177,9 @@ class LabelCollate:
             for group, names in it["labels"].items():
                 for name in names:
                     if (group, name) not in self.index:
-                        raise ValueError(f"sample {it['key']}: unknown class {group}={name!r} (classes: {self.classes})")
+                        raise ValueError(
+                            f"sample {it['key']}: unknown class {group}={name!r} (classes: {self.classes})"
+                        )
                     labels[row, self.index[(group, name)]] = 1.0
         return {"images": torch.stack([it["tensor"] for it in items]), "labels": labels,
                 "keys": [it["pair"] for it in items]}  # fmt: skip
@@ -225,10 +233,23 @@ class TrainData:
     (object recognition) batched with multi-hot `labels` instead of tokenized captions.
     """
 
-    def __init__(self, dirs: list[str | Path], processor, *, batch_size: int, image_size: int, seed: int,
-                 crop_scale_min: float, shuffle_buffer: int, num_workers: int, prompt: bool = False,
-                 reader_cfg: ReaderConfig | None = None, classes: dict[str, list[str]] | None = None,
-                 swap_negatives: bool = False, phrase_positives: bool = False) -> None:
+    def __init__(
+        self,
+        dirs: list[str | Path],
+        processor,
+        *,
+        batch_size: int,
+        image_size: int,
+        seed: int,
+        crop_scale_min: float,
+        shuffle_buffer: int,
+        num_workers: int,
+        prompt: bool = False,
+        reader_cfg: ReaderConfig | None = None,
+        classes: dict[str, list[str]] | None = None,
+        swap_negatives: bool = False,
+        phrase_positives: bool = False,
+    ) -> None:
         if not dirs:
             raise ValueError("training needs at least one data directory")
         self.urls = [str(p) for d in dirs for p in list_shards(d)]
@@ -255,20 +276,26 @@ class TrainData:
         if shard_split:
             stages += [wds.split_by_node, wds.split_by_worker]
         stages += [
-            functools.partial(_track_shard, stats=stats),
+            functools.partial(track_shard, stats=stats),
             wds.tarfile_to_samples(handler=stats.handler),
-            functools.partial(_drop_duplicate_keys, stats=stats),
+            functools.partial(drop_duplicate_keys, stats=stats),
         ]
         if self.shuffle_buffer:
-            stages.append(functools.partial(_seeded_shuffle, bufsize=self.shuffle_buffer, seed=f"{self.seed}/{epoch}/raw"))
-        stages += [wds.map(SampleDecoder(stats, self.reader_cfg, labelled=self.labelled)),
-                   _label_items if self.labelled else _expand_captions]
+            stages.append(
+                functools.partial(_seeded_shuffle, bufsize=self.shuffle_buffer, seed=f"{self.seed}/{epoch}/raw")
+            )
+        stages += [
+            wds.map(SampleDecoder(stats, self.reader_cfg, labelled=self.labelled)),
+            _label_items if self.labelled else _expand_captions,
+        ]
         if not shard_split and consumers > 1:
             # few shards: split the pair stream, so N ranks see exactly the pairs one process would
             index_fn = functools.partial(_consumer_index, self.num_workers)
             stages.append(functools.partial(_split_samples, consumers=consumers, index_fn=index_fn))
         if self.shuffle_buffer:
-            stages.append(functools.partial(_seeded_shuffle, bufsize=4 * self.batch_size, seed=f"{self.seed}/{epoch}/pairs"))
+            stages.append(
+                functools.partial(_seeded_shuffle, bufsize=4 * self.batch_size, seed=f"{self.seed}/{epoch}/pairs")
+            )
         stages.append(functools.partial(_apply_transform, transform=self.transform))
         if self.swap_negatives or self.phrase_positives:
             stages.append(functools.partial(_add_itm_extras, transform=self.transform, swaps=self.swap_negatives,

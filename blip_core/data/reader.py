@@ -135,7 +135,7 @@ MEMBER_LEVEL_REASONS = frozenset({"link_member", "unnamed_member"})
 link member is counted too, as `missing_image`)."""
 
 
-def _track_shard(src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[dict[str, Any]]:
+def track_shard(src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[dict[str, Any]]:
     """Pipeline stage that remembers which shard is being expanded, for the exception handler, and
     counts a local tar that lacks its end-of-archive marker as `truncated_tar`: cut at a member
     boundary, it reads without an error and the samples after the cut would vanish unnoticed."""
@@ -192,7 +192,7 @@ def tar_was_cut(path: str | Path) -> bool:
         return False  # unreadable: reading it reports why
 
 
-def _drop_duplicate_keys(src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[dict[str, Any]]:
+def drop_duplicate_keys(src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[dict[str, Any]]:
     """Skip a sample whose key was already seen in the same pass over its shard (first one wins)."""
     url, seen = None, set()
     for sample in src:
@@ -240,7 +240,7 @@ class SampleDecoder:
         key = sample.get("__key__", "?")
         try:
             out = self._decode(sample, shard, key)
-        except _Skip as s:
+        except SkipSample as s:
             self.stats.record_skip(shard, s.reason, f"{key}: {s.detail}")
             return None
         self.stats.record_ok(shard)
@@ -249,7 +249,7 @@ class SampleDecoder:
     def _decode(self, sample: dict[str, Any], shard: str, key: str) -> dict[str, Any]:
         image_bytes = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
         if image_bytes is None:
-            raise _Skip("missing_image", f"members {sorted(k for k in sample if not k.startswith('__'))}")
+            raise SkipSample("missing_image", f"members {sorted(k for k in sample if not k.startswith('__'))}")
         meta: dict[str, Any] = {}
         if "json" in sample:
             try:
@@ -257,47 +257,46 @@ class SampleDecoder:
                 if not isinstance(meta, dict):
                     raise ValueError("json is not an object")
             except (UnicodeDecodeError, ValueError) as e:
-                raise _Skip("bad_json", str(e)) from None
+                raise SkipSample("bad_json", str(e)) from None
         if self.labelled:
             return self._labelled(key, meta, image_bytes)
         captions = meta.pop("captions", None)
         if not captions and meta.get("labels") and "txt" not in sample:
-            raise _Skip("label_only", "a label-only sample (class labels, no caption): read it with labelled=True")
+            raise SkipSample("label_only", "a label-only sample (class labels, no caption): read it with labelled=True")
         if captions is None and "txt" in sample:
             try:
                 captions = [sample["txt"].decode("utf-8")]
             except UnicodeDecodeError as e:
-                raise _Skip("bad_caption_encoding", str(e)) from None
+                raise SkipSample("bad_caption_encoding", str(e)) from None
         if captions is None:
-            raise _Skip("missing_caption", "no .txt and no captions in .json")
+            raise SkipSample("missing_caption", "no .txt and no captions in .json")
         if "json" not in sample and "txt" in sample:
-            raise _Skip("missing_json", "no .json member")
+            raise SkipSample("missing_json", "no .json member")
         if isinstance(captions, str):
             captions = [captions]
         if not isinstance(captions, list):
-            raise _Skip("bad_json", f"captions must be a string or a list, got {type(captions).__name__}")
+            raise SkipSample("bad_json", f"captions must be a string or a list, got {type(captions).__name__}")
         captions = [clean_caption(c) for c in captions if isinstance(c, str)]
         captions = [c for c in captions if c]
         if not captions:
-            raise _Skip("empty_caption", "all captions empty")
+            raise SkipSample("empty_caption", "all captions empty")
         if any(len(c) > self.cfg.max_caption_chars for c in captions):
-            raise _Skip("caption_too_long", f"> {self.cfg.max_caption_chars} characters")
+            raise SkipSample("caption_too_long", f"> {self.cfg.max_caption_chars} characters")
         image = decode_image(image_bytes, self.cfg)
         out = {"key": key, "image": image, "captions": captions, "meta": meta}
         if self.keep_bytes:
             out["image_bytes"] = image_bytes
         return out
 
-
     def _labelled(self, key: str, meta: dict[str, Any], image_bytes: bytes) -> dict[str, Any]:
         if "labels" not in meta:
-            raise _Skip("missing_labels", "no 'labels' in the json (a label-only sample needs them)")
+            raise SkipSample("missing_labels", "no 'labels' in the json (a label-only sample needs them)")
         labels = meta.pop("labels")
         ok = isinstance(labels, dict) and all(
             isinstance(g, str) and isinstance(v, list) and all(isinstance(c, str) for c in v) for g, v in labels.items()
         )
         if not ok:
-            raise _Skip("bad_labels", f"labels must map a group to a list of class names, got {str(labels)[:100]}")
+            raise SkipSample("bad_labels", f"labels must map a group to a list of class names, got {str(labels)[:100]}")
         meta.pop("captions", None)
         out = {"key": key, "image": decode_image(image_bytes, self.cfg), "captions": [],
                "labels": labels, "meta": meta}  # fmt: skip
@@ -316,7 +315,7 @@ def clean_caption(text: str) -> str:
     return text.strip()
 
 
-class _Skip(Exception):
+class SkipSample(Exception):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(reason)
         self.reason, self.detail = reason, detail
@@ -330,17 +329,17 @@ def decode_image(data: bytes, cfg: ReaderConfig) -> Image.Image:
             im = Image.open(io.BytesIO(data))
             width, height = im.size  # header only
             if width * height > cfg.max_image_pixels:
-                raise _Skip("image_too_large", f"{width}x{height} > {cfg.max_image_pixels} pixels")
+                raise SkipSample("image_too_large", f"{width}x{height} > {cfg.max_image_pixels} pixels")
             if min(width, height) < cfg.min_image_side:
-                raise _Skip("image_too_small", f"{width}x{height} < {cfg.min_image_side}")
+                raise SkipSample("image_too_small", f"{width}x{height} < {cfg.min_image_side}")
             im.load()
             return im.convert("RGB")
-    except _Skip:
+    except SkipSample:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise _Skip("image_too_large", str(e)) from None
+        raise SkipSample("image_too_large", str(e)) from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-        raise _Skip("corrupt_image", f"{type(e).__name__}: {e}") from None
+        raise SkipSample("corrupt_image", f"{type(e).__name__}: {e}") from None
 
 
 def build_pipeline(
@@ -382,9 +381,9 @@ def build_pipeline(
         stages.append(wds.split_by_node)
     if split_by_worker:
         stages.append(wds.split_by_worker)
-    stages.append(functools.partial(_track_shard, stats=stats))
+    stages.append(functools.partial(track_shard, stats=stats))
     stages.append(wds.tarfile_to_samples(handler=stats.handler))
-    stages.append(functools.partial(_drop_duplicate_keys, stats=stats))
+    stages.append(functools.partial(drop_duplicate_keys, stats=stats))
     if shuffle_buffer:
         stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(seed)))
     stages.append(wds.map(SampleDecoder(stats, reader_cfg, keep_bytes=keep_bytes, labelled=labelled)))

@@ -36,8 +36,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from blip_core.config import ReaderConfig
-from blip_core.data.importers import MAX_JSON_BYTES, REJECTED_FILE, ImportReport, _load_json, make_key
-from blip_core.data.reader import _Skip, decode_image
+from blip_core.data.importers import MAX_JSON_BYTES, REJECTED_FILE, ImportReport, load_json, make_key
+from blip_core.data.reader import SkipSample, decode_image
 from blip_core.data.shards import write_stats
 from blip_core.data.task_data import SHARD_SIZE, TaskItem, write_task_items
 from blip_core.fileio import write_text
@@ -70,30 +70,30 @@ class _ImageEncoder:
 
     def __init__(self, root: Path, cfg: ReaderConfig, max_side: int, cache_size: int = 64) -> None:
         self.root, self.cfg, self.max_side, self.cache_size = root.resolve(), cfg, max_side, cache_size
-        self._cache: OrderedDict[Path, bytes | _Skip] = OrderedDict()
+        self._cache: OrderedDict[Path, bytes | SkipSample] = OrderedDict()
 
     def __call__(self, path: Path) -> bytes:
         if path not in self._cache:
             try:
                 self._cache[path] = self._encode(path)
-            except _Skip as s:
+            except SkipSample as s:
                 self._cache[path] = s
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(path)
         result = self._cache[path]
-        if isinstance(result, _Skip):
+        if isinstance(result, SkipSample):
             raise result
         return result
 
     def _encode(self, path: Path) -> bytes:
         # a symlink (or `../` in an annotation path) must not pull other files into a dataset
         if not path.resolve().is_relative_to(self.root):
-            raise _Skip("image_outside_root", f"{path} resolves outside {self.root}")
+            raise SkipSample("image_outside_root", f"{path} resolves outside {self.root}")
         if not path.is_file():
-            raise _Skip("missing_image", f"{path}: file not found")
+            raise SkipSample("missing_image", f"{path}: file not found")
         if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise _Skip("image_too_large", f"{path}: {path.stat().st_size} bytes > {MAX_IMAGE_BYTES}")
+            raise SkipSample("image_too_large", f"{path}: {path.stat().st_size} bytes > {MAX_IMAGE_BYTES}")
         img = decode_image(path.read_bytes(), self.cfg)  # pixel-count guard before decoding; RGB
         if self.max_side and max(img.size) > self.max_side:
             img.thumbnail((self.max_side, self.max_side), Image.Resampling.BICUBIC)
@@ -173,7 +173,7 @@ def _write(
         for cand in candidates:
             try:
                 images = [encoder(p) for p in cand.image_paths]
-            except _Skip as s:
+            except SkipSample as s:
                 report.reject(cand.ident, s.reason, s.detail)
                 continue
             report.num_written += 1
@@ -208,7 +208,7 @@ def _vqa_answer_fields(answers: list[str]) -> dict[str, Any]:
 
 
 def _index_vqa_annotations(path: Path, max_json_bytes: int, report: ImportReport) -> tuple[dict[int, Any], str | None]:
-    data = _load_json(path, max_json_bytes)
+    data = load_json(path, max_json_bytes)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise ValueError(f"{path} is not a VQA annotations file (needs an 'annotations' list)")
     by_question: dict[int, Any] = {}
@@ -285,7 +285,7 @@ def import_vqa_v2(
     _check_args(max_side, limit)
     questions_file, out_dir = Path(questions_file), Path(out_dir)
     images_dir = _check_dir(Path(images_dir), "VQA image folder")
-    data = _load_json(questions_file, max_json_bytes)
+    data = load_json(questions_file, max_json_bytes)
     if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
         raise ValueError(f"{questions_file} is not a VQA questions file (needs a 'questions' list)")
     subtype = data.get("data_subtype")
@@ -340,7 +340,7 @@ def _open_blip_list(ann_json, images_root, what: str, root_label: str, max_side:
     _check_args(max_side, limit)
     ann_json = Path(ann_json)
     images_root = _check_dir(Path(images_root), root_label)
-    data = _load_json(ann_json, max_json_bytes)
+    data = load_json(ann_json, max_json_bytes)
     if not isinstance(data, list):
         raise ValueError(f"{ann_json} is not a BLIP {what} json (needs a list of objects)")
     return ann_json, images_root, data, ImportReport(source=f"blip-{what.lower()}-json:{ann_json}")

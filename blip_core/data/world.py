@@ -55,7 +55,7 @@ LABEL_GROUPS = {"shape": tuple(lx.SHAPES), "color": tuple(lx.COLORS)}
 """The `objects` split's class vocabulary: group -> class names (multi-label per group)."""
 
 
-def _rng(cfg: WorldConfig, split: str, index: int, purpose: str) -> random.Random:
+def rng_for(cfg: WorldConfig, split: str, index: int, purpose: str) -> random.Random:
     return random.Random(f"{cfg.seed}/{split}/{index}/{purpose}")
 
 
@@ -99,7 +99,7 @@ def seen_combos(cfg: WorldConfig) -> list[tuple[str, str]]:
 
 def sample_scene(cfg: WorldConfig, split: str, index: int) -> Scene:
     """The scene of one sample; cheap, so other samples can regenerate it."""
-    rng = _rng(cfg, split, index, "scene")
+    rng = rng_for(cfg, split, index, "scene")
     held = held_out_combos(cfg)
     allowed = seen_combos(cfg) if split in CLEAN_SPLITS else [(c, s) for c in lx.COLORS for s in lx.SHAPES]
     num_objects = rng.choices((1, 2, 3, 4), weights=(0.3, 0.35, 0.2, 0.15))[0]
@@ -385,7 +385,7 @@ def _corrupt(m: Mentions, scene: Scene, rng: random.Random) -> tuple[Mentions, s
 
 def web_caption(cfg: WorldConfig, index: int, scene: Scene) -> tuple[str, str, str]:
     """The alt-text of web image `index`: (text, noise type, detail)."""
-    rng = _rng(cfg, "web", index, "caption")
+    rng = rng_for(cfg, "web", index, "caption")
     noise_type = assign_noise_type(cfg, index)
     if noise_type == "clean":
         return terse_text(terse_mentions(scene, rng), rng), "clean", ""
@@ -405,7 +405,7 @@ def web_caption(cfg: WorldConfig, index: int, scene: Scene) -> tuple[str, str, s
         for _ in range(20):
             j = (index + rng.randrange(1, max(2, cfg.num_web))) % max(1, cfg.num_web)
             other = sample_scene(cfg, "web", j)
-            other_rng = _rng(cfg, "web", j, "caption")
+            other_rng = rng_for(cfg, "web", j, "caption")
             text = terse_text(terse_mentions(other, other_rng), other_rng)
             if not ground_caption(text, scene).is_true:
                 return text, "mismatched", f"web-{j:07d}"
@@ -420,7 +420,7 @@ def web_caption(cfg: WorldConfig, index: int, scene: Scene) -> tuple[str, str, s
 
 def assign_noise_type(cfg: WorldConfig, index: int) -> str:
     """Draw the noise type of web sample `index` from the configured rates."""
-    u = _rng(cfg, "web", index, "noise").random()
+    u = rng_for(cfg, "web", index, "noise").random()
     acc = 0.0
     for name in ("mismatched", "corrupted", "spam", "uninformative"):
         acc += cfg.web_noise.get(name, 0.0)
@@ -460,7 +460,7 @@ def object_labels(scene: Scene) -> dict[str, list[str]]:
 def make_sample(cfg: WorldConfig, split: str, index: int) -> dict[str, Any]:
     """Everything about one sample: key, jpeg bytes, captions, source and ground-truth metadata."""
     scene = sample_scene(cfg, split, index)
-    img = render_scene(scene, _rng(cfg, split, index, "render"), cfg.image_size)
+    img = render_scene(scene, rng_for(cfg, split, index, "render"), cfg.image_size)
     key = f"{split}-{index:07d}"
     gt: dict[str, Any] = {"scene": scene.to_dict()}
     held = set(held_out_combos(cfg))
@@ -474,7 +474,7 @@ def make_sample(cfg: WorldConfig, split: str, index: int) -> dict[str, Any]:
         captions, source = [text], "web"
         gt |= {"noise_type": noise_type, "noise_detail": detail}
     else:
-        captions = human_captions(scene, _rng(cfg, split, index, "caption"), cfg.captions_per_image)
+        captions = human_captions(scene, rng_for(cfg, split, index, "caption"), cfg.captions_per_image)
         source = "human"
     return {
         "key": key,
@@ -487,7 +487,7 @@ def make_sample(cfg: WorldConfig, split: str, index: int) -> dict[str, Any]:
     }
 
 
-def _write_shard(job: tuple[WorldConfig, str, str, int, int, int]) -> dict[str, Any]:
+def write_shard(job: tuple[WorldConfig, str, str, int, int, int]) -> dict[str, Any]:
     cfg, out_dir, split, shard_index, start, stop = job
     noise: Counter[str] = Counter()
     writer = ShardWriter(Path(out_dir) / split, shard_index, split=split)
@@ -506,93 +506,3 @@ def _write_shard(job: tuple[WorldConfig, str, str, int, int, int]) -> dict[str, 
         **summary.to_dict(),
         "noise_counts": dict(sorted(noise.items())),
     }
-
-
-def _default_sigterm() -> None:
-    """Forked workers inherit the parent's SIGTERM handler; under Prefect that handler raises
-    TerminationSignal when the pool stops its workers at the end, which logs a traceback for a run
-    that succeeded. Workers only render shards: the default handling (exit) is right for them."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _write_task_split(job: tuple[WorldConfig, str, str, int, int, int]) -> dict[str, Any]:
-    from blip_core.data.world_tasks import write_task_split  # it builds on this module
-
-    cfg, out_dir, split = job[:3]
-    return {**write_task_split(cfg, out_dir, split), "num_samples": job[5], "is_task": True}
-
-
-def _run_job(job: tuple[WorldConfig, str, str, int, int, int]) -> dict[str, Any]:
-    return _write_task_split(job) if job[3] < 0 else _write_shard(job)
-
-
-def generate_world(cfg: WorldConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
-    """Write every split under `out_dir/<split>/` and a `world.json` summary; returns the summary.
-
-    The downstream-task splits of `blip_core.data.world_tasks` (`vqa_*`, `nlvr_*`, `video_*`; one
-    whose size is 0 is not written) are made in the same worker pool, one job per split.
-    """
-    from blip_core.data.world_tasks import TASK_SPLITS
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for split, n in cfg.split_sizes().items():
-        split_dir = out_dir / split
-        if split_dir.exists():  # stale shards from a larger earlier run must not survive
-            shutil.rmtree(split_dir)
-        split_dir.mkdir()
-        for shard_index, start in enumerate(range(0, n, cfg.shard_size)):
-            jobs.append((cfg, str(out_dir), split, shard_index, start, min(n, start + cfg.shard_size)))
-    task_sizes = cfg.task_split_sizes()
-    for split in TASK_SPLITS:
-        if (out_dir / split).exists():
-            shutil.rmtree(out_dir / split)
-        if task_sizes[split]:  # one job per task split (shard index -1); its "size" counts items
-            jobs.append((cfg, str(out_dir), split, -1, 0, task_sizes[split]))
-    # largest jobs first keeps both processes busy until the end (a task item costs less than an image)
-    jobs.sort(key=lambda j: -(j[5] - j[4]) // (4 if j[3] < 0 else 1))
-    results: list[dict[str, Any]] = []
-    total = sum(j[5] - j[4] for j in jobs)
-    with tqdm(total=total, desc="world", unit="item", disable=not progress) as bar:
-        if cfg.num_workers > 1 and len(jobs) > 1:
-            with get_context("fork").Pool(min(cfg.num_workers, len(jobs)), initializer=_default_sigterm) as pool:
-                for r in pool.imap_unordered(_run_job, jobs):
-                    results.append(r)
-                    bar.update(r["num_samples"])
-        else:
-            for job in jobs:
-                results.append(_run_job(job))
-                bar.update(results[-1]["num_samples"])
-    task_results = {r["split"]: r for r in results if r.get("is_task")}
-    results = [r for r in results if not r.get("is_task")]
-    summary: dict[str, Any] = {"splits": {}}
-    for split in SPLITS:
-        shards = sorted((r for r in results if r["split"] == split), key=lambda r: r["shard"])
-        noise = Counter()
-        for r in shards:
-            noise.update(r["noise_counts"])
-        stats = {
-            "split": split,
-            "num_samples": sum(r["num_samples"] for r in shards),
-            "num_captions": sum(r["num_captions"] for r in shards),
-            "num_shards": len(shards),
-            "bytes": sum(r["bytes"] for r in shards),
-            "shards": [{k: v for k, v in r.items() if k != "split"} for r in shards],
-        }
-        if split == "web":
-            stats["noise_counts"] = dict(sorted(noise.items()))
-        if split == "objects":  # the label vocabulary, for whoever trains on it
-            stats["classes"] = {group: list(names) for group, names in LABEL_GROUPS.items()}
-        write_stats(out_dir / split, stats)
-        summary["splits"][split] = {k: stats[k] for k in ("num_samples", "num_captions", "num_shards", "bytes")}
-    summary["config"] = {f: getattr(cfg, f) for f in cfg.__slots__ if f != "num_workers"}  # type: ignore[attr-defined]
-    summary["held_out_combos"] = [list(c) for c in held_out_combos(cfg)]
-    summary["task_splits"] = {
-        split: {k: task_results[split][k] for k in ("task", "items", "num_shards", "bytes")}
-        for split in TASK_SPLITS
-        if split in task_results
-    }
-    (out_dir / "world.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    logger.info("wrote world to %s: %s", out_dir, {s: v["num_samples"] for s, v in summary["splits"].items()})
-    return summary

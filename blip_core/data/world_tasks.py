@@ -13,7 +13,7 @@ the world builds small analogues of each from its own scenes, so that every answ
   and one event (an object moves, appears, disappears or changes colour) with 2-3 captions;
   `video_novel` clips start from `novel` scenes, so each holds a held-out (colour, shape) combo.
 
-Everything derives from (seed, split, index, purpose) through `world._rng`, like the image splits.
+Everything derives from (seed, split, index, purpose) through `world.rng_for`, like the image splits.
 
 The checkers (`vqa_answer`, `nlvr_truth`, `video_caption_true`) parse the TEXT of an item with the
 shared lexicon and compute the truth from the scene(s); they share no code with the generators
@@ -38,7 +38,7 @@ from blip_core.data.task_data import TaskItem, write_task_items
 from blip_core.data.world import (
     CLEAN_SPLITS,
     GRID,
-    _rng,
+    rng_for,
     encode_jpeg,
     render_scene,
     sample_scene,
@@ -118,7 +118,7 @@ class _Images:
     def get(self, index: int) -> tuple[bytes, Scene]:
         if index not in self._cache:
             scene = sample_scene(self.cfg, self.split, index)
-            img = render_scene(scene, _rng(self.cfg, self.split, index, "render"), self.cfg.image_size)
+            img = render_scene(scene, rng_for(self.cfg, self.split, index, "render"), self.cfg.image_size)
             self._cache[index] = (encode_jpeg(img, self.cfg.jpeg_quality), scene)
         return self._cache[index]
 
@@ -214,7 +214,7 @@ def vqa_items(cfg: WorldConfig, split: str) -> Iterator[TaskItem]:
     allowed = _allowed(cfg, image_split)
     for i in range(cfg.split_sizes()[image_split]):
         jpeg, scene = images.get(i)
-        for q, qa in enumerate(vqa_questions(scene, _rng(cfg, split, i, "questions"), cfg.vqa_per_image, allowed)):
+        for q, qa in enumerate(vqa_questions(scene, rng_for(cfg, split, i, "questions"), cfg.vqa_per_image, allowed)):
             fields = {"image_id": images.key(i), "question": qa["question"], "answers": [qa["answer"]],
                       "answer": qa["answer"], "type": qa["type"], "scene": scene.to_dict()}  # fmt: skip
             yield TaskItem(f"{split}-{i:07d}-q{q}", [jpeg], fields)
@@ -349,7 +349,7 @@ def nlvr_items(cfg: WorldConfig, split: str) -> Iterator[TaskItem]:
     if num_images < 2:
         return
     for i in range(cfg.task_split_sizes()[split]):
-        rng = _rng(cfg, split, i, "statement")
+        rng = rng_for(cfg, split, i, "statement")
         a, b = rng.sample(range(num_images), 2)
         (ja, sa), (jb, sb) = images.get(a), images.get(b)
         label = rng.random() < 0.5
@@ -495,7 +495,7 @@ def video_clip(cfg: WorldConfig, split: str, index: int) -> dict[str, Any]:
     or `novel`), or, when that scene cannot have the event (no object whose (colour, shape) is
     unique in it), another scene drawn from the same split's distribution."""
     image_split = TASK_SPLITS[split][1]
-    rng = _rng(cfg, split, index, "event")
+    rng = rng_for(cfg, split, index, "event")
     kind = rng.choice(VIDEO_EVENTS)
     allowed = _allowed(cfg, image_split)
     for attempt in range(100):
@@ -516,7 +516,7 @@ def video_items(cfg: WorldConfig, split: str) -> Iterator[TaskItem]:
             if k and sc.to_dict() == clip["scenes"][k - 1].to_dict():  # same state, same seed: same image
                 frames.append(frames[-1])
                 continue
-            img = render_scene(sc, _rng(cfg, split, i, "render"), cfg.image_size)
+            img = render_scene(sc, rng_for(cfg, split, i, "render"), cfg.image_size)
             frames.append(encode_jpeg(img, cfg.jpeg_quality))
         fields = {"captions": clip["captions"], "event": clip["event"], "scenes": [s.to_dict() for s in clip["scenes"]]}
         yield TaskItem(f"{split}-{i:07d}", frames, fields)

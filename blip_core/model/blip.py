@@ -74,7 +74,7 @@ class BlipRetrieval(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     # -- momentum and queues -------------------------------------------------------------------------
-    def _momentum_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+    def momentum_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
         pairs = []
         for online, mom in [
             (self.visual_encoder, self.visual_encoder_m),
@@ -87,13 +87,13 @@ class BlipRetrieval(nn.Module):
         return pairs
 
     def _momentum_params(self, momentum: bool) -> list[nn.Parameter]:
-        return [p[1] if momentum else p[0] for p in self._momentum_pairs()]
+        return [p[1] if momentum else p[0] for p in self.momentum_pairs()]
 
     @torch.no_grad()
     def momentum_update(self) -> None:
         m = self.cfg.momentum
         # a frozen parameter's average is itself; m*p + (1-m)*p would drift from it by rounding
-        pairs = [(p, q) for p, q in self._momentum_pairs() if p.requires_grad]
+        pairs = [(p, q) for p, q in self.momentum_pairs() if p.requires_grad]
         if not pairs:
             return
         online, mom = zip(*pairs, strict=True)

@@ -349,7 +349,7 @@ _MOMENTUM_AND_QUEUES = (
 
 def _copy_momentum(model: BlipRetrieval) -> None:
     with torch.no_grad():
-        for online, mom in model._momentum_pairs():
+        for online, mom in model.momentum_pairs():
             mom.copy_(online)
 
 

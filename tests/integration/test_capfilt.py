@@ -95,7 +95,7 @@ def test_select_and_reshard_write_kept_captions_with_provenance(tiny_world, mode
     assert {"filter/auroc", "filter/precision", "filter/recall", "keep_rate/web"} <= set(quality)
     assert (tmp_path / "metrics" / "plots" / "score_hist.png").stat().st_size > 1000
     assert (tmp_path / "metrics" / "plots" / "precision_recall.png").is_file()
-    summary = pipeline.run_reshard([tiny_world / "coco_train"], tiny_world / "web", cfg, tmp_path, tmp_path / "out")
+    summary = pipeline.run_reshard([tiny_world / "coco_train"], tiny_world / "web", tmp_path, tmp_path / "out")
     sel = pd.read_parquet(tmp_path / "selection.parquet")
     kept = sel[sel["keep"]]
     samples = list(iter_samples(tmp_path / "out"))

@@ -3,12 +3,14 @@ a library edit invalidates exactly the stages that run the edited file, under DV
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
-from flows import dag, tasks
+from flows import codedeps, dag, tasks
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,23 +44,79 @@ def test_every_dep_is_made_by_an_earlier_stage_or_is_code():
         made |= set(s.outputs)
 
 
-def test_code_deps_follow_imports():
+def test_code_deps_follow_imports_per_module():
     code = {s.name: set(s.code_deps) for s in dag.stages()}
-    assert {"blip_core/trainer.py", "blip_core/train.py", "blip_core/model", "blip_core/data"} <= code[
-        "pretrain_baseline"
+    assert {
+        "blip_core/trainer.py",
+        "blip_core/train.py",
+        "blip_core/model/blip.py",
+        "blip_core/data/loader.py",
+    } <= code["pretrain_baseline"]
+    assert "blip_core/trainer.py" not in code["world"] and not any(
+        c.startswith("blip_core/model/") for c in code["world"]
+    )
+    assert {"blip_core/eval/captioning.py", "blip_core/eval/retrieval.py", "blip_core/model/blip.py"} <= code[
+        "evaluate_baseline"
     ]
-    assert "blip_core/trainer.py" not in code["world"] and "blip_core/model" not in code["world"]
-    assert {"blip_core/eval", "blip_core/model"} <= code["evaluate_baseline"]
     assert "flows/validation.py" in code["validate_raw"] and "flows/validation.py" in code["validate_capfilt"]
-    assert "blip_core/capfilt" in code["capfilt_select"]
-    assert all("flows/stages.py" in c for c in code.values())
+    assert "blip_core/capfilt/pipeline.py" in code["capfilt_select"]
+    assert all(not p.endswith("/") and (REPO / p).is_file() for c in code.values() for p in c)  # files, not packages
+    # a stage runs its own family's module, not every stage function's
+    assert "flows/stages/train.py" in code["pretrain_baseline"] and "flows/stages/evaluate.py" not in code["world"]
+    # training a task runs its model and forward, not its evaluator
+    train_stages = [n for n in code if n.startswith(("pretrain", "finetune"))]
+    assert train_stages and all("blip_core/eval/captioning.py" not in code[n] for n in train_stages)
+
+
+def test_an_evaluation_edit_leaves_world_pretrainings_and_finetunes_cached(tmp_path, monkeypatch):
+    """Under DVC (the stage's deps) and Prefect (its cache key) alike."""
+    for pkg in ("blip_core", "flows"):
+        shutil.copytree(REPO / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codedeps, "REPO", tmp_path)
+    codedeps._module_closure.cache_clear()
+    names = [s.name for s in dag.stages()]
+
+    def state():
+        return {
+            n: (
+                tasks._cache_key(None, {"name": n, "params": "params.yaml", "root": "data"}),
+                dag.code_hash(s.code_deps),
+            )
+            for n, s in ((s.name, s) for s in dag.stages())
+        }
+
+    before = state()
+    with (tmp_path / "blip_core" / "eval" / "captioning.py").open("a") as f:
+        f.write("\n# an edit\n")
+    after = state()
+    changed = {n for n in names if after[n] != before[n]}
+    assert changed == {"evaluate_baseline", "evaluate_bootstrapped"}, changed
+    codedeps._module_closure.cache_clear()
+
+
+def test_a_stage_reading_undeclared_params_fails_loudly(tmp_path):
+    from flows.stages.params import UndeclaredParamsError
+
+    world = dag.by_name("world", root=str(tmp_path))
+    sneaky = dataclasses.replace(world, fn=_reads_capfilt, kwargs={"params": str(REPO / "params.yaml")})
+    with pytest.raises(UndeclaredParamsError, match="stage world reads params section 'capfilt'"):
+        sneaky.run()
+    declared = dataclasses.replace(sneaky, params=("world", "capfilt.top_p"))
+    assert declared.run() == yaml.safe_load((REPO / "params.yaml").read_text())["capfilt"]["top_p"]
+
+
+def _reads_capfilt(params):
+    from blip_core.config import CapFiltConfig
+    from flows.stages.params import section
+
+    return section(params, "capfilt", CapFiltConfig).top_p
 
 
 def test_a_library_edit_changes_the_prefect_cache_key_of_the_stages_using_it(tmp_path, monkeypatch):
     for pkg in ("blip_core", "flows"):
         shutil.copytree(REPO / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(dag, "REPO", tmp_path)
-    dag._module_closure.cache_clear()
+    monkeypatch.setattr(codedeps, "REPO", tmp_path)
+    codedeps._module_closure.cache_clear()
     names = ["world", "capfilt_select", "evaluate_baseline", "pretrain_baseline"]
 
     def keys():
@@ -74,7 +132,7 @@ def test_a_library_edit_changes_the_prefect_cache_key_of_the_stages_using_it(tmp
         f.write("\n# another edit\n")
     again = keys()
     assert again["pretrain_baseline"] != after["pretrain_baseline"] and again["world"] == after["world"]
-    dag._module_closure.cache_clear()
+    codedeps._module_closure.cache_clear()
 
 
 def test_blip_stage_runs_the_described_call(tmp_path, monkeypatch):

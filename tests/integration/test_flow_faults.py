@@ -57,7 +57,7 @@ SCRIPT = textwrap.dedent(
 
     ALL = {s.name: s for s in (stage("flaky", flaky), stage("io_forever", io_forever), stage("broken", broken))}
     dag.stages = lambda params="params.yaml", root="data": [ALL[n] for n in sys.argv[2].split(",")]
-    dag.code_of = lambda fn, tasks=(): ()
+    dag.code_of = lambda fn, tasks=(), evaluates=(): ()
     tasks.stage_task.retry_delay_seconds = 0
 
     @flow

@@ -16,11 +16,11 @@ from blip_core.data.grounding import Scene, ground_caption
 from blip_core.data.reader import ReadStats, iter_samples
 from blip_core.data.world import (
     assign_noise_type,
-    generate_world,
     held_out_combos,
     make_sample,
     sample_scene,
 )
+from blip_core.data.world_generate import generate_world
 
 
 def _tree_files(root: Path) -> list[Path]:
@@ -42,7 +42,9 @@ def test_different_seed_gives_different_shards(tmp_path):
     generate_world(tiny_world_config(seed=1, num_web=50), tmp_path / "a", progress=False)
     generate_world(tiny_world_config(seed=2, num_web=50), tmp_path / "b", progress=False)
     for split in ("coco_train", "web"):
-        assert (tmp_path / "a" / split / "00000.tar").read_bytes() != (tmp_path / "b" / split / "00000.tar").read_bytes()
+        assert (tmp_path / "a" / split / "00000.tar").read_bytes() != (
+            tmp_path / "b" / split / "00000.tar"
+        ).read_bytes()
 
 
 def test_regenerating_into_same_folder_removes_stale_shards(tmp_path):
@@ -105,7 +107,9 @@ def test_novel_combinations_only_in_web_and_novel():
             assert not {(o.color, o.shape) for o in sample_scene(cfg, split, i).objects} & held
     for i in range(100):
         assert {(o.color, o.shape) for o in sample_scene(cfg, "novel", i).objects} & held
-    web_with_novel = sum(bool({(o.color, o.shape) for o in sample_scene(cfg, "web", i).objects} & held) for i in range(400))
+    web_with_novel = sum(
+        bool({(o.color, o.shape) for o in sample_scene(cfg, "web", i).objects} & held) for i in range(400)
+    )
     assert web_with_novel > 80  # forced rate 0.25 plus chance
 
 
@@ -227,8 +231,17 @@ def test_label_only_samples_are_counted_skips_when_read_as_pairs(tiny_world):
     assert stats.by_reason() == {"missing_labels": tiny_world_config().num_val}
 
 
-@pytest.mark.parametrize("bad", [{"image_size": 8}, {"num_web": -1}, {"num_objects": -1}, {"web_noise": {"typo": 0.1}},
-                                 {"web_noise": {"spam": 0.7, "mismatched": 0.6}}, {"shard_size": 0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"image_size": 8},
+        {"num_web": -1},
+        {"num_objects": -1},
+        {"web_noise": {"typo": 0.1}},
+        {"web_noise": {"spam": 0.7, "mismatched": 0.6}},
+        {"shard_size": 0},
+    ],
+)
 def test_bad_world_config_is_rejected(bad):
     with pytest.raises(ValueError):
         WorldConfig(**bad)

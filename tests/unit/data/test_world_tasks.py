@@ -15,7 +15,8 @@ from blip_core.config import WorldConfig
 from blip_core.data import lexicon as lx
 from blip_core.data.grounding import Scene, SceneObject
 from blip_core.data.task_data import iter_task_items, read_task_items, task_of
-from blip_core.data.world import generate_world, held_out_combos, make_sample, sample_scene, seen_combos
+from blip_core.data.world import held_out_combos, make_sample, sample_scene, seen_combos
+from blip_core.data.world_generate import generate_world
 from blip_core.data.world_tasks import (
     NLVR_TYPES,
     TASK_SPLITS,

@@ -1,0 +1,106 @@
+"""CapFilt stages: score (caption + filter), select, reshard, and all four in one call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flows.stages.params import section
+
+
+def capfilt_config(params, **overrides):
+    """params.yaml's `capfilt` section with any non-None overrides (CLI flags), type-checked by `from_dict`."""
+    import dataclasses
+
+    from blip_core.config import CapFiltConfig, from_dict
+
+    cfg: CapFiltConfig = section(params, "capfilt", CapFiltConfig)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return from_dict(CapFiltConfig, dataclasses.asdict(cfg) | changes, section="capfilt") if changes else cfg
+
+
+def _capfilt_models(cfg, captioner, filter_model):
+    from blip_core.capfilt.pipeline import CapFiltModels, uses_captioner
+
+    if uses_captioner(cfg) and captioner is None:
+        raise ValueError(f"capfilt.policy={cfg.policy} needs a captioner checkpoint (--captioner)")
+    for name, d in (("captioner", captioner), ("filter", filter_model)):
+        if d is not None and not (Path(d) / "config.json").is_file():
+            raise FileNotFoundError(f"{name} checkpoint not found: {d}")
+    return CapFiltModels(captioner if uses_captioner(cfg) else None, filter_model)
+
+
+def stage_capfilt_score(
+    web_dir,
+    work_dir,
+    *,
+    captioner=None,
+    filter_model,
+    params=None,
+    policy: str | None = None,
+    step: str = "both",
+    calibration_dir=None,
+) -> dict[str, Any]:
+    """CapFilt caption (`step="caption"`), filter (`"filter"`) or both over every web shard.
+
+    Resumable: a shard whose output (named by the hash of its inputs) exists is skipped. The filter
+    step ends by writing `scores.json`, the index that `select` and `reshard` read.
+    """
+    from blip_core.capfilt import pipeline
+
+    cfg = capfilt_config(params, policy=policy)
+    models = _capfilt_models(cfg, captioner, filter_model)
+    for sub in (pipeline.CAPTIONS, pipeline.SCORES, pipeline.CALIBRATION):
+        Path(work_dir, sub).mkdir(parents=True, exist_ok=True)
+    if step == "caption":
+        if not pipeline.uses_captioner(cfg):
+            return {"skipped": f"capfilt.policy={cfg.policy} writes no synthetic captions"}
+        return pipeline.run_caption(web_dir, models, cfg, work_dir)
+    if step == "filter":
+        return pipeline.run_filter(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
+    summary = pipeline.run_score(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
+    Path(work_dir, "score_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def stage_capfilt_select(web_dir, work_dir, *, metrics_dir, params=None, policy=None, threshold=None) -> dict[str, Any]:
+    """Apply the selection policy to the stored scores; write quality metrics and plots (seconds, no models).
+
+    `web_dir` is part of the stage's identity (the scores are of its shards); the scores are found
+    through the index the filter step wrote."""
+    from blip_core.capfilt.pipeline import run_select
+
+    return run_select(capfilt_config(params, policy=policy, threshold=threshold), work_dir, metrics_dir=metrics_dir)
+
+
+def stage_capfilt_reshard(human_dirs, web_dir, work_dir, *, out_dir=None) -> dict[str, Any]:
+    """Write the bootstrapped webdataset (human shards unfiltered + kept web images) to work_dir/shards.
+    It reads no params: the selection it copies was made by `select`."""
+    from blip_core.capfilt import SHARDS
+    from blip_core.capfilt.pipeline import run_reshard
+
+    summary = run_reshard(human_dirs, web_dir, work_dir, out_dir or Path(work_dir) / SHARDS)
+    return {k: v for k, v in summary.items() if k != "shards"}
+
+
+def stage_capfilt_run(
+    human_dirs,
+    web_dir,
+    work_dir,
+    *,
+    captioner=None,
+    filter_model,
+    metrics_dir,
+    params=None,
+    policy=None,
+    threshold=None,
+    calibration_dir=None,
+) -> dict[str, Any]:
+    """caption -> filter -> select -> reshard."""
+    score = stage_capfilt_score(web_dir, work_dir, captioner=captioner, filter_model=filter_model, params=params,
+                                policy=policy, calibration_dir=calibration_dir)  # fmt: skip
+    select = stage_capfilt_select(web_dir, work_dir, metrics_dir=metrics_dir, params=params, policy=policy,
+                                  threshold=threshold)  # fmt: skip
+    reshard = stage_capfilt_reshard(human_dirs, web_dir, work_dir)
+    return {"score": score, "select": select, "reshard": reshard}

@@ -1,0 +1,63 @@
+"""The comparison report: baseline vs bootstrapped, the verdict, the table and the chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REPORT_METRICS = (
+    "tr_r1", "ir_r1", "r_mean", "cider", "bleu4", "meteor", "grounded_precision", "grounded_true_rate",
+    *(f"grounded_precision_{a}" for a in ("color", "shape", "size", "count", "relation", "background")),
+    "probe_shape_f1", "probe_color_f1",
+)  # fmt: skip
+"""Compared baseline vs bootstrapped: retrieval, COCO metrics, grounding (overall and by attribute) and
+the probes of the pre-trained image tower; plus every registered task's `metrics` (report_metrics())."""
+
+
+def report_metrics() -> tuple[str, ...]:
+    from blip_core.tasks import TASKS
+
+    extra = [m for t in TASKS.values() for m in t.metrics if m not in REPORT_METRICS]
+    return REPORT_METRICS + tuple(dict.fromkeys(extra))
+
+
+def stage_report(
+    baseline: str | Path, bootstrapped: str | Path, out_dir: str | Path, *, quality: str | Path | None = None
+) -> dict[str, Any]:
+    """Baseline vs bootstrapped evaluation: comparison.json (DVC metric), .png (the deltas, DVC plot),
+    .csv (one row per split, metric and model) and .md (the one-line verdict and the table). `quality`:
+    the CapFilt quality JSON, for the verdict's kept-vs-raw-web noise."""
+    from blip_core.eval.report import plot_comparison, verdict
+
+    base, boot = json.loads(Path(baseline).read_text()), json.loads(Path(bootstrapped).read_text())
+    rows, compared = [], report_metrics()
+    for split in sorted(set(base) & set(boot)):
+        for m in compared:
+            a, b = base[split].get(m), boot[split].get(m)
+            if isinstance(a, int | float) and isinstance(b, int | float):
+                rows.append({"split": split, "metric": m, "baseline": a, "bootstrapped": b, "delta": b - a})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nested: dict[str, Any] = {}
+    for r in rows:
+        nested.setdefault(r["split"], {})[r["metric"]] = {k: r[k] for k in ("baseline", "bootstrapped", "delta")}
+    (out_dir / "comparison.json").write_text(json.dumps(nested, indent=2, sort_keys=True) + "\n")
+    lines = ["split,metric,model,value"]
+    lines += [f"{r['split']},{r['metric']},{m},{r[m]:.6g}" for r in rows for m in ("baseline", "bootstrapped")]
+    (out_dir / "comparison.csv").write_text("\n".join(lines) + "\n")
+    q = json.loads(Path(quality).read_text()) if quality is not None and Path(quality).is_file() else {}
+    line = verdict(rows, web_noise=q.get("web/noise_rate"), kept_noise=q.get("kept/noise_rate"))
+    table = format_comparison(rows)
+    (out_dir / "comparison.md").write_text(f"{line}\n\n{table}\n")
+    plot_comparison(rows, out_dir / "comparison.png", caption=line)
+    return {"rows": rows, "markdown": table, "verdict": line}
+
+
+def format_comparison(rows: list[dict[str, Any]]) -> str:
+    out = ["| split | metric | baseline | bootstrapped | delta |", "|---|---|---:|---:|---:|"]
+    out += [
+        f"| {r['split']} | {r['metric']} | {r['baseline']:.3f} | {r['bootstrapped']:.3f} | {r['delta']:+.3f} |"
+        for r in rows
+    ]
+    return "\n".join(out)
