@@ -600,14 +600,17 @@ class EvalConfig:
     min_length: int = 5
     max_images: int = 0
     """Evaluate on at most this many images per split (0 = all)."""
+    retrieval_max_images: int = 0
+    """Retrieval on the first this many of them (0 = all): its ITM re-rank costs per query, and recall@k
+    over N images means another thing for another N, so it stays comparable across split sizes."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.k_test < 1 or self.num_beams < 1:
             raise ValueError("evaluate.batch_size, k_test and num_beams must be >= 1")
         if not 0 <= self.min_length <= self.max_length:
             raise ValueError("evaluate.min_length must be in [0, max_length]")
-        if self.max_images < 0:
-            raise ValueError("evaluate.max_images must be >= 0")
+        if self.max_images < 0 or self.retrieval_max_images < 0:
+            raise ValueError("evaluate.max_images and evaluate.retrieval_max_images must be >= 0")
 
 
 CAPFILT_POLICIES = ("none", "filter", "captioner", "both", "clip_score")

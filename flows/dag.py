@@ -317,11 +317,14 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
                                  "grounding by attribute), probes of the pre-trained image tower" + extra))  # fmt: skip
     report = L.report
     base_eval, boot_eval = L.evaluation("baseline"), L.evaluation("bootstrapped")
+    caps = tuple(e.replace(".json", "_captions.json") for e in (base_eval, boot_eval))
+    captioned = [L.split("test"), L.split("novel")]
     out.append(Stage(name="report", fn=fns.stage_report, kwargs={"baseline": base_eval, "bootstrapped": boot_eval,
-                     "out_dir": report, "quality": L.quality}, deps=(base_eval, boot_eval, L.quality),
+                     "out_dir": report, "quality": L.quality, "captions": list(caps), "split_dirs": captioned},
+                     deps=(base_eval, boot_eval, L.quality, *caps, *captioned),
                      outs=(f"{report}/comparison.csv", f"{report}/comparison.md"),
                      metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.png",),
-                     comment="baseline vs bootstrapped: the verdict, the table, the chart of the deltas"))  # fmt: skip
+                     comment="baseline vs bootstrapped: verdict, table, 95% intervals over images, chart"))  # fmt: skip
     return out
 
 

@@ -27,6 +27,7 @@ QUALITY_METRICS = {
     "web_noise_rate": "web/noise_rate",
     "kept_noise_rate": "kept/noise_rate",
     "synthetic_grounded_accuracy": "synthetic/grounded_accuracy",
+    "synthetic_auroc": "synthetic/auroc",
 }
 ATTRIBUTES = ("color", "shape", "size", "count", "relation", "background")
 """The attributes whose precision in test beam captions (and synthetic captions) is reported."""
@@ -98,6 +99,9 @@ def run_summary(root: str | Path) -> dict[str, Any]:
         out["threshold_mode"] = q.get("threshold_mode")
         out["keep_rate_web"] = q.get("keep_rate/web")
         out["keep_rate_synthetic"] = q.get("keep_rate/synthetic")
+        out["synthetic_auroc_by_error"] = {
+            k.rpartition("/")[2]: v for k, v in q.items() if k.startswith("synthetic/auroc/")
+        }  # the filter on the captioner's own errors, by kind
         out["synthetic_attribute_precision"] = {
             a: q[f"synthetic/precision/{a}"] for a in ATTRIBUTES if f"synthetic/precision/{a}" in q
         }

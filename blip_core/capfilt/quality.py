@@ -61,10 +61,37 @@ def filter_quality(selection: pd.DataFrame, threshold: float) -> dict[str, Any]:
         out["synthetic/removed_rate"] = float((syn["itm_prob"] < threshold).mean())
         # can the filter tell the captioner's false captions from its true ones?
         out["synthetic/auroc"] = auroc(syn["gt_noisy"].astype(bool).to_numpy(), -syn["itm_prob"].to_numpy())
+        out |= {f"synthetic/auroc/{kind}": v for kind, v in synthetic_auroc_by_error(syn).items()}
         out |= {f"synthetic/precision/{a}": v for a, v in attribute_precision(syn).items()}
     kept = selection[selection["keep"] & selection["gt_noisy"].notna()]
     if len(kept):
         out["kept/noise_rate"] = float(kept["gt_noisy"].astype(bool).mean())
+    return out
+
+
+def synthetic_auroc_by_error(syn: pd.DataFrame) -> dict[str, float]:
+    """By error kind (an attribute the checker found false, or `repeated_pair`: one colour-shape pair
+    named twice): AUROC of p(match) separating the true synthetic captions from the false ones with
+    that error. The filter's blind spots by kind, where it shares the captioner's."""
+    from blip_core.data.grounding import names_pair_twice
+
+    noisy = syn["gt_noisy"].astype(bool).to_numpy()
+    scores = syn["itm_prob"].to_numpy()
+    if noisy.all() or not noisy.any():
+        return {}
+    kinds: dict[str, np.ndarray] = {}
+    if "gt_attributes" in syn:
+        tallies = [json.loads(t) if isinstance(t, str) else {} for t in syn["gt_attributes"]]
+        attrs = sorted({a for t in tallies for a in t})
+        for a in attrs:
+            kinds[a] = np.array([t.get(a, [0, 0])[1] < t.get(a, [0, 0])[0] for t in tallies]) & noisy
+    if "caption" in syn:
+        kinds["repeated_pair"] = np.array([names_pair_twice(c) for c in syn["caption"]]) & noisy
+    out = {}
+    for kind, has in kinds.items():
+        if has.any():
+            versus = np.r_[np.zeros(int((~noisy).sum()), bool), np.ones(int(has.sum()), bool)]
+            out[kind] = auroc(versus, -np.r_[scores[~noisy], scores[has]])
     return out
 
 

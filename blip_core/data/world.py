@@ -224,8 +224,9 @@ def _count_matching(scene: Scene, np_: NounPhrase) -> int:
     )
 
 
-def phrase_text(np_: NounPhrase, rng: random.Random, *, numerals: bool = False) -> str:
-    """Render a noun phrase with synonyms: `[count] [size] [colour] shape(s)`."""
+def phrase_text(np_: NounPhrase, rng: random.Random, *, numerals: bool = False, one: bool = True) -> str:
+    """Render a noun phrase with synonyms: `[count] [size] [colour] shape(s)`. `one`: a count of 1
+    may read "one" (a reader takes it as exactly one), else only "a"/"an"."""
     words: list[str] = []
     if np_.size:
         words.append(rng.choice(lx.SIZE_SYNONYMS[np_.size]))
@@ -238,7 +239,7 @@ def phrase_text(np_: NounPhrase, rng: random.Random, *, numerals: bool = False) 
         if np_.count > 1:
             count = str(np_.count) if numerals else rng.choice(lx.COUNT_WORDS[np_.count])
         else:
-            count = rng.choice(lx.COUNT_WORDS[1])
+            count = rng.choice(lx.COUNT_WORDS[1] if one else ("a",))
             if count == "a" and words[0][0] in "aeiou":
                 count = "an"
         words.insert(0, count)
@@ -282,8 +283,12 @@ def human_caption(scene: Scene, rng: random.Random) -> str:
     if len(groups) >= 3 and rng.random() < 0.3:
         groups = groups[:-1]  # humans leave things out
     phrases = []
+    shapes = Counter(g[0].shape for g in groups)
     for g in groups:
-        np_ = NounPhrase(shape=g[0].shape, color=g[0].color if rng.random() > 0.08 else None)
+        # a colour is left out only where no other named group has the shape: "four triangles and two
+        # pink triangles" reads as six
+        drop = rng.random() <= 0.08 and shapes[g[0].shape] == 1
+        np_ = NounPhrase(shape=g[0].shape, color=None if drop else g[0].color)
         if len({o.size for o in g}) == 1 and rng.random() < 0.5:
             np_.size = g[0].size
         np_.count = _count_matching(scene, np_)
@@ -292,8 +297,11 @@ def human_caption(scene: Scene, rng: random.Random) -> str:
     pair = _relation_pair(scene, rng) if style < 0.4 else None
     if pair is not None:
         a, rel, b = pair
-        pa = phrase_text(NounPhrase(a.shape, a.color, a.size if rng.random() < 0.4 else None, 1), rng)
-        pb = phrase_text(NounPhrase(b.shape, b.color, b.size if rng.random() < 0.4 else None, 1), rng)
+        na = NounPhrase(a.shape, a.color, a.size if rng.random() < 0.4 else None, 1)
+        nb = NounPhrase(b.shape, b.color, b.size if rng.random() < 0.4 else None, 1)
+        # "one" only where exactly one object fits the phrase: it is a count a reader holds to
+        pa = phrase_text(na, rng, one=_count_matching(scene, na) == 1)
+        pb = phrase_text(nb, rng, one=_count_matching(scene, nb) == 1)
         text = f"{pa} {rng.choice(lx.RELATION_PHRASES[rel])} {pb}"
     elif style < 0.6 and len(scene.objects) >= 2:
         total = rng.choice(lx.COUNT_WORDS[len(scene.objects)])
@@ -454,7 +462,7 @@ def object_labels(scene: Scene) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------------
-# samples, shards, whole world
+# samples (blip_core.data.world_generate writes them into shards)
 
 
 def make_sample(cfg: WorldConfig, split: str, index: int) -> dict[str, Any]:
@@ -484,25 +492,4 @@ def make_sample(cfg: WorldConfig, split: str, index: int) -> dict[str, Any]:
         "source": source,
         # gt is for evaluation only: training code never reads it
         "meta": {"image_id": key, "split": split, "gt": gt},
-    }
-
-
-def write_shard(job: tuple[WorldConfig, str, str, int, int, int]) -> dict[str, Any]:
-    cfg, out_dir, split, shard_index, start, stop = job
-    noise: Counter[str] = Counter()
-    writer = ShardWriter(Path(out_dir) / split, shard_index, split=split)
-    try:
-        for i in range(start, stop):
-            s = make_sample(cfg, split, i)
-            writer.write(s["key"], s["jpeg"], s["captions"], source=s["source"], meta=s["meta"], size=s["size"])
-            if split == "web":
-                noise[s["meta"]["gt"]["noise_type"]] += 1
-    except BaseException:
-        writer.abort()
-        raise
-    summary = writer.close()
-    return {
-        "split": split,
-        **summary.to_dict(),
-        "noise_counts": dict(sorted(noise.items())),
     }

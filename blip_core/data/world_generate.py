@@ -19,11 +19,32 @@ from typing import Any
 from tqdm import tqdm
 
 from blip_core.config import SPLITS, WorldConfig
-from blip_core.data.shards import write_stats
-from blip_core.data.world import LABEL_GROUPS, held_out_combos, write_shard
+from blip_core.data.shards import ShardWriter, write_stats
+from blip_core.data.world import LABEL_GROUPS, held_out_combos, make_sample
 from blip_core.data.world_tasks import TASK_SPLITS, write_task_split
 
 logger = logging.getLogger(__name__)
+
+
+def write_shard(job: tuple[WorldConfig, str, str, int, int, int]) -> dict[str, Any]:
+    cfg, out_dir, split, shard_index, start, stop = job
+    noise: Counter[str] = Counter()
+    writer = ShardWriter(Path(out_dir) / split, shard_index, split=split)
+    try:
+        for i in range(start, stop):
+            s = make_sample(cfg, split, i)
+            writer.write(s["key"], s["jpeg"], s["captions"], source=s["source"], meta=s["meta"], size=s["size"])
+            if split == "web":
+                noise[s["meta"]["gt"]["noise_type"]] += 1
+    except BaseException:
+        writer.abort()
+        raise
+    summary = writer.close()
+    return {
+        "split": split,
+        **summary.to_dict(),
+        "noise_counts": dict(sorted(noise.items())),
+    }
 
 
 def _default_sigterm() -> None:

@@ -3,7 +3,9 @@
 COCO metrics come from pycocoevalcap (PTB tokenizer; BLEU-1..4, METEOR, ROUGE-L, CIDEr). SPICE needs
 Stanford CoreNLP jars, which it downloads on first use: offline it is reported as unavailable, not
 as a failure. Grounded accuracy parses each generated caption with the world's grounding checker
-and scores it against the rendered scene (only for splits with ground truth).
+and scores it against the rendered scene (only for splits with ground truth), with a repetition
+diagnostic: how often a caption names one colour-shape pair twice, against how often the scenes
+hold such a pair.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ import torch
 from tqdm import tqdm
 
 from blip_core.config import EvalConfig
-from blip_core.data.grounding import ATTRIBUTES, Scene, ground_caption
+from blip_core.data.grounding import (
+    ATTRIBUTES,
+    Scene,
+    ground_caption,
+    names_pair_twice,
+    parse_caption,
+    scene_has_pair_twice,
+)
 from blip_core.data.loader import EvalSplit
 from blip_core.model.generate import GenerationConfig, generate
 
@@ -69,10 +78,17 @@ def grounding_metrics(captions: list[str], scenes: list[dict | None]) -> dict[st
     """Mean attribute precision / object recall / attribute recall, the share of true captions, and
     by attribute (`grounded_precision_<attribute>`: true mentions of that attribute over its mentions
     in the split, each judged on its own; `grounded_mentions_<attribute>`: the number of mentions),
-    so that which attribute fails shows at once."""
-    results = [ground_caption(c, Scene.from_dict(s)) for c, s in zip(captions, scenes) if s is not None]
-    if not results:
+    so that which attribute fails shows at once.
+
+    Repetition: `grounded_repeated_pair_rate` is the share of captions with two or more noun phrases
+    that name one (colour, shape) pair twice ("a black triangle and one black triangle"), out of
+    `grounded_multi_phrase` such captions; `scene_repeated_pair_rate` is the share of scenes with two
+    or more objects that hold two objects of one colour and shape, the rate a faithful captioner
+    could need. Each rate is absent when its denominator is zero."""
+    pairs = [(parse_caption(c), Scene.from_dict(s)) for c, s in zip(captions, scenes) if s is not None]
+    if not pairs:
         return {}
+    results = [ground_caption(m, scene) for m, scene in pairs]
     out = {
         "grounded_precision": float(np.mean([r.precision for r in results])),
         "grounded_object_recall": float(np.mean([r.object_recall for r in results])),
@@ -84,6 +100,13 @@ def grounding_metrics(captions: list[str], scenes: list[dict | None]) -> dict[st
         out[f"grounded_mentions_{attr}"] = float(mentions)
         if mentions:  # no mention, no precision (absent rather than a made-up 0 or 1)
             out[f"grounded_precision_{attr}"] = sum(r.by_attribute[attr][1] for r in results) / mentions
+    multi = [m for m, _ in pairs if len(m.phrases) >= 2]
+    out["grounded_multi_phrase"] = float(len(multi))
+    if multi:
+        out["grounded_repeated_pair_rate"] = sum(names_pair_twice(m) for m in multi) / len(multi)
+    crowded = [scene for _, scene in pairs if len(scene.objects) >= 2]
+    if crowded:
+        out["scene_repeated_pair_rate"] = sum(scene_has_pair_twice(scene) for scene in crowded) / len(crowded)
     return out
 
 

@@ -20,15 +20,21 @@ def verdict(
 ) -> str:
     """Did CapFilt work? One line: which headline figures the bootstrapped model improved and which
     got worse (beyond the seed sd where `spread` gives it: {(split, metric): sd of the delta}), and
-    whether the kept set is cleaner than the raw web pool."""
+    whether the kept set is cleaner than the raw web pool. A delta whose row has a `delta_ci` (95%
+    over images, blip_core.eval.intervals) that holds 0 is "within noise", seed spread or not."""
     delta = {(r["split"], r["metric"]): r["delta"] for r in rows}
-    better, worse, within = [], [], []
+    cis = {(r["split"], r["metric"]): r.get("delta_ci", (r.get("delta_ci_low"), r.get("delta_ci_high"))) for r in rows}
+    cis = {k: v for k, v in cis.items() if None not in v}  # comparison.json stores the interval's ends
+    better, worse, within, noise = [], [], [], []
     for key in HEADLINE:
         if key not in delta:
             continue
-        d, sd = delta[key], (spread or {}).get(key)
+        d, sd, ci = delta[key], (spread or {}).get(key), cis.get(key)
         text = f"{key[0]} {key[1]} {d:+.3g}" + (f" (sd {sd:.2g})" if sd is not None else "")
-        if sd is not None and abs(d) <= sd or d == 0:
+        text += f" (95% CI {ci[0]:+.3g} to {ci[1]:+.3g})" if ci is not None else ""
+        if ci is not None and ci[0] <= 0 <= ci[1] and d != 0:
+            noise.append(text)
+        elif sd is not None and abs(d) <= sd or d == 0:
             within.append(text)
         else:
             (better if d > 0 else worse).append(text)
@@ -41,6 +47,7 @@ def verdict(
         parts = [f"better: {', '.join(better) or 'none'}", f"worse: {', '.join(worse) or 'none'}"]
         parts += [f"unchanged: {', '.join(within)}"] if within else []
         head = "CapFilt verdict (one run, no seed spread: `make effect` measures it)"
+    parts += [f"within noise (the 95% interval over images holds 0): {', '.join(noise)}"] if noise else []
     if web_noise is not None and kept_noise is not None:
         word = (
             "cleaner than" if kept_noise < web_noise else ("dirtier than" if kept_noise > web_noise else "as noisy as")

@@ -108,6 +108,9 @@ def recall_metrics(score_i2t: np.ndarray, score_t2i: np.ndarray, txt2img: np.nda
 
 
 def evaluate_retrieval(model, split: EvalSplit, processor, cfg: EvalConfig, device: torch.device) -> dict:
+    n = cfg.retrieval_max_images
+    if n and len(split.keys) > n:  # the first n images and their captions
+        split = EvalSplit(split.keys[:n], split.images[:n], split.captions[:n], split.scenes[:n])
     metrics = recall_metrics(*retrieval_scores(model, split, processor, cfg, device))
     # chance level for reference: a random ranking finds the image among N in the top 1 with p = 1/N
     metrics["chance_ir_r1"] = 100.0 / len(split.images)

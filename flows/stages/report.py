@@ -23,25 +23,46 @@ def report_metrics() -> tuple[str, ...]:
 
 
 def stage_report(
-    baseline: str | Path, bootstrapped: str | Path, out_dir: str | Path, *, quality: str | Path | None = None
+    baseline: str | Path,
+    bootstrapped: str | Path,
+    out_dir: str | Path,
+    *,
+    quality: str | Path | None = None,
+    captions: tuple[str | Path, str | Path] | None = None,
+    split_dirs: list[str | Path] = (),
 ) -> dict[str, Any]:
     """Baseline vs bootstrapped evaluation: comparison.json (DVC metric), .png (the deltas, DVC plot),
     .csv (one row per split, metric and model) and .md (the one-line verdict and the table). `quality`:
-    the CapFilt quality JSON, for the verdict's kept-vs-raw-web noise."""
+    the CapFilt quality JSON, for the verdict's kept-vs-raw-web noise. `captions` (both evaluations'
+    `_captions.json`) and `split_dirs` (the captioned splits): 95% intervals over images of each
+    model's caption figures and of their paired delta (blip_core.eval.intervals)."""
+    from blip_core.eval.intervals import caption_intervals
     from blip_core.eval.report import plot_comparison, verdict
 
     base, boot = json.loads(Path(baseline).read_text()), json.loads(Path(bootstrapped).read_text())
+    intervals: dict[str, dict[str, Any]] = {}
+    if captions is not None:
+        cap_a, cap_b = (json.loads(Path(c).read_text()) for c in captions)
+        for d in split_dirs:
+            name = Path(d).name
+            if name in cap_a and name in cap_b:
+                intervals[name] = caption_intervals(cap_a[name], cap_b[name], d)
     rows, compared = [], report_metrics()
     for split in sorted(set(base) & set(boot)):
         for m in compared:
             a, b = base[split].get(m), boot[split].get(m)
             if isinstance(a, int | float) and isinstance(b, int | float):
-                rows.append({"split": split, "metric": m, "baseline": a, "bootstrapped": b, "delta": b - a})
+                row = {"split": split, "metric": m, "baseline": a, "bootstrapped": b, "delta": b - a}
+                rows.append(row | intervals.get(split, {}).get(m, {}))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     nested: dict[str, Any] = {}
     for r in rows:
-        nested.setdefault(r["split"], {})[r["metric"]] = {k: r[k] for k in ("baseline", "bootstrapped", "delta")}
+        nested.setdefault(r["split"], {})[r["metric"]] = {
+            k: r[k]
+            for k in ("baseline", "bootstrapped", "delta", "delta_ci", "baseline_ci", "bootstrapped_ci")
+            if k in r
+        }
     (out_dir / "comparison.json").write_text(json.dumps(nested, indent=2, sort_keys=True) + "\n")
     lines = ["split,metric,model,value"]
     lines += [f"{r['split']},{r['metric']},{m},{r[m]:.6g}" for r in rows for m in ("baseline", "bootstrapped")]
@@ -55,9 +76,9 @@ def stage_report(
 
 
 def format_comparison(rows: list[dict[str, Any]]) -> str:
-    out = ["| split | metric | baseline | bootstrapped | delta |", "|---|---|---:|---:|---:|"]
-    out += [
-        f"| {r['split']} | {r['metric']} | {r['baseline']:.3f} | {r['bootstrapped']:.3f} | {r['delta']:+.3f} |"
-        for r in rows
-    ]
+    out = ["| split | metric | baseline | bootstrapped | delta | delta 95% CI |", "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        ci = f"[{r['delta_ci'][0]:+.3f}, {r['delta_ci'][1]:+.3f}]" if "delta_ci" in r else ""
+        values = f"{r['baseline']:.3f} | {r['bootstrapped']:.3f} | {r['delta']:+.3f}"
+        out.append(f"| {r['split']} | {r['metric']} | {values} | {ci} |")
     return "\n".join(out)

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flows.stages.params import section
+from flows.stages.params import section as load_section
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def stage_train(
 
     if task not in trainable_tasks():
         raise ValueError(f"--task must be one of {', '.join(trainable_tasks())}, got {task!r}")
-    cfg: TrainConfig = section(params, section or section_of(task), TrainConfig)
+    cfg: TrainConfig = load_section(params, section or section_of(task), TrainConfig)
     cfg.task = task
     if preset is not None:
         get_preset(preset)  # validates the name
@@ -66,7 +66,7 @@ def stage_pretrain_vision(
     from blip_core.tasks import section_of
     from blip_core.train import run_training
 
-    cfg: TrainConfig = section(params, section_of("vision"), TrainConfig)
+    cfg: TrainConfig = load_section(params, section_of("vision"), TrainConfig)
     cfg.task = "vision"
     summary = run_training(cfg, data_dirs, out_dir, resume=resume, metric_logger=metric_logger)
     if eval_dir is not None:

@@ -51,3 +51,19 @@ def test_grounding_metrics():
     m = grounding_metrics(["a small red circle", "a blue circle"], [scene, scene])
     assert m["grounded_true_rate"] == 0.5 and m["grounded_precision"] == 0.75 and m["grounded_object_recall"] == 0.5
     assert grounding_metrics(["x"], [None]) == {}
+
+
+def test_grounding_metrics_repetition_rates():
+    def obj(shape, color, col):
+        return {"shape": shape, "color": color, "size": "small", "row": 0, "col": col}
+
+    twice = {"background": "plain", "objects": [obj("circle", "red", 0), obj("circle", "red", 2)]}
+    once = {"background": "plain", "objects": [obj("circle", "red", 0), obj("star", "blue", 2)]}
+    alone = {"background": "plain", "objects": [obj("circle", "red", 0)]}
+    captions = ["a red circle and a red circle", "a red circle and a blue star", "a red circle", "a red disk"]
+    m = grounding_metrics(captions, [twice, once, alone, None])
+    assert m["grounded_multi_phrase"] == 2 and m["grounded_repeated_pair_rate"] == 0.5
+    assert m["scene_repeated_pair_rate"] == 0.5  # of the two scenes with two objects; the lone one is left out
+    m = grounding_metrics(["a red circle"], [alone])
+    assert m["grounded_multi_phrase"] == 0
+    assert "grounded_repeated_pair_rate" not in m and "scene_repeated_pair_rate" not in m
