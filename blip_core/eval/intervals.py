@@ -61,8 +61,9 @@ def per_image_scores(
 def mean_interval(values: Iterable[float], *, seed: int = 0) -> tuple[float, float]:
     """The bootstrap percentile interval of a mean over images."""
     x = np.asarray(list(values), dtype=float)
-    if len(x) < 2 or np.all(x == x[0]):
-        return float(x.mean()) if len(x) else float("nan"), float(x.mean()) if len(x) else float("nan")
+    if len(x) < 2 or np.all(x == x[0]):  # no spread to resample
+        m = float(x.mean()) if len(x) else float("nan")
+        return m, m
     res = stats.bootstrap((x,), np.mean, confidence_level=CONFIDENCE, n_resamples=NUM_RESAMPLES,
                           method="percentile", random_state=seed)  # fmt: skip
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
