@@ -156,6 +156,8 @@ def prefect_subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         | {
             "PREFECT_HOME": str(tmp_path / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # the throwaway API starts in ~5 s alone but past Prefect's 20 s default on 2 busy CPUs
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
             "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]),
         }
         | extra

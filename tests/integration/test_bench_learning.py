@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import micro_params
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # ~50 s on 2 CPUs: a micro world, a vision start and two pre-trainings
 def test_bench_learning_reports_every_model(tmp_path):
     params = micro_params(tmp_path / "params.yaml")
     out = tmp_path / "learning.json"

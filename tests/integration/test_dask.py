@@ -61,6 +61,7 @@ def micro_models(tiny_world, tmp_path_factory):
     return tuple(map(str, micro_capfilt_models(tiny_world, tmp_path_factory.mktemp("dask_models"))))
 
 
+@pytest.mark.slow  # ~55 s on 2 CPUs: a local Dask cluster and two flow runs
 def test_capfilt_subflow_on_a_local_dask_cluster_matches_the_thread_runner(tiny_world, micro_models, tmp_path):
     params = micro_params(tmp_path / "params.yaml", capfilt={"num_captions": 2, "policy": "both"})
     captioner, filter_model = micro_models

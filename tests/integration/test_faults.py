@@ -132,6 +132,7 @@ def test_kill_9_during_pretraining_then_resume_gives_the_same_losses(tmp_path):
     assert not list(ckpts.glob(".*"))
 
 
+@pytest.mark.slow  # ~50 s on 2 CPUs; the kill -9 of pre-training and shard writing stay in the fast suite
 def test_kill_9_during_capfilt_caption_and_filter_then_rerun_matches(tiny_world, tmp_path):
     env = _env(tmp_path)
     cap, filt = micro_capfilt_models(tiny_world, tmp_path / "models")
