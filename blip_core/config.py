@@ -527,6 +527,8 @@ class TrainConfig:
     whenever the caption is) as a positive (and, with swap negatives, that phrase swapped as a
     negative): web alt-text is partial, and a filter trained only on complete human captions, whose
     in-batch negatives are often true of the image, learns to reject every partial caption."""
+    lm_unlikelihood: float = 0.0
+    """caption: weight of blip_core.losses.unlikelihood_loss on a swap negative of each caption (0 = off)."""
     vision_init: str = ""
     """Where a from-scratch pre-training's vision tower starts (BLIP starts its ViT from ImageNet
     DeiT weights): "" = random; `pretrain_vision` = the pipeline's supervised tower (the stage of that
@@ -555,14 +557,12 @@ class TrainConfig:
             raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 1:
             raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
-        if self.max_steps < 0 or self.warmup_steps < 0:
-            raise ValueError("train.max_steps and train.warmup_steps must be >= 0")
+        if min(self.max_steps, self.warmup_steps, self.weight_decay, self.grad_clip) < 0:
+            raise ValueError("train.max_steps, warmup_steps, weight_decay and grad_clip must be >= 0")
         if self.schedule not in ("step", "cosine"):
             raise ValueError(f"train.schedule must be step or cosine, got {self.schedule!r}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
         if self.grad_accum < 1 or self.keep_last < 1 or self.log_every < 1 or self.ckpt_every < 1:
             raise ValueError("train.grad_accum, keep_last, log_every and ckpt_every must be >= 1")
         if not 0.05 <= self.crop_scale_min <= 1.0:
@@ -577,6 +577,8 @@ class TrainConfig:
 
         if (self.itm_swap_negatives or self.itm_phrase_positives) and not get_task(self.task).itm:
             raise ValueError("train.itm_swap_negatives / itm_phrase_positives need an ITM task (pretrain or retrieval)")
+        if self.lm_unlikelihood < 0 or (self.lm_unlikelihood and self.task != "caption"):
+            raise ValueError("train.lm_unlikelihood is a caption-task weight >= 0")
         if self.fused_optimizer not in ("auto", "on", "off"):
             raise ValueError(f"train.fused_optimizer must be auto, on or off, got {self.fused_optimizer!r}")
         if self.vision_init and self.task == "vision":

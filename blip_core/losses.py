@@ -92,6 +92,24 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float =
     return {"lm_loss": total / count.clamp(min=1)}
 
 
+def unlikelihood_loss(logits: torch.Tensor, labels: torch.Tensor, negative_ids: torch.Tensor) -> torch.Tensor:
+    """Token-level unlikelihood (Welleck et al. 2020, "Neural text generation with unlikelihood
+    training") at one token per row: the first position t where `negative_ids` (B, L') leaves the
+    trained labels (B, L); -log(1 - p(negative token | shared prefix)) from the logits (B, L, V) at
+    t - 1. Rows whose negative never leaves the caption add nothing; the mean is over the others."""
+    n = min(labels.shape[1], negative_ids.shape[1])
+    lab, neg = labels[:, 1:n], negative_ids[:, 1:n]  # position 0 is [DEC]/[CLS], never trained
+    differs = (lab != -100) & (neg != lab)  # (B, n-1)
+    has = differs.any(dim=1)
+    if not has.any():
+        return logits.sum() * 0.0
+    t = differs.float().argmax(dim=1)  # (B,) first differing position, in the shifted frame
+    rows = has.nonzero(as_tuple=True)[0]
+    logp = F.log_softmax(logits[rows, t[rows]].float(), dim=-1)  # (R, V): predicts token t + 1 of dec_ids
+    p = logp.gather(1, neg[rows, t[rows]].unsqueeze(1)).squeeze(1).exp()
+    return -torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
+
+
 def alpha_ramp(step: int, ramp_steps: int, alpha: float) -> float:
     """BLIP ramps the distillation weight linearly over the first epoch (ramp_steps)."""
     if ramp_steps <= 0:

@@ -122,7 +122,8 @@ def run_training(
                              seed=cfg.seed, crop_scale_min=cfg.crop_scale_min, shuffle_buffer=cfg.shuffle_buffer,
                              num_workers=cfg.num_workers, prompt=task.prompt, classes=classes,
                              swap_negatives=cfg.itm_swap_negatives,
-                             phrase_positives=cfg.itm_phrase_positives)  # fmt: skip
+                             phrase_positives=cfg.itm_phrase_positives,
+                             lm_negatives=cfg.lm_unlikelihood > 0)  # fmt: skip
         resolved = {
             "train": dataclasses.asdict(cfg),
             "model": model.cfg.to_dict(),

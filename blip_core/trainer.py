@@ -331,7 +331,11 @@ def itc_itm_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tens
 
 
 def caption_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return trainer.forward_model(b["images"], b["input_ids"], b["attention_mask"], prompt_length=trainer.prompt_length)
+    negatives = {}
+    if "negative_ids" in b:  # TrainConfig.lm_unlikelihood
+        negatives = {"negative_ids": b["negative_ids"].to(trainer.device), "unlikelihood": trainer.cfg.lm_unlikelihood}
+    return trainer.forward_model(b["images"], b["input_ids"], b["attention_mask"], prompt_length=trainer.prompt_length,
+                                 **negatives)  # fmt: skip
 
 
 def vision_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -6,7 +6,9 @@
   colour, a shape noun another shape (number kept), a count of two or more another count, a size the
   other size, a relation phrase another relation, a background pattern another pattern, or two
   different colour words trade places ("a red circle and a blue star" -> "a blue circle and a red
-  star": a binding negative, as NegCLIP's word-order swaps). The kind of swap is drawn uniformly
+  star": a binding negative, as NegCLIP's word-order swaps), or one noun phrase copied over another
+  of a different colour or shape ("a yellow square right of a blue circle" -> "a yellow square right
+  of a yellow square": the captioner's most frequent error, one object named twice). The kind of swap is drawn uniformly
   among the kinds the caption allows, so rare ones (relations, backgrounds) are as frequent as
   colours. As in NegCLIP, a swap can by chance still be true of the image (two colours of that shape
   in the scene); that rare label noise is accepted.
@@ -78,28 +80,42 @@ def swap_negative(caption: str, rng: random.Random) -> str | None:
         for b in colors[i + 1 :]
         if lx.WORD_TO_COLOR[a[2]] != lx.WORD_TO_COLOR[b[2]]
     ]
-    if not edits and not pairs:
+    spans = _phrase_spans(words)
+    repeats = [(a, b) for a in spans for b in spans if a[3] != b[3]]  # copy a over b
+    if not edits and not pairs and not repeats:
         return None
-    kinds = sorted(edits) + (["binding"] if pairs else [])
+    kinds = sorted(edits) + (["binding"] if pairs else []) + (["repeat"] if repeats else [])
     kind = rng.choice(kinds)
     if kind == "binding":  # two colour words trade places
         (s1, e1, w1), (s2, e2, w2) = rng.choice(pairs)
         return text[:s1] + w2 + text[e1:s2] + w1 + text[e2:]
+    if kind == "repeat":  # one noun phrase copied over another: one object named twice
+        (s1, e1, _, _), (s2, e2, _, _) = rng.choice(repeats)
+        return text[:s2] + text[s1:e1] + text[e2:]
     start, end, replacement = rng.choice(edits[kind])
     return text[:start] + replacement + text[end:]
+
+
+def _phrase_spans(words: list[tuple[int, int, str]]) -> list[tuple[int, int, str, tuple[str | None, str]]]:
+    """(start, end, text, (colour, shape)) of each noun phrase: count, size and colour words before
+    a shape noun."""
+    spans = []
+    for i, (_, end, w) in enumerate(words):
+        if w in lx.WORD_TO_SHAPE and lx.WORD_TO_SHAPE[w][0] is not None:
+            first = i
+            while first > 0 and words[first - 1][2] in _MODIFIERS:
+                first -= 1
+            color = next((lx.WORD_TO_COLOR[x] for _, _, x in words[first:i] if x in lx.WORD_TO_COLOR), None)
+            text = " ".join(x for _, _, x in words[first : i + 1])
+            spans.append((words[first][0], end, text, (color, lx.WORD_TO_SHAPE[w][0])))
+    return spans
 
 
 def phrase_positive(caption: str, rng: random.Random) -> str | None:
     """One noun phrase of `caption` (its count, size and colour words and a shape noun), chosen by
     `rng`; None when the caption has no shape noun."""
-    words = [m.group() for m in _WORD.finditer(caption.lower())]
-    phrases = []
-    for i, w in enumerate(words):
-        if w in lx.WORD_TO_SHAPE and lx.WORD_TO_SHAPE[w][0] is not None:
-            start = i
-            while start > 0 and (words[start - 1] in _MODIFIERS):
-                start -= 1
-            phrases.append(" ".join(words[start : i + 1]))
+    words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(caption.lower())]
+    phrases = [text for _, _, text, _ in _phrase_spans(words)]
     return rng.choice(phrases) if phrases else None
 
 

@@ -128,6 +128,17 @@ def _add_itm_extras(src, transform: TrainTransform, *, swaps: bool, phrases: boo
         yield item
 
 
+def _add_lm_negatives(src, transform: TrainTransform):
+    """A swap negative of each caption (`blip_core.data.caption_edits`) for the captioner's
+    unlikelihood term (TrainConfig.lm_unlikelihood), drawn from (seed, epoch, pair) like the crop."""
+    from blip_core.data.caption_edits import swap_negative
+
+    for item in src:
+        rng = random.Random(f"{transform.seed}/{transform.epoch}/{item['pair']}/lm")
+        item["lm_negative"] = swap_negative(item["caption"], rng) or item["caption"]  # itself: no term
+        yield item
+
+
 @dataclass
 class Collate:
     """Stack images, tokenize captions (with the captioner prompt for the caption task)."""
@@ -144,6 +155,8 @@ class Collate:
             "image_ids": torch.tensor([image_id_int(it["image_id"]) for it in items], dtype=torch.long),
             "keys": [it["pair"] for it in items],
         }
+        if "lm_negative" in items[0]:  # swap negatives, tokenized as the captions are
+            batch["negative_ids"] = self.processor([it["lm_negative"] for it in items], prompt=self.prompt)[0]
         rows = [(i, text, label) for i, it in enumerate(items) for text, label in it.get("itm_extra", ())]
         if rows:  # extra ITM rows made from the captions (swap negatives, partial positives)
             ids, mask = self.processor([text for _, text, _ in rows])
@@ -249,6 +262,7 @@ class TrainData:
         classes: dict[str, list[str]] | None = None,
         swap_negatives: bool = False,
         phrase_positives: bool = False,
+        lm_negatives: bool = False,
     ) -> None:
         if not dirs:
             raise ValueError("training needs at least one data directory")
@@ -257,6 +271,7 @@ class TrainData:
         self.shuffle_buffer = shuffle_buffer
         self.labelled = classes is not None
         self.swap_negatives, self.phrase_positives = swap_negatives, phrase_positives
+        self.lm_negatives = lm_negatives
         self.num_pairs = count_pairs(dirs, labelled=self.labelled)
         world = world_info()[1]
         self.steps_per_epoch = self.num_pairs // (batch_size * world)
@@ -300,6 +315,8 @@ class TrainData:
         if self.swap_negatives or self.phrase_positives:
             stages.append(functools.partial(_add_itm_extras, transform=self.transform, swaps=self.swap_negatives,
                                             phrases=self.phrase_positives))  # fmt: skip
+        if self.lm_negatives:
+            stages.append(functools.partial(_add_lm_negatives, transform=self.transform))
         stages.append(wds.batched(self.batch_size, collation_fn=self.collate, partial=False))
         return wds.DataPipeline(*stages).repeat()
 

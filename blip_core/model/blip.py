@@ -26,7 +26,7 @@ from torch import nn
 
 from blip_core.config import ModelConfig
 from blip_core.distributed import all_gather_no_grad
-from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_hard_negatives
+from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_hard_negatives, unlikelihood_loss
 from blip_core.model.med import MED
 from blip_core.model.vision import create_vision_encoder, encode_image
 
@@ -282,15 +282,22 @@ class BlipCaptioner(nn.Module):
         *,
         prompt_length: int = 0,
         image_embeds: torch.Tensor | None = None,
+        negative_ids: torch.Tensor | None = None,  # (B, L'): a swap negative of each caption
+        unlikelihood: float = 0.0,
     ) -> dict[str, torch.Tensor]:
-        """LM loss on the caption; the prompt tokens (including [DEC]) are not trained on, as BLIP."""
+        """LM loss on the caption; the prompt tokens (including [DEC]) are not trained on, as BLIP.
+        With `negative_ids`, also `unlikelihood_loss` x `unlikelihood` at the first token where each
+        negative leaves its caption (the prefix is shared, so the caption's own logits score it)."""
         if image_embeds is None:
             image_embeds = self.image_embeds(images)
         dec_ids = _with_first_token(input_ids, self.cfg.text.bos_token_id)
         labels = dec_ids.masked_fill(attention_mask == 0, -100)
         labels[:, :prompt_length] = -100
         logits = self.text.logits(self.text(dec_ids, attention_mask, mode="decoder", image_embeds=image_embeds))
-        return lm_loss(logits, labels, self.cfg.text.label_smoothing) | {"lm_logits": logits}
+        out = lm_loss(logits, labels, self.cfg.text.label_smoothing) | {"lm_logits": logits}
+        if negative_ids is not None:
+            out["unlikelihood_loss"] = unlikelihood * unlikelihood_loss(logits, labels, negative_ids)
+        return out
 
 
 def split_pretrain_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:

@@ -100,13 +100,16 @@ def test_finetunes_from_pretrain_checkpoint(tiny_world, tokenizer_dir, tmp_path)
     pre = tmp_path / "pre"
     run_training(_cfg(max_steps=2), [tiny_world / "coco_train"], pre, tokenizer=tokenizer_dir)
     for task in ("caption", "retrieval"):
+        extra = {"lm_unlikelihood": 0.5} if task == "caption" else {}
         s = run_training(
-            _cfg(task=task, max_steps=2, schedule="cosine"),
+            _cfg(task=task, max_steps=2, schedule="cosine", **extra),
             [tiny_world / "coco_train"],
             tmp_path / task,
             init=pre / "model",
         )
         assert s["steps"] == 2 and s["task"] == task
+        if task == "caption":  # each caption's swap negative reached the loss
+            assert all(line["unlikelihood_loss"] > 0 for line in _losses(tmp_path / task)), _losses(tmp_path / task)
         expected = BlipCaptioner if task == "caption" else BlipRetrieval
         assert type(load_pretrained(tmp_path / task / "model")) is expected
     # evaluation end to end: a pre-training checkpoint is scored as captioner and as filter

@@ -86,3 +86,12 @@ def test_malformed_params_yaml_is_one_line_with_file_and_line(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ValueError, match="expected a mapping"):
         load_params_section(bad, "world", WorldConfig)
+
+
+def test_unlikelihood_is_a_caption_weight():
+    from blip_core.config import TrainConfig
+
+    assert TrainConfig(task="caption", lm_unlikelihood=0.5).lm_unlikelihood == 0.5
+    for bad in ({"task": "retrieval", "lm_unlikelihood": 0.5}, {"task": "caption", "lm_unlikelihood": -1.0}):
+        with pytest.raises(ValueError, match="lm_unlikelihood"):
+            TrainConfig(**bad)

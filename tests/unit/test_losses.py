@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from blip_core.losses import alpha_ramp, itc_loss, itc_targets, lm_loss, sample_hard_negatives
+from blip_core.losses import alpha_ramp, itc_loss, itc_targets, lm_loss, sample_hard_negatives, unlikelihood_loss
 
 
 def test_itc_targets_same_image_are_positives():
@@ -71,3 +71,18 @@ def test_lm_loss_label_smoothing_and_ignore():
 
 def test_alpha_ramp():
     assert alpha_ramp(0, 100, 0.4) == 0.0 and alpha_ramp(50, 100, 0.4) == 0.2 and alpha_ramp(500, 100, 0.4) == 0.4
+
+
+def test_unlikelihood_scores_the_first_token_where_the_negative_leaves_the_caption():
+    logits = torch.randn(3, 6, 10)
+    labels = torch.tensor([[-100, -100, 4, 5, 6, 2], [-100, 3, 3, 7, 2, -100], [-100, 1, 2, 2, -100, -100]])
+    # row 0 leaves at index 3 (5 -> 9), row 1 at index 4 (2 -> 8: the negative is longer), row 2 never
+    negatives = torch.tensor([[1, 1, 4, 9, 6, 2, 0], [1, 3, 3, 7, 8, 8, 2], [1, 1, 2, 2, 0, 0, 0]])
+    p0 = F.softmax(logits[0, 2], -1)[9]  # logits at t - 1 predict token t
+    p1 = F.softmax(logits[1, 3], -1)[8]
+    want = -(torch.log(1 - p0) + torch.log(1 - p1)) / 2
+    assert torch.allclose(unlikelihood_loss(logits, labels, negatives), want, atol=1e-6)
+    # prompt positions (-100) never count, and a batch without any difference gives 0 with a graph
+    same = labels.clamp(min=0)
+    none = unlikelihood_loss(logits.requires_grad_(), labels, same)
+    assert none.item() == 0.0 and none.requires_grad

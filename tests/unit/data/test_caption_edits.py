@@ -21,7 +21,10 @@ def test_every_kind_of_swap_changes_one_attribute():
         a, b = parse_caption(caption), parse_caption(neg)
         diffs = [(p.shape, p.color, p.size, p.count) != (q.shape, q.color, q.size, q.count)
                  for p, q in zip(a.phrases, b.phrases, strict=True)]  # fmt: skip
-        if a.relations != b.relations:
+        pairs = [(p.color, p.shape) for p in b.phrases]
+        if len(set(pairs)) < len(pairs):
+            seen["repeat"] += 1  # one phrase copied over the other
+        elif a.relations != b.relations:
             seen["relation"] += 1
         elif a.background != b.background:
             seen["background"] += 1
@@ -31,7 +34,15 @@ def test_every_kind_of_swap_changes_one_attribute():
         else:
             assert sum(diffs) == 1, neg
             seen["attribute"] += 1
-    assert set(seen) == {"relation", "background", "binding", "attribute"}
+    assert set(seen) == {"relation", "background", "binding", "attribute", "repeat"}
+
+
+def test_a_repeat_negative_names_one_object_twice():
+    rng = random.Random(4)
+    caption = "a yellow square to the right of a blue circle"
+    negs = [swap_negative(caption, rng) for _ in range(400)]
+    twice = {n for n in negs if len({(p.color, p.shape) for p in parse_caption(n).phrases}) == 1}
+    assert twice == {"a yellow square to the right of a yellow square", "a blue circle to the right of a blue circle"}
 
 
 def test_swaps_keep_the_noun_number_and_skip_captions_without_attributes():

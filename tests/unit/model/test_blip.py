@@ -141,3 +141,29 @@ def test_empty_queue_slots_are_masked_out_of_itc(cfg):
     # the first call saw a fully empty queue: only the 4 in-batch columns carry probability
     probs = out["sim_i2t"].softmax(dim=1)
     assert torch.allclose(probs[:, :4].sum(1), torch.ones(4), atol=1e-5)
+
+
+def test_captioner_unlikelihood_pushes_the_negative_word_down(cfg):
+    """TrainConfig.lm_unlikelihood: `unlikelihood_loss` joins `lm_loss`; its gradient lowers the
+    probability of the negative's token where it leaves the caption, on the caption's own logits."""
+    model = BlipCaptioner(cfg)
+    ids, mask = text_batch(B=2, L=8)
+    neg = ids.clone()
+    neg[:, 4] = (ids[:, 4] + 1) % cfg.text.vocab_size
+    neg[:, 4] = torch.where(neg[:, 4] < 5, torch.full_like(neg[:, 4], 5), neg[:, 4])  # not a special token
+    imgs = torch.randn(2, 3, 32, 32)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+
+    def p_neg():
+        with torch.no_grad():
+            logits = model(imgs, ids, mask)["lm_logits"]
+        return torch.softmax(logits[torch.arange(2), 3], -1)[torch.arange(2), neg[:, 4]]
+
+    before = p_neg()
+    out = model(imgs, ids, mask, negative_ids=neg, unlikelihood=1.0)
+    assert set(out) >= {"lm_loss", "unlikelihood_loss"} and out["unlikelihood_loss"] > 0
+    opt.zero_grad()
+    out["unlikelihood_loss"].backward()
+    opt.step()
+    assert (p_neg() < before).all()
+    assert "unlikelihood_loss" not in model(imgs, ids, mask)
