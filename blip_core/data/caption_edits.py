@@ -8,9 +8,9 @@
   different colour words trade places ("a red circle and a blue star" -> "a blue circle and a red
   star": a binding negative, as NegCLIP's word-order swaps), or one noun phrase copied over another
   of a different colour or shape ("a yellow square right of a blue circle" -> "a yellow square right
-  of a yellow square": the captioner's most frequent error, one object named twice). The kind of swap is drawn uniformly
-  among the kinds the caption allows, so rare ones (relations, backgrounds) are as frequent as
-  colours. As in NegCLIP, a swap can by chance still be true of the image (two colours of that shape
+  of a yellow square": the captioner's most frequent error, one object named twice). The kind of
+  swap is drawn uniformly among the kinds the caption allows, so rare ones (relations, backgrounds)
+  are as frequent as colours. As in NegCLIP, a swap can by chance still be true of the image (two colours of that shape
   in the scene); that rare label noise is accepted.
 - Partial positives: one noun phrase of the caption ("two big red circles"), which is true of the
   image whenever the caption is (a phrase's count is the exact count of its objects). In-batch hard
