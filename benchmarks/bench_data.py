@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from common import figure, save
 
-from blip_core.config import WorldConfig
+from blip_core.config.data import WorldConfig
 from blip_core.data.reader import build_pipeline, iter_samples
 from blip_core.data.world_generate import generate_world
 

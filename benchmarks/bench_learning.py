@@ -31,7 +31,9 @@ from pathlib import Path
 
 import torch
 
-from blip_core.config import EvalConfig, TrainConfig, WorldConfig, load_params_section
+from blip_core.config.data import WorldConfig
+from blip_core.config.loader import load_params_section
+from blip_core.config.train import EvalConfig, TrainConfig
 from blip_core.data.loader import load_eval_split
 from blip_core.data.world_generate import generate_world
 from blip_core.eval.captioning import evaluate_captioning

@@ -35,6 +35,12 @@ def describe() -> dict:
     return info
 
 
+def has_bf16_units() -> bool:
+    """The CPU computes bf16 natively (AVX512-BF16 or AMX): bf16 autocast is faster than fp32 there,
+    and emulated, slower, elsewhere."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(describe()["flags"]))
+
+
 def banner() -> str:
     i = describe()
     gpu = f", GPU {i['cuda']}" if i["cuda"] else ""

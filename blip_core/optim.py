@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from blip_core.config import TrainConfig
+from blip_core.config.train import TrainConfig
 
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "temp")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from blip_core.config import ModelConfig, TextConfig, VisionConfig
+from blip_core.config.model import ModelConfig, TextConfig, VisionConfig
 
 
 def tiny() -> ModelConfig:

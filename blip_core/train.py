@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from blip_core.config import VISION_STAGE, ModelConfig, TrainConfig
+from blip_core.config.model import ModelConfig
+from blip_core.config.train import VISION_STAGE, TrainConfig
 from blip_core.data.loader import TrainData, read_classes
 from blip_core.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
 from blip_core.fileio import write_json

@@ -26,11 +26,11 @@ from torch import nn
 from tqdm import tqdm
 
 from blip_core.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from blip_core.config import TrainConfig
+from blip_core.config.train import TrainConfig
 from blip_core.data.loader import TrainData
 from blip_core.distributed import default_device, is_dist, is_main_process, world_info
 from blip_core.losses import alpha_ramp
-from blip_core.machine import out_of_memory_hint
+from blip_core.machine import has_bf16_units, out_of_memory_hint
 from blip_core.optim import create_optimizer, create_scheduler
 from blip_core.tasks import get_task, resolve
 from blip_core.tracking import MetricLogger, NullLogger
@@ -76,6 +76,8 @@ class Trainer:
         # the state a forward pass changes besides the queues: restored when a step is non-finite
         self._batch_norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.prompt_length = prompt_length
+        self.bf16 = self.device.type == "cuda" or cfg.cpu_bf16 == "on" or (cfg.cpu_bf16 == "auto" and has_bf16_units())
+        """Forward passes under bf16 autocast (TrainConfig.cpu_bf16 on CPU; always on a GPU)."""
         self.log = metric_logger or NullLogger()
         self.steps_per_epoch = data.steps_per_epoch // cfg.grad_accum
         if self.steps_per_epoch < 1:
@@ -178,9 +180,9 @@ class Trainer:
                 tower.eval()
 
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()  # fp32 on CPU
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         b = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -302,6 +304,7 @@ class Trainer:
             "seconds": elapsed,
             "final": self.history[-1] if self.history else {},
             "images_per_s": steps_this_run * global_batch / max(elapsed, 1e-9),
+            "precision": "bf16" if self.bf16 else "fp32",
             "nonfinite_steps": self.nonfinite_steps,
         }
 

@@ -39,7 +39,8 @@ def _models(captioner: str | None, filter_model: str):
 
 def _cfg(cfg: dict):
     """The CapFilt config shipped to a worker as a dict, rebuilt with params.yaml's type checks."""
-    from blip_core.config import CapFiltConfig, from_dict
+    from blip_core.config.loader import from_dict
+    from blip_core.config.pipeline import CapFiltConfig
 
     return from_dict(CapFiltConfig, cfg, section="capfilt")
 

@@ -161,14 +161,16 @@ class Stage:
 
 def _vision_init(params: str) -> str:
     """params.yaml's `pretrain.vision_init` (a knob that shapes the DAG): "" without a file."""
-    from blip_core.config import TrainConfig, load_params_section
+    from blip_core.config.loader import load_params_section
+    from blip_core.config.train import TrainConfig
 
     return load_params_section(params, "pretrain", TrainConfig).vision_init if Path(params).is_file() else ""
 
 
 def _downstream(params: str) -> list[str]:
     """params.yaml's `downstream.tasks` (the other knob that shapes the DAG), in registry order."""
-    from blip_core.config import DownstreamConfig, load_params_section
+    from blip_core.config.loader import load_params_section
+    from blip_core.config.pipeline import DownstreamConfig
     from blip_core.tasks import TASKS
 
     chosen = load_params_section(params, "downstream", DownstreamConfig).tasks if Path(params).is_file() else []
@@ -177,7 +179,7 @@ def _downstream(params: str) -> list[str]:
 
 def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     """Every stage in an order that respects the dependencies."""
-    from blip_core.config import VISION_STAGE
+    from blip_core.config.train import VISION_STAGE
     from blip_core.tasks import get_task
 
     L = Layout(root)

@@ -173,7 +173,14 @@ def _stop(proc: subprocess.Popen | None) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    # no options: the run is params.yaml's; --help says so without starting anything
+    argparse.ArgumentParser(
+        prog="python -m flows.local", description=__doc__.split("\n\n")[0],
+        epilog="Every knob is in params.yaml (one section per stage); `make help` lists the other targets.",
+    ).parse_args(argv)  # fmt: skip
     # the serve process polls for the run every second, not every 10 s (Prefect's default): a cached
     # re-run lasts ~30 s, and the default poll and watch intervals cost up to 15 s of it
     env = os.environ | server_env() | {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "GX_ANALYTICS_ENABLED": "false",

@@ -164,7 +164,7 @@ def kept_at(selection: Path, policy: str, threshold: float) -> dict[str, float]:
 
     from blip_core.capfilt.core import select
     from blip_core.capfilt.quality import filter_quality
-    from blip_core.config import CapFiltConfig
+    from blip_core.config.pipeline import CapFiltConfig
 
     sel = select(pd.read_parquet(selection), CapFiltConfig(policy=policy), threshold=threshold)
     q = filter_quality(sel, threshold)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from blip_core.config import CapFiltConfig, ValidateConfig
+from blip_core.config.pipeline import CapFiltConfig, ValidateConfig
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +74,11 @@ def capfilt_output_suite(cfg: ValidateConfig, capfilt: CapFiltConfig):
     ]
 
 
-def capfilt_selection_suite(cfg: ValidateConfig, raw_noise: float | None = None):
+def capfilt_selection_suite(cfg: ValidateConfig, raw_noise: float | None = None, kept_labelled: int = 0):
     """`raw_noise`: the raw web pool's ground-truth noise rate (`raw_web_noise`); the kept set's bound
-    is relative to it. None (no labels, as in real data): no noise expectation."""
+    is relative to it. None (no labels, as in real data): no noise expectation. `kept_labelled`: the
+    kept captions with a label, whose rate's standard error widens the bound by
+    `validate.kept_noise_margin_z` of them (0: no margin)."""
     import great_expectations.expectations as gxe
 
     suite = [
@@ -84,12 +87,17 @@ def capfilt_selection_suite(cfg: ValidateConfig, raw_noise: float | None = None)
         gxe.ExpectColumnMeanToBeBetween(column="keep", min_value=cfg.keep_rate_min, max_value=cfg.keep_rate_max),
     ]
     if raw_noise is not None:
-        bound = round(raw_noise * cfg.max_kept_over_raw, 6)
+        base = min(1.0, raw_noise * cfg.max_kept_over_raw)
+        margin = cfg.kept_noise_margin_z * math.sqrt(base * (1 - base) / kept_labelled) if kept_labelled else 0.0
+        bound = round(min(1.0, base + margin), 6)
         note = (f"kept-set noise must be at most {cfg.max_kept_over_raw:g} x the raw web pool's noise "
-                f"{raw_noise:.3f} = {bound:.3f} (validate.max_kept_over_raw)")  # fmt: skip
+                f"{raw_noise:.3f} = {base:.3f} (validate.max_kept_over_raw)")  # fmt: skip
+        if margin:
+            note += (f", + {cfg.kept_noise_margin_z:g} standard errors of a rate over {kept_labelled} kept captions "
+                     f"({margin:.3f}; validate.kept_noise_margin_z) = {bound:.3f}")  # fmt: skip
         suite.append(gxe.ExpectColumnMeanToBeBetween(
             column="kept_noisy", max_value=bound, notes=note,
-            meta={"raw_web_noise": raw_noise, "max_kept_over_raw": cfg.max_kept_over_raw},
+            meta={"raw_web_noise": raw_noise, "max_kept_over_raw": cfg.max_kept_over_raw, "margin": round(margin, 6)},
         ))  # fmt: skip
         # the raw pool's rate beside it on the validation page (its observed value is the bound's base)
         raw_note = "the raw web pool's noise rate: the base of the kept set's bound"

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from blip_core.config import ModelConfig, TextConfig, VisionConfig, WorldConfig
+from blip_core.config.data import WorldConfig
+from blip_core.config.model import ModelConfig, TextConfig, VisionConfig
 
 
 def jpeg_bytes(size: tuple[int, int] = (32, 32), color=(200, 30, 30)) -> bytes:

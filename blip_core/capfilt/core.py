@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from blip_core.config import CapFiltConfig
+from blip_core.config.pipeline import CapFiltConfig
 from blip_core.data.grounding import Scene, ground_caption
 from blip_core.data.loader import eval_transform
 from blip_core.data.reader import ReadStats, build_pipeline, iter_samples

@@ -31,7 +31,7 @@ from blip_core.capfilt import (
     core,
 )
 from blip_core.capfilt.quality import filter_quality, plot_quality
-from blip_core.config import CapFiltConfig
+from blip_core.config.pipeline import CapFiltConfig
 from blip_core.data.shards import list_shards, write_stats
 from blip_core.distributed import default_device
 from blip_core.fileio import write_text

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from blip_core.config import ReaderConfig
+from blip_core.config.data import ReaderConfig
 from blip_core.data.reader import ReadStats, iter_samples
 
 URL_RE = re.compile(r"https?://|www\.|\b[\w-]+\.(?:com|net|org|io)\b", re.I)

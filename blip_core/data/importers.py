@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from blip_core.config import ReaderConfig
+from blip_core.config.data import ReaderConfig
 from blip_core.data.reader import (
     MEMBER_LEVEL_REASONS,
     TAR_LEVEL_REASONS,

@@ -27,7 +27,7 @@ import webdataset as wds
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from blip_core.config import ReaderConfig
+from blip_core.config.data import ReaderConfig
 from blip_core.data.reader import ReadStats, SampleDecoder, drop_duplicate_keys, track_shard
 from blip_core.data.shards import list_shards, read_manifests
 from blip_core.distributed import world_info

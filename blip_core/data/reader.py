@@ -46,7 +46,7 @@ import webdataset as wds
 from webdataset.tariterators import base_plus_ext
 from PIL import Image
 
-from blip_core.config import ReaderConfig
+from blip_core.config.data import ReaderConfig
 from blip_core.data.shards import list_shards
 
 logger = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from blip_core.config import ReaderConfig
+from blip_core.config.data import ReaderConfig
 from blip_core.data.importers import MAX_JSON_BYTES, REJECTED_FILE, ImportReport, load_json, make_key
 from blip_core.data.reader import SkipSample, decode_image
 from blip_core.data.shards import write_stats

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from blip_core.config import SPLITS, WorldConfig
+from blip_core.config.data import SPLITS, WorldConfig
 from blip_core.data import lexicon as lx
 from blip_core.data.grounding import Mentions, NounPhrase, Scene, SceneObject, ground_caption, true_relations
 from blip_core.data.shards import ShardWriter, write_stats

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from blip_core.config import SPLITS, WorldConfig
+from blip_core.config.data import SPLITS, WorldConfig
 from blip_core.data.shards import ShardWriter, write_stats
 from blip_core.data.world import LABEL_GROUPS, held_out_combos, make_sample
 from blip_core.data.world_tasks import TASK_SPLITS, write_task_split

@@ -31,7 +31,7 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-from blip_core.config import WorldConfig
+from blip_core.config.data import WorldConfig
 from blip_core.data import lexicon as lx
 from blip_core.data.grounding import Scene, SceneObject, relation_holds, tokenize
 from blip_core.data.task_data import TaskItem, write_task_items

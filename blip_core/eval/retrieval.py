@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from blip_core.config import EvalConfig
+from blip_core.config.train import EvalConfig
 from blip_core.data.loader import EvalSplit
 
 

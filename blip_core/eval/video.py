@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from blip_core.config import EvalConfig
+from blip_core.config.train import EvalConfig
 from blip_core.data.loader import eval_transform
 from blip_core.eval.retrieval import rank_pairs, recall_metrics
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from blip_core.config import EvalConfig
+from blip_core.config.train import EvalConfig
 from blip_core.data.loader import eval_transform
 from blip_core.data.task_data import TaskItem
 

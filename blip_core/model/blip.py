@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config import ModelConfig
+from blip_core.config.model import ModelConfig
 from blip_core.distributed import all_gather_no_grad
 from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_hard_negatives, unlikelihood_loss
 from blip_core.model.med import MED

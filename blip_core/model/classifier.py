@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config import ModelConfig
+from blip_core.config.model import ModelConfig
 from blip_core.model.vision import create_vision_encoder, encode_image
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config import TextConfig
+from blip_core.config.model import TextConfig
 from blip_core.model import packing
 from blip_core.model.packing import Packed
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config import ModelConfig, TextConfig
+from blip_core.config.model import ModelConfig, TextConfig
 from blip_core.losses import nlvr_loss
 from blip_core.model.med import MED, SelfAttentionProj
 from blip_core.model.vision import create_vision_encoder, encode_image

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config import ModelConfig
+from blip_core.config.model import ModelConfig
 from blip_core.losses import vqa_loss
 from blip_core.model.generate import GenerationConfig, generate
 from blip_core.model.med import MED

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from blip_core.checkpoint import safe_torch_load
-from blip_core.config import ModelConfig, VisionConfig
+from blip_core.config.model import ModelConfig, VisionConfig
 from blip_core.fileio import atomic_path, write_json
 from blip_core.model.vision import resize_pos_embed
 from blip_core.tasks import get_task, kind_task, model_kinds
@@ -194,7 +194,7 @@ def _rename(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], skip: 
 
 def hf_config_to_ours(hf_config, *, tokenizer_dir: str = "") -> ModelConfig:
     """A ModelConfig equal to a transformers BlipConfig (vision LayerNorm eps included)."""
-    from blip_core.config import TextConfig, VisionConfig
+    from blip_core.config.model import TextConfig, VisionConfig
 
     v, t = hf_config.vision_config, hf_config.text_config
     vision = VisionConfig(

@@ -13,7 +13,8 @@ def capfilt_config(params, **overrides):
     """params.yaml's `capfilt` section with any non-None overrides (CLI flags), type-checked by `from_dict`."""
     import dataclasses
 
-    from blip_core.config import CapFiltConfig, from_dict
+    from blip_core.config.loader import from_dict
+    from blip_core.config.pipeline import CapFiltConfig
 
     cfg: CapFiltConfig = section(params, "capfilt", CapFiltConfig)
     changes = {k: v for k, v in overrides.items() if v is not None}

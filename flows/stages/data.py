@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from blip_core.config import ReaderConfig, TokenizerConfig, WorldConfig
+from blip_core.config.data import ReaderConfig, TokenizerConfig, WorldConfig
 from flows.stages.params import section
 
 

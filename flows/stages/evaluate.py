@@ -34,7 +34,7 @@ def stage_evaluate(
     first captioned split's images with their captions."""
     import torch
 
-    from blip_core.config import EvalConfig
+    from blip_core.config.train import EvalConfig
     from blip_core.data.task_data import data_kind
     from blip_core.distributed import default_device
     from blip_core.machine import out_of_memory_hint

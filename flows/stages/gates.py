@@ -16,7 +16,8 @@ def stage_validate(
 
     Raises flows.validation.DataQualityError (a readable report) when an expectation fails.
     """
-    from blip_core.config import CapFiltConfig, ReaderConfig, ValidateConfig
+    from blip_core.config.data import ReaderConfig
+    from blip_core.config.pipeline import CapFiltConfig, ValidateConfig
     from flows import validation as v
 
     cfg: ValidateConfig = section(params, "validate", ValidateConfig)
@@ -35,7 +36,7 @@ def stage_validate(
             v.run_suite("capfilt_output", v.capfilt_output_suite(cfg, capfilt_cfg), out, data_asset=path, root=gx_root),
             v.run_suite(
                 "capfilt_selection",
-                v.capfilt_selection_suite(cfg, v.raw_web_noise(sel)),
+                v.capfilt_selection_suite(cfg, v.raw_web_noise(sel), int(sel["kept_noisy"].notna().sum())),
                 sel,
                 data_asset=path,
                 root=gx_root,
@@ -51,7 +52,7 @@ def stage_leakage(
 ) -> dict[str, Any]:
     """Evaluation images found in the pre-training pool (by content hash); fails above the configured count."""
     from blip_core.capfilt.leakage import leakage_report
-    from blip_core.config import ValidateConfig
+    from blip_core.config.pipeline import ValidateConfig
 
     cfg: ValidateConfig = section(params, "validate", ValidateConfig)
     report = leakage_report(eval_dirs, pool_dirs)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from blip_core.config import load_params_section
+from blip_core.config.loader import load_params_section
 
 DEFAULT_PARAMS = Path("params.yaml")
 """Read when a stage is called without a params file (the CLI run from the repository root)."""

@@ -30,7 +30,7 @@ def stage_train(
     `resume="auto"` (the pipeline's stages) continues a killed run of the same config and data.
     `vision_init`: the folder or file the vision tower starts from (the pipeline passes the
     `pretrain_vision` stage's tower when the section's `vision_init` names that stage)."""
-    from blip_core.config import TrainConfig
+    from blip_core.config.train import TrainConfig
     from blip_core.presets import get_preset
     from blip_core.tasks import section_of, trainable_tasks
     from blip_core.train import run_training
@@ -58,7 +58,7 @@ def stage_pretrain_vision(
     """The supervised vision start (BLIP's ImageNet/DeiT role): train the preset's vision tower with a
     classification head on label-only images (`pretrain_vision` section), then score it on
     `eval_dir`'s ground-truth scenes (evaluation only; recorded in `train_summary.json`)."""
-    from blip_core.config import TrainConfig
+    from blip_core.config.train import TrainConfig
     from blip_core.data.loader import load_eval_split
     from blip_core.eval.probe import classifier_metrics
     from blip_core.fileio import write_json

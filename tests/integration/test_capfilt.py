@@ -14,7 +14,7 @@ import pytest
 from helpers import micro_capfilt_models
 
 from blip_core.capfilt import core, pipeline
-from blip_core.config import CapFiltConfig
+from blip_core.config.pipeline import CapFiltConfig
 from blip_core.data.reader import iter_samples
 from blip_core.data.shards import read_manifests
 

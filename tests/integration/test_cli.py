@@ -27,6 +27,19 @@ def test_help_lists_subcommands():
         assert cmd in r.stdout
 
 
+def test_make_run_entry_point_answers_help_without_running(monkeypatch, capsys):
+    """`python -m flows.local --help` (make run's entry point) prints its usage and starts nothing."""
+    from flows import local
+
+    monkeypatch.setattr(local, "_stop_leftovers", lambda: pytest.fail("--help started the run"))
+    with pytest.raises(SystemExit) as e:
+        local.main(["--help"])
+    assert e.value.code == 0 and "make run" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        local.main(["--seeds", "1"])
+    assert e.value.code == 2
+
+
 def test_each_capfilt_step_has_its_own_help():
     r = _run("capfilt", "select", "--help")
     assert r.returncode == 0

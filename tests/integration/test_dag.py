@@ -106,7 +106,7 @@ def test_a_stage_reading_undeclared_params_fails_loudly(tmp_path):
 
 
 def _reads_capfilt(params):
-    from blip_core.config import CapFiltConfig
+    from blip_core.config.pipeline import CapFiltConfig
     from flows.stages.params import section
 
     return section(params, "capfilt", CapFiltConfig).top_p

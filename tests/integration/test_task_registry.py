@@ -110,7 +110,7 @@ def test_the_registry_rejects_clashes_and_unknown_tasks():
         register(Task(name="other", kind="captioner", model=ToyColour))
     with pytest.raises(ValueError, match="unknown task"):
         get_task("vqa2")
-    from blip_core.config import TrainConfig
+    from blip_core.config.train import TrainConfig
 
     with pytest.raises(ValueError, match="train.task must be one of"):
         TrainConfig(task="video")  # evaluation only: never trained

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from helpers import jpeg_bytes
 
-from blip_core.config import CapFiltConfig, ValidateConfig
+from blip_core.config.pipeline import CapFiltConfig, ValidateConfig
 from blip_core.data.shards import ShardWriter
 from flows import validation as v
 from flows.stages import stage_validate
@@ -154,3 +154,27 @@ def test_the_kept_noise_gate_is_relative_to_the_raw_web_pool(tmp_path):
     assert "kept_noisy" not in columns
     with pytest.raises(ValueError, match="max_kept_over_raw"):
         ValidateConfig(max_kept_over_raw=0.0)
+
+
+def test_the_kept_noise_bound_allows_the_kept_rates_sampling_error(tmp_path):
+    """With the number of labelled kept captions, the bound widens by kept_noise_margin_z standard errors
+    of a rate at the bound: parity (kept = raw, up to a few captions) passes, a kept set dirtier beyond
+    sampling noise fails, z = 0 is the point comparison."""
+    cfg = ValidateConfig(keep_rate_min=0.0, keep_rate_max=1.0)
+    n = 3000
+    margin = 1.96 * (0.383 * 0.617 / n) ** 0.5  # ~0.017
+    suite = v.capfilt_selection_suite(cfg, 0.383, n)
+    kept = next(e for e in suite if e.column == "kept_noisy")
+    assert kept.max_value == pytest.approx(0.383 + margin, abs=1e-6)
+    assert "1.96 standard errors of a rate over 3000 kept captions" in kept.notes
+    point = next(e for e in v.capfilt_selection_suite(ValidateConfig(kept_noise_margin_z=0.0), 0.383, n)
+                 if e.column == "kept_noisy")  # fmt: skip
+    assert point.max_value == 0.383
+    assert kept.max_value >= 0.386 and 0.383 + 2 * margin > kept.max_value  # parity passes, 2 se over fails
+    dirtier = _selection(keep=[1, 1, 0, 0], noisy=[1, 0, 0, 0])  # kept 0.5 over 2 captions: a wide margin
+    assert v.gate([v.run_suite("sel", v.capfilt_selection_suite(cfg, 0.25, 2), dirtier, root=tmp_path)], None)[
+        "success"
+    ]
+    assert not v.run_suite("sel", v.capfilt_selection_suite(cfg, 0.25, 200), dirtier, root=tmp_path)["success"]
+    with pytest.raises(ValueError, match="kept_noise_margin_z"):
+        ValidateConfig(kept_noise_margin_z=-1.0)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from blip_core.config import TrainConfig
+from blip_core.config.train import TrainConfig
 from blip_core.model.classifier import VisionClassifier
 from blip_core.model.weights import load_pretrained
 from blip_core.optim import create_optimizer

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blip_core.config import ReaderConfig, TokenizerConfig, WorldConfig, from_dict, load_params_section
+from blip_core.config.data import ReaderConfig, TokenizerConfig, WorldConfig
+from blip_core.config.loader import from_dict, load_params_section
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +31,8 @@ def test_default_world_config_matches_dataclass_defaults():
 
 @pytest.mark.parametrize("path", ["params.yaml", "configs/default-world.yaml"])
 def test_every_params_section_builds(path):
-    from blip_core.config import CapFiltConfig, DownstreamConfig, EvalConfig, TrainConfig, ValidateConfig
+    from blip_core.config.pipeline import CapFiltConfig, DownstreamConfig, ValidateConfig
+    from blip_core.config.train import EvalConfig, TrainConfig
     from blip_core.tasks import TASKS
 
     sections = {"world": WorldConfig, "reader": ReaderConfig, "tokenizer": TokenizerConfig, "evaluate": EvalConfig,
@@ -71,7 +73,8 @@ def test_scaled_world():
 
 
 def test_malformed_params_yaml_is_one_line_with_file_and_line(tmp_path):
-    from blip_core.config import WorldConfig, load_params_section
+    from blip_core.config.data import WorldConfig
+    from blip_core.config.loader import load_params_section
 
     bad = tmp_path / "params.yaml"
     bad.write_text("world:\n  seed: 0\n  image_size: [64\npretrain:\n  lr: 1\n")
@@ -89,7 +92,7 @@ def test_malformed_params_yaml_is_one_line_with_file_and_line(tmp_path):
 
 
 def test_unlikelihood_is_a_caption_weight():
-    from blip_core.config import TrainConfig
+    from blip_core.config.train import TrainConfig
 
     assert TrainConfig(task="caption", lm_unlikelihood=0.5).lm_unlikelihood == 0.5
     for bad in ({"task": "retrieval", "lm_unlikelihood": 0.5}, {"task": "caption", "lm_unlikelihood": -1.0}):

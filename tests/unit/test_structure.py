@@ -15,7 +15,6 @@ MAX_LINES = 450
 LONG_REASON = "Long because:"
 """A module over MAX_LINES says why in its docstring after these words."""
 NOT_SPLIT_YET = {
-    "blip_core/config.py": "typed loader, data knobs, model args, train/eval configs, pipeline knobs",
     "blip_core/model/weights.py": "factory, our format, HF conversion, official .pth conversion, vision start",
     "blip_core/data/world.py": "scenes, captions, web noise, shards",
     "blip_core/data/world_tasks.py": "VQA, NLVR2 and video items with their checkers",
@@ -23,7 +22,7 @@ NOT_SPLIT_YET = {
 }
 """Modules the layout issue still has to split (each into the parts named); no other may grow past
 MAX_LINES without a reason, and these may not grow."""
-NOT_SPLIT_YET_LINES = {"blip_core/config.py": 735, "blip_core/model/weights.py": 522, "blip_core/data/world.py": 495,
+NOT_SPLIT_YET_LINES = {"blip_core/model/weights.py": 522, "blip_core/data/world.py": 495,
                        "blip_core/data/world_tasks.py": 752, "blip_core/data/task_importers.py": 584}  # fmt: skip
 
 
@@ -81,7 +80,7 @@ def test_no_import_cycle():
 
 def test_the_cycle_check_finds_a_cycle():
     g = import_graph()
-    g.add_edge("blip_core.config", "blip_core.data.world")  # world imports config: a made-up loop
+    g.add_edge("blip_core.config.data", "blip_core.data.world")  # world imports config.data: a made-up loop
     assert list(nx.simple_cycles(g))
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from blip_core.capfilt.core import resolve_threshold, select, shard_seed
 from blip_core.capfilt.quality import auroc, filter_quality, pr_curve
-from blip_core.config import CapFiltConfig
+from blip_core.config.pipeline import CapFiltConfig
 
 
 def _scores() -> pd.DataFrame:

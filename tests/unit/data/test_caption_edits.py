@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from blip_core.config import WorldConfig
+from blip_core.config.data import WorldConfig
 from blip_core.data.caption_edits import phrase_positive, swap_negative
 from blip_core.data.grounding import Scene, ground_caption, parse_caption
 from blip_core.data.world import make_sample

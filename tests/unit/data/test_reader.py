@@ -13,7 +13,7 @@ import torch
 from helpers import jpeg_bytes, sample_members, write_raw_tar
 from PIL import Image
 
-from blip_core.config import ReaderConfig
+from blip_core.config.data import ReaderConfig
 from blip_core.data.reader import ReadStats, build_pipeline, iter_samples
 from blip_core.data.shards import MANIFEST_SCHEMA, ShardWriter, read_manifests
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import tiny_world_config
 
-from blip_core.config import WorldConfig
+from blip_core.config.data import WorldConfig
 from blip_core.data import lexicon as lx
 from blip_core.data.grounding import Scene, ground_caption
 from blip_core.data.reader import ReadStats, iter_samples

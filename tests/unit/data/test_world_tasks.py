@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from helpers import tiny_world_config
 
-from blip_core.config import WorldConfig
+from blip_core.config.data import WorldConfig
 from blip_core.data import lexicon as lx
 from blip_core.data.grounding import Scene, SceneObject
 from blip_core.data.task_data import iter_task_items, read_task_items, task_of

@@ -8,7 +8,7 @@ import torch
 from helpers import micro_config, text_batch
 from PIL import Image
 
-from blip_core.config import EvalConfig
+from blip_core.config.train import EvalConfig
 from blip_core.data.loader import eval_transform
 from blip_core.data.task_data import TaskItem
 from blip_core.eval.nlvr import evaluate_nlvr

@@ -46,7 +46,7 @@ def test_train_save_load_roundtrip(tmp_path):
 def test_max_words_travels_with_the_tokenizer(tmp_path):
     """One source: params.yaml's tokenizer.max_words is saved with the tokenizer and every
     processor built for a model reads it (training, evaluation, CapFilt, the registry)."""
-    from blip_core.config import ModelConfig
+    from blip_core.config.model import ModelConfig
     from blip_core.model.tokenizer import TextProcessor, tokenizer_max_words, train_tokenizer
 
     caps = ["one two three four five six seven eight"] * 3

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import micro_config, text_batch
 
-from blip_core.config import ModelConfig, VisionConfig
+from blip_core.config.model import ModelConfig, VisionConfig
 from blip_core.model.blip import BlipPretrain
 from blip_core.model.vision import HybridViT, create_vision_encoder
 from blip_core.model.weights import ours_to_hf_config
