@@ -82,7 +82,8 @@ def bootstrap(
 
         doc = yaml.safe_load(Path(params).read_text()) if Path(params).is_file() else {}
         parent = MLflowLogger(experiment=experiment, run_name=f"bootstrap-{commit}", tags={
-            "git_commit": commit, "params_hash": versioning.params_hash(params), "pipeline": "prefect"})  # fmt: skip
+            "git_commit": commit, "code_hash": versioning.code_hash(), "params_hash": versioning.params_hash(params),
+            "pipeline": "prefect"})  # fmt: skip
         parent.log_params({k: v for k, v in doc.items() if isinstance(v, dict)})
         run |= {"mlflow_parent": parent.run_id, "tracking_uri": parent.tracking_uri}
     times = Path(dag.Layout(root).metrics, "stage_times.json")
@@ -257,7 +258,8 @@ def _dvc_state(params: str, root: str) -> str:
 
 def _mark_if_served_from_cache(parent) -> None:
     """A re-run whose every stage came from the task cache made no stage run of its own: say so on the
-    parent run and link the parent run whose stage runs hold these results (same commit and params)."""
+    parent run and link the parent run whose stage runs hold these results (same code and params: not the
+    same commit, whose `-dirty` flag the earlier run's own `dvc commit` sets)."""
     client, exp = parent.client, [parent.experiment_id]
 
     def has_children(run_id: str) -> bool:
@@ -266,7 +268,7 @@ def _mark_if_served_from_cache(parent) -> None:
     if has_children(parent.run_id):
         return
     tags = client.get_run(parent.run_id).data.tags
-    same = f"tags.git_commit = '{tags.get('git_commit')}' and tags.params_hash = '{tags.get('params_hash')}'"
+    same = f"tags.code_hash = '{tags.get('code_hash')}' and tags.params_hash = '{tags.get('params_hash')}'"
     earlier = client.search_runs(exp, same, order_by=["attributes.start_time DESC"], max_results=50)
     holder = next((r.info.run_id for r in earlier if r.info.run_id != parent.run_id and has_children(r.info.run_id)),
                   None)  # fmt: skip

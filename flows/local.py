@@ -52,15 +52,26 @@ def healthy(timeout: float = 2.0, api: str = API) -> bool:
         return False
 
 
-def wait_for(check, what: str, seconds: float, proc: subprocess.Popen | None = None) -> None:
+READY_TIMEOUT_S = 180.0
+"""How long the server and the serve process may take to come up (2 busy CPUs: ~20-60 s)."""
+
+
+class NotReady(TimeoutError):
+    """A process `make run` started did not come up (or exited): one line, no traceback."""
+
+
+def wait_for(
+    check, what: str, seconds: float, proc: subprocess.Popen | None = None, *, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + seconds
+    see = f"; see {log}" if log else ""
     while time.monotonic() < deadline:
         if check():
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}; see {proc.args}")
+            raise NotReady(f"{what} exited with code {proc.returncode}{see}")
         time.sleep(0.2)
-    raise TimeoutError(f"{what} not ready after {seconds:.0f} s")
+    raise NotReady(f"{what} not ready after {seconds:.0f} s{see}")
 
 
 def _api(method: str, path: str, body: dict | None = None) -> int:
@@ -192,9 +203,6 @@ def main(argv: list[str] | None = None) -> int:
     server = serve = None
     t0 = time.monotonic()
     _stop_leftovers()
-    # the summary at the end reads the CapFilt scores through blip_core (torch: ~3 s of imports);
-    # this process only waits until then, so it imports them meanwhile
-    threading.Thread(target=results.import_summary_deps, daemon=True).start()
     try:
         if healthy():
             print(f"Using the Prefect server already running at {API}")
@@ -202,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Starting a local Prefect server at http://{HOST}:{PORT} (log: {logs}/prefect-server.log)")
             server = _spawn(server_command(), env, logs / "prefect-server.log")
             _record(server=server)
-            wait_for(healthy, "prefect server", 180, server)
+            wait_for(healthy, "prefect server", READY_TIMEOUT_S, server, log=logs / "prefect-server.log")
         # a fresh `gpu` limit (1 task at a time): slots leased by an earlier run that was killed would
         # otherwise block every gpu-tagged task of this run
         _api("DELETE", "/concurrency_limits/tag/gpu")
@@ -213,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         serve = _spawn([sys.executable, "-m", "flows.bootstrap", "serve"], env, logs / "serve.log",
                        death_signal=signal.SIGUSR1)  # fmt: skip
         _record(server=server, serve=serve)
-        wait_for(_deployment_ready, "deployment bootstrap/full", 180, serve)
+        # the summary at the end reads the CapFilt scores through blip_core (torch: ~3 s of imports),
+        # imported meanwhile; in a thread started only now: a fork while another thread imports can
+        # deadlock the child before it execs (the children's preexec_fn runs between the two)
+        threading.Thread(target=results.import_summary_deps, daemon=True).start()
+        wait_for(_deployment_ready, "deployment bootstrap/full", READY_TIMEOUT_S, serve, log=logs / "serve.log")
         print(f"Ready after {time.monotonic() - t0:.0f} s. Running: prefect deployment run bootstrap/full --watch")
         t_run = time.monotonic()
         rc = _watch(
@@ -222,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nFlow finished in {time.monotonic() - t_run:.0f} s (exit code {rc}); serve log: {logs}/serve.log")
         _summary()
         return rc
+    except NotReady as e:
+        print(f"make run: {e}", file=sys.stderr)
+        return 1
     finally:
         _stop(serve)  # first: its graceful shutdown pauses the deployment through the server
         _stop(server)

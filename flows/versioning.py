@@ -30,6 +30,18 @@ def git_commit(root: str | Path = REPO) -> str:
         return "nogit"
 
 
+def code_hash(root: str | Path = REPO) -> str:
+    """Hash of the code that decides a run's results (blip_core/, flows/, pyproject.toml, by content):
+    unlike `git_commit`, not moved by the `-dirty` flag that a run's own `dvc commit` (dvc.lock) sets."""
+    root = Path(root)
+    files = sorted(f for pkg in ("blip_core", "flows") for f in (root / pkg).rglob("*.py")) + [root / "pyproject.toml"]
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

@@ -32,6 +32,13 @@ def _capfilt_models(cfg, captioner, filter_model):
     return CapFiltModels(captioner if uses_captioner(cfg) else None, filter_model)
 
 
+def _require_dirs(**dirs) -> None:
+    """Every given input folder exists (None: not given), or one error naming the missing one."""
+    for name, d in dirs.items():
+        if d is not None and not Path(d).is_dir():
+            raise FileNotFoundError(f"capfilt: {name} folder not found: {d}")
+
+
 def stage_capfilt_score(
     web_dir,
     work_dir,
@@ -52,6 +59,7 @@ def stage_capfilt_score(
 
     cfg = capfilt_config(params, policy=policy)
     models = _capfilt_models(cfg, captioner, filter_model)
+    _require_dirs(web=web_dir, calibration=calibration_dir)  # before any output folder is made
     for sub in (pipeline.CAPTIONS, pipeline.SCORES, pipeline.CALIBRATION):
         Path(work_dir, sub).mkdir(parents=True, exist_ok=True)
     if step == "caption":
@@ -99,6 +107,7 @@ def stage_capfilt_run(
     calibration_dir=None,
 ) -> dict[str, Any]:
     """caption -> filter -> select -> reshard."""
+    _require_dirs(web=web_dir, **{f"human[{i}]": d for i, d in enumerate(human_dirs)})
     score = stage_capfilt_score(web_dir, work_dir, captioner=captioner, filter_model=filter_model, params=params,
                                 policy=policy, calibration_dir=calibration_dir)  # fmt: skip
     select = stage_capfilt_select(web_dir, work_dir, metrics_dir=metrics_dir, params=params, policy=policy,

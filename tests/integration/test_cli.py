@@ -40,6 +40,39 @@ def test_make_run_entry_point_answers_help_without_running(monkeypatch, capsys):
     assert e.value.code == 2
 
 
+def test_make_run_says_in_one_line_when_the_serve_process_never_comes_up(tmp_path, monkeypatch, capsys):
+    """A serve process that never registers the deployment: `make run` stops after its timeout with one
+    line naming the log, stops what it started, and no thread is running when it spawns children (a
+    fork while another thread imports torch can deadlock the child before it execs)."""
+    import threading
+
+    from flows import local
+
+    monkeypatch.chdir(tmp_path)
+    events, spawned = [], []
+
+    class Thread(threading.Thread):
+        def start(self):
+            events.append("thread")
+            super().start()
+
+    monkeypatch.setattr(local.threading, "Thread", Thread)
+
+    def spawn(cmd, env, log, **kw):
+        events.append("spawn")
+        spawned.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True))
+        return spawned[-1]
+
+    monkeypatch.setattr(local, "_spawn", spawn)
+    monkeypatch.setattr(local, "healthy", lambda *a, **k: True)  # a server already answers
+    monkeypatch.setattr(local, "_api", lambda *a, **k: 404)  # ... but the deployment never appears
+    monkeypatch.setattr(local, "READY_TIMEOUT_S", 1.0)
+    assert local.main([]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["make run: deployment bootstrap/full not ready after 1 s; see data/logs/serve.log"]
+    assert events == ["spawn", "thread"] and spawned[0].poll() is not None  # spawned first, stopped after
+
+
 def test_each_capfilt_step_has_its_own_help():
     r = _run("capfilt", "select", "--help")
     assert r.returncode == 0
@@ -133,3 +166,16 @@ def test_convert_cli_between_formats(tmp_path):
         assert torch.equal(v, b.state_dict()[k]), k
     r = _run("convert", str(tmp_path / "x.pth"), "--from", "blip", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "needs --kind" in r.stderr
+
+
+def test_capfilt_with_a_missing_web_folder_fails_before_writing_anything(tmp_path, capsys):
+    """`blip capfilt caption|filter|run --web MISSING`: one message naming the folder, and no empty output folders."""
+    for name in ("cap", "filt"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}\n")
+    common = ["--web", str(tmp_path / "missing"), "--work", str(tmp_path / "work"),
+              "--captioner", str(tmp_path / "cap"), "--filter", str(tmp_path / "filt")]  # fmt: skip
+    for step in ("caption", "filter", "run"):
+        assert main(["capfilt", step, *common]) != 0
+        assert f"web folder not found: {tmp_path / 'missing'}" in capsys.readouterr().err
+        assert not (tmp_path / "work").exists()

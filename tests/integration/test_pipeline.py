@@ -89,6 +89,7 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     first_parent, cached_parent = sorted(parents, key=lambda r: r.info.start_time)
     assert cached_parent.data.tags["served_from_cache"] == "true"
     assert cached_parent.data.tags["results_run_id"] == first_parent.info.run_id
+    assert cached_parent.data.tags["code_hash"] == first_parent.data.tags["code_hash"]  # found by code, not commit
     assert "served_from_cache" not in first_parent.data.tags
     # the first view: the verdict as the run's description, headline figures on the parent run, a link
     # to the compare view of the two evaluations; comparison.md opens with the verdict
