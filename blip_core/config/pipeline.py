@@ -82,8 +82,10 @@ class ValidateConfig:
     kept set dirtier than what it was given (1.0), whatever the pool's own noise."""
     kept_noise_margin_z: float = 1.96
     """The kept-noise bound allows this many standard errors of the kept set's rate (a one-sided
-    z-test: fail when the kept set is dirtier than the bound beyond sampling noise); 0 = the point
-    comparison. At parity (kept = raw) a point gate passes or fails with a machine's float kernels."""
+    z-test, 2.5% false failures at 1.96 for captions drawn independently; kept web and synthetic
+    captions of one image are not, so it is looser than that): fail when the kept set is dirtier
+    than the bound beyond sampling noise; 0 = the point comparison. At parity (kept = raw) a point
+    gate passes or fails with a machine's float kernels."""
     max_leaked_images: int = 0
     """Evaluation images (val/test/novel) allowed in the pre-training pool, by content hash."""
 

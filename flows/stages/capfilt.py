@@ -89,6 +89,7 @@ def stage_capfilt_reshard(human_dirs, web_dir, work_dir, *, out_dir=None) -> dic
     from blip_core.capfilt import SHARDS
     from blip_core.capfilt.pipeline import run_reshard
 
+    _require_dirs(web=web_dir, **{f"human[{i}]": d for i, d in enumerate(human_dirs)})
     summary = run_reshard(human_dirs, web_dir, work_dir, out_dir or Path(work_dir) / SHARDS)
     return {k: v for k, v in summary.items() if k != "shards"}
 

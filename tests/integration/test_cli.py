@@ -46,14 +46,16 @@ def test_make_run_says_in_one_line_when_the_serve_process_never_comes_up(tmp_pat
     fork while another thread imports torch can deadlock the child before it execs)."""
     import threading
 
-    from flows import local
+    from flows import local, results
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(local.signal, "signal", lambda *a: None)  # main's SIGTERM handler stays out of pytest
     events, spawned = [], []
 
     class Thread(threading.Thread):
         def start(self):
-            events.append("thread")
+            if self._target is results.import_summary_deps:  # the one thread main starts
+                events.append("thread")
             super().start()
 
     monkeypatch.setattr(local.threading, "Thread", Thread)
