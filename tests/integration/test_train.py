@@ -70,9 +70,12 @@ def test_killed_and_resumed_run_matches_uninterrupted(tiny_world, tokenizer_dir,
     run_training(_cfg(), data, tmp_path / "resumed", tokenizer=tokenizer_dir, resume=True)
     full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
     assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+    # equal up to fp32 rounding: a resumed run's tensors sit at other addresses, and the CPU kernels'
+    # reduction order follows alignment (measured 2.6e-6 on a loss of 3.59 after other tests ran);
+    # a wrong batch, RNG or optimizer state moves these losses far beyond rounding
     for a, b in zip(full, resumed, strict=True):
         for k in ("itc_loss", "itm_loss", "lm_loss"):
-            assert abs(a[k] - b[k]) < 1e-6, (a["step"], k, a[k], b[k])
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["step"], k, a[k], b[k])
     # checkpoints: atomic names, only the last keep_last kept, final weights loadable
     ckpts = sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir())
     assert ckpts == ["ckpt_00000003.pt", "ckpt_00000006.pt"]
