@@ -41,6 +41,14 @@ def has_bf16_units() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(describe()["flags"]))
 
 
+def uses_bf16(device: torch.device, cpu: str) -> bool:
+    """Whether to run under bf16 autocast: always on a GPU; on CPU as `cpu` says (off | on | auto:
+    where the CPU has bf16 units). The one rule of training and CapFilt captioning."""
+    if device.type != "cpu":
+        return device.type == "cuda"
+    return cpu == "on" or (cpu == "auto" and has_bf16_units())
+
+
 def banner() -> str:
     i = describe()
     gpu = f", GPU {i['cuda']}" if i["cuda"] else ""

@@ -30,7 +30,7 @@ from blip_core.config.train import TrainConfig
 from blip_core.data.loader import TrainData
 from blip_core.distributed import default_device, is_dist, is_main_process, world_info
 from blip_core.losses import alpha_ramp
-from blip_core.machine import has_bf16_units, out_of_memory_hint
+from blip_core.machine import out_of_memory_hint, uses_bf16
 from blip_core.optim import create_optimizer, create_scheduler
 from blip_core.tasks import get_task, resolve
 from blip_core.tracking import MetricLogger, NullLogger
@@ -76,7 +76,7 @@ class Trainer:
         # the state a forward pass changes besides the queues: restored when a step is non-finite
         self._batch_norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.prompt_length = prompt_length
-        self.bf16 = self.device.type == "cuda" or cfg.cpu_bf16 == "on" or (cfg.cpu_bf16 == "auto" and has_bf16_units())
+        self.bf16 = uses_bf16(self.device, cfg.cpu_bf16)
         """Forward passes under bf16 autocast (TrainConfig.cpu_bf16 on CPU; always on a GPU)."""
         self.log = metric_logger or NullLogger()
         self.steps_per_epoch = data.steps_per_epoch // cfg.grad_accum

@@ -34,7 +34,7 @@ from blip_core.data.loader import eval_transform
 from blip_core.data.reader import ReadStats, build_pipeline, iter_samples
 from blip_core.data.shards import ShardWriter
 from blip_core.fileio import atomic_path
-from blip_core.machine import out_of_memory_hint
+from blip_core.machine import out_of_memory_hint, uses_bf16
 from blip_core.model.generate import GenerationConfig, caption_images
 
 logger = logging.getLogger(__name__)
@@ -129,9 +129,8 @@ def _images(batch: list[dict[str, Any]], image_size: int, device: torch.device) 
 
 def _autocast(device: torch.device, *, cpu_bf16: bool = False):
     """bf16 autocast on GPUs; on CPU only when asked (`capfilt.caption_bf16`, not the parity path)."""
-    if device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    enabled = uses_bf16(device, "on" if cpu_bf16 else "off")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -378,7 +378,7 @@ def test_fused_adamw_knob_is_the_same_update(tiny_world, tokenizer_dir):
 def test_cpu_bf16_knob_trains_under_autocast_only_where_asked(tiny_world, tokenizer_dir, tmp_path, monkeypatch):
     """train.cpu_bf16: off is fp32 (the parity path), on trains under bf16 autocast, auto only on a CPU
     with bf16 units. The bf16 run is another numeric path: its losses stay finite and near fp32's."""
-    import blip_core.trainer as trainer_mod
+    import blip_core.machine as machine_mod
 
     data = [tiny_world / "coco_train", tiny_world / "web"]
     fp32 = run_training(_cfg(max_steps=3), data, tmp_path / "fp32", tokenizer=tokenizer_dir)
@@ -388,7 +388,7 @@ def test_cpu_bf16_knob_trains_under_autocast_only_where_asked(tiny_world, tokeni
     assert all(torch.isfinite(torch.tensor(v)) for v in first)
     assert abs(first[0] - first[1]) < 0.05 * first[0]  # same batch, same start: bf16 rounding only
     for units, expected in ((False, "fp32"), (True, "bf16")):
-        monkeypatch.setattr(trainer_mod, "has_bf16_units", lambda units=units: units)
+        monkeypatch.setattr(machine_mod, "has_bf16_units", lambda units=units: units)
         out = run_training(_cfg(max_steps=1, cpu_bf16="auto"), data, tmp_path / f"auto{units}", tokenizer=tokenizer_dir)
         assert out["precision"] == expected
     with pytest.raises(ValueError, match="cpu_bf16"):
