@@ -42,8 +42,8 @@ def child(world: Path, work: Path, models: Path, params: Path) -> dict:
     """One CapFilt run in this process; its own peak RSS at the end."""
     import pandas as pd
 
-    from blip_core.capfilt import core
-    from blip_core.capfilt.pipeline import read_score_index
+    from blip_core.capfilt import steps
+    from blip_core.capfilt.folders import read_score_index
     from blip_core.data.shards import read_stats
     from flows.stages import stage_capfilt_run
 
@@ -52,7 +52,7 @@ def child(world: Path, work: Path, models: Path, params: Path) -> dict:
                             filter_model=models / "filter", metrics_dir=work / "metrics", params=params,
                             calibration_dir=world / "val")  # fmt: skip
     seconds = time.perf_counter() - t0
-    scores = core.read_scores(read_score_index(work)["score_paths"])
+    scores = steps.read_scores(read_score_index(work)["score_paths"])
     web = scores[scores["source"] == "web"]
     n_web = read_stats(world / "web")["num_samples"]
     sel = pd.read_parquet(work / "selection.parquet")
@@ -75,9 +75,9 @@ def child(world: Path, work: Path, models: Path, params: Path) -> dict:
 
 
 def prepare(tmp: Path, scales: list[float], preset: str, base_params: Path) -> tuple[dict[float, Path], Path]:
-    from blip_core.model import weights
-    from blip_core.model.tokenizer import load_tokenizer
-    from blip_core.presets import get_preset, with_tokenizer
+    from blip_core.models import pretrained
+    from blip_core.models.common.tokenizer import load_tokenizer
+    from blip_core.models.blip.presets import get_preset, with_tokenizer
     from flows.stages import stage_tokenizer, stage_world
 
     base_web = yaml.safe_load(base_params.read_text())["world"]["num_web"]
@@ -99,8 +99,8 @@ def prepare(tmp: Path, scales: list[float], preset: str, base_params: Path) -> t
     cfg = with_tokenizer(get_preset(preset), tok)
     cfg.tokenizer = str(models / "tok")
     torch.manual_seed(0)
-    weights.save_pretrained(weights.create_model("captioner", cfg), models / "captioner", tokenizer=tok)
-    weights.save_pretrained(weights.create_model("retrieval", cfg), models / "filter", tokenizer=tok)
+    pretrained.save_pretrained(pretrained.create_model("captioner", cfg), models / "captioner", tokenizer=tok)
+    pretrained.save_pretrained(pretrained.create_model("retrieval", cfg), models / "filter", tokenizer=tok)
     return worlds, models
 
 

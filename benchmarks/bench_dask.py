@@ -5,7 +5,7 @@ The CapFilt subflow (`flows.capfilt_flow`, one caption and one filter task per w
 BLAS threads to 1 per worker). The make-run web pool (2,500 images) is cut into 10 shards so that
 2 workers get equal shares. Ratio: 2 workers / 1 worker, measured in this same run (goal >= 1.8x
 on 2 cores), for cold workers (fresh processes: the first task imports the code) and warm ones
-(`--preload blip_core.capfilt.pipeline`, as a long-lived cluster is). The Prefect API is started before
+(`--preload blip_core.capfilt.folders`, as a long-lived cluster is). The Prefect API is started before
 any timing. Captioner and filter are the `--preset` models with random weights.
 
     python benchmarks/bench_dask.py [--workers 1 2] [--json reports/dask.json]
@@ -82,7 +82,7 @@ def main() -> None:
                 # warm: workers that imported the task code at start (`dask worker --preload
                 # flows.capfilt_flow`), as a long-lived cluster has; cold: fresh worker processes
                 # whose first task imports prefect, torch and blip_core (~5 s each)
-                preload = ["flows.capfilt_flow", "blip_core.capfilt.pipeline"] if warm else []
+                preload = ["flows.capfilt_flow", "blip_core.capfilt.folders"] if warm else []
                 cluster = distributed.LocalCluster(n_workers=w, threads_per_worker=1, processes=True, host="127.0.0.1",
                                                    dashboard_address="127.0.0.1:0", silence_logs=40,
                                                    preload=preload, config=WORKER_CONFIG)  # fmt: skip

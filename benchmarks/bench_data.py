@@ -16,7 +16,7 @@ from common import figure, save
 
 from blip_core.config.data import WorldConfig
 from blip_core.data.reader import build_pipeline, iter_samples
-from blip_core.data.world_generate import generate_world
+from blip_core.data.world.generate import generate_world
 
 
 def _timed(fn) -> tuple[float, object]:

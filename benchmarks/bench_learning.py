@@ -35,13 +35,13 @@ from blip_core.config.data import WorldConfig
 from blip_core.config.loader import load_params_section
 from blip_core.config.train import EvalConfig, TrainConfig
 from blip_core.data.loader import load_eval_split
-from blip_core.data.world_generate import generate_world
+from blip_core.data.world.generate import generate_world
 from blip_core.eval.captioning import evaluate_captioning
 from blip_core.eval.probe import fit_probe, image_features, noise_auroc, probe_towers, scene_labels
 from blip_core.machine import banner, describe
-from blip_core.model import weights
-from blip_core.model.tokenizer import TextProcessor
-from blip_core.train import build_model, run_training
+from blip_core.models import pretrained
+from blip_core.models.common.tokenizer import TextProcessor
+from blip_core.train.entry import build_model, run_training
 from flows.stages import stage_tokenizer
 
 
@@ -56,7 +56,7 @@ def image_probes(model, world: Path) -> dict:
 
 
 def measure(model_dir: Path | None, world: Path, eval_cfg: EvalConfig, model=None) -> dict:
-    model = model if model is not None else weights.load_pretrained(model_dir, kind="pretrain")
+    model = model if model is not None else pretrained.load_pretrained(model_dir, kind="pretrain")
     model.eval()
     processor = TextProcessor.for_model(model.cfg)
     size = model.cfg.vision.image_size
@@ -112,7 +112,7 @@ def main() -> None:
         results["untrained"] = measure(None, world, eval_cfg, model=untrained)
         t = time.perf_counter()
         summary = run_training(vision_cfg, [world / "objects"], tmp / "vision")
-        start = weights.load_pretrained(tmp / "vision" / "model").eval()
+        start = pretrained.load_pretrained(tmp / "vision" / "model").eval()
         results["vision_start"] = image_probes(start, world) | {
             "images_per_s": summary["images_per_s"],
             "steps": summary["steps"],

@@ -21,11 +21,11 @@ import torch
 from common import figure, save
 from torch.utils.flop_counter import FlopCounterMode
 
-from blip_core.model.blip import BlipPretrain
-from blip_core.model.generate import GenerationConfig, generate
-from blip_core.model.packing import pack_for_cpu_inference
-from blip_core.model.weights import export_hf, ours_to_hf_config
-from blip_core.presets import get_preset
+from blip_core.models.blip.model import BlipPretrain
+from blip_core.models.common.generate import GenerationConfig, generate
+from blip_core.models.common.packing import pack_for_cpu_inference
+from blip_core.models.pretrained import export_hf, ours_to_hf_config
+from blip_core.models.blip.presets import get_preset
 
 
 def best_time(fn, repeats: int) -> float:
@@ -114,7 +114,7 @@ def main() -> None:
 
     # --- build the same weights in both implementations -------------------------------------------
     pre = BlipPretrain(cfg).eval()
-    from blip_core.model.blip import BlipCaptioner, BlipRetrieval, split_pretrain_state
+    from blip_core.models.blip.model import BlipCaptioner, BlipRetrieval, split_pretrain_state
 
     cap_state, ret_state = split_pretrain_state(pre.state_dict())
     cap, ret = BlipCaptioner(cfg).eval(), BlipRetrieval(cfg).eval()

@@ -11,13 +11,13 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "create_model": "blip_core.model.weights",
-    "load_hf": "blip_core.model.weights",
-    "load_official": "blip_core.model.weights",
-    "load_pretrained": "blip_core.model.weights",
-    "save_pretrained": "blip_core.model.weights",
-    "get_preset": "blip_core.presets",
-    "with_tokenizer": "blip_core.presets",
+    "create_model": "blip_core.models.pretrained",
+    "load_hf": "blip_core.models.pretrained",
+    "load_official": "blip_core.models.pretrained",
+    "load_pretrained": "blip_core.models.pretrained",
+    "save_pretrained": "blip_core.models.pretrained",
+    "get_preset": "blip_core.models.blip.presets",
+    "with_tokenizer": "blip_core.models.blip.presets",
 }
 __all__ = sorted(_EXPORTS)
 

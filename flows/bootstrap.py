@@ -8,7 +8,7 @@ The recipe is `flows.dag`'s list of stages, in order:
       -> evaluate_{baseline,bootstrapped} -> report -> register models
     (pretrain_vision, the supervised vision start, runs before pretrain_baseline when configured)
 
-Each stage is a cached, tracked task (`flows.tasks.stage_task`) that runs exactly what `blip stage
+Each stage is a cached, tracked task (`flows.prefect_tasks.stage_task`) that runs exactly what `blip stage
 NAME` (dvc.yaml's command) runs; CapFilt scoring is the one stage Prefect runs its own way, mapped
 one task per shard (`flows.capfilt_flow`), with the same inputs and outputs.
 
@@ -35,7 +35,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows import dag, versioning
 from flows.capfilt_flow import already_scored, capfilt_flow, task_runner, threads_per_worker
-from flows.tasks import (
+from flows.prefect_tasks import (
     accelerator_tags,
     log_stage_run,
     params_values,
@@ -127,7 +127,7 @@ def bootstrap(
         print(report["markdown"])
         results["dvc"] = record_in_dvc(params, root)
         if parent is not None:
-            from flows.registry import registrations
+            from flows.model_registry import registrations
 
             data_hash = versioning.data_hash(dag.Layout(root).world)
             # the run's description (MLflow shows mlflow.note.content on the run page) is the verdict

@@ -20,7 +20,7 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.tasks import accelerator_tags, retry_on_io
+from flows.prefect_tasks import accelerator_tags, retry_on_io
 
 _MODELS: dict[tuple, Any] = {}
 _MODELS_LOCK = threading.Lock()
@@ -28,7 +28,7 @@ _MODELS_LOCK = threading.Lock()
 
 def _models(captioner: str | None, filter_model: str):
     """One CapFiltModels per process (threads share it; each Dask worker builds its own)."""
-    from blip_core.capfilt.pipeline import CapFiltModels
+    from blip_core.capfilt.folders import CapFiltModels
 
     with _MODELS_LOCK:
         key = (captioner, filter_model)
@@ -47,7 +47,7 @@ def _cfg(cfg: dict):
 
 @task(task_run_name="caption-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retry_on_io)
 def caption_shard_task(shard: str, captioner: str, filter_model: str, cfg: dict, work: str) -> dict:
-    from blip_core.capfilt.pipeline import caption_one
+    from blip_core.capfilt.folders import caption_one
 
     return caption_one(shard, _models(captioner, filter_model), _cfg(cfg), work)
 
@@ -58,14 +58,14 @@ def filter_shard_task(
 ) -> dict:
     """`captioned`: this shard's caption result. Taking it makes the filter task wait for its own
     shard's captions only, not for every caption task (no barrier between the two maps)."""
-    from blip_core.capfilt.pipeline import filter_one
+    from blip_core.capfilt.folders import filter_one
 
     return filter_one(shard, _models(captioner, filter_model), _cfg(cfg), work)
 
 
 @task(task_run_name="calibrate-{shard}", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retry_on_io)
 def calibrate_shard_task(shard: str, captioner: str | None, filter_model: str, cfg: dict, work: str) -> dict:
-    from blip_core.capfilt.pipeline import calibrate_one
+    from blip_core.capfilt.folders import calibrate_one
 
     return calibrate_one(shard, _models(captioner, filter_model), _cfg(cfg), work)
 
@@ -108,7 +108,7 @@ def capfilt_flow(
 ) -> dict:
     """Caption then filter every web shard, one task per shard, on the flow's task runner."""
     from blip_core.capfilt import CALIBRATION, CAPTIONS, SCORES
-    from blip_core.capfilt.pipeline import uses_captioner, write_score_index
+    from blip_core.capfilt.folders import uses_captioner, write_score_index
     from blip_core.data.shards import list_shards
     from flows.stages import capfilt_config
 
@@ -144,7 +144,7 @@ def already_scored(
 ) -> dict | None:  # fmt: skip
     """The subflow's summary when every score file of the current shards, checkpoints and config is
     there and indexed (a cached re-run): the subflow, its tasks and its model loads are skipped."""
-    from blip_core.capfilt.pipeline import SCORE_INDEX, CapFiltModels, score_index, uses_captioner
+    from blip_core.capfilt.folders import SCORE_INDEX, CapFiltModels, score_index, uses_captioner
     from flows.stages import capfilt_config
 
     cfg = capfilt_config(params)

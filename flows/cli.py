@@ -30,50 +30,51 @@ def _cmd_world(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from blip_core.data import importers
+    from blip_core.data.importers import pairs
 
     src = Path(args.src)
     kw = {"shard_size": args.shard_size}
     if args.format != "img2dataset":
         kw["max_json_bytes"] = int(args.max_json_mb * 2**20)
     if args.format == "coco":
-        report = importers.import_coco(src, args.images or src.parent, args.out, split=args.split or "coco", **kw)
+        report = pairs.import_coco(src, args.images or src.parent, args.out, split=args.split or "coco", **kw)
     elif args.format == "karpathy":
         if args.images is None:
             raise ValueError("blip import karpathy needs --images (the COCO image root holding train2014/, val2014/)")
-        report = importers.import_karpathy(src, args.images, args.out, **kw)
+        report = pairs.import_karpathy(src, args.images, args.out, **kw)
     elif args.format == "blip-json":
-        report = importers.import_blip_json(src, args.images or src.parent, args.out, split=args.split or "train", **kw)
+        report = pairs.import_blip_json(src, args.images or src.parent, args.out, split=args.split or "train", **kw)
     else:
         if args.out is not None and Path(args.out).resolve() != src.resolve():
             raise ValueError("blip import img2dataset indexes a shard folder in place: omit --out or pass SRC again")
-        report = importers.index_img2dataset(src)
+        report = pairs.index_img2dataset(src)
     _print(report.to_dict())
     if report.rejected:
         where = ", ".join(report.outputs)
-        print(f"rejected {report.num_rejected} records ({report.rejected_by_reason()}); see {importers.REJECTED_FILE} "
+        print(f"rejected {report.num_rejected} records ({report.rejected_by_reason()}); see {pairs.REJECTED_FILE} "
               f"in {where}", file=sys.stderr)  # fmt: skip
     return 0
 
 
 def _cmd_import_task(args: argparse.Namespace) -> int:
-    from blip_core.data import importers, task_importers
+    from blip_core.data.importers import pairs
+    from blip_core.data.importers import tasks
 
     kw = {"split": args.split, "max_side": args.max_side, "limit": args.limit, "shard_size": args.shard_size,
           "max_json_bytes": int(args.max_json_mb * 2**20)}  # fmt: skip
     if args.command == "import-vqa" and args.layout == "public":
-        report = task_importers.import_vqa_v2(args.src, args.images, args.out, annotations_file=args.annotations, **kw)
+        report = tasks.import_vqa_v2(args.src, args.images, args.out, annotations_file=args.annotations, **kw)
     elif args.command == "import-vqa":
         if args.annotations is not None:
             raise ValueError("blip import-vqa --layout blip: BLIP's json holds the answers; omit --annotations")
-        report = task_importers.import_blip_vqa_json(args.src, args.images, args.out, **kw)
+        report = tasks.import_blip_vqa_json(args.src, args.images, args.out, **kw)
     elif args.layout == "public":
-        report = task_importers.import_nlvr2(args.src, args.images, args.out, **kw)
+        report = tasks.import_nlvr2(args.src, args.images, args.out, **kw)
     else:
-        report = task_importers.import_blip_nlvr_json(args.src, args.images, args.out, **kw)
+        report = tasks.import_blip_nlvr_json(args.src, args.images, args.out, **kw)
     _print(report.to_dict())
     if report.rejected:
-        print(f"rejected {report.num_rejected} records ({report.rejected_by_reason()}); see {importers.REJECTED_FILE} "
+        print(f"rejected {report.num_rejected} records ({report.rejected_by_reason()}); see {pairs.REJECTED_FILE} "
               f"in {', '.join(report.outputs)}", file=sys.stderr)  # fmt: skip
     return 0
 
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="also write the report as JSON (DVC metrics)")
     p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.set_defaults(func=_cmd_inspect)
-    from blip_core.tasks import TASKS, trainable_tasks
+    from blip_core.registry import TASKS, trainable_tasks
 
     p = sub.add_parser("train", help="pre-train or fine-tune, or train the vision start (knobs from params.yaml)")
     p.add_argument("--task", required=True, choices=trainable_tasks(),

@@ -85,7 +85,7 @@ def code_of(fn: Callable[..., Any], tasks: tuple[str, ...] = (), evaluates: tupl
     of `evaluates` for evaluation too (loader, evaluator), which the stage reaches through the
     registry rather than an import. Per function, not per module: a stage does not depend on what
     its module's other stage functions import. A package's `__init__.py` counts where it is imported."""
-    from blip_core.tasks import get_task
+    from blip_core.registry import get_task
 
     modules = {fn.__module__}
     for m in _function_imports(fn):

@@ -89,10 +89,10 @@ class Layout:
 
 @dataclass(frozen=True)
 class Registers:
-    """The model a stage trains becomes a version of a registered model (flows.registry)."""
+    """The model a stage trains becomes a version of a registered model (flows.model_registry)."""
 
     role: str
-    """flows.registry.REGISTERED key."""
+    """flows.model_registry.REGISTERED key."""
     variant: str
     """baseline | bootstrapped | vision: the model folder in the layout, and its report column."""
     metric: str
@@ -126,7 +126,7 @@ class Stage:
     gpu: bool = False
     """Holds the accelerator (Prefect tag `gpu`, limited to one task at a time)."""
     tasks: tuple[str, ...] = ()
-    """The registered tasks (blip_core.tasks) it trains: their training code is its code."""
+    """The registered tasks (blip_core.registry) it trains: their training code is its code."""
     evaluates: tuple[str, ...] = ()
     """The registered tasks it evaluates: their training and evaluation code is its code."""
     mapped: bool = False
@@ -171,7 +171,7 @@ def _downstream(params: str) -> list[str]:
     """params.yaml's `downstream.tasks` (the other knob that shapes the DAG), in registry order."""
     from blip_core.config.loader import load_params_section
     from blip_core.config.pipeline import DownstreamConfig
-    from blip_core.tasks import TASKS
+    from blip_core.registry import TASKS
 
     chosen = load_params_section(params, "downstream", DownstreamConfig).tasks if Path(params).is_file() else []
     return [t for t in TASKS if t in chosen]
@@ -180,7 +180,7 @@ def _downstream(params: str) -> list[str]:
 def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     """Every stage in an order that respects the dependencies."""
     from blip_core.config.train import VISION_STAGE
-    from blip_core.tasks import get_task
+    from blip_core.registry import get_task
 
     L = Layout(root)
     m = L.metrics

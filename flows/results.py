@@ -154,7 +154,7 @@ def import_summary_deps() -> None:
     """Import what `kept_at` needs (pandas, blip_core.capfilt: torch), e.g. in a thread ahead of time."""
     import pandas  # noqa: F401
 
-    import blip_core.capfilt.core  # noqa: F401
+    import blip_core.capfilt.steps  # noqa: F401
     import blip_core.capfilt.quality  # noqa: F401
 
 
@@ -162,7 +162,7 @@ def kept_at(selection: Path, policy: str, threshold: float) -> dict[str, float]:
     """The kept set a policy and threshold would give, from the stored scores (no model runs)."""
     import pandas as pd
 
-    from blip_core.capfilt.core import select
+    from blip_core.capfilt.steps import select
     from blip_core.capfilt.quality import filter_quality
     from blip_core.config.pipeline import CapFiltConfig
 

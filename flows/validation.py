@@ -118,7 +118,7 @@ def capfilt_tables(work_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, di
     """(output table of the resharded kept captions, selection table of every scored candidate,
     selection metadata: policy and the threshold in use)."""
     from blip_core.capfilt import SELECTION, SELECTION_META, SHARDS
-    from blip_core.capfilt.tables import capfilt_output_table
+    from blip_core.data.caption_tables import capfilt_output_table
 
     work_dir = Path(work_dir)
     out = capfilt_output_table(work_dir / SHARDS)

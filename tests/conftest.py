@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import tiny_world_config
 
-from blip_core.data.world_generate import generate_world
+from blip_core.data.world.generate import generate_world
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from blip_core.config.data import WorldConfig
-from blip_core.config.model import ModelConfig, TextConfig, VisionConfig
+from blip_core.models.blip.config import ModelConfig, TextConfig, VisionConfig
 
 
 def jpeg_bytes(size: tuple[int, int] = (32, 32), color=(200, 30, 30)) -> bytes:
@@ -131,9 +131,9 @@ def micro_params(path, **sections) -> Path:
 
 def micro_capfilt_models(world: Path, root: Path) -> tuple[Path, Path]:
     """An untrained micro captioner and filter (with a tokenizer trained on `world`) under `root`."""
-    from blip_core.model import weights
-    from blip_core.model.tokenizer import load_tokenizer
-    from blip_core.presets import with_tokenizer
+    from blip_core.models import pretrained
+    from blip_core.models.common.tokenizer import load_tokenizer
+    from blip_core.models.blip.presets import with_tokenizer
     from flows.stages import stage_tokenizer
 
     stage_tokenizer([world / "coco_train", world / "web"], root / "tok")
@@ -141,8 +141,8 @@ def micro_capfilt_models(world: Path, root: Path) -> tuple[Path, Path]:
     cfg = with_tokenizer(micro_config(), tok)
     cfg.tokenizer = str(root / "tok")
     torch.manual_seed(0)
-    weights.save_pretrained(weights.create_model("captioner", cfg), root / "captioner", tokenizer=tok)
-    weights.save_pretrained(weights.create_model("retrieval", cfg), root / "filter", tokenizer=tok)
+    pretrained.save_pretrained(pretrained.create_model("captioner", cfg), root / "captioner", tokenizer=tok)
+    pretrained.save_pretrained(pretrained.create_model("retrieval", cfg), root / "filter", tokenizer=tok)
     return root / "captioner", root / "filter"
 
 

@@ -73,7 +73,7 @@ def synthetic_auroc_by_error(syn: pd.DataFrame) -> dict[str, float]:
     """By error kind (an attribute the checker found false, or `repeated_pair`: one colour-shape pair
     named twice): AUROC of p(match) separating the true synthetic captions from the false ones with
     that error. The filter's blind spots by kind, where it shares the captioner's."""
-    from blip_core.data.grounding import names_pair_twice
+    from blip_core.data.world.grounding import names_pair_twice
 
     noisy = syn["gt_noisy"].astype(bool).to_numpy()
     scores = syn["itm_prob"].to_numpy()

@@ -12,7 +12,7 @@ tasks). Importing from `blip_core.config` itself still gives every name.
 
 from blip_core.config.data import NOISE_TYPES, SPLITS, ReaderConfig, TokenizerConfig, WorldConfig
 from blip_core.config.loader import PARAMS_SECTIONS, from_dict, load_params_section, params_sections, read_params
-from blip_core.config.model import ModelConfig, TextConfig, VisionConfig
+from blip_core.models.blip.config import ModelConfig, TextConfig, VisionConfig
 from blip_core.config.pipeline import CAPFILT_POLICIES, CapFiltConfig, DownstreamConfig, ValidateConfig
 from blip_core.config.train import VISION_STAGE, EvalConfig, TrainConfig
 

@@ -96,7 +96,7 @@ one a config dataclass; see `params_sections`)."""
 
 
 def params_sections() -> tuple[str, ...]:
-    """Every section a params.yaml may hold: PARAMS_SECTIONS and each trainable task's (blip_core.tasks)."""
-    from blip_core.tasks import TASKS
+    """Every section a params.yaml may hold: PARAMS_SECTIONS and each trainable task's (blip_core.registry)."""
+    from blip_core.registry import TASKS
 
     return PARAMS_SECTIONS + tuple(t.section for t in TASKS.values() if t.section)

@@ -120,12 +120,12 @@ class ValidateConfig:
 class DownstreamConfig:
     """Which of the paper's downstream tasks (Sec. 5.3-5.6) the pipeline adds: each trainable one is
     fine-tuned from both pre-trainings (`finetune_<task>` section) and every one is evaluated on its
-    world splits by both `evaluate_*` stages (blip_core.tasks: vqa, nlvr, video)."""
+    world splits by both `evaluate_*` stages (blip_core.registry: vqa, nlvr, video)."""
 
     tasks: list[str] = field(default_factory=lambda: ["vqa", "nlvr", "video"])
 
     def __post_init__(self) -> None:
-        from blip_core.tasks import downstream_tasks
+        from blip_core.registry import downstream_tasks
 
         unknown = [t for t in self.tasks if t not in downstream_tasks()]
         if unknown:

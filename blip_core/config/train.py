@@ -14,7 +14,7 @@ class TrainConfig:
     """One training run (pre-training or a fine-tune); a `params.yaml` section per stage."""
 
     task: str = "pretrain"
-    """A trainable task of the registry (blip_core.tasks): pretrain (ITC+ITM+LM) | caption (LM with
+    """A trainable task of the registry (blip_core.registry): pretrain (ITC+ITM+LM) | caption (LM with
     the prompt) | retrieval (ITC+ITM: the CapFilt filter) | vision (the supervised vision start) |
     vqa (question encoder + answer decoder) | nlvr (two-image encoder + binary head)."""
     preset: str = "tiny"
@@ -83,7 +83,7 @@ class TrainConfig:
     the stem at decay^(D + 1); 1 = off."""
 
     def __post_init__(self) -> None:
-        from blip_core.tasks import trainable_tasks  # the registry (imported late: it names model classes)
+        from blip_core.registry import trainable_tasks  # the registry (imported late: it names model classes)
 
         if self.task not in trainable_tasks():
             raise ValueError(f"train.task must be one of {tuple(trainable_tasks())}, got {self.task!r}")
@@ -111,7 +111,7 @@ class TrainConfig:
             raise ValueError("train.vision_lr_scale and train.vision_freeze_steps must be >= 0")
         if not 0 < self.vision_layer_decay <= 1:
             raise ValueError(f"train.vision_layer_decay must be in (0, 1], got {self.vision_layer_decay}")
-        from blip_core.tasks import get_task
+        from blip_core.registry import get_task
 
         if (self.itm_swap_negatives or self.itm_phrase_positives) and not get_task(self.task).itm:
             raise ValueError("train.itm_swap_negatives / itm_phrase_positives need an ITM task (pretrain or retrieval)")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 import re
 
-from blip_core.data import lexicon as lx
+from blip_core.data.world import lexicon as lx
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
 _COUNTS = {"two": 2, "three": 3, "four": 4, "2": 2, "3": 3, "4": 4}

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 SHARD_SIZE = 1000
 IMAGE_SPLITS = ("pairs", "labels")
-"""Not item tasks: what image-caption and label-only splits hold (blip_core.tasks.IMAGE_DATA)."""
+"""Not item tasks: what image-caption and label-only splits hold (blip_core.registry.IMAGE_DATA)."""
 
 
 @dataclass
@@ -145,7 +145,7 @@ def load_eval_items(folder: str | Path, image_size: int, *, max_images: int = 0)
 
 
 def data_kind(folder: str | Path) -> str:
-    """What a data folder holds (a `blip_core.tasks.Task.data`): a task's items, label-only images or
+    """What a data folder holds (a `blip_core.registry.Task.data`): a task's items, label-only images or
     image-caption pairs."""
     from blip_core.data.loader import is_labelled
 

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from blip_core.config.train import EvalConfig
-from blip_core.data.grounding import (
+from blip_core.data.world.grounding import (
     ATTRIBUTES,
     Scene,
     ground_caption,
@@ -28,7 +28,7 @@ from blip_core.data.grounding import (
     scene_has_pair_twice,
 )
 from blip_core.data.loader import EvalSplit
-from blip_core.model.generate import GenerationConfig, generate
+from blip_core.models.common.generate import GenerationConfig, generate
 
 logger = logging.getLogger(__name__)
 

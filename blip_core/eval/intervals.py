@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from blip_core.data.grounding import Scene, ground_caption
+from blip_core.data.world.grounding import Scene, ground_caption
 
 CONFIDENCE = 0.95
 NUM_RESAMPLES = 2000

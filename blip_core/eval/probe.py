@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from blip_core.data import lexicon as lx
-from blip_core.data.grounding import parse_caption
+from blip_core.data.world import lexicon as lx
+from blip_core.data.world.grounding import parse_caption
 from blip_core.data.loader import EvalSplit
 
 logger = logging.getLogger(__name__)

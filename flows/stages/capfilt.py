@@ -22,7 +22,7 @@ def capfilt_config(params, **overrides):
 
 
 def _capfilt_models(cfg, captioner, filter_model):
-    from blip_core.capfilt.pipeline import CapFiltModels, uses_captioner
+    from blip_core.capfilt.folders import CapFiltModels, uses_captioner
 
     if uses_captioner(cfg) and captioner is None:
         raise ValueError(f"capfilt.policy={cfg.policy} needs a captioner checkpoint (--captioner)")
@@ -55,20 +55,20 @@ def stage_capfilt_score(
     Resumable: a shard whose output (named by the hash of its inputs) exists is skipped. The filter
     step ends by writing `scores.json`, the index that `select` and `reshard` read.
     """
-    from blip_core.capfilt import pipeline
+    from blip_core.capfilt import folders
 
     cfg = capfilt_config(params, policy=policy)
     models = _capfilt_models(cfg, captioner, filter_model)
     _require_dirs(web=web_dir, calibration=calibration_dir)  # before any output folder is made
-    for sub in (pipeline.CAPTIONS, pipeline.SCORES, pipeline.CALIBRATION):
+    for sub in (folders.CAPTIONS, folders.SCORES, folders.CALIBRATION):
         Path(work_dir, sub).mkdir(parents=True, exist_ok=True)
     if step == "caption":
-        if not pipeline.uses_captioner(cfg):
+        if not folders.uses_captioner(cfg):
             return {"skipped": f"capfilt.policy={cfg.policy} writes no synthetic captions"}
-        return pipeline.run_caption(web_dir, models, cfg, work_dir)
+        return folders.run_caption(web_dir, models, cfg, work_dir)
     if step == "filter":
-        return pipeline.run_filter(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
-    summary = pipeline.run_score(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
+        return folders.run_filter(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
+    summary = folders.run_score(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
     Path(work_dir, "score_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
@@ -78,7 +78,7 @@ def stage_capfilt_select(web_dir, work_dir, *, metrics_dir, params=None, policy=
 
     `web_dir` is part of the stage's identity (the scores are of its shards); the scores are found
     through the index the filter step wrote."""
-    from blip_core.capfilt.pipeline import run_select
+    from blip_core.capfilt.folders import run_select
 
     return run_select(capfilt_config(params, policy=policy, threshold=threshold), work_dir, metrics_dir=metrics_dir)
 
@@ -87,7 +87,7 @@ def stage_capfilt_reshard(human_dirs, web_dir, work_dir, *, out_dir=None) -> dic
     """Write the bootstrapped webdataset (human shards unfiltered + kept web images) to work_dir/shards.
     It reads no params: the selection it copies was made by `select`."""
     from blip_core.capfilt import SHARDS
-    from blip_core.capfilt.pipeline import run_reshard
+    from blip_core.capfilt.folders import run_reshard
 
     _require_dirs(web=web_dir, **{f"human[{i}]": d for i, d in enumerate(human_dirs)})
     summary = run_reshard(human_dirs, web_dir, work_dir, out_dir or Path(work_dir) / SHARDS)

@@ -19,7 +19,7 @@ def stage_world(
     num_workers: int | None = None,
 ) -> dict[str, Any]:
     """Generate the embedded image-caption world into `out_dir/<split>/`."""
-    from blip_core.data.world_generate import generate_world
+    from blip_core.data.world.generate import generate_world
 
     cfg: WorldConfig = section(params, "world", WorldConfig)
     if seed is not None:
@@ -36,7 +36,7 @@ def stage_tokenizer(
 ) -> dict[str, Any]:
     """Train the WordPiece tokenizer on the captions of the given training shard folders."""
     from blip_core.data.reader import ReadStats, iter_samples
-    from blip_core.model.tokenizer import BLIP_PROMPT, train_tokenizer
+    from blip_core.models.common.tokenizer import BLIP_PROMPT, train_tokenizer
 
     cfg: TokenizerConfig = section(params, "tokenizer", TokenizerConfig)
     stats = ReadStats()
@@ -94,9 +94,9 @@ def stage_convert(
     - `hf`: a BlipForConditionalGeneration / BlipForImageTextRetrieval directory;
     - `ours`: one of our checkpoint directories (with `kind`, a pre-training checkpoint is split).
     """
-    from blip_core.model import weights
-    from blip_core.model.tokenizer import load_tokenizer
-    from blip_core.presets import get_preset, with_tokenizer
+    from blip_core.models import pretrained
+    from blip_core.models.common.tokenizer import load_tokenizer
+    from blip_core.models.blip.presets import get_preset, with_tokenizer
 
     tok = load_tokenizer(tokenizer) if tokenizer else None
     if src_format == "blip":
@@ -105,20 +105,20 @@ def stage_convert(
         if tok is None:
             raise ValueError("converting an official BLIP checkpoint needs --tokenizer (a local bert-base-uncased dir)")
         cfg = with_tokenizer(get_preset(preset), tok)
-        model = weights.load_official(src, kind, cfg)
+        model = pretrained.load_official(src, kind, cfg)
     elif src_format == "hf":
-        model = weights.load_hf(src, tokenizer_dir=str(tokenizer or ""))
+        model = pretrained.load_hf(src, tokenizer_dir=str(tokenizer or ""))
     elif src_format == "ours":
-        model = weights.load_pretrained(src, kind=kind)
+        model = pretrained.load_pretrained(src, kind=kind)
     else:
         raise ValueError(f"unknown source format {src_format!r} (blip, hf or ours)")
     if tok is None and model.cfg.tokenizer:
         tok = load_tokenizer(model.cfg.tokenizer)
     if dst_format == "hf":
-        weights.export_hf(model, out_dir, tokenizer=tok)
+        pretrained.export_hf(model, out_dir, tokenizer=tok)
     elif dst_format == "ours":
-        weights.save_pretrained(model, out_dir, tokenizer=tok)
+        pretrained.save_pretrained(model, out_dir, tokenizer=tok)
     else:
         raise ValueError(f"unknown target format {dst_format!r} (ours or hf)")
     n = sum(p.numel() for p in model.parameters())
-    return {"kind": weights.kind_of(model), "out": str(out_dir), "format": dst_format, "parameters": n}
+    return {"kind": pretrained.kind_of(model), "out": str(out_dir), "format": dst_format, "parameters": n}

@@ -23,7 +23,7 @@ def stage_evaluate(
     grid_file: str | Path | None = None,
     metric_logger=None,
 ) -> dict[str, Any]:
-    """Evaluate each model on each folder its task evaluates (the registry, blip_core.tasks): captioners
+    """Evaluate each model on each folder its task evaluates (the registry, blip_core.registry): captioners
     (COCO metrics + grounding, by attribute too) and filters (recall@k) on image-caption splits (a
     pre-training checkpoint as both), the filter on video clips too (zero-shot, frame features
     averaged), VQA models on questions, NLVR² models on statements. With `probe_model` (the
@@ -36,11 +36,11 @@ def stage_evaluate(
 
     from blip_core.config.train import EvalConfig
     from blip_core.data.task_data import data_kind
-    from blip_core.distributed import default_device
+    from blip_core.train.distributed import default_device
     from blip_core.machine import out_of_memory_hint
-    from blip_core.model import weights
-    from blip_core.model.tokenizer import TextProcessor
-    from blip_core.tasks import evaluations, model_kinds
+    from blip_core.models import pretrained
+    from blip_core.models.common.tokenizer import TextProcessor
+    from blip_core.registry import evaluations, model_kinds
 
     cfg: EvalConfig = section(params, "evaluate", EvalConfig)
     device = default_device()
@@ -49,7 +49,7 @@ def stage_evaluate(
     loaded: dict[tuple, Any] = {}  # each folder read once per (resolution, loader), shared by all models
     kinds = {d: data_kind(d) for d in data_dirs}
     for model_dir in model_dirs:
-        saved_kind, mcfg = weights.read_config(model_dir)
+        saved_kind, mcfg = pretrained.read_config(model_dir)
         processor = TextProcessor.for_model(mcfg) if mcfg.tokenizer else None
         # the registry says which task evaluates this checkpoint on which folder (a pre-training
         # checkpoint as each model it splits into)
@@ -59,7 +59,7 @@ def stage_evaluate(
             raise ValueError(f"{model_dir}: no registered task evaluates a {saved_kind!r} checkpoint on {held} "
                              f"(model kinds: {', '.join(model_kinds())})")  # fmt: skip
         for kind in dict.fromkeys(t.kind for t, _ in jobs):
-            model = weights.load_for_inference(model_dir, kind=kind, device=device)
+            model = pretrained.load_for_inference(model_dir, kind=kind, device=device)
             for task, data_dir in ((t, d) for t, d in jobs if t.kind == kind):
                 key = (str(data_dir), mcfg.vision.image_size, task.load_eval)
                 if key not in loaded:
@@ -123,10 +123,10 @@ def _image_probes(model_dir, fit_dir, data_dirs) -> dict[str, dict[str, float]]:
 
     from blip_core.data.loader import load_eval_split
     from blip_core.eval.probe import fit_probe, image_features, scene_labels
-    from blip_core.model import weights
+    from blip_core.models import pretrained
 
-    kind, mcfg = weights.read_config(model_dir)
-    model = weights.load_for_inference(model_dir, kind="retrieval" if kind == "pretrain" else kind)
+    kind, mcfg = pretrained.read_config(model_dir)
+    model = pretrained.load_for_inference(model_dir, kind="retrieval" if kind == "pretrain" else kind)
     fit = load_eval_split(fit_dir, mcfg.vision.image_size)
     with torch.no_grad():
         x_fit, y_fit = image_features(model, fit.images), scene_labels(fit.scenes)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ def stage_validate(
     if not Path(path).is_dir():
         raise FileNotFoundError(f"folder to validate not found: {path}")
     if kind == "raw":
-        from blip_core.capfilt.tables import raw_caption_table
+        from blip_core.data.caption_tables import raw_caption_table
 
         df = raw_caption_table(path, reader_cfg=section(params, "reader", ReaderConfig))
         reports = [v.run_suite("raw_web", v.raw_web_suite(cfg), df, data_asset=path, root=gx_root)]
@@ -51,7 +51,7 @@ def stage_leakage(
     eval_dirs: list[str | Path], pool_dirs: list[str | Path], *, params=None, out_file: str | Path | None = None
 ) -> dict[str, Any]:
     """Evaluation images found in the pre-training pool (by content hash); fails above the configured count."""
-    from blip_core.capfilt.leakage import leakage_report
+    from blip_core.eval.leakage import leakage_report
     from blip_core.config.pipeline import ValidateConfig
 
     cfg: ValidateConfig = section(params, "validate", ValidateConfig)

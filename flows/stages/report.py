@@ -16,7 +16,7 @@ the probes of the pre-trained image tower; plus every registered task's `metrics
 
 
 def report_metrics() -> tuple[str, ...]:
-    from blip_core.tasks import TASKS
+    from blip_core.registry import TASKS
 
     extra = [m for t in TASKS.values() for m in t.metrics if m not in REPORT_METRICS]
     return REPORT_METRICS + tuple(dict.fromkeys(extra))

@@ -31,9 +31,9 @@ def stage_train(
     `vision_init`: the folder or file the vision tower starts from (the pipeline passes the
     `pretrain_vision` stage's tower when the section's `vision_init` names that stage)."""
     from blip_core.config.train import TrainConfig
-    from blip_core.presets import get_preset
-    from blip_core.tasks import section_of, trainable_tasks
-    from blip_core.train import run_training
+    from blip_core.models.blip.presets import get_preset
+    from blip_core.registry import section_of, trainable_tasks
+    from blip_core.train.entry import run_training
 
     if task not in trainable_tasks():
         raise ValueError(f"--task must be one of {', '.join(trainable_tasks())}, got {task!r}")
@@ -62,15 +62,15 @@ def stage_pretrain_vision(
     from blip_core.data.loader import load_eval_split
     from blip_core.eval.probe import classifier_metrics
     from blip_core.fileio import write_json
-    from blip_core.model import weights
-    from blip_core.tasks import section_of
-    from blip_core.train import run_training
+    from blip_core.models import pretrained
+    from blip_core.registry import section_of
+    from blip_core.train.entry import run_training
 
     cfg: TrainConfig = load_section(params, section_of("vision"), TrainConfig)
     cfg.task = "vision"
     summary = run_training(cfg, data_dirs, out_dir, resume=resume, metric_logger=metric_logger)
     if eval_dir is not None:
-        model = weights.load_pretrained(Path(out_dir) / "model").eval()
+        model = pretrained.load_pretrained(Path(out_dir) / "model").eval()
         split = load_eval_split(eval_dir, model.cfg.vision.image_size)
         summary[Path(eval_dir).name] = scores = classifier_metrics(model, split)
         write_json(Path(out_dir) / "train_summary.json", json.loads(json.dumps(summary, default=str)))

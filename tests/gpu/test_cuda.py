@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers import micro_config
 
-from blip_core.model.blip import BlipCaptioner, BlipPretrain
-from blip_core.model.generate import GenerationConfig, generate
+from blip_core.models.blip.model import BlipCaptioner, BlipPretrain
+from blip_core.models.common.generate import GenerationConfig, generate
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import micro_capfilt_models
 
-from blip_core.capfilt import core, pipeline
+from blip_core.capfilt import steps
+from blip_core.capfilt import folders
 from blip_core.config.pipeline import CapFiltConfig
 from blip_core.data.reader import iter_samples
 from blip_core.data.shards import read_manifests
@@ -29,7 +30,7 @@ def _cfg(**kw) -> CapFiltConfig:
 
 
 def _run_score(tiny_world, models, work, cfg) -> dict:
-    return pipeline.run_score(tiny_world / "web", pipeline.CapFiltModels(*models), cfg, work)
+    return folders.run_score(tiny_world / "web", folders.CapFiltModels(*models), cfg, work)
 
 
 def test_caption_and_filter_outputs_are_complete_and_idempotent(tiny_world, models, tmp_path):
@@ -38,7 +39,7 @@ def test_caption_and_filter_outputs_are_complete_and_idempotent(tiny_world, mode
     assert first["caption"]["images"] == 240 and first["filter"]["images"] == 240
     caps = pd.concat([pq.read_table(p).to_pandas() for p in sorted((tmp_path / "captions").glob("*.parquet"))])
     assert len(caps) == 240 * 2 and caps.groupby("key").size().eq(2).all()
-    scores = core.read_scores(sorted((tmp_path / "scores").glob("*.parquet")))
+    scores = steps.read_scores(sorted((tmp_path / "scores").glob("*.parquet")))
     assert len(scores) == 240 * 3 and not scores.duplicated(["key", "cand"]).any()
     # labels hold across batches (16 images each): cand 0 is the web caption, the rest synthetic
     assert scores.groupby("source").size().to_dict() == {"synthetic": 480, "web": 240}
@@ -62,7 +63,7 @@ def test_caption_and_filter_outputs_are_complete_and_idempotent(tiny_world, mode
 def test_killed_run_resumes_to_identical_output(tiny_world, models, tmp_path, monkeypatch):
     cfg = _cfg()
     _run_score(tiny_world, models, tmp_path / "full", cfg)
-    real = core.caption_shard
+    real = steps.caption_shard
     calls = []
 
     def killed_on_second_shard(shard, *a, **kw):
@@ -89,13 +90,13 @@ def test_killed_run_resumes_to_identical_output(tiny_world, models, tmp_path, mo
 
 def test_select_and_reshard_write_kept_captions_with_provenance(tiny_world, models, tmp_path):
     cfg = _cfg(policy="both", threshold=0.5)
-    m = pipeline.CapFiltModels(*models)
-    pipeline.run_score(tiny_world / "web", m, cfg, tmp_path)
-    quality = pipeline.run_select(cfg, tmp_path, metrics_dir=tmp_path / "metrics")  # no model paths needed
+    m = folders.CapFiltModels(*models)
+    folders.run_score(tiny_world / "web", m, cfg, tmp_path)
+    quality = folders.run_select(cfg, tmp_path, metrics_dir=tmp_path / "metrics")  # no model paths needed
     assert {"filter/auroc", "filter/precision", "filter/recall", "keep_rate/web"} <= set(quality)
     assert (tmp_path / "metrics" / "plots" / "score_hist.png").stat().st_size > 1000
     assert (tmp_path / "metrics" / "plots" / "precision_recall.png").is_file()
-    summary = pipeline.run_reshard([tiny_world / "coco_train"], tiny_world / "web", tmp_path, tmp_path / "out")
+    summary = folders.run_reshard([tiny_world / "coco_train"], tiny_world / "web", tmp_path, tmp_path / "out")
     sel = pd.read_parquet(tmp_path / "selection.parquet")
     kept = sel[sel["keep"]]
     samples = list(iter_samples(tmp_path / "out"))
@@ -118,12 +119,12 @@ def test_select_and_reshard_write_kept_captions_with_provenance(tiny_world, mode
             assert {p["source"] for p in prov} == {"human"} and len(s["captions"]) == 5
     assert read_manifests(tmp_path / "out")["num_captions"].min() >= 1
     # re-selection with another threshold needs no model: the stored scores suffice
-    strict = core.select(sel, CapFiltConfig(policy="both", threshold=0.9))
+    strict = steps.select(sel, CapFiltConfig(policy="both", threshold=0.9))
     assert strict["keep"].sum() <= kept.shape[0]
 
 
 def test_leakage_check_finds_copied_eval_images(tiny_world, tmp_path):
-    from blip_core.capfilt.leakage import leakage_report
+    from blip_core.eval.leakage import leakage_report
     from blip_core.data.shards import ShardWriter
 
     clean = leakage_report([tiny_world / "val", tiny_world / "test"], [tiny_world / "coco_train", tiny_world / "web"])
@@ -169,7 +170,7 @@ def test_cli_capfilt_run_and_validate(tiny_world, models, tmp_path):
     assert all(isinstance(v, int | float) for v in quality.values()), quality  # a DVC metrics file: numbers
     meta = json.loads((tmp_path / "work" / "selection.json").read_text())
     assert meta["policy"] == "both" and meta["threshold_mode"] == "calibrated"
-    calib = core.read_scores(sorted((tmp_path / "work" / "calibration").glob("*.parquet")))
+    calib = steps.read_scores(sorted((tmp_path / "work" / "calibration").glob("*.parquet")))
     assert len(calib) == 8 * 5 and set(calib["source"]) == {"human"}  # every val caption scored
     assert quality["threshold"] == pytest.approx(calib["itm_prob"].quantile(0.5))
     gx_root = tmp_path / "gxroot"
@@ -210,13 +211,13 @@ def test_score_index_is_rewritten_only_when_it_changes(tiny_world, models, tmp_p
     """A re-run with nothing new must leave scores.json (and its mtime) alone: both runners decide
     from it whether select, reshard and the bootstrapped training must run again."""
     cfg = _cfg(policy="filter")
-    m = pipeline.CapFiltModels(None, models[1])
-    pipeline.run_score(tiny_world / "web", m, cfg, tmp_path)
-    index = tmp_path / pipeline.SCORE_INDEX
+    m = folders.CapFiltModels(None, models[1])
+    folders.run_score(tiny_world / "web", m, cfg, tmp_path)
+    index = tmp_path / folders.SCORE_INDEX
     first = index.stat().st_mtime_ns
-    pipeline.run_score(tiny_world / "web", m, cfg, tmp_path)
+    folders.run_score(tiny_world / "web", m, cfg, tmp_path)
     assert index.stat().st_mtime_ns == first
-    assert pipeline.read_score_index(tmp_path)["checkpoints"] == m.ids()
+    assert folders.read_score_index(tmp_path)["checkpoints"] == m.ids()
 
 
 def test_opt_in_bf16_captioning_is_a_separate_output(tiny_world, models, tmp_path):
@@ -224,11 +225,11 @@ def test_opt_in_bf16_captioning_is_a_separate_output(tiny_world, models, tmp_pat
     (other numerics, other samples), and the fp32 default keeps its name."""
     shard = sorted((tiny_world / "web").glob("*.tar"))[0]
     fp32, bf16 = _cfg(), _cfg(caption_bf16=True)
-    m = pipeline.CapFiltModels(*models)
-    a = pipeline.caption_one(shard, m, fp32, tmp_path)
-    b = pipeline.caption_one(shard, m, bf16, tmp_path)
+    m = folders.CapFiltModels(*models)
+    a = folders.caption_one(shard, m, fp32, tmp_path)
+    b = folders.caption_one(shard, m, bf16, tmp_path)
     assert a["path"] != b["path"]
-    assert core.caption_output(tmp_path / "captions", shard, m.ids()["captioner"], fp32).name == Path(a["path"]).name
+    assert steps.caption_output(tmp_path / "captions", shard, m.ids()["captioner"], fp32).name == Path(a["path"]).name
     df = pq.read_table(b["path"]).to_pandas()
     assert len(df) == 100 * 2 and df["caption"].map(len).gt(0).all()
 

@@ -150,8 +150,8 @@ def test_convert_cli_between_formats(tmp_path):
     import torch
     from helpers import micro_config
 
-    from blip_core.model.blip import BlipPretrain
-    from blip_core.model.weights import load_pretrained, save_pretrained
+    from blip_core.models.blip.model import BlipPretrain
+    from blip_core.models.pretrained import load_pretrained, save_pretrained
 
     save_pretrained(BlipPretrain(micro_config()), tmp_path / "pre")
     assert (

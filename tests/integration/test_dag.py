@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import codedeps, dag, tasks
+from flows import codedeps, dag
+from flows import prefect_tasks
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,19 +48,19 @@ def test_every_dep_is_made_by_an_earlier_stage_or_is_code():
 def test_code_deps_follow_imports_per_module():
     code = {s.name: set(s.code_deps) for s in dag.stages()}
     assert {
-        "blip_core/trainer.py",
-        "blip_core/train.py",
-        "blip_core/model/blip.py",
+        "blip_core/train/loop.py",
+        "blip_core/train/entry.py",
+        "blip_core/models/blip/model.py",
         "blip_core/data/loader.py",
     } <= code["pretrain_baseline"]
-    assert "blip_core/trainer.py" not in code["world"] and not any(
+    assert "blip_core/train/loop.py" not in code["world"] and not any(
         c.startswith("blip_core/model/") for c in code["world"]
     )
-    assert {"blip_core/eval/captioning.py", "blip_core/eval/retrieval.py", "blip_core/model/blip.py"} <= code[
+    assert {"blip_core/eval/captioning.py", "blip_core/eval/retrieval.py", "blip_core/models/blip/model.py"} <= code[
         "evaluate_baseline"
     ]
     assert "flows/validation.py" in code["validate_raw"] and "flows/validation.py" in code["validate_capfilt"]
-    assert "blip_core/capfilt/pipeline.py" in code["capfilt_select"]
+    assert "blip_core/capfilt/folders.py" in code["capfilt_select"]
     assert all(not p.endswith("/") and (REPO / p).is_file() for c in code.values() for p in c)  # files, not packages
     # a stage runs its own family's module, not every stage function's
     assert "flows/stages/train.py" in code["pretrain_baseline"] and "flows/stages/evaluate.py" not in code["world"]
@@ -79,7 +80,7 @@ def test_an_evaluation_edit_leaves_world_pretrainings_and_finetunes_cached(tmp_p
     def state():
         return {
             n: (
-                tasks._cache_key(None, {"name": n, "params": "params.yaml", "root": "data"}),
+                prefect_tasks._cache_key(None, {"name": n, "params": "params.yaml", "root": "data"}),
                 dag.code_hash(s.code_deps),
             )
             for n, s in ((s.name, s) for s in dag.stages())
@@ -120,7 +121,7 @@ def test_a_library_edit_changes_the_prefect_cache_key_of_the_stages_using_it(tmp
     names = ["world", "capfilt_select", "evaluate_baseline", "pretrain_baseline"]
 
     def keys():
-        return {n: tasks._cache_key(None, {"name": n, "params": "params.yaml", "root": "data"}) for n in names}
+        return {n: prefect_tasks._cache_key(None, {"name": n, "params": "params.yaml", "root": "data"}) for n in names}
 
     before = keys()
     with (tmp_path / "blip_core" / "eval" / "retrieval.py").open("a") as f:

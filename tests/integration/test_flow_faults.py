@@ -26,7 +26,8 @@ SCRIPT = textwrap.dedent(
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows import dag, tasks
+    from flows import dag
+    from flows import prefect_tasks
     from flows.bootstrap import bootstrap
 
     work = Path(sys.argv[1])
@@ -58,11 +59,11 @@ SCRIPT = textwrap.dedent(
     ALL = {s.name: s for s in (stage("flaky", flaky), stage("io_forever", io_forever), stage("broken", broken))}
     dag.stages = lambda params="params.yaml", root="data": [ALL[n] for n in sys.argv[2].split(",")]
     dag.code_of = lambda fn, tasks=(), evaluates=(): ()
-    tasks.stage_task.retry_delay_seconds = 0
+    prefect_tasks.stage_task.retry_delay_seconds = 0
 
     @flow
     def one(name: str):
-        return tasks.stage_task(name, "params.yaml", str(work), {})
+        return prefect_tasks.stage_task(name, "params.yaml", str(work), {})
 
     with prefect_test_harness(server_startup_timeout=120):
         out = {}

@@ -3,17 +3,18 @@ sorts in DAG order and whose description says what it is."""
 
 from __future__ import annotations
 
-from flows import dag, tasks
+from flows import dag
+from flows import prefect_tasks
 
 
 def test_a_stage_summary_is_one_log_line_with_its_first_figures():
     summary = {"final": {"itc_loss": 1.23456, "lm_loss": 2.5}, "images_per_s": 300, "examples": [1, 2], "note": "x"}
-    assert tasks.summary_line("pretrain_baseline", summary) == (
+    assert prefect_tasks.summary_line("pretrain_baseline", summary) == (
         "pretrain_baseline: final/itc_loss=1.235, final/lm_loss=2.5, images_per_s=300"
     )
-    many = {f"k{i}": float(i) for i in range(tasks.SUMMARY_KEYS + 3)}
-    assert tasks.summary_line("s", many).endswith("(+3 more in the artifact)")
-    assert tasks.summary_line("s", None) == "s: done"
+    many = {f"k{i}": float(i) for i in range(prefect_tasks.SUMMARY_KEYS + 3)}
+    assert prefect_tasks.summary_line("s", many).endswith("(+3 more in the artifact)")
+    assert prefect_tasks.summary_line("s", None) == "s: done"
 
 
 def test_stage_artifacts_sort_in_dag_order_with_descriptions(monkeypatch):
@@ -21,7 +22,7 @@ def test_stage_artifacts_sort_in_dag_order_with_descriptions(monkeypatch):
     monkeypatch.setattr(tasks, "create_markdown_artifact", lambda **kw: made.append(kw))
     names = [s.name for s in dag.stages()]
     for name in reversed(names):  # whatever order they finish in
-        tasks._artifact(name, {"x": 1.0})
+        prefect_tasks._artifact(name, {"x": 1.0})
     keys = [a["key"] for a in made]
     assert sorted(keys) == [f"{i:02d}-{n.replace('_', '-')}" for i, n in enumerate(names, start=1)]
     for a, name in zip(made, reversed(names), strict=True):

@@ -106,7 +106,7 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
             assert took <= first_times[r.info.run_name] + 5, (r.info.run_name, took, first_times[r.info.run_name])
     # each trained model is a registered version living in the stage run that trained it, with a
     # signature; baseline and bootstrapped are versions of one name; the cached re-run added none
-    from flows.registry import REGISTERED, registrations
+    from flows.model_registry import REGISTERED, registrations
 
     for reg in registrations(str(params), str(root)):
         (version,) = client.search_model_versions(f"name='{REGISTERED[reg.role]}' and tag.stage='{reg.stage}'")

@@ -116,7 +116,7 @@ STALE = textwrap.dedent(
     from prefect import flow
     from prefect.client.orchestration import get_client
 
-    from flows.tasks import release_stale_gpu_slots
+    from flows.prefect_tasks import release_stale_gpu_slots
 
     with get_client(sync_client=True) as c:  # a run killed while a gpu-tagged task held the slot
         c.create_concurrency_limit(tag="gpu", concurrency_limit=1)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import mlflow
 from helpers import micro_capfilt_models
 
-from flows.registry import registrations
-from flows.tasks import register_task
+from flows.model_registry import registrations
+from flows.prefect_tasks import register_task
 
 FINETUNES = [r.stage for r in registrations() if r.role in ("captioner", "filter")]
 

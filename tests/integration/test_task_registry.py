@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from blip_core.data.task_data import TaskItem, data_kind, write_task_items
-from blip_core.tasks import TASKS, Task, get_task, register, trainable_tasks, unregister
+from blip_core.registry import TASKS, Task, get_task, register, trainable_tasks, unregister
 
 COLORS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
 
@@ -118,7 +118,7 @@ def test_the_registry_rejects_clashes_and_unknown_tasks():
 
 def test_the_pipeline_stages_come_from_the_registry(tmp_path):
     from flows import dag
-    from flows.registry import registrations
+    from flows.model_registry import registrations
 
     names = [s.name for s in dag.stages("params.yaml", "data")]
     for t in ("vqa", "nlvr"):

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from blip_core.config.train import TrainConfig
-from blip_core.model.blip import BlipCaptioner, BlipRetrieval
-from blip_core.model.weights import load_pretrained
-from blip_core.presets import get_preset
-from blip_core.train import run_training
-from blip_core.trainer import Trainer
+from blip_core.models.blip.model import BlipCaptioner, BlipRetrieval
+from blip_core.models.pretrained import load_pretrained
+from blip_core.models.blip.presets import get_preset
+from blip_core.train.entry import run_training
+from blip_core.train.loop import Trainer
 from flows.cli import main as cli_main
 
 GOLDEN = Path(__file__).resolve().parents[1] / "assets" / "golden_losses" / "tiny_cpu.json"
@@ -132,8 +132,8 @@ def test_downstream_finetunes_and_one_evaluation_of_every_task(tiny_world, token
     """VQA and NLVR² fine-tune from a pre-training checkpoint on the world's items; one evaluation
     dispatches each model to the folders its task reads (the filter to the video clips too), and the
     tower's probes stay on the image-caption splits."""
-    from blip_core.model.nlvr import BlipNLVR
-    from blip_core.model.vqa import BlipVQA
+    from blip_core.models.blip.nlvr import BlipNLVR
+    from blip_core.models.blip.vqa import BlipVQA
     from flows.stages import stage_evaluate
 
     pre = tmp_path / "pre"
@@ -207,8 +207,8 @@ def test_ddp_two_processes_match_one(tiny_world, tokenizer_dir, tmp_path):
         from torch.optim.optimizer import register_optimizer_step_pre_hook
         from blip_core import presets
         from blip_core.config import TrainConfig
-        from blip_core.distributed import is_main_process
-        from blip_core.train import run_training
+        from blip_core.train.distributed import is_main_process
+        from blip_core.train.entry import run_training
 
         def tiny_group():
             # BatchNorm keeps per-rank statistics under CPU DDP (no SyncBatchNorm kernel on CPU):
@@ -354,8 +354,8 @@ def test_running_out_of_device_memory_is_one_line_naming_the_batch_knob(tiny_wor
 def test_fused_adamw_knob_is_the_same_update(tiny_world, tokenizer_dir):
     """train.fused_optimizer: auto is the for-each AdamW on CPU (fused on a GPU); on forces the fused
     kernel, which CPU torch has too: both make the same update up to rounding."""
-    from blip_core.optim import create_optimizer
-    from blip_core.train import build_model
+    from blip_core.train.optim import create_optimizer
+    from blip_core.train.entry import build_model
 
     params = {}
     for mode in ("auto", "on"):

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from blip_core.config.train import TrainConfig
-from blip_core.model.classifier import VisionClassifier
-from blip_core.model.weights import load_pretrained
-from blip_core.optim import create_optimizer
-from blip_core.train import build_model, run_training
+from blip_core.models.blip.classifier import VisionClassifier
+from blip_core.models.pretrained import load_pretrained
+from blip_core.train.optim import create_optimizer
+from blip_core.train.entry import build_model, run_training
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_a_frozen_tower_stays_exactly_the_start(tiny_world, tokenizer_dir, visio
 
 def test_freeze_then_unfreeze(tiny_world, tokenizer_dir, vision_start, tmp_path, monkeypatch):
     """Frozen for the first `vision_freeze_steps` steps, then trained."""
-    from blip_core.trainer import Trainer
+    from blip_core.train.loop import Trainer
 
     run, _ = vision_start
     start = load_pretrained(run / "model").visual_encoder.state_dict()

@@ -33,7 +33,7 @@ def test_default_world_config_matches_dataclass_defaults():
 def test_every_params_section_builds(path):
     from blip_core.config.pipeline import CapFiltConfig, DownstreamConfig, ValidateConfig
     from blip_core.config.train import EvalConfig, TrainConfig
-    from blip_core.tasks import TASKS
+    from blip_core.registry import TASKS
 
     sections = {"world": WorldConfig, "reader": ReaderConfig, "tokenizer": TokenizerConfig, "evaluate": EvalConfig,
                 "capfilt": CapFiltConfig, "validate": ValidateConfig, "downstream": DownstreamConfig}  # fmt: skip

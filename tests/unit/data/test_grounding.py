@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blip_core.data.grounding import (
+from blip_core.data.world.grounding import (
     NounPhrase,
     Scene,
     SceneObject,
@@ -158,7 +158,7 @@ def test_parser_records_numerals_and_bare_plurals():
 
 
 def _mentions(*phrases: NounPhrase):
-    from blip_core.data.grounding import Mentions
+    from blip_core.data.world.grounding import Mentions
 
     return Mentions(list(phrases))
 

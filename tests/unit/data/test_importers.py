@@ -8,7 +8,7 @@ import pytest
 from helpers import jpeg_bytes, sample_members, write_raw_tar
 from PIL import Image
 
-from blip_core.data import importers
+from blip_core.data.importers import pairs
 from blip_core.data.reader import iter_samples
 from blip_core.data.shards import read_manifests
 
@@ -21,7 +21,7 @@ def _images(root, names, size=(40, 30)):
 
 
 def _rejected(folder):
-    return [json.loads(line) for line in (folder / importers.REJECTED_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (folder / captions.REJECTED_FILE).read_text().splitlines()]
 
 
 def test_import_coco(tmp_path):
@@ -40,7 +40,7 @@ def test_import_coco(tmp_path):
     }
     (tmp_path / "captions.json").write_text(json.dumps(ann))
     out = tmp_path / "out"
-    report = importers.import_coco(tmp_path / "captions.json", img, out)
+    report = pairs.import_coco(tmp_path / "captions.json", img, out)
     samples = {s["key"]: s for s in iter_samples(out)}
     assert set(samples) == {"coco-1", "coco-2", "coco-3"}
     assert samples["coco-1"]["captions"] == ["A cat.", "A small cat"]
@@ -68,7 +68,7 @@ def test_import_karpathy_splits(tmp_path):
         ]
     }
     (tmp_path / "dataset_coco.json").write_text(json.dumps(data))
-    report = importers.import_karpathy(tmp_path / "dataset_coco.json", tmp_path, tmp_path / "out")
+    report = pairs.import_karpathy(tmp_path / "dataset_coco.json", tmp_path, tmp_path / "out")
     assert [s["captions"] for s in iter_samples(tmp_path / "out" / "train")] == [["one", "two"]]
     assert [s["key"] for s in iter_samples(tmp_path / "out" / "test")] == ["coco-11"]
     assert not list((tmp_path / "out" / "val").glob("*.tar"))
@@ -86,7 +86,7 @@ def test_import_blip_json_merges_captions_per_image(tmp_path):
         {"image": "imgs/b.jpg", "caption": 5},
     ]
     (tmp_path / "ann.json").write_text(json.dumps(rows))
-    report = importers.import_blip_json(tmp_path / "ann.json", tmp_path, tmp_path / "out", split="train")
+    report = pairs.import_blip_json(tmp_path / "ann.json", tmp_path, tmp_path / "out", split="train")
     got = {s["key"]: s["captions"] for s in iter_samples(tmp_path / "out")}
     assert got == {"train-a": ["first", "second"], "train-b": ["c1", "c2"]}
     assert report.rejected_by_reason() == {"bad_entry": 1, "empty_caption": 1, "missing_image": 1}
@@ -102,7 +102,7 @@ def test_index_img2dataset_in_place(tmp_path):
     write_raw_tar(folder / "00000.tar", members)
     (folder / "00000.parquet").write_bytes(b"img2dataset's own parquet must stay untouched")
     write_raw_tar(folder / "00001.tar", sample_members("000000010"))
-    report = importers.index_img2dataset(folder)
+    report = captions.index_img2dataset(folder)
     assert report.num_written == 4 and report.rejected_by_reason() == {"corrupt_image": 1}
     assert (folder / "00000.parquet").read_bytes().startswith(b"img2dataset's own")
     man = read_manifests(folder)
@@ -120,7 +120,7 @@ def test_index_img2dataset_counts_the_samples_lost_in_a_cut_tar(tmp_path):
     full = write_raw_tar(folder / "00000.tar", members).read_bytes()
     (folder / "00000.tar").write_bytes(full[: full.index(b"000000003.jpg")])  # 3 whole samples left
     (folder / "00000_stats.json").write_text(json.dumps({"count": 5, "successes": 5, "failed_to_download": 0}))
-    report = importers.index_img2dataset(folder)
+    report = captions.index_img2dataset(folder)
     assert report.num_written == 3
     assert report.rejected_by_reason() == {"lost_after_cut": 2}
     assert report.rejected_by_reason("shard") == {"truncated_tar": 1}
@@ -131,10 +131,10 @@ def test_index_img2dataset_counts_the_samples_lost_in_a_cut_tar(tmp_path):
 
 def test_bad_annotation_files_give_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="annotation file not found"):
-        importers.import_coco(tmp_path / "nope.json", tmp_path, tmp_path / "out")
+        pairs.import_coco(tmp_path / "nope.json", tmp_path, tmp_path / "out")
     (tmp_path / "bad.json").write_bytes(b"\xff\xfe{")
     with pytest.raises(ValueError, match="not valid UTF-8 JSON"):
-        importers.import_blip_json(tmp_path / "bad.json", tmp_path, tmp_path / "out")
+        pairs.import_blip_json(tmp_path / "bad.json", tmp_path, tmp_path / "out")
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(ValueError, match="not a COCO captions file"):
-        importers.import_coco(tmp_path / "list.json", tmp_path, tmp_path / "out")
+        pairs.import_coco(tmp_path / "list.json", tmp_path, tmp_path / "out")

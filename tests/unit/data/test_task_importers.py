@@ -8,8 +8,8 @@ import json
 import pytest
 from PIL import Image
 
-from blip_core.data import task_importers as ti
-from blip_core.data.importers import REJECTED_FILE
+from blip_core.data.importers import tasks as ti
+from blip_core.data.importers.pairs import REJECTED_FILE
 from blip_core.data.task_data import read_task_items, task_of
 
 

@@ -12,12 +12,12 @@ import pytest
 from helpers import tiny_world_config
 
 from blip_core.config.data import WorldConfig
-from blip_core.data import lexicon as lx
-from blip_core.data.grounding import Scene, SceneObject
+from blip_core.data.world import lexicon as lx
+from blip_core.data.world.grounding import Scene, SceneObject
 from blip_core.data.task_data import iter_task_items, read_task_items, task_of
-from blip_core.data.world import held_out_combos, make_sample, sample_scene, seen_combos
-from blip_core.data.world_generate import generate_world
-from blip_core.data.world_tasks import (
+from blip_core.data.world.render import held_out_combos, make_sample, sample_scene, seen_combos
+from blip_core.data.world.generate import generate_world
+from blip_core.data.world.tasks import (
     NLVR_TYPES,
     TASK_SPLITS,
     VIDEO_EVENTS,

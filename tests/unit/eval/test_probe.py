@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from blip_core.data import lexicon as lx
+from blip_core.data.world import lexicon as lx
 from blip_core.eval.probe import caption_labels, fit_probe, scene_labels
 
 

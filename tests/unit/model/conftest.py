@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import micro_config
 
-from blip_core.config.model import ModelConfig
+from blip_core.models.blip.config import ModelConfig
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 import torch
 from helpers import micro_config, text_batch
 
-from blip_core.model.blip import BlipCaptioner, BlipPretrain, BlipRetrieval, split_pretrain_state
-from blip_core.presets import PRESETS, get_preset
+from blip_core.models.blip.model import BlipCaptioner, BlipPretrain, BlipRetrieval, split_pretrain_state
+from blip_core.models.blip.presets import PRESETS, get_preset
 
 
 def _step(model, B=4, ids_img=None, seed=0):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from blip_core.model.blip import BlipCaptioner
-from blip_core.model.generate import GenerationConfig, _top_p, generate
+from blip_core.models.blip.model import BlipCaptioner
+from blip_core.models.common.generate import GenerationConfig, _top_p, generate
 
 PROMPT = torch.tensor([5, 20, 21])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from helpers import micro_config, text_batch
 
-from blip_core.model.blip import BlipPretrain
-from blip_core.model.med import MED, KVCache
+from blip_core.models.blip.model import BlipPretrain
+from blip_core.models.common.med import MED, KVCache
 
 
 def _med(cfg, **kw):

@@ -7,7 +7,7 @@ import re
 from transformers import BertTokenizerFast
 
 from blip_core.data.text import pre_caption
-from blip_core.model.tokenizer import BLIP_PROMPT, load_tokenizer, train_tokenizer
+from blip_core.models.common.tokenizer import BLIP_PROMPT, load_tokenizer, train_tokenizer
 
 
 def _blip_pre_caption(caption, max_words=50):
@@ -46,8 +46,8 @@ def test_train_save_load_roundtrip(tmp_path):
 def test_max_words_travels_with_the_tokenizer(tmp_path):
     """One source: params.yaml's tokenizer.max_words is saved with the tokenizer and every
     processor built for a model reads it (training, evaluation, CapFilt, the registry)."""
-    from blip_core.config.model import ModelConfig
-    from blip_core.model.tokenizer import TextProcessor, tokenizer_max_words, train_tokenizer
+    from blip_core.models.blip.config import ModelConfig
+    from blip_core.models.common.tokenizer import TextProcessor, tokenizer_max_words, train_tokenizer
 
     caps = ["one two three four five six seven eight"] * 3
     train_tokenizer(caps, tmp_path / "tok", vocab_size=100, min_frequency=1, max_words=4)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from helpers import micro_config, text_batch
 
-from blip_core.config.model import ModelConfig, VisionConfig
-from blip_core.model.blip import BlipPretrain
-from blip_core.model.vision import HybridViT, create_vision_encoder
-from blip_core.model.weights import ours_to_hf_config
-from blip_core.presets import get_preset
+from blip_core.models.blip.config import ModelConfig, VisionConfig
+from blip_core.models.blip.model import BlipPretrain
+from blip_core.models.common.vision import HybridViT, create_vision_encoder
+from blip_core.models.pretrained import ours_to_hf_config
+from blip_core.models.blip.presets import get_preset
 
 
 def _conv(**kw) -> VisionConfig:

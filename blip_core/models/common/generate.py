@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from blip_core.model.med import KVCache
+from blip_core.models.common.med import KVCache
 
 
 @dataclass(kw_only=True, slots=True)

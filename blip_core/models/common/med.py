@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config.model import TextConfig
-from blip_core.model import packing
-from blip_core.model.packing import Packed
+from blip_core.models.blip.config import TextConfig
+from blip_core.models.common import packing
+from blip_core.models.common.packing import Packed
 
 MODES = ("text", "multimodal", "decoder")
 

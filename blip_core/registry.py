@@ -3,7 +3,7 @@
 A `Task` names its model class, the params.yaml section of its training, what its data folders
 hold, how the trainer calls its model (`forward`), how its training batches are built (`train_data`),
 how it is evaluated and under which metric names, and which registered model it becomes. Training
-(`blip_core.train`, `blip_core.trainer`), checkpoints (`blip_core.model.weights`), evaluation
+(`blip_core.train.entry`, `blip_core.train.loop`), checkpoints (`blip_core.models.pretrained`), evaluation
 (`flows.stages.stage_evaluate`), the DAG, the CLI and the model registry all read this table, so
 adding a task is one model class plus one `register(Task(...))`:
 
@@ -57,7 +57,7 @@ class Task:
     from_pretrain: Callable[[dict[str, Any]], tuple[dict[str, Any], Any]] | str | None = None
     """A pre-training state dict -> (this model's state, keys left at their fresh init)."""
     role: str | None = None
-    """The registered model (flows.registry.REGISTERED key) a fine-tune of it becomes."""
+    """The registered model (flows.model_registry.REGISTERED key) a fine-tune of it becomes."""
     registry_metric: str = ""
     """"<split>/<metric>" the registry's `best` alias follows."""
     text: bool = True
@@ -201,10 +201,10 @@ register(
     Task(
         name="vision",
         kind="vision",
-        model="blip_core.model.classifier:VisionClassifier",
+        model="blip_core.models.blip.classifier:VisionClassifier",
         section="pretrain_vision",
         data="labels",
-        forward="blip_core.trainer:vision_forward",
+        forward="blip_core.train.loop:vision_forward",
         role="vision",
         registry_metric="val/shape_f1",
         text=False,
@@ -215,9 +215,9 @@ register(
     Task(
         name="pretrain",
         kind="pretrain",
-        model="blip_core.model.blip:BlipPretrain",
+        model="blip_core.models.blip.model:BlipPretrain",
         section="pretrain",
-        forward="blip_core.trainer:itc_itm_forward",
+        forward="blip_core.train.loop:itc_itm_forward",
         itm=True,
         role="pretrain",
         registry_metric="test/probe_shape_f1",
@@ -228,13 +228,13 @@ register(
     Task(
         name="caption",
         kind="captioner",
-        model="blip_core.model.blip:BlipCaptioner",
+        model="blip_core.models.blip.model:BlipCaptioner",
         section="finetune_caption",
-        forward="blip_core.trainer:caption_forward",
+        forward="blip_core.train.loop:caption_forward",
         prompt=True,
         load_eval="blip_core.data.loader:load_eval_split",
         evaluate="blip_core.eval.captioning:evaluate_captioning",
-        from_pretrain="blip_core.model.blip:captioner_from_pretrain",
+        from_pretrain="blip_core.models.blip.model:captioner_from_pretrain",
         metrics=("cider", "bleu4", "grounded_true_rate", "grounded_precision"),
         role="captioner",
         registry_metric="test/cider",
@@ -245,13 +245,13 @@ register(
     Task(
         name="retrieval",
         kind="retrieval",
-        model="blip_core.model.blip:BlipRetrieval",
+        model="blip_core.models.blip.model:BlipRetrieval",
         section="finetune_retrieval",
-        forward="blip_core.trainer:itc_itm_forward",
+        forward="blip_core.train.loop:itc_itm_forward",
         itm=True,
         load_eval="blip_core.data.loader:load_eval_split",
         evaluate="blip_core.eval.retrieval:evaluate_retrieval",
-        from_pretrain="blip_core.model.blip:retrieval_from_pretrain",
+        from_pretrain="blip_core.models.blip.model:retrieval_from_pretrain",
         metrics=("r_mean", "tr_r1", "ir_r1"),
         role="filter",
         registry_metric="test/r_mean",
@@ -262,14 +262,14 @@ register(
     Task(
         name="vqa",
         kind="vqa",
-        model="blip_core.model.vqa:BlipVQA",
+        model="blip_core.models.blip.vqa:BlipVQA",
         section="finetune_vqa",
         data="vqa",
-        forward="blip_core.trainer:vqa_forward",
+        forward="blip_core.train.loop:vqa_forward",
         train_data="blip_core.data.task_loader:vqa_train_data",
         load_eval="blip_core.data.task_data:load_eval_items",
         evaluate="blip_core.eval.vqa:evaluate_vqa",
-        from_pretrain="blip_core.model.vqa:vqa_state_from_pretrain",
+        from_pretrain="blip_core.models.blip.vqa:vqa_state_from_pretrain",
         metrics=("vqa_acc_rank", "vqa_acc_generate"),
         role="vqa",
         registry_metric="vqa_test/vqa_acc_rank",
@@ -282,14 +282,14 @@ register(
     Task(
         name="nlvr",
         kind="nlvr",
-        model="blip_core.model.nlvr:BlipNLVR",
+        model="blip_core.models.blip.nlvr:BlipNLVR",
         section="finetune_nlvr",
         data="nlvr",
-        forward="blip_core.trainer:nlvr_forward",
+        forward="blip_core.train.loop:nlvr_forward",
         train_data="blip_core.data.task_loader:nlvr_train_data",
         load_eval="blip_core.data.task_data:load_eval_items",
         evaluate="blip_core.eval.nlvr:evaluate_nlvr",
-        from_pretrain="blip_core.model.nlvr:nlvr_state_from_pretrain",
+        from_pretrain="blip_core.models.blip.nlvr:nlvr_state_from_pretrain",
         metrics=("nlvr_acc",),
         role="nlvr",
         registry_metric="nlvr_test/nlvr_acc",

@@ -32,10 +32,10 @@ from random import Random
 from typing import Any
 
 from blip_core.config.data import WorldConfig
-from blip_core.data import lexicon as lx
-from blip_core.data.grounding import Scene, SceneObject, relation_holds, tokenize
+from blip_core.data.world import lexicon as lx
+from blip_core.data.world.grounding import Scene, SceneObject, relation_holds, tokenize
 from blip_core.data.task_data import TaskItem, write_task_items
-from blip_core.data.world import (
+from blip_core.data.world.render import (
     CLEAN_SPLITS,
     GRID,
     rng_for,

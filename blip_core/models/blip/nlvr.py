@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config.model import ModelConfig, TextConfig
+from blip_core.models.blip.config import ModelConfig, TextConfig
 from blip_core.losses import nlvr_loss
-from blip_core.model.med import MED, SelfAttentionProj
-from blip_core.model.vision import create_vision_encoder, encode_image
+from blip_core.models.common.med import MED, SelfAttentionProj
+from blip_core.models.common.vision import create_vision_encoder, encode_image
 
 
 class TwinOutput(nn.Module):

@@ -28,12 +28,12 @@ from blip_core.capfilt import (
     SCORES,
     SELECTION,
     SELECTION_META,
-    core,
+    steps,
 )
 from blip_core.capfilt.quality import filter_quality, plot_quality
 from blip_core.config.pipeline import CapFiltConfig
 from blip_core.data.shards import list_shards, write_stats
-from blip_core.distributed import default_device
+from blip_core.train.distributed import default_device
 from blip_core.fileio import write_text
 
 logger = logging.getLogger(__name__)
@@ -55,10 +55,10 @@ class CapFiltModels:
 
     def _load_locked(self, kind: str, path: str | Path):
         if kind not in self._cache:
-            from blip_core.model import weights
-            from blip_core.model.tokenizer import TextProcessor
+            from blip_core.models import pretrained
+            from blip_core.models.common.tokenizer import TextProcessor
 
-            model = weights.load_for_inference(path, kind=kind, device=self.device)
+            model = pretrained.load_for_inference(path, kind=kind, device=self.device)
             processor = TextProcessor.for_model(model.cfg)
             self._cache[kind] = (model, processor, self.ids()["captioner" if kind == "captioner" else "filter"])
         return self._cache[kind]
@@ -74,9 +74,9 @@ class CapFiltModels:
     def ids(self) -> dict[str, str]:
         """Checkpoint ids (weight-file hashes), computed once and without loading the models."""
         if "ids" not in self._cache:
-            ids = {"filter": core.checkpoint_id(self.filter_dir)}
+            ids = {"filter": steps.checkpoint_id(self.filter_dir)}
             if self.captioner_dir is not None:
-                ids["captioner"] = core.checkpoint_id(self.captioner_dir)
+                ids["captioner"] = steps.checkpoint_id(self.captioner_dir)
             self._cache["ids"] = ids
         return self._cache["ids"]
 
@@ -93,38 +93,38 @@ def _done(out: Path, shard: str | Path) -> dict | None:
 def caption_one(shard: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict:
     if models.captioner_dir is None:
         raise ValueError("this CapFilt policy needs a captioner checkpoint")
-    done = _done(core.caption_output(Path(work_dir) / CAPTIONS, shard, models.ids()["captioner"], cfg), shard)
+    done = _done(steps.caption_output(Path(work_dir) / CAPTIONS, shard, models.ids()["captioner"], cfg), shard)
     if done:
         return done
     model, processor, ckpt = models.captioner()
-    return core.caption_shard(shard, model, processor, cfg, Path(work_dir) / CAPTIONS, ckpt=ckpt, device=models.device)
+    return steps.caption_shard(shard, model, processor, cfg, Path(work_dir) / CAPTIONS, ckpt=ckpt, device=models.device)
 
 
 def filter_one(shard: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict:
     ids = models.ids()
     captions = None
     if uses_captioner(cfg):
-        captions = core.caption_output(Path(work_dir) / CAPTIONS, shard, ids["captioner"], cfg)
+        captions = steps.caption_output(Path(work_dir) / CAPTIONS, shard, ids["captioner"], cfg)
         if not captions.is_file():
             raise FileNotFoundError(
                 f"captions of {Path(shard).name} not found ({captions}); run the caption step first"
             )
-    done = _done(core.score_output(Path(work_dir) / SCORES, shard, ids["filter"], captions), shard)
+    done = _done(steps.score_output(Path(work_dir) / SCORES, shard, ids["filter"], captions), shard)
     if done:
         return done
     model, processor, ckpt = models.filter()
-    return core.filter_shard(
+    return steps.filter_shard(
         shard, model, processor, cfg, Path(work_dir) / SCORES, ckpt=ckpt, captions=captions, device=models.device
     )
 
 
 def calibrate_one(shard: str | Path, models: CapFiltModels, cfg: CapFiltConfig, work_dir: str | Path) -> dict:
     """Score the human captions of a clean held-out shard (for threshold_mode=calibrated)."""
-    out = core.score_output(Path(work_dir) / CALIBRATION, shard, models.ids()["filter"], None, "human")
+    out = steps.score_output(Path(work_dir) / CALIBRATION, shard, models.ids()["filter"], None, "human")
     if done := _done(out, shard):
         return done
     model, processor, ckpt = models.filter()
-    return core.filter_shard(
+    return steps.filter_shard(
         shard, model, processor, cfg, Path(work_dir) / CALIBRATION, ckpt=ckpt, source="human", device=models.device
     )
 
@@ -202,11 +202,11 @@ def score_files(web_dir: str | Path, models: CapFiltModels, cfg: CapFiltConfig, 
     paths = []
     for shard in list_shards(web_dir):
         captions = (
-            core.caption_output(Path(work_dir) / CAPTIONS, shard, ids["captioner"], cfg)
+            steps.caption_output(Path(work_dir) / CAPTIONS, shard, ids["captioner"], cfg)
             if uses_captioner(cfg)
             else None
         )
-        p = core.score_output(Path(work_dir) / SCORES, shard, ids["filter"], captions)
+        p = steps.score_output(Path(work_dir) / SCORES, shard, ids["filter"], captions)
         if not p.is_file():
             raise FileNotFoundError(f"scores of {shard.name} not found ({p}); run the filter step first")
         paths.append(p)
@@ -272,7 +272,7 @@ def read_score_index(work_dir: str | Path) -> dict[str, Any]:
 def calibration_files(calibration_dir: str | Path, models: CapFiltModels, work_dir: str | Path) -> list[Path]:
     ckpt = models.ids()["filter"]
     paths = [
-        core.score_output(Path(work_dir) / CALIBRATION, s, ckpt, None, "human") for s in list_shards(calibration_dir)
+        steps.score_output(Path(work_dir) / CALIBRATION, s, ckpt, None, "human") for s in list_shards(calibration_dir)
     ]
     missing = [p for p in paths if not p.is_file()]
     if missing:
@@ -292,12 +292,12 @@ def run_select(cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | P
             f"capfilt.policy={cfg.policy} needs synthetic captions, but the scores were made with policy "
             f"{index['policy']} (none written): run the caption and filter steps with this policy"
         )
-    calibration = core.read_scores(index["calibration_paths"]) if index["calibration_paths"] else None
+    calibration = steps.read_scores(index["calibration_paths"]) if index["calibration_paths"] else None
     if cfg.threshold_mode == "calibrated" and calibration is None:
         raise ValueError("capfilt.threshold_mode=calibrated, but the filter step scored no calibration split")
-    threshold = core.resolve_threshold(cfg, calibration)
-    scores = core.read_scores(index["score_paths"])
-    sel = core.select(scores, cfg, threshold=threshold)
+    threshold = steps.resolve_threshold(cfg, calibration)
+    scores = steps.read_scores(index["score_paths"])
+    sel = steps.select(scores, cfg, threshold=threshold)
     sel.to_parquet(work_dir / SELECTION, index=False)
     meta = {"policy": cfg.policy, "threshold": threshold, "threshold_mode": cfg.threshold_mode}
     if calibration is not None:
@@ -306,8 +306,8 @@ def run_select(cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | P
     quality = meta | filter_quality(sel, threshold)
     if calibration is not None and cfg.threshold_mode == "fixed":  # the other operating point, for comparison
         calibrated = dataclasses.replace(cfg, threshold_mode="calibrated")
-        t_cal = core.resolve_threshold(calibrated, calibration)
-        q_cal = filter_quality(core.select(scores, cfg, threshold=t_cal), t_cal)
+        t_cal = steps.resolve_threshold(calibrated, calibration)
+        q_cal = filter_quality(steps.select(scores, cfg, threshold=t_cal), t_cal)
         quality |= {f"calibrated/{k}": q_cal[k] for k in ("threshold", "keep_rate/web", "keep_rate/synthetic",
                                                            "kept/noise_rate") if k in q_cal}  # fmt: skip
     metrics_dir.mkdir(parents=True, exist_ok=True)
@@ -338,7 +338,7 @@ def run_reshard(
     jobs += [(s, by_shard.get(s.stem, kept.iloc[:0])) for s in list_shards(web_dir)]
     results = []
     for i, (shard, rows) in enumerate(tqdm(jobs, desc="capfilt reshard", unit="shard")):
-        results.append(core.reshard_shard(shard, out_dir, i, kept=rows, provenance=provenance))
+        results.append(steps.reshard_shard(shard, out_dir, i, kept=rows, provenance=provenance))
     summary = {
         "images": sum(r["written"] for r in results),
         "dropped_images": sum(r["dropped"] for r in results),

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from blip_core.data.scene import (  # noqa: F401  (the checker's vocabulary, imported from here too)
+from blip_core.data.world.scene import (  # noqa: F401  (the checker's vocabulary, imported from here too)
     Mentions,
     NounPhrase,
     Scene,

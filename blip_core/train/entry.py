@@ -14,17 +14,17 @@ from typing import Any
 
 import torch
 
-from blip_core.config.model import ModelConfig
+from blip_core.models.blip.config import ModelConfig
 from blip_core.config.train import VISION_STAGE, TrainConfig
 from blip_core.data.loader import TrainData, read_classes
-from blip_core.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
+from blip_core.train.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
 from blip_core.fileio import write_json
-from blip_core.model import weights
-from blip_core.model.tokenizer import TextProcessor, load_tokenizer, tokenizer_max_words
-from blip_core.presets import get_preset, with_tokenizer
-from blip_core.tasks import get_task
+from blip_core.models import pretrained
+from blip_core.models.common.tokenizer import TextProcessor, load_tokenizer, tokenizer_max_words
+from blip_core.models.blip.presets import get_preset, with_tokenizer
+from blip_core.registry import get_task
 from blip_core.tracking import MetricLogger
-from blip_core.trainer import Trainer
+from blip_core.train.loop import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +44,22 @@ def build_model(
     if init is not None:
         if vision_init is not None:
             raise ValueError("vision_init is the start of training from scratch; an init checkpoint has its tower")
-        model = weights.load_pretrained(init, kind=kind)
+        model = pretrained.load_pretrained(init, kind=kind)
         tok = load_tokenizer(tokenizer or model.cfg.tokenizer) if task.text else None
         return model, tok
     torch.manual_seed(cfg.seed)
     if not task.text:  # the supervised start itself: no text side
         model_cfg = get_preset(cfg.preset)
         model_cfg.classes = dict(classes or {})
-        return weights.create_model(kind, model_cfg), None
+        return pretrained.create_model(kind, model_cfg), None
     if tokenizer is None:
         raise ValueError("training from scratch needs a tokenizer directory (blip tokenizer ... or --tokenizer)")
     tok = load_tokenizer(tokenizer)
     model_cfg: ModelConfig = with_tokenizer(get_preset(cfg.preset), tok)
     model_cfg.tokenizer = str(tokenizer)
-    model = weights.create_model(kind, model_cfg)
+    model = pretrained.create_model(kind, model_cfg)
     if vision_init is not None:
-        weights.load_vision_start(model, vision_init)
+        pretrained.load_vision_start(model, vision_init)
     return model, tok
 
 
@@ -154,7 +154,7 @@ def run_training(
             "read": data.stats.to_dict(),
         }
         if is_main_process():
-            weights.save_pretrained(model.cpu(), out_dir / "model", tokenizer=tok)
+            pretrained.save_pretrained(model.cpu(), out_dir / "model", tokenizer=tok)
             write_json(out_dir / "train_summary.json", json.loads(json.dumps(summary, default=str)))
         return summary
     finally:

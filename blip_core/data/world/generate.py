@@ -1,8 +1,8 @@
 """Write the whole embedded world: every image split's shards and every downstream-task split, in
 one worker pool, and the `world.json` summary.
 
-It sits above both the scene and caption primitives (blip_core.data.world) and the task items
-built on them (blip_core.data.world_tasks), so neither imports the other's caller.
+It sits above both the scene and caption primitives (blip_core.data.world.render) and the task items
+built on them (blip_core.data.world.tasks), so neither imports the other's caller.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from blip_core.config.data import SPLITS, WorldConfig
 from blip_core.data.shards import ShardWriter, write_stats
-from blip_core.data.world import LABEL_GROUPS, held_out_combos, make_sample
-from blip_core.data.world_tasks import TASK_SPLITS, write_task_split
+from blip_core.data.world.render import LABEL_GROUPS, held_out_combos, make_sample
+from blip_core.data.world.tasks import TASK_SPLITS, write_task_split
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _run_job(job: tuple[WorldConfig, str, str, int, int, int]) -> dict[str, Any]
 def generate_world(cfg: WorldConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Write every split under `out_dir/<split>/` and a `world.json` summary; returns the summary.
 
-    The downstream-task splits of `blip_core.data.world_tasks` (`vqa_*`, `nlvr_*`, `video_*`; one
+    The downstream-task splits of `blip_core.data.world.tasks` (`vqa_*`, `nlvr_*`, `video_*`; one
     whose size is 0 is not written) are made in the same worker pool, one job per split.
     """
     out_dir = Path(out_dir)

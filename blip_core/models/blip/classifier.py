@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config.model import ModelConfig
-from blip_core.model.vision import create_vision_encoder, encode_image
+from blip_core.models.blip.config import ModelConfig
+from blip_core.models.common.vision import create_vision_encoder, encode_image
 
 
 class VisionClassifier(nn.Module):

@@ -25,14 +25,14 @@ import torch
 from safetensors.torch import load_file, save_model
 from torch import nn
 
-from blip_core.checkpoint import safe_torch_load
-from blip_core.config.model import ModelConfig, VisionConfig
+from blip_core.train.checkpoint import safe_torch_load
+from blip_core.models.blip.config import ModelConfig, VisionConfig
 from blip_core.fileio import atomic_path, write_json
-from blip_core.model.vision import resize_pos_embed
-from blip_core.tasks import get_task, kind_task, model_kinds
+from blip_core.models.common.vision import resize_pos_embed
+from blip_core.registry import get_task, kind_task, model_kinds
 
 if TYPE_CHECKING:
-    from blip_core.model.blip import BlipRetrieval
+    from blip_core.models.blip.model import BlipRetrieval
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ FORMAT_VERSION = 1
 
 
 def kind_of(model: nn.Module) -> str:
-    """The checkpoint kind of a model: its class's task in the registry (blip_core.tasks)."""
+    """The checkpoint kind of a model: its class's task in the registry (blip_core.registry)."""
     for name, cls in model_kinds().items():
         if type(model) is cls:
             return name
@@ -114,7 +114,7 @@ def load_pretrain_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tup
 def load_for_inference(path: str | Path, *, kind: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """`load_pretrained`, on `device`, in eval mode, with its linear weights packed when on CPU
     (model/packing.py: the fp32 decoding path streams weights 2-4x faster)."""
-    from blip_core.model.packing import pack_for_cpu_inference
+    from blip_core.models.common.packing import pack_for_cpu_inference
 
     model = load_pretrained(path, kind=kind).to(device).eval()
     pack_for_cpu_inference(model)
@@ -194,7 +194,7 @@ def _rename(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], skip: 
 
 def hf_config_to_ours(hf_config, *, tokenizer_dir: str = "") -> ModelConfig:
     """A ModelConfig equal to a transformers BlipConfig (vision LayerNorm eps included)."""
-    from blip_core.config.model import TextConfig, VisionConfig
+    from blip_core.models.blip.config import TextConfig, VisionConfig
 
     v, t = hf_config.vision_config, hf_config.text_config
     vision = VisionConfig(
@@ -226,8 +226,8 @@ def hf_config_to_ours(hf_config, *, tokenizer_dir: str = "") -> ModelConfig:
     )
     cfg = ModelConfig(vision=vision, text=text, embed_dim=hf_config.image_text_hidden_size, tokenizer=tokenizer_dir)
     if tokenizer_dir:
-        from blip_core.model.tokenizer import load_tokenizer
-        from blip_core.presets import with_tokenizer
+        from blip_core.models.common.tokenizer import load_tokenizer
+        from blip_core.models.blip.presets import with_tokenizer
 
         with_tokenizer(cfg, load_tokenizer(tokenizer_dir))
     return cfg

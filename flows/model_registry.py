@@ -58,14 +58,14 @@ def registrations(params: str = "params.yaml", root: str = "data") -> list[Regis
 
 class BlipPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from blip_core.model import weights
-        from blip_core.model.tokenizer import TextProcessor
+        from blip_core.models import pretrained
+        from blip_core.models.common.tokenizer import TextProcessor
 
         path = context.artifacts["checkpoint"]
-        self.kind, cfg = weights.read_config(path)
+        self.kind, cfg = pretrained.read_config(path)
         self.models = {}
         for kind in ["captioner", "retrieval"] if self.kind == "pretrain" else [self.kind]:
-            self.models[kind] = weights.load_for_inference(path, kind=kind)
+            self.models[kind] = pretrained.load_for_inference(path, kind=kind)
         self.processor = TextProcessor.for_model(cfg) if self.kind != "vision" else None
         self.image_size = cfg.vision.image_size
 
@@ -81,7 +81,7 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         import torch
 
-        from blip_core.model.generate import GenerationConfig, caption_images
+        from blip_core.models.common.generate import GenerationConfig, caption_images
 
         images = self._images(model_input["image"])
         out = pd.DataFrame(index=model_input.index)

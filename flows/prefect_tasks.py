@@ -248,11 +248,11 @@ def register_task(
     root: str = "data",
 ) -> dict:
     """Register every trained model (`models`, by the stage that trained it; see
-    `flows.registry.registrations`), each logged in its stage run (`run_ids`; the parent run if a stage
+    `flows.model_registry.registrations`), each logged in its stage run (`run_ids`; the parent run if a stage
     has none), baseline and bootstrapped as versions of one registered model whose `best` alias
     follows the measured score: CIDEr for captioners, test mean recall for filters, the shape probe
     for pre-trainings, the val shape F1 for the vision start."""
-    from flows.registry import describe, log_and_register, registrations
+    from flows.model_registry import describe, log_and_register, registrations
 
     score = {(f"{r['split']}/{r['metric']}", m): r[m] for r in rows for m in ("baseline", "bootstrapped")}
     out = {}

@@ -12,7 +12,7 @@ the properties the paper relies on:
 - `novel`: scenes with (colour, shape) combinations that never occur in the clean splits but do
   occur on the web (NoCaps-like), so they can only be learned from web data;
 - `vqa_*`, `nlvr_*`, `video_*`: items of the paper's other downstream tasks (VQA, NLVR2,
-  text-video) built from these scenes with exact answers; see `blip_core.data.world_tasks`;
+  text-video) built from these scenes with exact answers; see `blip_core.data.world.tasks`;
 - `objects`: label-only object recognition (ImageNet-like: an image and its class labels, no
   captions), from which `pretrain_vision` trains the vision tower that both BLIP pre-trainings
   start from, as BLIP starts its ViT from ImageNet (DeiT) weights. See `object_labels`.
@@ -41,8 +41,8 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from blip_core.config.data import SPLITS, WorldConfig
-from blip_core.data import lexicon as lx
-from blip_core.data.grounding import Mentions, NounPhrase, Scene, SceneObject, ground_caption, true_relations
+from blip_core.data.world import lexicon as lx
+from blip_core.data.world.grounding import Mentions, NounPhrase, Scene, SceneObject, ground_caption, true_relations
 from blip_core.data.shards import ShardWriter, write_stats
 
 logger = logging.getLogger(__name__)
@@ -462,7 +462,7 @@ def object_labels(scene: Scene) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------------
-# samples (blip_core.data.world_generate writes them into shards)
+# samples (blip_core.data.world.generate writes them into shards)
 
 
 def make_sample(cfg: WorldConfig, split: str, index: int) -> dict[str, Any]:

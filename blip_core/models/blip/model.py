@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config.model import ModelConfig
-from blip_core.distributed import all_gather_no_grad
+from blip_core.models.blip.config import ModelConfig
+from blip_core.train.distributed import all_gather_no_grad
 from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_hard_negatives, unlikelihood_loss
-from blip_core.model.med import MED
-from blip_core.model.vision import create_vision_encoder, encode_image
+from blip_core.models.common.med import MED
+from blip_core.models.common.vision import create_vision_encoder, encode_image
 
 TEMP_MIN, TEMP_MAX = 0.001, 0.5
 EMPTY_SLOT = -100
@@ -263,7 +263,7 @@ class BlipPretrain(BlipRetrieval):
 
 class BlipCaptioner(nn.Module):
     """Image-grounded decoder: vision encoder + decoder-mode MED + LM head. Generation lives in
-    `blip_core.model.generate`."""
+    `blip_core.models.common.generate`."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -27,7 +27,7 @@ class VisionConfig:
     """Recompute block activations in backward (BLIP enables it for ViT-L)."""
     stem: str = "patch"
     """How pixels become tokens. patch: ViT's linear patchify (BLIP; the only stem official and Hugging
-    Face weights have). conv: a hybrid ViT (blip_core.model.vision.HybridViT): a conv stem whose
+    Face weights have). conv: a hybrid ViT (blip_core.models.common.vision.HybridViT): a conv stem whose
     feature map is the token grid and whose mean starts token 0; for towers trained from scratch on
     little data, where a patch ViT's [CLS] does not become image-dependent within a CPU budget."""
     stem_channels: list[int] = field(default_factory=list)

@@ -1,6 +1,6 @@
 """The world's scenes and what a caption says about one: scene objects, noun phrases, relations
 between grid cells, and the parser that reads free text (world or model captions) back into
-mentions with the shared lexicon. The grounding checker (blip_core.data.grounding) judges them.
+mentions with the shared lexicon. The grounding checker (blip_core.data.world.grounding) judges them.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from blip_core.data import lexicon as lx
+from blip_core.data.world import lexicon as lx
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ Supported sources:
   `-img1.png` found anywhere under the image root (train's images sit in numbered sub-folders);
 - BLIP's NLVR json (`[{"images": [left, right], "sentence", "label": 0 | 1}]`).
 
-The safety rules are those of the image-caption importers (`blip_core.data.importers`): annotation
+The safety rules are those of the image-caption importers (`blip_core.data.importers.pairs`): annotation
 files over `max_json_bytes` are refused before parsing, images go through the reader's
 decompression-bomb and size guards, an image path that resolves outside its root is rejected,
 and every record not imported is counted by reason in `_stats.json` ("import") and listed in
@@ -36,7 +36,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from blip_core.config.data import ReaderConfig
-from blip_core.data.importers import MAX_JSON_BYTES, REJECTED_FILE, ImportReport, load_json, make_key
+from blip_core.data.importers.pairs import MAX_JSON_BYTES, REJECTED_FILE, ImportReport, load_json, make_key
 from blip_core.data.reader import SkipSample, decode_image
 from blip_core.data.shards import write_stats
 from blip_core.data.task_data import SHARD_SIZE, TaskItem, write_task_items

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config.model import ModelConfig
+from blip_core.models.blip.config import ModelConfig
 from blip_core.losses import vqa_loss
-from blip_core.model.generate import GenerationConfig, generate
-from blip_core.model.med import MED
-from blip_core.model.vision import create_vision_encoder, encode_image
+from blip_core.models.common.generate import GenerationConfig, generate
+from blip_core.models.common.med import MED
+from blip_core.models.common.vision import create_vision_encoder, encode_image
 
 LOGIT_ROWS = 256
 """Answer rows whose (Lc, V) logits are materialised at once when ranking: B * K * Lc * V floats

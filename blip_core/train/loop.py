@@ -1,6 +1,6 @@
 """The training loop for every trainable task; no model code here.
 
-How a batch reaches the model is the task's `forward` adapter in the registry (blip_core.tasks),
+How a batch reaches the model is the task's `forward` adapter in the registry (blip_core.registry),
 e.g. pretrain / retrieval: model(images, ids, mask, image_ids, alpha, generator) -> ITC + ITM (+ LM);
 caption: model(images, ids, mask, prompt_length) -> LM. The total loss is the sum of every `*_loss`
 the model returns.
@@ -25,14 +25,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from blip_core.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from blip_core.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from blip_core.config.train import TrainConfig
 from blip_core.data.loader import TrainData
-from blip_core.distributed import default_device, is_dist, is_main_process, world_info
+from blip_core.train.distributed import default_device, is_dist, is_main_process, world_info
 from blip_core.losses import alpha_ramp
 from blip_core.machine import out_of_memory_hint, uses_bf16
-from blip_core.optim import create_optimizer, create_scheduler
-from blip_core.tasks import get_task, resolve
+from blip_core.train.optim import create_optimizer, create_scheduler
+from blip_core.registry import get_task, resolve
 from blip_core.tracking import MetricLogger, NullLogger
 
 logger = logging.getLogger(__name__)
