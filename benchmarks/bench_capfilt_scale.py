@@ -76,8 +76,8 @@ def child(world: Path, work: Path, models: Path, params: Path) -> dict:
 
 def prepare(tmp: Path, scales: list[float], preset: str, base_params: Path) -> tuple[dict[float, Path], Path]:
     from blip_core.models import pretrained
-    from blip_core.models.common.tokenizer import load_tokenizer
     from blip_core.models.blip.presets import get_preset, with_tokenizer
+    from blip_core.models.common.tokenizer import load_tokenizer
     from flows.stages import stage_tokenizer, stage_world
 
     base_web = yaml.safe_load(base_params.read_text())["world"]["num_web"]

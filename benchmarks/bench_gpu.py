@@ -31,8 +31,8 @@ from common import figure
 from torch.utils.flop_counter import FlopCounterMode
 
 from blip_core.models.blip.model import BlipCaptioner, BlipPretrain, BlipRetrieval, split_pretrain_state
-from blip_core.models.common.generate import GenerationConfig, generate
 from blip_core.models.blip.presets import get_preset
+from blip_core.models.common.generate import GenerationConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ def hf_pair(cfg, device: torch.device):
     """Our captioner and filter and HF's, with the same (random) weights, on `device`."""
     import transformers
 
-    from blip_core.models.pretrained import export_hf
+    from blip_core.models.blip.convert_hf import export_hf
 
     pre = BlipPretrain(cfg).eval()
     cap_state, ret_state = split_pretrain_state(pre.state_dict())

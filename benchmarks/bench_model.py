@@ -21,11 +21,11 @@ import torch
 from common import figure, save
 from torch.utils.flop_counter import FlopCounterMode
 
+from blip_core.models.blip.convert_hf import export_hf, ours_to_hf_config
 from blip_core.models.blip.model import BlipPretrain
+from blip_core.models.blip.presets import get_preset
 from blip_core.models.common.generate import GenerationConfig, generate
 from blip_core.models.common.packing import pack_for_cpu_inference
-from blip_core.models.pretrained import export_hf, ours_to_hf_config
-from blip_core.models.blip.presets import get_preset
 
 
 def best_time(fn, repeats: int) -> float:

@@ -12,8 +12,8 @@ from typing import Any
 
 _EXPORTS = {
     "create_model": "blip_core.models.pretrained",
-    "load_hf": "blip_core.models.pretrained",
-    "load_official": "blip_core.models.pretrained",
+    "load_hf": "blip_core.models.blip.convert_hf",
+    "load_official": "blip_core.models.blip.convert_official",
     "load_pretrained": "blip_core.models.pretrained",
     "save_pretrained": "blip_core.models.pretrained",
     "get_preset": "blip_core.models.blip.presets",

@@ -79,8 +79,15 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def json_text(obj: Any, *, sort_keys: bool = True, default: Any = None) -> str:
+    """The project's JSON file layout: indented 2, keys sorted (unless a file's order is its
+    content), one final newline; `default` turns what JSON cannot hold (paths, numpy scalars) into text."""
+    return json.dumps(obj, indent=2, sort_keys=sort_keys, default=default) + "\n"
+
+
+def write_json(path: str | Path, obj: Any, *, sort_keys: bool = True, default: Any = None) -> Path:
+    """`json_text(obj)` written atomically."""
+    return write_text(path, json_text(obj, sort_keys=sort_keys, default=default))
 
 
 class _RecordingFile:

@@ -1,17 +1,21 @@
-"""The task registry: every task the library trains or evaluates, described once.
+"""The task registry: every model family and every task the library trains or evaluates, described once.
 
-A `Task` names its model class, the params.yaml section of its training, what its data folders
-hold, how the trainer calls its model (`forward`), how its training batches are built (`train_data`),
+A `Family` (one folder `blip_core/models/<name>/`) names its config class, its presets and its text
+side (tokenizer and processor). A `Task` names its model class, the params.yaml section of its
+training, what its data folders hold, how the trainer calls its model (`forward`), how its
+training batches are built (`train_data`), which checkpoint kinds it can start from (`init_from`),
 how it is evaluated and under which metric names, and which registered model it becomes. Training
-(`blip_core.train.entry`, `blip_core.train.loop`), checkpoints (`blip_core.models.pretrained`), evaluation
-(`flows.stages.stage_evaluate`), the DAG, the CLI and the model registry all read this table, so
-adding a task is one model class plus one `register(Task(...))`:
+(`blip_core.train`), checkpoints (`blip_core.models.pretrained`), evaluation
+(`flows.stages.stage_evaluate`), the DAG, the CLI and the MLflow model registry all read this
+table, so adding a task is one model class plus one `register(Task(...))`, and adding a model family
+is one folder whose `tasks.py` registers its family and tasks (listed in `FAMILY_MODULES`):
 
     register(Task(name="toy", kind="toy", model=ToyModel, section="finetune_toy", data="vqa",
                   forward=lambda trainer, b: trainer.forward_model(b["images"]), train_data=...))
 
 Classes and callables may be given as "module:attr" strings: they are imported on first use, so
-that this module imports no model, data or evaluation code (and those modules may import it).
+that this module imports no model, data or evaluation code (and those modules may import it). The
+families' entries are loaded on the first lookup, not on import, for the same reason.
 """
 
 from __future__ import annotations
@@ -25,6 +29,30 @@ IMAGE_DATA = ("pairs", "labels")
 """What an image split holds: image-caption shards or label-only images. Any other `Task.data` names
 the task whose items (blip_core.data.task_data) its folders hold, e.g. "vqa"."""
 
+FAMILY_MODULES = {"blip": "blip_core.models.blip.tasks"}
+"""Each model family's registering module: imported on the first lookup of the registry."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family (BLIP; later BLIP-2, InstructBLIP): what its tasks share."""
+
+    name: str
+    """Its folder `blip_core/models/<name>/`, and the prefix of its registered models (`<name>-<role>`)."""
+    config: type | str
+    """Its model config class (`from_dict`, `to_dict`): what a checkpoint's config.json holds."""
+    preset: Callable[[str], Any] | str
+    """(preset name) -> a fresh config (`tiny`, `base`, `large`, ...)."""
+    load_tokenizer: Callable[[Any], Any] | str
+    """(tokenizer folder) -> its tokenizer."""
+    with_tokenizer: Callable[[Any, Any], Any] | str
+    """(config, tokenizer) -> the config with the tokenizer's vocabulary size and special ids."""
+    processor: Callable[..., Any] | str
+    """(model, tokenizer, tokenizer folder) -> the text processor the data loaders tokenize with."""
+
+    def call(self, what: str, *args: Any, **kwargs: Any) -> Any:
+        return resolve(getattr(self, what))(*args, **kwargs)
+
 
 @dataclass(frozen=True)
 class Task:
@@ -37,6 +65,8 @@ class Task:
     one (video retrieval evaluates the retrieval model)."""
     model: type | str | None = None
     """Its model class (or "module:Class"); None for an evaluation-only task that reuses `kind`'s."""
+    family: str = "blip"
+    """The model family whose config, presets and text side it uses (`FAMILY_MODULES`)."""
     section: str | None = None
     """The params.yaml section of its training (None: not trained)."""
     data: str = "pairs"
@@ -54,10 +84,13 @@ class Task:
     """(model, loaded data, processor, cfg: EvalConfig, device) -> metrics, or (metrics, predictions)."""
     metrics: tuple[str, ...] = ()
     """The metric names `evaluate` reports that the baseline-vs-bootstrapped report compares."""
+    init_from: tuple[str, ...] = ()
+    """The other checkpoint kinds a model of it can start from (BLIP's fine-tunes: "pretrain"; BLIP-2's
+    second stage: its first); a checkpoint of its own kind always can."""
     from_pretrain: Callable[[dict[str, Any]], tuple[dict[str, Any], Any]] | str | None = None
-    """A pre-training state dict -> (this model's state, keys left at their fresh init)."""
+    """A state dict of an `init_from` kind -> (this model's state, keys left at their fresh init)."""
     role: str | None = None
-    """The registered model (flows.model_registry.REGISTERED key) a fine-tune of it becomes."""
+    """The registered model a fine-tune of it becomes (`<family>-<role>` in MLflow's registry)."""
     registry_metric: str = ""
     """"<split>/<metric>" the registry's `best` alias follows."""
     text: bool = True
@@ -65,7 +98,9 @@ class Task:
     prompt: bool = False
     """Trains on captions with the captioner's prompt (LM loss after it)."""
     itm: bool = False
-    """Trains ITC/ITM: the global batch must divide the feature queue; ITM extras allowed."""
+    """Trains ITM: the caption-made ITM extras (swap negatives, phrase positives) apply."""
+    queue: bool = False
+    """Keeps a feature queue filled a global batch at a time: the global batch must divide it."""
     train_split: str | None = None
     """The world split a downstream task fine-tunes on (the pipeline's `finetune_<name>_*` stages)."""
     eval_splits: tuple[str, ...] = ()
@@ -82,8 +117,18 @@ class Task:
     @property
     def model_class(self) -> type:
         if self.model is None:
-            return TASKS[kind_task(self.kind)].model_class
+            return tasks()[kind_task(self.kind)].model_class
         return resolve(self.model)
+
+    @property
+    def config_class(self) -> type:
+        """The config class its checkpoints hold (its family's)."""
+        return resolve(get_family(self.family).config)
+
+    def registered_name(self, role: str | None = None) -> str:
+        """Its model's name in MLflow's registry: `<family>-<role>` (a pre-training's bootstrapped
+        variant passes role="bootstrapped")."""
+        return f"{self.family}-{role or self.role}"
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -92,10 +137,15 @@ class Task:
 
     @property
     def train_modules(self) -> tuple[str, ...]:
-        """The modules a training of it runs (model, forward, data, state conversion), not its evaluator."""
-        found = list(self._modules((self.model, self.forward, self.train_data, self.from_pretrain)))
+        """The modules a training of it runs (its family's entries, model, forward, data, state
+        conversion), not its evaluator."""
+        _load_families()
+        found = [FAMILY_MODULES[self.family]] if self.family in FAMILY_MODULES else []
+        found += self._modules((self.model, self.forward, self.train_data, self.from_pretrain))
+        if (f := _FAMILIES.get(self.family)) is not None:
+            found += self._modules((f.config, f.preset, f.load_tokenizer, f.with_tokenizer, f.processor))
         if self.model is None:
-            found += TASKS[kind_task(self.kind)].train_modules
+            found += tasks()[kind_task(self.kind)].train_modules
         return tuple(dict.fromkeys(found))
 
     @staticmethod
@@ -121,43 +171,75 @@ class Task:
         return self.model is not None
 
 
-TASKS: dict[str, Task] = {}
+_TASKS: dict[str, Task] = {}
+_FAMILIES: dict[str, Family] = {}
+_loaded: set[str] = set()
+
+
+def _load_families() -> None:
+    for name, module in FAMILY_MODULES.items():
+        if name not in _loaded:
+            _loaded.add(name)  # first: the family module registers through this module's functions
+            importlib.import_module(module)
+
+
+def register_family(family: Family, *, replace: bool = False) -> Family:
+    if family.name in _FAMILIES and not replace:
+        raise ValueError(f"model family {family.name!r} is already registered")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> Family:
+    _load_families()
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; known: {', '.join(_FAMILIES)}")
+    return _FAMILIES[name]
 
 
 def register(task: Task, *, replace: bool = False) -> Task:
-    if task.name in TASKS and not replace:
+    _load_families()
+    if task.name in _TASKS and not replace:
         raise ValueError(f"task {task.name!r} is already registered")
     if not task.data or not task.data.isidentifier():
         raise ValueError(f"task {task.name}: data must be 'pairs', 'labels' or an item task name, got {task.data!r}")
+    if task.init_from and task.from_pretrain is None:
+        raise ValueError(f"task {task.name}: init_from {task.init_from} needs a from_pretrain state conversion")
     if task.model is not None:
-        for other in TASKS.values():
+        for other in _TASKS.values():
             if other.kind == task.kind and other.owns_kind and other.name != task.name:
                 raise ValueError(f"task {task.name}: model kind {task.kind!r} already belongs to task {other.name}")
-    TASKS[task.name] = task
+    _TASKS[task.name] = task
     return task
 
 
+def tasks() -> dict[str, Task]:
+    """Every registered task by name, in registration order."""
+    _load_families()
+    return _TASKS
+
+
 def downstream_tasks() -> list[str]:
-    return [t.name for t in TASKS.values() if t.downstream]
+    return [t.name for t in tasks().values() if t.downstream]
 
 
 def unregister(name: str) -> None:
-    TASKS.pop(name, None)
+    _TASKS.pop(name, None)
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
-    return TASKS[name]
+    if name not in tasks():
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(_TASKS)}")
+    return _TASKS[name]
 
 
 def trainable_tasks() -> list[str]:
-    return [t.name for t in TASKS.values() if t.trainable]
+    return [t.name for t in tasks().values() if t.trainable]
 
 
 def kind_task(kind: str) -> str:
     """The task whose model class a checkpoint kind is."""
-    for t in TASKS.values():
+    for t in tasks().values():
         if t.kind == kind and t.owns_kind:
             return t.name
     raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(model_kinds())}")
@@ -165,7 +247,7 @@ def kind_task(kind: str) -> str:
 
 def model_kinds() -> dict[str, type]:
     """{kind: model class} of every registered task that owns a model class."""
-    return {t.kind: t.model_class for t in TASKS.values() if t.owns_kind}
+    return {t.kind: t.model_class for t in tasks().values() if t.owns_kind}
 
 
 def section_of(task: str) -> str:
@@ -176,13 +258,10 @@ def section_of(task: str) -> str:
 
 
 def evaluations(kind: str, data: str) -> list[Task]:
-    """The tasks that evaluate a `kind` checkpoint on a folder holding `data`. A pre-training
-    checkpoint is evaluated as each kind it splits into (`from_pretrain`)."""
-    kinds = {kind}
-    if kind == "pretrain":
-        kinds = {t.kind for t in TASKS.values() if t.owns_kind and t.from_pretrain is not None
-                 and t.data == "pairs"}  # fmt: skip
-    return [t for t in TASKS.values() if t.kind in kinds and t.data == data and t.evaluate is not None]
+    """The tasks that evaluate a `kind` checkpoint on a folder holding `data`. A checkpoint that other
+    kinds start from (a pre-training) is evaluated as each image-caption kind it becomes (`init_from`)."""
+    kinds = {kind} | {t.kind for t in tasks().values() if t.owns_kind and kind in t.init_from and t.data == "pairs"}
+    return [t for t in tasks().values() if t.kind in kinds and t.data == data and t.evaluate is not None]
 
 
 def resolve(ref: Any) -> Any:
@@ -191,122 +270,3 @@ def resolve(ref: Any) -> Any:
         module, _, name = ref.partition(":")
         return getattr(importlib.import_module(module), name)
     return ref
-
-
-# ------------------------------------------------------------------------------------------------
-# the tasks. References are "module:attr" strings, so that importing the registry imports no model,
-# data or evaluation code: a pipeline stage depends on the code it runs, not on every task's.
-
-register(
-    Task(
-        name="vision",
-        kind="vision",
-        model="blip_core.models.blip.classifier:VisionClassifier",
-        section="pretrain_vision",
-        data="labels",
-        forward="blip_core.train.loop:vision_forward",
-        role="vision",
-        registry_metric="val/shape_f1",
-        text=False,
-        about="supervised vision start, trained on the world's label-only objects split",
-    )
-)
-register(
-    Task(
-        name="pretrain",
-        kind="pretrain",
-        model="blip_core.models.blip.model:BlipPretrain",
-        section="pretrain",
-        forward="blip_core.train.loop:itc_itm_forward",
-        itm=True,
-        role="pretrain",
-        registry_metric="test/probe_shape_f1",
-        about="BLIP pre-training (ITC + ITM + LM)",
-    )
-)
-register(
-    Task(
-        name="caption",
-        kind="captioner",
-        model="blip_core.models.blip.model:BlipCaptioner",
-        section="finetune_caption",
-        forward="blip_core.train.loop:caption_forward",
-        prompt=True,
-        load_eval="blip_core.data.loader:load_eval_split",
-        evaluate="blip_core.eval.captioning:evaluate_captioning",
-        from_pretrain="blip_core.models.blip.model:captioner_from_pretrain",
-        metrics=("cider", "bleu4", "grounded_true_rate", "grounded_precision"),
-        role="captioner",
-        registry_metric="test/cider",
-        about="captioner (LM) fine-tuned on human captions",
-    )
-)
-register(
-    Task(
-        name="retrieval",
-        kind="retrieval",
-        model="blip_core.models.blip.model:BlipRetrieval",
-        section="finetune_retrieval",
-        forward="blip_core.train.loop:itc_itm_forward",
-        itm=True,
-        load_eval="blip_core.data.loader:load_eval_split",
-        evaluate="blip_core.eval.retrieval:evaluate_retrieval",
-        from_pretrain="blip_core.models.blip.model:retrieval_from_pretrain",
-        metrics=("r_mean", "tr_r1", "ir_r1"),
-        role="filter",
-        registry_metric="test/r_mean",
-        about="filter (ITC + ITM) fine-tuned on human captions",
-    )
-)
-register(
-    Task(
-        name="vqa",
-        kind="vqa",
-        model="blip_core.models.blip.vqa:BlipVQA",
-        section="finetune_vqa",
-        data="vqa",
-        forward="blip_core.train.loop:vqa_forward",
-        train_data="blip_core.data.task_loader:vqa_train_data",
-        load_eval="blip_core.data.task_data:load_eval_items",
-        evaluate="blip_core.eval.vqa:evaluate_vqa",
-        from_pretrain="blip_core.models.blip.vqa:vqa_state_from_pretrain",
-        metrics=("vqa_acc_rank", "vqa_acc_generate"),
-        role="vqa",
-        registry_metric="vqa_test/vqa_acc_rank",
-        train_split="vqa_train",
-        eval_splits=("vqa_test", "vqa_novel"),
-        about="VQA model (question encoder + answer decoder) fine-tuned on the world's questions",
-    )
-)
-register(
-    Task(
-        name="nlvr",
-        kind="nlvr",
-        model="blip_core.models.blip.nlvr:BlipNLVR",
-        section="finetune_nlvr",
-        data="nlvr",
-        forward="blip_core.train.loop:nlvr_forward",
-        train_data="blip_core.data.task_loader:nlvr_train_data",
-        load_eval="blip_core.data.task_data:load_eval_items",
-        evaluate="blip_core.eval.nlvr:evaluate_nlvr",
-        from_pretrain="blip_core.models.blip.nlvr:nlvr_state_from_pretrain",
-        metrics=("nlvr_acc",),
-        role="nlvr",
-        registry_metric="nlvr_test/nlvr_acc",
-        train_split="nlvr_train",
-        eval_splits=("nlvr_test", "nlvr_novel"),
-        about="NLVR² model (two-image encoder + binary head) fine-tuned on the world's statements",
-    )
-)
-register(
-    Task(
-        name="video",
-        kind="retrieval",
-        data="video",
-        load_eval="blip_core.data.task_data:load_eval_items",
-        evaluate="blip_core.eval.video:evaluate_video_retrieval",
-        metrics=("r_mean", "tr_r1", "ir_r1"),
-        eval_splits=("video_test", "video_novel"),
-        about="zero-shot text-to-video retrieval with the retrieval model (frame features averaged)",
-    )
-)

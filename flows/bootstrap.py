@@ -33,6 +33,8 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from blip_core.config.loader import read_params
+from blip_core.fileio import write_json
 from flows import dag, versioning
 from flows.capfilt_flow import already_scored, capfilt_flow, task_runner, threads_per_worker
 from flows.prefect_tasks import (
@@ -70,7 +72,6 @@ def bootstrap(
     `release_gpu_slots`: first free the `gpu` concurrency slots that a killed earlier run left
     leased (for a caller that owns the Prefect API, e.g. `make effect`). `register`: the trained models
     become versions in the model registry (a study's seeds are measurements: `make effect` does not)."""
-    import yaml
 
     if release_gpu_slots:
         release_stale_gpu_slots()
@@ -80,7 +81,7 @@ def bootstrap(
     if track:
         from blip_core.tracking import MLflowLogger
 
-        doc = yaml.safe_load(Path(params).read_text()) if Path(params).is_file() else {}
+        doc = read_params(params) if Path(params).is_file() else {}
         parent = MLflowLogger(experiment=experiment, run_name=f"bootstrap-{commit}", tags={
             "git_commit": commit, "code_hash": versioning.code_hash(), "params_hash": versioning.params_hash(params),
             "pipeline": "prefect"})  # fmt: skip
@@ -179,7 +180,7 @@ def _write_links(root: str | Path, parent, results: dict[str, Any]) -> None:
         links["compare_url"] = f"http://127.0.0.1:5000/#/compare-runs?{query}"
     path = Path(root, "logs", "mlflow.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(links, indent=2) + "\n")
+    write_json(path, links, sort_keys=False)
 
 
 def _tag_flow_run(*new: str) -> None:
@@ -284,7 +285,7 @@ def _rounded(rows: list[dict]) -> list[dict]:
 
 def _add_time(path: Path, name: str, seconds: float) -> None:
     times = json.loads(path.read_text()) if path.is_file() else {}
-    path.write_text(json.dumps(times | {name: round(seconds, 2)}, indent=2) + "\n")
+    write_json(path, times | {name: round(seconds, 2)}, sort_keys=False)
 
 
 def main(argv: list[str] | None = None) -> int:

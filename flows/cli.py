@@ -30,7 +30,7 @@ def _cmd_world(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from blip_core.data.importers import pairs
+    from blip_core.data.importers import common, pairs
 
     src = Path(args.src)
     kw = {"shard_size": args.shard_size}
@@ -51,30 +51,29 @@ def _cmd_import(args: argparse.Namespace) -> int:
     _print(report.to_dict())
     if report.rejected:
         where = ", ".join(report.outputs)
-        print(f"rejected {report.num_rejected} records ({report.rejected_by_reason()}); see {pairs.REJECTED_FILE} "
+        print(f"rejected {report.num_rejected} records ({report.rejected_by_reason()}); see {common.REJECTED_FILE} "
               f"in {where}", file=sys.stderr)  # fmt: skip
     return 0
 
 
 def _cmd_import_task(args: argparse.Namespace) -> int:
-    from blip_core.data.importers import pairs
-    from blip_core.data.importers import tasks
+    from blip_core.data.importers import common, nlvr, vqa
 
     kw = {"split": args.split, "max_side": args.max_side, "limit": args.limit, "shard_size": args.shard_size,
           "max_json_bytes": int(args.max_json_mb * 2**20)}  # fmt: skip
     if args.command == "import-vqa" and args.layout == "public":
-        report = tasks.import_vqa_v2(args.src, args.images, args.out, annotations_file=args.annotations, **kw)
+        report = vqa.import_vqa_v2(args.src, args.images, args.out, annotations_file=args.annotations, **kw)
     elif args.command == "import-vqa":
         if args.annotations is not None:
             raise ValueError("blip import-vqa --layout blip: BLIP's json holds the answers; omit --annotations")
-        report = tasks.import_blip_vqa_json(args.src, args.images, args.out, **kw)
+        report = vqa.import_blip_vqa_json(args.src, args.images, args.out, **kw)
     elif args.layout == "public":
-        report = tasks.import_nlvr2(args.src, args.images, args.out, **kw)
+        report = nlvr.import_nlvr2(args.src, args.images, args.out, **kw)
     else:
-        report = tasks.import_blip_nlvr_json(args.src, args.images, args.out, **kw)
+        report = nlvr.import_blip_nlvr_json(args.src, args.images, args.out, **kw)
     _print(report.to_dict())
     if report.rejected:
-        print(f"rejected {report.num_rejected} records ({report.rejected_by_reason()}); see {pairs.REJECTED_FILE} "
+        print(f"rejected {report.num_rejected} records ({report.rejected_by_reason()}); see {common.REJECTED_FILE} "
               f"in {', '.join(report.outputs)}", file=sys.stderr)  # fmt: skip
     return 0
 
@@ -264,11 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="also write the report as JSON (DVC metrics)")
     p.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
     p.set_defaults(func=_cmd_inspect)
-    from blip_core.registry import TASKS, trainable_tasks
+    from blip_core.registry import tasks, trainable_tasks
 
     p = sub.add_parser("train", help="pre-train or fine-tune, or train the vision start (knobs from params.yaml)")
     p.add_argument("--task", required=True, choices=trainable_tasks(),
-                   help="; ".join(f"{t.name}: {t.about}" for t in TASKS.values() if t.trainable))  # fmt: skip
+                   help="; ".join(f"{t.name}: {t.about}" for t in tasks().values() if t.trainable))  # fmt: skip
     p.add_argument("--data", nargs="+", required=True, type=Path, help="training shard (or task item) folders")
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints/, model/, losses.jsonl)")
     p.add_argument("--preset", default=None, help="model preset (overrides the params section): tiny, base, large")

@@ -92,7 +92,9 @@ class Registers:
     """The model a stage trains becomes a version of a registered model (flows.model_registry)."""
 
     role: str
-    """flows.model_registry.REGISTERED key."""
+    """What the model is for (the task's `role`; "bootstrapped" for the bootstrapped pre-training)."""
+    name: str
+    """Its registered model in MLflow's registry (`Task.registered_name`, e.g. "blip-filter")."""
     variant: str
     """baseline | bootstrapped | vision: the model folder in the layout, and its report column."""
     metric: str
@@ -171,10 +173,10 @@ def _downstream(params: str) -> list[str]:
     """params.yaml's `downstream.tasks` (the other knob that shapes the DAG), in registry order."""
     from blip_core.config.loader import load_params_section
     from blip_core.config.pipeline import DownstreamConfig
-    from blip_core.registry import TASKS
+    from blip_core.registry import tasks
 
     chosen = load_params_section(params, "downstream", DownstreamConfig).tasks if Path(params).is_file() else []
-    return [t for t in TASKS if t in chosen]
+    return [t for t in tasks() if t in chosen]
 
 
 def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
@@ -219,7 +221,7 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
                          L.run("vision", "pretrain"), "eval_dir": val, "params": params, "resume": "auto"},
                          deps=(objects, val), outs=(vision,), params=(t.section,), gpu=True, tasks=("vision",),
                          artifacts=((f"{L.run('vision', 'pretrain')}/resolved_config.json", None),),
-                         registers=Registers(t.role, "vision", t.registry_metric, t.about),
+                         registers=Registers(t.role, t.registered_name(), "vision", t.registry_metric, t.about),
                          comment=f"the {t.about} (BLIP: ImageNet DeiT weights)"))  # fmt: skip
     elif vision_init:
         vision = vision_init
@@ -251,7 +253,8 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
                      deps=(*data, init or L.tokenizer, *starts, *gates),
                      outs=(L.model(model, task),), params=(t.section,), gpu=True, tasks=(task,),
                      artifacts=((f"{L.run(model, task)}/resolved_config.json", None),),
-                     registers=Registers(role, model, t.registry_metric, what), comment=what)  # fmt: skip
+                     registers=Registers(role, t.registered_name(role), model, t.registry_metric, what),
+                     comment=what)  # fmt: skip
 
     def finetunes(model: str) -> list[Stage]:
         pre = L.model(model, "pretrain")

@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from blip_core.config.loader import read_params
+from blip_core.fileio import write_json
 from flows.results import (  # noqa: F401  (the study's public names, kept where users import them)
     ATTRIBUTES,
     MODEL_METRICS,
@@ -223,7 +225,7 @@ def run_seed(seed: int, params: Path, root: Path, experiment: str) -> dict[str, 
     """Write the seed's params file and run the bootstrap flow under `root`; returns run_summary + status."""
     from flows.bootstrap import bootstrap
 
-    doc = yaml.safe_load(params.read_text())
+    doc = read_params(params)
     doc.setdefault("world", {})["seed"] = seed
     root.mkdir(parents=True, exist_ok=True)
     seed_params = root / "params.yaml"
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_json(out.with_suffix(".json"), report)
     out.with_suffix(".md").write_text(render_markdown(report))
     print(render_markdown(report))
     return 0 if all("delta" in s for s in per_seed) else 1

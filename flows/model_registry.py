@@ -22,25 +22,16 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 
-REGISTERED = {
-    "vision": "blip-vision",
-    "pretrain": "blip-pretrain",
-    "captioner": "blip-captioner",
-    "filter": "blip-filter",
-    "bootstrapped": "blip-bootstrapped",
-    "vqa": "blip-vqa",
-    "nlvr": "blip-nlvr",
-}
-
 
 @dataclass(frozen=True)
 class Registration:
-    """One model the flow registers: a version of REGISTERED[role], logged in the MLflow run of the
+    """One model the flow registers: a version of the registered model `name`, logged in the MLflow run of the
     stage that trained it, scored by `metric` ("<split>/<metric>" of the comparison rows, the column
     of its `variant`) so that the `best` alias follows the measured score. Derived from the DAG's
     stages (`Stage.registers`, whose roles come from the task registry)."""
 
     role: str
+    name: str  # the registered model (the task registry's `<family>-<role>`)
     stage: str
     variant: str  # baseline | bootstrapped | vision: the model folder in the layout, and its column
     model: str  # the checkpoint folder the stage writes
@@ -52,7 +43,7 @@ def registrations(params: str = "params.yaml", root: str = "data") -> list[Regis
     """Every model the flow registers, in DAG order (a role's baseline version before its bootstrapped one)."""
     from flows import dag
 
-    return [Registration(s.registers.role, s.name, s.registers.variant, s.outs[0], s.registers.metric,
+    return [Registration(s.registers.role, s.registers.name, s.name, s.registers.variant, s.outs[0], s.registers.metric,
                          s.registers.about) for s in dag.stages(params, root) if s.registers is not None]  # fmt: skip
 
 
@@ -138,14 +129,14 @@ def signature(role: str):
 
 
 def log_and_register(
-    tracking_uri: str, run_id: str, checkpoint: str | Path, role: str, *, metric: float | None = None,
+    tracking_uri: str, run_id: str, checkpoint: str | Path, name: str, role: str, *, metric: float | None = None,
     metric_name: str | None = None, description: str | None = None, tags: dict[str, str] | None = None,
     higher_is_better: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """Log `checkpoint` as a pyfunc model in `run_id` (the stage run that trained it), register it as
-    a new version of REGISTERED[role] with `description` and `tags`, and move the `best` alias to it
-    when `metric` beats the current best (or there is none). The stage run keeps its own end time."""
-    name = REGISTERED[role]
+    a new version of the registered model `name` (a `role` model) with `description` and `tags`, and
+    move the `best` alias to it when `metric` beats the current best (or there is none). The stage
+    run keeps its own end time."""
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     before = client.get_run(run_id).info

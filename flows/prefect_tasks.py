@@ -16,10 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
+from blip_core.config.loader import read_params
 from flows import dag, versioning
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 def params_values(params: str, keys: tuple[str, ...]) -> dict[str, Any]:
     """The values of a stage's params.yaml sections or `section.key`s (its share of the cache key)."""
-    doc = yaml.safe_load(Path(params).read_text()) if Path(params).is_file() else {}
+    doc = read_params(params) if Path(params).is_file() else {}
     out = {}
     for key in keys:
         section, _, name = key.partition(".")
@@ -263,7 +263,8 @@ def register_task(
         try:
             run_id = run_ids.get(reg.stage) or run["mlflow_parent"]
             tags = {"stage": reg.stage, "variant": reg.variant} | ({"data_hash": data_hash} if data_hash else {})
-            info = log_and_register(run["tracking_uri"], run_id, models[reg.stage], reg.role, metric=metric,
+            info = log_and_register(run["tracking_uri"], run_id, models[reg.stage], reg.name, reg.role,
+                                    metric=metric,
                                     metric_name=reg.metric, description=describe(reg, metric, run_id, data_hash),
                                     tags=tags)  # fmt: skip
             out[reg.stage] = f"{info['name']} v{info['version']}"

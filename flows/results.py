@@ -10,9 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from blip_core.capfilt import QUALITY_FILE, SELECTION, SELECTION_META
+from blip_core.config.loader import read_params
 
 MODEL_METRICS = {
     "test_r_mean": ("test", "r_mean"),
@@ -42,7 +41,7 @@ def recipe_hash(params: str | Path) -> str:
     """The recipe of a params file, world seed aside."""
     from flows import versioning
 
-    doc = yaml.safe_load(Path(params).read_text()) if Path(params).is_file() else {}
+    doc = read_params(params) if Path(params).is_file() else {}
     recipe = {k: doc.get(k) for k in RECIPE_SECTIONS}
     recipe["world"] = {k: v for k, v in (recipe["world"] or {}).items() if k != "seed"}
     return versioning.sha(recipe)
@@ -154,16 +153,16 @@ def import_summary_deps() -> None:
     """Import what `kept_at` needs (pandas, blip_core.capfilt: torch), e.g. in a thread ahead of time."""
     import pandas  # noqa: F401
 
-    import blip_core.capfilt.steps  # noqa: F401
     import blip_core.capfilt.quality  # noqa: F401
+    import blip_core.capfilt.steps  # noqa: F401
 
 
 def kept_at(selection: Path, policy: str, threshold: float) -> dict[str, float]:
     """The kept set a policy and threshold would give, from the stored scores (no model runs)."""
     import pandas as pd
 
-    from blip_core.capfilt.steps import select
     from blip_core.capfilt.quality import filter_quality
+    from blip_core.capfilt.steps import select
     from blip_core.config.pipeline import CapFiltConfig
 
     sel = select(pd.read_parquet(selection), CapFiltConfig(policy=policy), threshold=threshold)

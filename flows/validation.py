@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from blip_core.config.pipeline import CapFiltConfig, ValidateConfig
+from blip_core.fileio import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def gate(reports: list[dict[str, Any]], out_file: str | Path | None) -> dict[str
     summary = {"success": all(r["success"] for r in reports), "suites": reports}
     if out_file is not None:
         Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_file).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+        write_json(out_file, summary, default=str)
     for r in reports:
         logger.info("%s", format_report(r))
     if not summary["success"]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from blip_core.config.loader import read_params
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -49,7 +51,7 @@ def sha(obj: Any) -> str:
 def params_hash(params: str | Path, sections: list[str] | None = None) -> str:
     """Hash of the whole params file, or of the named sections."""
     p = Path(params)
-    doc = yaml.safe_load(p.read_text()) if p.is_file() else {}
+    doc = read_params(p) if p.is_file() else {}
     return sha({k: doc.get(k) for k in sections} if sections else doc)
 
 

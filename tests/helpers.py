@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from blip_core.config.data import WorldConfig
-from blip_core.models.blip.config import ModelConfig, TextConfig, VisionConfig
+from blip_core.models.blip.config import ModelConfig
+from blip_core.models.common.config import TextConfig, VisionConfig
 
 
 def jpeg_bytes(size: tuple[int, int] = (32, 32), color=(200, 30, 30)) -> bytes:
@@ -132,8 +133,8 @@ def micro_params(path, **sections) -> Path:
 def micro_capfilt_models(world: Path, root: Path) -> tuple[Path, Path]:
     """An untrained micro captioner and filter (with a tokenizer trained on `world`) under `root`."""
     from blip_core.models import pretrained
-    from blip_core.models.common.tokenizer import load_tokenizer
     from blip_core.models.blip.presets import with_tokenizer
+    from blip_core.models.common.tokenizer import load_tokenizer
     from flows.stages import stage_tokenizer
 
     stage_tokenizer([world / "coco_train", world / "web"], root / "tok")

@@ -33,8 +33,8 @@ from blip_core.capfilt import (
 from blip_core.capfilt.quality import filter_quality, plot_quality
 from blip_core.config.pipeline import CapFiltConfig
 from blip_core.data.shards import list_shards, write_stats
+from blip_core.fileio import json_text, write_json, write_text
 from blip_core.train.distributed import default_device
-from blip_core.fileio import write_text
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def write_score_index(
     """Record the score files of the current shards and checkpoints (after every shard is scored)."""
     work_dir = Path(work_dir)
     index = score_index(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
-    text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+    text = json_text(index)
     target = work_dir / SCORE_INDEX
     # unchanged: keep the file (and its mtime), so a re-run with nothing new re-runs nothing downstream
     if not target.is_file() or target.read_text() != text:
@@ -302,7 +302,7 @@ def run_select(cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | P
     meta = {"policy": cfg.policy, "threshold": threshold, "threshold_mode": cfg.threshold_mode}
     if calibration is not None:
         meta |= {"calibration_quantile": cfg.calibration_quantile, "calibration_pairs": int(len(calibration))}
-    (work_dir / SELECTION_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(work_dir / SELECTION_META, meta)
     quality = meta | filter_quality(sel, threshold)
     if calibration is not None and cfg.threshold_mode == "fixed":  # the other operating point, for comparison
         calibrated = dataclasses.replace(cfg, threshold_mode="calibrated")
@@ -313,7 +313,7 @@ def run_select(cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | P
     metrics_dir.mkdir(parents=True, exist_ok=True)
     # a DVC metrics file holds numbers only; the policy and threshold mode are in SELECTION_META
     numbers = {k: v for k, v in quality.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    (metrics_dir / QUALITY_FILE).write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n")
+    write_json(metrics_dir / QUALITY_FILE, numbers)
     plot_quality(sel, threshold, metrics_dir / "plots")
     return quality
 

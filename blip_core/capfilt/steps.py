@@ -29,10 +29,10 @@ import pyarrow.parquet as pq
 import torch
 
 from blip_core.config.pipeline import CapFiltConfig
-from blip_core.data.world.grounding import Scene, ground_caption
 from blip_core.data.loader import eval_transform
 from blip_core.data.reader import ReadStats, build_pipeline, iter_samples
 from blip_core.data.shards import ShardWriter
+from blip_core.data.world.grounding import Scene, ground_caption
 from blip_core.fileio import atomic_path
 from blip_core.machine import out_of_memory_hint, uses_bf16
 from blip_core.models.common.generate import GenerationConfig, caption_images

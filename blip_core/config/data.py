@@ -12,7 +12,7 @@ NOISE_TYPES = ("clean", "mismatched", "corrupted", "spam", "uninformative")
 
 @dataclass(kw_only=True, slots=True)
 class WorldConfig:
-    """The embedded image-caption world (see `blip_core.data.world.render`)."""
+    """The embedded image-caption world (see `blip_core.data.world`)."""
 
     seed: int = 0
     """Master seed; every image, caption and noise draw derives from it."""
@@ -28,7 +28,7 @@ class WorldConfig:
     """Zero-shot split: every image holds at least one (colour, shape) combination absent from coco_train."""
     num_objects: int = 16000
     """Label-only object-recognition images (the world's ImageNet: class labels, no captions), the
-    training data of the `pretrain_vision` stage; see `blip_core.data.world.render.object_labels`."""
+    training data of the `pretrain_vision` stage; see `blip_core.data.world.samples.object_labels`."""
     captions_per_image: int = 5
     """Human captions per clean image (COCO has 5)."""
     web_noise: dict[str, float] = field(
@@ -46,7 +46,7 @@ class WorldConfig:
     """Processes used to render shards in parallel (0 or 1 = in-process)."""
     vqa_per_image: int = 3
     """VQA questions per image in `vqa_train` (coco_train images), `vqa_test` and `vqa_novel`;
-    0 = no VQA splits. See `blip_core.data.world.tasks`."""
+    0 = no VQA splits. See `blip_core.data.world.vqa`."""
     num_nlvr_train: int = 2000
     """NLVR2-style statements about pairs of coco_train images (`nlvr_train`); 0 = none."""
     num_nlvr_test: int = 300
@@ -108,7 +108,7 @@ class WorldConfig:
         }
 
     def task_split_sizes(self) -> dict[str, int]:
-        """Items per downstream-task split (`blip_core.data.world.tasks.TASK_SPLITS`)."""
+        """Items per downstream-task split (`blip_core.data.world.items.TASK_SPLITS`)."""
         return {
             "vqa_train": self.vqa_per_image * self.num_coco_train,
             "vqa_test": self.vqa_per_image * self.num_test,

@@ -97,6 +97,6 @@ one a config dataclass; see `params_sections`)."""
 
 def params_sections() -> tuple[str, ...]:
     """Every section a params.yaml may hold: PARAMS_SECTIONS and each trainable task's (blip_core.registry)."""
-    from blip_core.registry import TASKS
+    from blip_core.registry import tasks
 
-    return PARAMS_SECTIONS + tuple(t.section for t in TASKS.values() if t.section)
+    return PARAMS_SECTIONS + tuple(t.section for t in tasks().values() if t.section)

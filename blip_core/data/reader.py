@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import webdataset as wds
-from webdataset.tariterators import base_plus_ext
 from PIL import Image
+from webdataset.tariterators import base_plus_ext
 
 from blip_core.config.data import ReaderConfig
 from blip_core.data.shards import list_shards

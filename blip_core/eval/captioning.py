@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from blip_core.config.train import EvalConfig
+from blip_core.data.loader import EvalSplit
 from blip_core.data.world.grounding import (
     ATTRIBUTES,
     Scene,
@@ -27,7 +28,6 @@ from blip_core.data.world.grounding import (
     parse_caption,
     scene_has_pair_twice,
 )
-from blip_core.data.loader import EvalSplit
 from blip_core.models.common.generate import GenerationConfig, generate
 
 logger = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from blip_core.data.loader import EvalSplit
 from blip_core.data.world import lexicon as lx
 from blip_core.data.world.grounding import parse_caption
-from blip_core.data.loader import EvalSplit
 
 logger = logging.getLogger(__name__)
 

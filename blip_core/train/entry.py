@@ -14,16 +14,14 @@ from typing import Any
 
 import torch
 
-from blip_core.models.blip.config import ModelConfig
 from blip_core.config.train import VISION_STAGE, TrainConfig
 from blip_core.data.loader import TrainData, read_classes
-from blip_core.train.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
 from blip_core.fileio import write_json
 from blip_core.models import pretrained
-from blip_core.models.common.tokenizer import TextProcessor, load_tokenizer, tokenizer_max_words
-from blip_core.models.blip.presets import get_preset, with_tokenizer
-from blip_core.registry import get_task
+from blip_core.models.common import vision_start
+from blip_core.registry import get_family, get_task
 from blip_core.tracking import MetricLogger
+from blip_core.train.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
 from blip_core.train.loop import Trainer
 
 logger = logging.getLogger(__name__)
@@ -37,29 +35,31 @@ def build_model(
     classes: dict[str, list[str]] | None = None,
     vision_init: str | Path | None = None,
 ) -> tuple[Any, Any]:
-    """(model, tokenizer): from an init checkpoint (split if it is a pre-training one) or a preset;
-    from a preset, the vision tower optionally starts from `vision_init` (BLIP's ImageNet start)."""
+    """(model, tokenizer): from an init checkpoint (converted if it is of a kind the task starts
+    from, e.g. a pre-training) or a preset of the task's family; from a preset, the vision tower
+    optionally starts from `vision_init` (BLIP's ImageNet start)."""
     task = get_task(cfg.task)
+    family = get_family(task.family)
     kind = task.kind
     if init is not None:
         if vision_init is not None:
             raise ValueError("vision_init is the start of training from scratch; an init checkpoint has its tower")
         model = pretrained.load_pretrained(init, kind=kind)
-        tok = load_tokenizer(tokenizer or model.cfg.tokenizer) if task.text else None
+        tok = family.call("load_tokenizer", tokenizer or model.cfg.tokenizer) if task.text else None
         return model, tok
     torch.manual_seed(cfg.seed)
     if not task.text:  # the supervised start itself: no text side
-        model_cfg = get_preset(cfg.preset)
+        model_cfg = family.call("preset", cfg.preset)
         model_cfg.classes = dict(classes or {})
         return pretrained.create_model(kind, model_cfg), None
     if tokenizer is None:
         raise ValueError("training from scratch needs a tokenizer directory (blip tokenizer ... or --tokenizer)")
-    tok = load_tokenizer(tokenizer)
-    model_cfg: ModelConfig = with_tokenizer(get_preset(cfg.preset), tok)
+    tok = family.call("load_tokenizer", tokenizer)
+    model_cfg = family.call("with_tokenizer", family.call("preset", cfg.preset), tok)
     model_cfg.tokenizer = str(tokenizer)
     model = pretrained.create_model(kind, model_cfg)
     if vision_init is not None:
-        pretrained.load_vision_start(model, vision_init)
+        vision_start.load_vision_start(model, vision_init)
     return model, tok
 
 
@@ -106,16 +106,9 @@ def run_training(
         classes = read_classes(data_dirs) if task.data == "labels" else None
         model, tok = build_model(cfg, init=init, tokenizer=tokenizer, classes=classes, vision_init=vision_init)
         world = world_info()[1]
-        if task.itm:
+        if task.queue:
             model.cfg.check_batch(cfg.batch_size * world)
-        processor = None
-        if tok is not None:
-            processor = TextProcessor(
-                tok,
-                max_len=model.cfg.text.max_text_len,
-                max_words=tokenizer_max_words(tokenizer or model.cfg.tokenizer),
-                prompt=model.cfg.prompt,
-            )
+        processor = None if tok is None else get_family(task.family).call("processor", model, tok, tokenizer)
         if task.train_data is not None:  # the task's own items (VQA, NLVR², ...)
             data = task.call("train_data", cfg, data_dirs, processor, model)
         else:
@@ -155,7 +148,7 @@ def run_training(
         }
         if is_main_process():
             pretrained.save_pretrained(model.cpu(), out_dir / "model", tokenizer=tok)
-            write_json(out_dir / "train_summary.json", json.loads(json.dumps(summary, default=str)))
+            write_json(out_dir / "train_summary.json", summary, default=str)
         return summary
     finally:
         if dist_on:

@@ -1,9 +1,10 @@
 """The training loop for every trainable task; no model code here.
 
-How a batch reaches the model is the task's `forward` adapter in the registry (blip_core.registry),
-e.g. pretrain / retrieval: model(images, ids, mask, image_ids, alpha, generator) -> ITC + ITM (+ LM);
-caption: model(images, ids, mask, prompt_length) -> LM. The total loss is the sum of every `*_loss`
-the model returns.
+How a batch reaches the model is the task's `forward` adapter in the registry (blip_core.registry;
+BLIP's in blip_core.models.blip.adapters), e.g. pretrain / retrieval: model(images, ids, mask,
+image_ids, alpha, generator) -> ITC + ITM (+ LM); caption: model(images, ids, mask, prompt_length)
+-> LM. The total loss is the sum of every `*_loss` the model returns. The vision towers a model
+names (`vision_towers`) are what the trainer freezes or slows.
 
 Reproducibility: the hard-negative generator is re-seeded from (seed, step) every step, data order
 and augmentation derive from (seed, epoch, key), and checkpoints hold RNG states and the position
@@ -25,15 +26,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from blip_core.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from blip_core.config.train import TrainConfig
 from blip_core.data.loader import TrainData
-from blip_core.train.distributed import default_device, is_dist, is_main_process, world_info
-from blip_core.losses import alpha_ramp
 from blip_core.machine import out_of_memory_hint, uses_bf16
-from blip_core.train.optim import create_optimizer, create_scheduler
 from blip_core.registry import get_task, resolve
 from blip_core.tracking import MetricLogger, NullLogger
+from blip_core.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from blip_core.train.distributed import default_device, is_dist, is_main_process, world_info
+from blip_core.train.optim import create_optimizer, create_scheduler, vision_tower_names
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ class Trainer:
         total = self.steps_per_epoch * cfg.epochs
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
         # the vision tower's start is kept by freezing or slowing it (TrainConfig.vision_*)
-        towers = (getattr(model, "visual_encoder", None), getattr(model, "visual_encoder_m", None))
-        self._towers = [m for m in towers if m is not None]
+        self._towers = [getattr(model, n) for n in vision_tower_names(model)]
         if (cfg.vision_frozen or cfg.vision_freeze_steps) and not self._towers:
             raise ValueError(
                 f"train.vision_lr_scale / vision_freeze_steps: a {type(model).__name__} has no vision tower"
@@ -315,41 +314,3 @@ def _step_of(line: str) -> int | None:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
         return None
-
-
-# ------------------------------------------------------------------------------------------------
-# forward adapters: how the trainer calls each task's model (the registry's `Task.forward`)
-
-
-def itc_itm_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """pretrain / retrieval: ITC + ITM (+ LM), momentum distillation ramped over the first epoch."""
-    cfg = trainer.cfg
-    ramp = int(cfg.alpha_ramp_epochs * trainer.steps_per_epoch)
-    gen = torch.Generator(device=trainer.device).manual_seed(cfg.seed * 1_000_003 + trainer.step)
-    extra = b.get("itm_extra")  # caption-made ITM rows (TrainConfig.itm_swap_negatives / itm_phrase_positives)
-    extras = {} if extra is None else {"itm_extra": {k: v.to(trainer.device) for k, v in extra.items()}}
-    return trainer.forward_model(b["images"], b["input_ids"], b["attention_mask"], b["image_ids"],
-                                 alpha=alpha_ramp(trainer.step, ramp, trainer.model.cfg.alpha), generator=gen,
-                                 **extras)  # fmt: skip
-
-
-def caption_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
-    negatives = {}
-    if "negative_ids" in b:  # TrainConfig.lm_unlikelihood
-        negatives = {"negative_ids": b["negative_ids"].to(trainer.device), "unlikelihood": trainer.cfg.lm_unlikelihood}
-    return trainer.forward_model(b["images"], b["input_ids"], b["attention_mask"], prompt_length=trainer.prompt_length,
-                                 **negatives)  # fmt: skip
-
-
-def vision_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return trainer.forward_model(b["images"], b["labels"])
-
-
-def vqa_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return trainer.forward_model(b["images"], b["question_ids"], b["question_mask"], b["answer_ids"],
-                                 b["answer_mask"], b["answer_index"], b["answer_weight"])  # fmt: skip
-
-
-def nlvr_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return trainer.forward_model(b["images_left"], b["images_right"], b["input_ids"], b["attention_mask"],
-                                 labels=b["labels"])  # fmt: skip

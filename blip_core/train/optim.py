@@ -16,8 +16,11 @@ from blip_core.config.train import TrainConfig
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "temp")
 
 
-VISION = "visual_encoder."
-"""The online vision tower's parameters (the momentum copy `visual_encoder_m.` is never optimised)."""
+def vision_tower_names(model: nn.Module) -> tuple[str, ...]:
+    """The attributes of a model's vision towers, the trained one first (its momentum copy, if any,
+    is never optimised): the model class says them in `vision_towers`, e.g. BLIP's
+    ("visual_encoder", "visual_encoder_m"); () for a model without one."""
+    return tuple(n for n in getattr(model, "vision_towers", ()) if getattr(model, n, None) is not None)
 
 
 def vision_lr_scale(name: str, depth: int, scale: float, layer_decay: float) -> float:
@@ -37,12 +40,14 @@ def param_groups(
     model: nn.Module, weight_decay: float, *, vision_scale: float = 1.0, vision_layer_decay: float = 1.0
 ) -> list[dict]:
     """AdamW groups: (decayed or not) x lr multiplier (`lr_scale`: 1, or the vision tower's)."""
-    depth = len(getattr(getattr(model, "visual_encoder", None), "blocks", ()))
+    towers = vision_tower_names(model)
+    vision = f"{towers[0]}." if towers else None
+    depth = len(getattr(getattr(model, towers[0], None), "blocks", ())) if towers else 0
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         scale = 1.0
-        if name.startswith(VISION):
-            scale = vision_lr_scale(name[len(VISION) :], depth, vision_scale, vision_layer_decay)
+        if vision is not None and name.startswith(vision):
+            scale = vision_lr_scale(name[len(vision) :], depth, vision_scale, vision_layer_decay)
             if scale == 0:
                 continue  # frozen: never optimised
         elif not p.requires_grad:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from blip_core.fileio import write_json
 from flows.stages.params import section
 
 
@@ -69,7 +69,7 @@ def stage_capfilt_score(
     if step == "filter":
         return folders.run_filter(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
     summary = folders.run_score(web_dir, models, cfg, work_dir, calibration_dir=calibration_dir)
-    Path(work_dir, "score_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(Path(work_dir, "score_summary.json"), summary)
     return summary
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from blip_core.config.data import ReaderConfig, TokenizerConfig, WorldConfig
+from blip_core.fileio import write_json
 from flows.stages.params import section
 
 
@@ -47,7 +47,7 @@ def stage_tokenizer(
         captions, out_dir, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, max_words=cfg.max_words
     )
     summary = {"vocab_size": len(tok), "num_captions": len(captions), "read": stats.to_dict()}
-    (Path(out_dir) / "tokenizer_stats.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(Path(out_dir) / "tokenizer_stats.json", summary)
     return summary
 
 
@@ -73,7 +73,7 @@ def stage_inspect(
         }
     if out_file is not None:
         Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_file).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        write_json(out_file, out)
     return out
 
 
@@ -95,8 +95,9 @@ def stage_convert(
     - `ours`: one of our checkpoint directories (with `kind`, a pre-training checkpoint is split).
     """
     from blip_core.models import pretrained
-    from blip_core.models.common.tokenizer import load_tokenizer
+    from blip_core.models.blip import convert_hf, convert_official
     from blip_core.models.blip.presets import get_preset, with_tokenizer
+    from blip_core.models.common.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer) if tokenizer else None
     if src_format == "blip":
@@ -105,9 +106,9 @@ def stage_convert(
         if tok is None:
             raise ValueError("converting an official BLIP checkpoint needs --tokenizer (a local bert-base-uncased dir)")
         cfg = with_tokenizer(get_preset(preset), tok)
-        model = pretrained.load_official(src, kind, cfg)
+        model = convert_official.load_official(src, kind, cfg)
     elif src_format == "hf":
-        model = pretrained.load_hf(src, tokenizer_dir=str(tokenizer or ""))
+        model = convert_hf.load_hf(src, tokenizer_dir=str(tokenizer or ""))
     elif src_format == "ours":
         model = pretrained.load_pretrained(src, kind=kind)
     else:
@@ -115,7 +116,7 @@ def stage_convert(
     if tok is None and model.cfg.tokenizer:
         tok = load_tokenizer(model.cfg.tokenizer)
     if dst_format == "hf":
-        pretrained.export_hf(model, out_dir, tokenizer=tok)
+        convert_hf.export_hf(model, out_dir, tokenizer=tok)
     elif dst_format == "ours":
         pretrained.save_pretrained(model, out_dir, tokenizer=tok)
     else:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from blip_core.fileio import write_json
 from flows.stages.params import section
 
 logger = logging.getLogger(__name__)
@@ -36,11 +36,11 @@ def stage_evaluate(
 
     from blip_core.config.train import EvalConfig
     from blip_core.data.task_data import data_kind
-    from blip_core.train.distributed import default_device
     from blip_core.machine import out_of_memory_hint
     from blip_core.models import pretrained
     from blip_core.models.common.tokenizer import TextProcessor
     from blip_core.registry import evaluations, model_kinds
+    from blip_core.train.distributed import default_device
 
     cfg: EvalConfig = section(params, "evaluate", EvalConfig)
     device = default_device()
@@ -49,8 +49,7 @@ def stage_evaluate(
     loaded: dict[tuple, Any] = {}  # each folder read once per (resolution, loader), shared by all models
     kinds = {d: data_kind(d) for d in data_dirs}
     for model_dir in model_dirs:
-        saved_kind, mcfg = pretrained.read_config(model_dir)
-        processor = TextProcessor.for_model(mcfg) if mcfg.tokenizer else None
+        saved_kind = pretrained.read_meta(model_dir)["kind"]
         # the registry says which task evaluates this checkpoint on which folder (a pre-training
         # checkpoint as each model it splits into)
         jobs = [(t, d) for d in data_dirs for t in evaluations(saved_kind, kinds[d])]
@@ -58,6 +57,8 @@ def stage_evaluate(
             held = ", ".join(f"{Path(d).name} ({kinds[d]})" for d in data_dirs)
             raise ValueError(f"{model_dir}: no registered task evaluates a {saved_kind!r} checkpoint on {held} "
                              f"(model kinds: {', '.join(model_kinds())})")  # fmt: skip
+        _, mcfg = pretrained.read_config(model_dir)
+        processor = TextProcessor.for_model(mcfg) if mcfg.tokenizer else None
         for kind in dict.fromkeys(t.kind for t, _ in jobs):
             model = pretrained.load_for_inference(model_dir, kind=kind, device=device)
             for task, data_dir in ((t, d) for t, d in jobs if t.kind == kind):
@@ -80,9 +81,9 @@ def stage_evaluate(
             results.setdefault(name, {}).update(groups)
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_json(out_file, results)
     captions = out_file.with_name(out_file.stem + "_captions.json")
-    captions.write_text(json.dumps(predictions, indent=2) + "\n")  # {} without a captioner: an output all the same
+    write_json(captions, predictions, sort_keys=False)  # {} without a captioner: an output all the same
     if grid_file is not None:
         _caption_grid(predictions, data_dirs, model_dirs, grid_file)
     if metric_logger is not None:

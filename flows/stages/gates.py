@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from blip_core.fileio import write_json
 from flows.stages.params import section
 
 
@@ -51,8 +51,8 @@ def stage_leakage(
     eval_dirs: list[str | Path], pool_dirs: list[str | Path], *, params=None, out_file: str | Path | None = None
 ) -> dict[str, Any]:
     """Evaluation images found in the pre-training pool (by content hash); fails above the configured count."""
-    from blip_core.eval.leakage import leakage_report
     from blip_core.config.pipeline import ValidateConfig
+    from blip_core.eval.leakage import leakage_report
 
     cfg: ValidateConfig = section(params, "validate", ValidateConfig)
     report = leakage_report(eval_dirs, pool_dirs)
@@ -60,7 +60,7 @@ def stage_leakage(
     report["success"] = report["leaked_total"] <= cfg.max_leaked_images
     if out_file is not None:
         Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_file).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        write_json(out_file, report)
     if not report["success"]:
         from flows.validation import DataQualityError
 

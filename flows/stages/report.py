@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from blip_core.fileio import write_json
+
 REPORT_METRICS = (
     "tr_r1", "ir_r1", "r_mean", "cider", "bleu4", "meteor", "grounded_precision", "grounded_true_rate",
     *(f"grounded_precision_{a}" for a in ("color", "shape", "size", "count", "relation", "background")),
@@ -16,9 +18,9 @@ the probes of the pre-trained image tower; plus every registered task's `metrics
 
 
 def report_metrics() -> tuple[str, ...]:
-    from blip_core.registry import TASKS
+    from blip_core.registry import tasks
 
-    extra = [m for t in TASKS.values() for m in t.metrics if m not in REPORT_METRICS]
+    extra = [m for t in tasks().values() for m in t.metrics if m not in REPORT_METRICS]
     return REPORT_METRICS + tuple(dict.fromkeys(extra))
 
 
@@ -63,7 +65,7 @@ def stage_report(
             for k in ("baseline", "bootstrapped", "delta", "delta_ci", "baseline_ci", "bootstrapped_ci")
             if k in r
         }
-    (out_dir / "comparison.json").write_text(json.dumps(nested, indent=2, sort_keys=True) + "\n")
+    write_json(out_dir / "comparison.json", nested)
     lines = ["split,metric,model,value"]
     lines += [f"{r['split']},{r['metric']},{m},{r[m]:.6g}" for r in rows for m in ("baseline", "bootstrapped")]
     (out_dir / "comparison.csv").write_text("\n".join(lines) + "\n")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from blip_core.fileio import write_json
 from flows.stages.params import section as load_section
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ def stage_pretrain_vision(
     from blip_core.config.train import TrainConfig
     from blip_core.data.loader import load_eval_split
     from blip_core.eval.probe import classifier_metrics
-    from blip_core.fileio import write_json
     from blip_core.models import pretrained
     from blip_core.registry import section_of
     from blip_core.train.entry import run_training
@@ -73,7 +72,7 @@ def stage_pretrain_vision(
         model = pretrained.load_pretrained(Path(out_dir) / "model").eval()
         split = load_eval_split(eval_dir, model.cfg.vision.image_size)
         summary[Path(eval_dir).name] = scores = classifier_metrics(model, split)
-        write_json(Path(out_dir) / "train_summary.json", json.loads(json.dumps(summary, default=str)))
+        write_json(Path(out_dir) / "train_summary.json", summary, default=str)
         if metric_logger is not None:
             flat = {f"eval/{Path(eval_dir).name}_{g}_{k}": v for g, m in scores.items() for k, v in m.items()}
             metric_logger.log(flat, step=0)

@@ -13,8 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import micro_capfilt_models
 
-from blip_core.capfilt import steps
-from blip_core.capfilt import folders
+from blip_core.capfilt import folders, steps
 from blip_core.config.pipeline import CapFiltConfig
 from blip_core.data.reader import iter_samples
 from blip_core.data.shards import read_manifests
@@ -72,10 +71,10 @@ def test_killed_run_resumes_to_identical_output(tiny_world, models, tmp_path, mo
             raise KeyboardInterrupt("killed")
         return real(shard, *a, **kw)
 
-    monkeypatch.setattr(core, "caption_shard", killed_on_second_shard)
+    monkeypatch.setattr(steps, "caption_shard", killed_on_second_shard)
     with pytest.raises(KeyboardInterrupt):
         _run_score(tiny_world, models, tmp_path / "resumed", cfg)
-    monkeypatch.setattr(core, "caption_shard", real)
+    monkeypatch.setattr(steps, "caption_shard", real)
     assert len(list((tmp_path / "resumed" / "captions").glob("*.parquet"))) == 1  # nothing half-written
     assert not list((tmp_path / "resumed").rglob(".*.tmp"))
     resumed = _run_score(tiny_world, models, tmp_path / "resumed", cfg)
@@ -124,8 +123,8 @@ def test_select_and_reshard_write_kept_captions_with_provenance(tiny_world, mode
 
 
 def test_leakage_check_finds_copied_eval_images(tiny_world, tmp_path):
-    from blip_core.eval.leakage import leakage_report
     from blip_core.data.shards import ShardWriter
+    from blip_core.eval.leakage import leakage_report
 
     clean = leakage_report([tiny_world / "val", tiny_world / "test"], [tiny_world / "coco_train", tiny_world / "web"])
     assert clean["leaked_total"] == 0

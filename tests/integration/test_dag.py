@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import codedeps, dag
-from flows import prefect_tasks
+from flows import codedeps, dag, prefect_tasks
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +53,7 @@ def test_code_deps_follow_imports_per_module():
         "blip_core/data/loader.py",
     } <= code["pretrain_baseline"]
     assert "blip_core/train/loop.py" not in code["world"] and not any(
-        c.startswith("blip_core/model/") for c in code["world"]
+        c.startswith("blip_core/models/") for c in code["world"]
     )
     assert {"blip_core/eval/captioning.py", "blip_core/eval/retrieval.py", "blip_core/models/blip/model.py"} <= code[
         "evaluate_baseline"
@@ -129,7 +128,7 @@ def test_a_library_edit_changes_the_prefect_cache_key_of_the_stages_using_it(tmp
     after = keys()
     assert after["evaluate_baseline"] != before["evaluate_baseline"]
     assert after["world"] == before["world"] and after["pretrain_baseline"] == before["pretrain_baseline"]
-    with (tmp_path / "blip_core" / "trainer.py").open("a") as f:
+    with (tmp_path / "blip_core" / "train" / "loop.py").open("a") as f:
         f.write("\n# another edit\n")
     again = keys()
     assert again["pretrain_baseline"] != after["pretrain_baseline"] and again["world"] == after["world"]

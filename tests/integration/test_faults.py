@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import jpeg_bytes, micro_capfilt_models, micro_params, prefect_subprocess_env
 
-from blip_core.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from blip_core.data.reader import ReadStats, iter_samples, tar_was_cut
 from blip_core.data.shards import ShardWriter
 from blip_core.fileio import DiskFullError
+from blip_core.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 
 BLIP = [sys.executable, "-m", "flows.cli"]
 

@@ -3,8 +3,7 @@ sorts in DAG order and whose description says what it is."""
 
 from __future__ import annotations
 
-from flows import dag
-from flows import prefect_tasks
+from flows import dag, prefect_tasks
 
 
 def test_a_stage_summary_is_one_log_line_with_its_first_figures():
@@ -19,7 +18,7 @@ def test_a_stage_summary_is_one_log_line_with_its_first_figures():
 
 def test_stage_artifacts_sort_in_dag_order_with_descriptions(monkeypatch):
     made = []
-    monkeypatch.setattr(tasks, "create_markdown_artifact", lambda **kw: made.append(kw))
+    monkeypatch.setattr(prefect_tasks, "create_markdown_artifact", lambda **kw: made.append(kw))
     names = [s.name for s in dag.stages()]
     for name in reversed(names):  # whatever order they finish in
         prefect_tasks._artifact(name, {"x": 1.0})

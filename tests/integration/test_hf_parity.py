@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import BlipConfig, BlipForConditionalGeneration, BlipForImageTextRetrieval
 
+from blip_core.models.blip.convert_hf import export_hf, load_hf, to_hf_state
 from blip_core.models.common.generate import GenerationConfig, generate
-from blip_core.models.pretrained import export_hf, load_hf, to_hf_state
 
 BOS, PAD, SEP = 110, 0, 3
 

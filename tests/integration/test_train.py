@@ -14,8 +14,8 @@ import torch
 
 from blip_core.config.train import TrainConfig
 from blip_core.models.blip.model import BlipCaptioner, BlipRetrieval
-from blip_core.models.pretrained import load_pretrained
 from blip_core.models.blip.presets import get_preset
+from blip_core.models.pretrained import load_pretrained
 from blip_core.train.entry import run_training
 from blip_core.train.loop import Trainer
 from flows.cli import main as cli_main
@@ -205,7 +205,7 @@ def test_ddp_two_processes_match_one(tiny_world, tokenizer_dir, tmp_path):
         textwrap.dedent(f"""
         import sys, torch
         from torch.optim.optimizer import register_optimizer_step_pre_hook
-        from blip_core import presets
+        from blip_core.models.blip import presets
         from blip_core.config import TrainConfig
         from blip_core.train.distributed import is_main_process
         from blip_core.train.entry import run_training
@@ -354,8 +354,8 @@ def test_running_out_of_device_memory_is_one_line_naming_the_batch_knob(tiny_wor
 def test_fused_adamw_knob_is_the_same_update(tiny_world, tokenizer_dir):
     """train.fused_optimizer: auto is the for-each AdamW on CPU (fused on a GPU); on forces the fused
     kernel, which CPU torch has too: both make the same update up to rounding."""
-    from blip_core.train.optim import create_optimizer
     from blip_core.train.entry import build_model
+    from blip_core.train.optim import create_optimizer
 
     params = {}
     for mode in ("auto", "on"):

@@ -11,8 +11,8 @@ import torch
 from blip_core.config.train import TrainConfig
 from blip_core.models.blip.classifier import VisionClassifier
 from blip_core.models.pretrained import load_pretrained
-from blip_core.train.optim import create_optimizer
 from blip_core.train.entry import build_model, run_training
+from blip_core.train.optim import create_optimizer
 
 
 @pytest.fixture(scope="module")

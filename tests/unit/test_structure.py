@@ -14,16 +14,6 @@ PACKAGES = ("blip_core", "flows")
 MAX_LINES = 450
 LONG_REASON = "Long because:"
 """A module over MAX_LINES says why in its docstring after these words."""
-NOT_SPLIT_YET = {
-    "blip_core/models/pretrained.py": "factory, our format, HF conversion, official .pth conversion, vision start",
-    "blip_core/data/world/render.py": "scenes, captions, web noise, shards",
-    "blip_core/data/world/tasks.py": "VQA, NLVR2 and video items with their checkers",
-    "blip_core/data/importers/tasks.py": "VQA v2, NLVR2 and BLIP json importers",
-}
-"""Modules the layout issue still has to split (each into the parts named); no other may grow past
-MAX_LINES without a reason, and these may not grow."""
-NOT_SPLIT_YET_LINES = {"blip_core/models/pretrained.py": 522, "blip_core/data/world/render.py": 495,
-                       "blip_core/data/world/tasks.py": 752, "blip_core/data/importers/tasks.py": 584}  # fmt: skip
 
 
 def _modules() -> dict[str, Path]:
@@ -125,9 +115,6 @@ def test_long_modules_say_why():
     for path in MODULES.values():
         n = len(path.read_text().splitlines())
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-        rel = str(path.relative_to(REPO))
-        if rel in NOT_SPLIT_YET and n <= NOT_SPLIT_YET_LINES[rel]:
-            continue
         if n > MAX_LINES and LONG_REASON not in doc:
             long.append(f"{path.relative_to(REPO)}: {n} lines")
     assert not long, f"modules over {MAX_LINES} lines without '{LONG_REASON}' in their docstring:\n" + "\n".join(long)

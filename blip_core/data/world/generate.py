@@ -1,13 +1,13 @@
 """Write the whole embedded world: every image split's shards and every downstream-task split, in
 one worker pool, and the `world.json` summary.
 
-It sits above both the scene and caption primitives (blip_core.data.world.render) and the task items
-built on them (blip_core.data.world.tasks), so neither imports the other's caller.
+It sits above both the image samples (blip_core.data.world.samples, on render, captions and noise)
+and the task items built on the same scenes (blip_core.data.world.tasks, on vqa, nlvr and video), so
+neither imports the other's caller.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import signal
@@ -20,8 +20,11 @@ from tqdm import tqdm
 
 from blip_core.config.data import SPLITS, WorldConfig
 from blip_core.data.shards import ShardWriter, write_stats
-from blip_core.data.world.render import LABEL_GROUPS, held_out_combos, make_sample
-from blip_core.data.world.tasks import TASK_SPLITS, write_task_split
+from blip_core.data.world.items import TASK_SPLITS
+from blip_core.data.world.render import held_out_combos
+from blip_core.data.world.samples import LABEL_GROUPS, make_sample
+from blip_core.data.world.tasks import write_task_split
+from blip_core.fileio import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +131,6 @@ def generate_world(cfg: WorldConfig, out_dir: str | Path, *, progress: bool = Tr
         for split in TASK_SPLITS
         if split in task_results
     }
-    (out_dir / "world.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(out_dir / "world.json", summary)
     logger.info("wrote world to %s: %s", out_dir, {s: v["num_samples"] for s, v in summary["splits"].items()})
     return summary

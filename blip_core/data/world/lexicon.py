@@ -57,8 +57,20 @@ SIZE_SYNONYMS: dict[str, tuple[str, ...]] = {"small": ("small", "little", "tiny"
 
 COUNT_WORDS: dict[int, tuple[str, ...]] = {1: ("a", "one"), 2: ("two",), 3: ("three",), 4: ("four",)}
 COUNT_PARSE: dict[str, int] = {
-    "a": 1, "an": 1, "one": 1, "1": 1, "two": 2, "2": 2, "three": 3, "3": 3, "four": 4, "4": 4,
-    "five": 5, "5": 5, "six": 6, "6": 6,
+    "a": 1,
+    "an": 1,
+    "one": 1,
+    "1": 1,
+    "two": 2,
+    "2": 2,
+    "three": 3,
+    "3": 3,
+    "four": 4,
+    "4": 4,
+    "five": 5,
+    "5": 5,
+    "six": 6,
+    "6": 6,
 }
 
 RELATIONS: tuple[str, ...] = ("left_of", "right_of", "above", "below", "next_to")
@@ -73,7 +85,12 @@ INVERSE_RELATION = {"left_of": "right_of", "right_of": "left_of", "above": "belo
 
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "striped", "checkered", "dotted", "noisy")
 BACKGROUND_TONES: tuple[tuple[int, int, int], ...] = (
-    (128, 128, 128), (160, 150, 130), (110, 125, 140), (150, 165, 150), (140, 120, 130), (100, 100, 95),
+    (128, 128, 128),
+    (160, 150, 130),
+    (110, 125, 140),
+    (150, 165, 150),
+    (140, 120, 130),
+    (100, 100, 95),
 )
 
 # Reverse maps used by the grounding parser.
@@ -102,7 +119,7 @@ SPAM_TEMPLATES: tuple[str, ...] = (
     "royalty free stock image {n5}",
     "https://www.{site}.com/images/{n4}.jpg",
     "http://cdn.{site}.net/u/{n5}/thumb.png",
-    "<img src=\"/static/{n4}.jpg\">",
+    '<img src="/static/{n4}.jpg">',
     "<b>buy now</b> free shipping",
     "download wallpaper hd 1920x1080",
     "best price guaranteed, order today",
@@ -111,7 +128,20 @@ SPAM_TEMPLATES: tuple[str, ...] = (
 )
 SPAM_SITES: tuple[str, ...] = ("pixhost", "imgshare", "stockpics", "freewall", "shopdeals", "mediabank")
 UNINFORMATIVE: tuple[str, ...] = (
-    "image", "photo", "untitled", "picture", "no description available", "nice", "cool picture",
-    "my favorite", "view", "untitled design", "thumbnail", "default image", "look at this", "wow",
-    "new post", "artwork",
+    "image",
+    "photo",
+    "untitled",
+    "picture",
+    "no description available",
+    "nice",
+    "cool picture",
+    "my favorite",
+    "view",
+    "untitled design",
+    "thumbnail",
+    "default image",
+    "look at this",
+    "wow",
+    "new post",
+    "artwork",
 )

@@ -33,6 +33,9 @@ from blip_core.models.common.vision import create_vision_encoder, encode_image
 class VisionClassifier(nn.Module):
     """Vision tower + a linear head on [CLS] and, max-pooled, on the grid tokens."""
 
+    vision_towers = ("visual_encoder",)
+    """Its vision tower attributes, the trained one first (the trainer freezes / slows them)."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         if not cfg.classes:

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.models.blip.config import ModelConfig
-from blip_core.train.distributed import all_gather_no_grad
 from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_hard_negatives, unlikelihood_loss
+from blip_core.models.blip.config import ModelConfig
 from blip_core.models.common.med import MED
 from blip_core.models.common.vision import create_vision_encoder, encode_image
+from blip_core.train.distributed import all_gather_no_grad
 
 TEMP_MIN, TEMP_MAX = 0.001, 0.5
 EMPTY_SLOT = -100
@@ -44,6 +44,9 @@ def _with_first_token(input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
 
 class BlipRetrieval(nn.Module):
     """Image-text retrieval model; fine-tuned on clean pairs it is CapFilt's filter."""
+
+    vision_towers = ("visual_encoder", "visual_encoder_m")
+    """Its vision tower attributes, the trained one first (the trainer freezes / slows them)."""
 
     def __init__(self, cfg: ModelConfig, *, decoder: bool = False) -> None:
         super().__init__()
@@ -264,6 +267,9 @@ class BlipPretrain(BlipRetrieval):
 class BlipCaptioner(nn.Module):
     """Image-grounded decoder: vision encoder + decoder-mode MED + LM head. Generation lives in
     `blip_core.models.common.generate`."""
+
+    vision_towers = ("visual_encoder",)
+    """Its vision tower attribute (the trainer freezes / slows it)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

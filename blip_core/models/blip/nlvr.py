@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.models.blip.config import ModelConfig, TextConfig
 from blip_core.losses import nlvr_loss
+from blip_core.models.blip.config import ModelConfig
+from blip_core.models.common.config import TextConfig
 from blip_core.models.common.med import MED, SelfAttentionProj
 from blip_core.models.common.vision import create_vision_encoder, encode_image
 
@@ -92,6 +93,9 @@ class TwinCrossAttention(nn.Module):
 
 class BlipNLVR(nn.Module):
     """Vision encoder + two-image MED encoder + classifier head (BLIP_NLVR)."""
+
+    vision_towers = ("visual_encoder",)
+    """Its vision tower attributes, the trained one first (the trainer freezes / slows them)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from blip_core.models.blip.config import ModelConfig, TextConfig, VisionConfig
+from blip_core.models.blip.config import ModelConfig
+from blip_core.models.common.config import TextConfig, VisionConfig
 
 
 def tiny() -> ModelConfig:
@@ -41,7 +42,7 @@ def tiny() -> ModelConfig:
             max_position_embeddings=64,
             max_text_len=32,
             initializer_range=0.08,  # ~1/sqrt(width): with BERT's 0.02 all captions start collapsed
-            # ids of the world tokenizer (blip_core.models.common.tokenizer.train_tokenizer); with_tokenizer() resets them
+            # ids of the world tokenizer (models.common.tokenizer.train_tokenizer); with_tokenizer() resets them
             pad_token_id=0,
             cls_token_id=2,
             sep_token_id=3,

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.models.blip.config import ModelConfig
 from blip_core.losses import vqa_loss
+from blip_core.models.blip.config import ModelConfig
 from blip_core.models.common.generate import GenerationConfig, generate
 from blip_core.models.common.med import MED
 from blip_core.models.common.vision import create_vision_encoder, encode_image
@@ -58,6 +58,9 @@ class _AnswerDecoder:
 
 class BlipVQA(nn.Module):
     """Vision encoder + image-grounded question encoder + answer decoder (separate weights, as BLIP)."""
+
+    vision_towers = ("visual_encoder",)
+    """Its vision tower attributes, the trained one first (the trainer freezes / slows them)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

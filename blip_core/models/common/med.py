@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.models.blip.config import TextConfig
 from blip_core.models.common import packing
+from blip_core.models.common.config import TextConfig
 from blip_core.models.common.packing import Packed
 
 MODES = ("text", "multimodal", "decoder")

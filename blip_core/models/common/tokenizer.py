@@ -18,6 +18,7 @@ from pathlib import Path
 from transformers import BertTokenizerFast
 
 from blip_core.data.text import pre_caption
+from blip_core.fileio import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def train_tokenizer(
     tok.pad_token, tok.unk_token, tok.cls_token, tok.sep_token, tok.mask_token = BERT_SPECIAL
     add_blip_tokens(tok)
     tok.save_pretrained(out_dir)
-    (out_dir / TEXT_CONFIG).write_text(json.dumps({"max_words": max_words}, indent=2) + "\n")
+    write_json(out_dir / TEXT_CONFIG, {"max_words": max_words})
     logger.info("built WordPiece tokenizer (%d tokens) from %d captions -> %s", len(tok), len(texts), out_dir)
     return tok
 

@@ -34,7 +34,7 @@ from timm.models import checkpoint_seq
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from blip_core.models.blip.config import VisionConfig
+from blip_core.models.common.config import VisionConfig
 
 
 class HybridViT(nn.Module):

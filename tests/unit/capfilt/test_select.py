@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blip_core.capfilt.steps import resolve_threshold, select, shard_seed
 from blip_core.capfilt.quality import auroc, filter_quality, pr_curve
+from blip_core.capfilt.steps import resolve_threshold, select, shard_seed
 from blip_core.config.pipeline import CapFiltConfig
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from blip_core.config.data import WorldConfig
 from blip_core.data.caption_edits import phrase_positive, swap_negative
 from blip_core.data.world.grounding import Scene, ground_caption, parse_caption
-from blip_core.data.world.render import make_sample
+from blip_core.data.world.samples import make_sample
 
 
 def test_every_kind_of_swap_changes_one_attribute():

@@ -8,7 +8,7 @@ import pytest
 from helpers import jpeg_bytes, sample_members, write_raw_tar
 from PIL import Image
 
-from blip_core.data.importers import pairs
+from blip_core.data.importers import common, pairs
 from blip_core.data.reader import iter_samples
 from blip_core.data.shards import read_manifests
 
@@ -21,7 +21,7 @@ def _images(root, names, size=(40, 30)):
 
 
 def _rejected(folder):
-    return [json.loads(line) for line in (folder / captions.REJECTED_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (folder / common.REJECTED_FILE).read_text().splitlines()]
 
 
 def test_import_coco(tmp_path):
@@ -32,10 +32,14 @@ def test_import_coco(tmp_path):
         "images": [{"id": i, "file_name": f"{i}.jpg" if i != 3 else "3.png"} for i in (1, 2, 3, 4, 5)]
         + [{"file_name": "no_id.jpg"}],
         "annotations": [
-            {"image_id": 1, "caption": "A cat."}, {"image_id": 1, "caption": "A small cat"},
-            {"image_id": 2, "caption": "a dog"}, {"image_id": 3, "caption": "png image"},
-            {"image_id": 4, "caption": "broken"}, {"image_id": 5, "caption": "file missing"},
-            {"image_id": 2, "caption": "   "}, {"image_id": 99, "caption": "orphan"},
+            {"image_id": 1, "caption": "A cat."},
+            {"image_id": 1, "caption": "A small cat"},
+            {"image_id": 2, "caption": "a dog"},
+            {"image_id": 3, "caption": "png image"},
+            {"image_id": 4, "caption": "broken"},
+            {"image_id": 5, "caption": "file missing"},
+            {"image_id": 2, "caption": "   "},
+            {"image_id": 99, "caption": "orphan"},
         ],
     }
     (tmp_path / "captions.json").write_text(json.dumps(ann))
@@ -60,8 +64,13 @@ def test_import_karpathy_splits(tmp_path):
     _images(tmp_path / "val2014", ["a.jpg", "b.jpg", "c.jpg"])
     data = {
         "images": [
-            {"filepath": "val2014", "filename": "a.jpg", "split": "train", "cocoid": 10,
-             "sentences": [{"raw": "one"}, {"raw": "two"}]},
+            {
+                "filepath": "val2014",
+                "filename": "a.jpg",
+                "split": "train",
+                "cocoid": 10,
+                "sentences": [{"raw": "one"}, {"raw": "two"}],
+            },
             {"filepath": "val2014", "filename": "b.jpg", "split": "test", "cocoid": 11, "sentences": [{"raw": "x"}]},
             {"filepath": "val2014", "filename": "c.jpg", "split": "test", "cocoid": 12, "sentences": []},
             {"filepath": "val2014", "filename": "d.jpg", "split": "val", "cocoid": 13, "sentences": [{"raw": "y"}]},
@@ -96,13 +105,16 @@ def test_index_img2dataset_in_place(tmp_path):
     folder = tmp_path / "shards"
     members = []
     for i in range(3):
-        members += [(f"{i:09d}.jpg", jpeg_bytes()), (f"{i:09d}.txt", f"caption {i}".encode()),
-                    (f"{i:09d}.json", json.dumps({"key": f"{i:09d}", "caption": f"caption {i}", "url": "u"}).encode())]
+        members += [
+            (f"{i:09d}.jpg", jpeg_bytes()),
+            (f"{i:09d}.txt", f"caption {i}".encode()),
+            (f"{i:09d}.json", json.dumps({"key": f"{i:09d}", "caption": f"caption {i}", "url": "u"}).encode()),
+        ]
     members += sample_members("000000009", image=b"broken")
     write_raw_tar(folder / "00000.tar", members)
     (folder / "00000.parquet").write_bytes(b"img2dataset's own parquet must stay untouched")
     write_raw_tar(folder / "00001.tar", sample_members("000000010"))
-    report = captions.index_img2dataset(folder)
+    report = pairs.index_img2dataset(folder)
     assert report.num_written == 4 and report.rejected_by_reason() == {"corrupt_image": 1}
     assert (folder / "00000.parquet").read_bytes().startswith(b"img2dataset's own")
     man = read_manifests(folder)
@@ -120,7 +132,7 @@ def test_index_img2dataset_counts_the_samples_lost_in_a_cut_tar(tmp_path):
     full = write_raw_tar(folder / "00000.tar", members).read_bytes()
     (folder / "00000.tar").write_bytes(full[: full.index(b"000000003.jpg")])  # 3 whole samples left
     (folder / "00000_stats.json").write_text(json.dumps({"count": 5, "successes": 5, "failed_to_download": 0}))
-    report = captions.index_img2dataset(folder)
+    report = pairs.index_img2dataset(folder)
     assert report.num_written == 3
     assert report.rejected_by_reason() == {"lost_after_cut": 2}
     assert report.rejected_by_reason("shard") == {"truncated_tar": 1}

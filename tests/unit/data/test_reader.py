@@ -169,8 +169,14 @@ def test_split_by_worker_reads_each_sample_once(tiny_world):
 
 def test_shuffled_batches_are_seeded(tiny_world):
     def order(seed):
-        pipe = build_pipeline(tiny_world / "web", shuffle_buffer=50, seed=seed, batch_size=16, split_by_node=False,
-                              transform=lambda s: s["key"])
+        pipe = build_pipeline(
+            tiny_world / "web",
+            shuffle_buffer=50,
+            seed=seed,
+            batch_size=16,
+            split_by_node=False,
+            transform=lambda s: s["key"],
+        )
         return [k for batch in pipe for k in batch]
 
     a, b, c = order(1), order(1), order(2)

@@ -8,8 +8,8 @@ import json
 import pytest
 from PIL import Image
 
-from blip_core.data.importers import tasks as ti
-from blip_core.data.importers.pairs import REJECTED_FILE
+from blip_core.data.importers import nlvr, vqa
+from blip_core.data.importers.common import REJECTED_FILE
 from blip_core.data.task_data import read_task_items, task_of
 
 
@@ -76,7 +76,7 @@ def _vqa_fixture(tmp_path):
 def test_import_vqa_v2_round_trip(tmp_path):
     q, a, img = _vqa_fixture(tmp_path)
     out = tmp_path / "out"
-    report = ti.import_vqa_v2(q, img, out, annotations_file=a, split="vqa_val", max_side=32)
+    report = vqa.import_vqa_v2(q, img, out, annotations_file=a, split="vqa_val", max_side=32)
     assert report.num_records == report.num_written == 4 and report.num_rejected == 0
     items = _items(out)
     assert set(items) == {"vqa-420", "vqa-421", "vqa-70", "vqa-90"}
@@ -103,10 +103,10 @@ def test_import_vqa_v2_without_annotations(tmp_path):
     _image(tmp_path / "coco" / "test2015" / "COCO_test2015_000000000005.jpg")
     q = _write_json(tmp_path / "testdev.json", _questions(rows, subtype="test-dev2015"))
     out = tmp_path / "out"
-    report = ti.import_vqa_v2(q, tmp_path / "coco", out, split="vqa_test")
+    report = vqa.import_vqa_v2(q, tmp_path / "coco", out, split="vqa_test")
     (item,) = read_task_items(out)
     assert report.num_written == 1
-    assert item.fields["answers"] == [] and item.fields["answer"] == "" and item.fields["type"] == ti.UNKNOWN_TYPE
+    assert item.fields["answers"] == [] and item.fields["answer"] == "" and item.fields["type"] == vqa.UNKNOWN_TYPE
     assert item.images[0].size == (40, 30)  # smaller than max_side: kept
 
 
@@ -137,7 +137,7 @@ def test_import_vqa_v2_bad_records(tmp_path):
     _write_json(q, _questions(rows))
     _write_json(a, {"annotations": anns})
     out = tmp_path / "out"
-    report = ti.import_vqa_v2(q, img, out, annotations_file=a)
+    report = vqa.import_vqa_v2(q, img, out, annotations_file=a)
     expected = {
         "annotation_mismatch": 1, "bad_annotation": 1, "bad_type": 3, "corrupt_image": 1, "duplicate_question": 1,
         "empty_text": 1, "image_too_small": 1, "missing_field": 1, "missing_image": 1, "no_annotation": 1,
@@ -162,28 +162,28 @@ def test_import_vqa_v2_folder_errors(tmp_path):
     q, a, img = _vqa_fixture(tmp_path)
     out = tmp_path / "out"
     with pytest.raises(FileNotFoundError, match="annotation file not found"):
-        ti.import_vqa_v2(tmp_path / "nope.json", img, out)
+        vqa.import_vqa_v2(tmp_path / "nope.json", img, out)
     with pytest.raises(ValueError, match="needs a 'questions' list"):
-        ti.import_vqa_v2(_write_json(tmp_path / "bad.json", {"annotations": []}), img, out)
+        vqa.import_vqa_v2(_write_json(tmp_path / "bad.json", {"annotations": []}), img, out)
     with pytest.raises(ValueError, match="needs an 'annotations' list"):
-        ti.import_vqa_v2(q, img, out, annotations_file=q)
+        vqa.import_vqa_v2(q, img, out, annotations_file=q)
     with pytest.raises(ValueError, match="train2014 answers"):
-        ti.import_vqa_v2(q, img, out, annotations_file=_write_json(
+        vqa.import_vqa_v2(q, img, out, annotations_file=_write_json(
             tmp_path / "train_ann.json", {"data_subtype": "train2014", "annotations": []}))  # fmt: skip
     with pytest.raises(FileNotFoundError, match="image folder not found"):
-        ti.import_vqa_v2(q, tmp_path / "no_images", out)
+        vqa.import_vqa_v2(q, tmp_path / "no_images", out)
     with pytest.raises(ValueError, match="limit"):
-        ti.import_vqa_v2(tmp_path / "bad.json", img, out, max_json_bytes=4)
+        vqa.import_vqa_v2(tmp_path / "bad.json", img, out, max_json_bytes=4)
     with pytest.raises(ValueError, match="data_subtype"):
-        ti.import_vqa_v2(_write_json(tmp_path / "up.json", _questions([], subtype="../x")), img, out)
+        vqa.import_vqa_v2(_write_json(tmp_path / "up.json", _questions([], subtype="../x")), img, out)
     with pytest.raises(ValueError, match="max_side"):
-        ti.import_vqa_v2(q, img, out, max_side=-1)
+        vqa.import_vqa_v2(q, img, out, max_side=-1)
     assert not out.exists()  # nothing written by a refused import
 
 
 def test_import_vqa_v2_limit(tmp_path):
     q, a, img = _vqa_fixture(tmp_path)
-    report = ti.import_vqa_v2(q, img, tmp_path / "out", annotations_file=a, limit=2)
+    report = vqa.import_vqa_v2(q, img, tmp_path / "out", annotations_file=a, limit=2)
     assert report.num_records == report.num_written == 2
     assert set(_items(tmp_path / "out")) == {"vqa-420", "vqa-421"}
 
@@ -201,15 +201,15 @@ def test_import_blip_vqa_json(tmp_path):
     ]  # fmt: skip
     _image(tmp_path.parent / "outside.jpg")
     out = tmp_path / "out"
-    report = ti.import_blip_vqa_json(_write_json(tmp_path / "vqa_val.json", rows), tmp_path, out)
+    report = vqa.import_blip_vqa_json(_write_json(tmp_path / "vqa_val.json", rows), tmp_path, out)
     items = _items(out)
     assert items["vqa-1"].fields == {"question": "Is it red?", "answers": ["yes", "no", "yes"], "answer": "yes",
                                      "type": "yesno", "question_id": 1, "image_id": 42}  # fmt: skip
     assert (items["vqa-2"].fields["answer"], items["vqa-2"].fields["type"]) == ("3", "count")
-    assert (items["vqa-3"].fields["answers"], items["vqa-3"].fields["type"]) == ([], ti.UNKNOWN_TYPE)
+    assert (items["vqa-3"].fields["answers"], items["vqa-3"].fields["type"]) == ([], vqa.UNKNOWN_TYPE)
     assert report.rejected_by_reason() == {"bad_type": 1, "image_outside_root": 1}
     with pytest.raises(ValueError, match="list of objects"):
-        ti.import_blip_vqa_json(_write_json(tmp_path / "d.json", {"questions": []}), tmp_path, out)
+        vqa.import_blip_vqa_json(_write_json(tmp_path / "d.json", {"questions": []}), tmp_path, out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_import_nlvr2_train_subfolders(tmp_path):
         _nlvr_row("train-3-1-0", "One red image.", label="False"),
     ])  # fmt: skip
     out = tmp_path / "out"
-    report = ti.import_nlvr2(f, root, out, split="nlvr_train", max_side=32)
+    report = nlvr.import_nlvr2(f, root, out, split="nlvr_train", max_side=32)
     assert report.num_records == report.num_written == 3 and not report.rejected
     items = _items(out)
     assert set(items) == {"nlvr-train-10171-0-0", "nlvr-train-10171-0-1", "nlvr-train-3-1-0"}
@@ -278,7 +278,7 @@ def test_import_nlvr2_bad_records(tmp_path):
         "{not json",
     ]
     out = tmp_path / "out"
-    report = ti.import_nlvr2(_json_lines(tmp_path / "dev.json", rows), root, out)
+    report = nlvr.import_nlvr2(_json_lines(tmp_path / "dev.json", rows), root, out)
     expected = {
         "ambiguous_image": 1, "bad_identifier": 1, "bad_json": 1, "bad_type": 1, "corrupt_image": 1,
         "duplicate_identifier": 1, "empty_text": 1, "missing_field": 1, "missing_image": 1, "unknown_label": 1,
@@ -298,15 +298,15 @@ def test_import_nlvr2_folder_errors(tmp_path):
     _nlvr_pair(root, "dev-1-0")
     out = tmp_path / "out"
     with pytest.raises(FileNotFoundError, match="annotation file not found"):
-        ti.import_nlvr2(tmp_path / "dev.json", root, out)
+        nlvr.import_nlvr2(tmp_path / "dev.json", root, out)
     blip = _write_json(tmp_path / "nlvr_dev.json", [{"images": [], "sentence": "s", "label": 1}])
     with pytest.raises(ValueError, match="import_blip_nlvr_json"):
-        ti.import_nlvr2(blip, root, out)
+        nlvr.import_nlvr2(blip, root, out)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no image files"):
-        ti.import_nlvr2(_json_lines(tmp_path / "dev.json", [_nlvr_row("dev-1-0-0")]), tmp_path / "empty", out)
+        nlvr.import_nlvr2(_json_lines(tmp_path / "dev.json", [_nlvr_row("dev-1-0-0")]), tmp_path / "empty", out)
     with pytest.raises(NotADirectoryError):
-        ti.import_nlvr2(tmp_path / "dev.json", tmp_path / "dev.json", out)
+        nlvr.import_nlvr2(tmp_path / "dev.json", tmp_path / "dev.json", out)
 
 
 def test_import_blip_nlvr_json(tmp_path):
@@ -320,7 +320,7 @@ def test_import_blip_nlvr_json(tmp_path):
         {"images": ["dev/dev-851-1-img0.png", "dev/gone-img1.png"], "sentence": "Gone.", "label": 1},
     ]
     out = tmp_path / "out"
-    report = ti.import_blip_nlvr_json(_write_json(tmp_path / "nlvr_dev.json", rows), tmp_path, out)
+    report = nlvr.import_blip_nlvr_json(_write_json(tmp_path / "nlvr_dev.json", rows), tmp_path, out)
     items = _items(out)
     assert set(items) == {"nlvr-dev-850-0-0", "nlvr-dev-850-0-1"}
     assert items["nlvr-dev-850-0-0"].fields["label"] is True and items["nlvr-dev-850-0-1"].fields["label"] is False
@@ -329,5 +329,6 @@ def test_import_blip_nlvr_json(tmp_path):
 
 
 def test_parse_label():
-    assert [ti._parse_label(v) for v in ("True", "False", "true", 1, 0, True)] == [True, False, True, True, False, True]
-    assert [ti._parse_label(v) for v in ("yes", 2, None, 1.0)] == [None, None, None, None]
+    labels = ("True", "False", "true", 1, 0, True)
+    assert [nlvr._parse_label(v) for v in labels] == [True, False, True, True, False, True]
+    assert [nlvr._parse_label(v) for v in ("yes", 2, None, 1.0)] == [None, None, None, None]

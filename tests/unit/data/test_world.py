@@ -11,16 +11,13 @@ import pytest
 from helpers import tiny_world_config
 
 from blip_core.config.data import WorldConfig
-from blip_core.data.world import lexicon as lx
-from blip_core.data.world.grounding import Scene, ground_caption
 from blip_core.data.reader import ReadStats, iter_samples
-from blip_core.data.world.render import (
-    assign_noise_type,
-    held_out_combos,
-    make_sample,
-    sample_scene,
-)
+from blip_core.data.world import lexicon as lx
 from blip_core.data.world.generate import generate_world
+from blip_core.data.world.grounding import Scene, ground_caption
+from blip_core.data.world.noise import assign_noise_type
+from blip_core.data.world.render import held_out_combos, sample_scene
+from blip_core.data.world.samples import make_sample
 
 
 def _tree_files(root: Path) -> list[Path]:

@@ -12,22 +12,17 @@ import pytest
 from helpers import tiny_world_config
 
 from blip_core.config.data import WorldConfig
-from blip_core.data.world import lexicon as lx
-from blip_core.data.world.grounding import Scene, SceneObject
 from blip_core.data.task_data import iter_task_items, read_task_items, task_of
-from blip_core.data.world.render import held_out_combos, make_sample, sample_scene, seen_combos
+from blip_core.data.world import lexicon as lx
 from blip_core.data.world.generate import generate_world
-from blip_core.data.world.tasks import (
-    NLVR_TYPES,
-    TASK_SPLITS,
-    VIDEO_EVENTS,
-    VQA_TYPES,
-    nlvr_truth,
-    task_items,
-    video_caption_true,
-    vqa_answer,
-    vqa_questions,
-)
+from blip_core.data.world.grounding import Scene, SceneObject
+from blip_core.data.world.items import TASK_SPLITS
+from blip_core.data.world.nlvr import NLVR_TYPES, nlvr_truth
+from blip_core.data.world.render import held_out_combos, sample_scene, seen_combos
+from blip_core.data.world.samples import make_sample
+from blip_core.data.world.tasks import task_items
+from blip_core.data.world.video import VIDEO_EVENTS, video_caption_true
+from blip_core.data.world.vqa import VQA_TYPES, vqa_answer, vqa_questions
 
 TASKS_OFF = {"vqa_per_image": 0, "num_nlvr_train": 0, "num_nlvr_test": 0, "num_nlvr_novel": 0,
              "num_video_test": 0, "num_video_novel": 0}  # fmt: skip

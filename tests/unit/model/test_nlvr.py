@@ -13,11 +13,11 @@ from blip_core.data.loader import eval_transform
 from blip_core.data.task_data import TaskItem
 from blip_core.eval.nlvr import evaluate_nlvr
 from blip_core.models.blip.model import BlipPretrain
-from blip_core.models.common.med import MED
 from blip_core.models.blip.nlvr import BlipNLVR, TwinCrossAttention, nlvr_state_from_pretrain
+from blip_core.models.blip.presets import with_tokenizer
+from blip_core.models.common.med import MED
 from blip_core.models.common.tokenizer import TextProcessor, train_tokenizer
 from blip_core.models.pretrained import load_pretrain_state
-from blip_core.models.blip.presets import with_tokenizer
 
 
 def test_forward_shapes_and_finite_loss(cfg):

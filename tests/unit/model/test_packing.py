@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blip_core.models.common import packing
 from blip_core.models.blip.model import BlipCaptioner, BlipRetrieval
+from blip_core.models.common import packing
 from blip_core.models.common.generate import GenerationConfig, generate
 from blip_core.models.common.packing import PackedLinear, pack_for_cpu_inference
 from blip_core.models.pretrained import load_for_inference, save_pretrained

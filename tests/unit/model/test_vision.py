@@ -6,11 +6,12 @@ import pytest
 import torch
 from helpers import micro_config, text_batch
 
-from blip_core.models.blip.config import ModelConfig, VisionConfig
+from blip_core.models.blip.config import ModelConfig
+from blip_core.models.blip.convert_hf import ours_to_hf_config
 from blip_core.models.blip.model import BlipPretrain
-from blip_core.models.common.vision import HybridViT, create_vision_encoder
-from blip_core.models.pretrained import ours_to_hf_config
 from blip_core.models.blip.presets import get_preset
+from blip_core.models.common.config import VisionConfig
+from blip_core.models.common.vision import HybridViT, create_vision_encoder
 
 
 def _conv(**kw) -> VisionConfig:

@@ -9,9 +9,10 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
 from blip_core.models import pretrained
-from blip_core.models.blip.model import BlipPretrain, BlipRetrieval
 from blip_core.models.blip.classifier import VisionClassifier
+from blip_core.models.blip.model import BlipPretrain, BlipRetrieval
 from blip_core.models.blip.presets import base, tiny
+from blip_core.models.common import vision_start
 
 
 def _same_tower(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -46,7 +47,7 @@ def test_our_vision_checkpoint_starts_both_towers_and_drops_the_head(tmp_path):
     cfg.text.vocab_size = 64
     model = BlipPretrain(cfg)
     assert not _same_tower(model.visual_encoder, clf.visual_encoder)
-    info = pretrained.load_vision_start(model, tmp_path / "vision")
+    info = vision_start.load_vision_start(model, tmp_path / "vision")
     assert _same_tower(model.visual_encoder, clf.visual_encoder)
     assert _same_tower(model.visual_encoder_m, clf.visual_encoder)  # the momentum copy starts equal
     assert info["vision_init_tensors"] == len(clf.visual_encoder.state_dict())
@@ -58,9 +59,9 @@ def test_a_different_tower_is_a_clear_error(tmp_path):
     other.vision.depth = 2
     other.text.vocab_size = 64
     with pytest.raises(ValueError, match="differs from the model's"):
-        pretrained.load_vision_start(BlipRetrieval(other), tmp_path / "vision")
+        vision_start.load_vision_start(BlipRetrieval(other), tmp_path / "vision")
     with pytest.raises(FileNotFoundError, match="vision start not found"):
-        pretrained.load_vision_start(BlipRetrieval(other), tmp_path / "nowhere")
+        vision_start.load_vision_start(BlipRetrieval(other), tmp_path / "nowhere")
 
 
 def _timm_vit(width: int, depth: int, heads: int, img_size: int, **kw) -> VisionTransformer:
@@ -84,7 +85,7 @@ def test_base_width_start_from_a_timm_layout_file(tmp_path, fmt):
     cfg = base()
     cfg.text.num_layers, cfg.text.vocab_size, cfg.queue_size = 1, 64, 64  # the vision tower is what matters
     model = BlipRetrieval(cfg)
-    pretrained.load_vision_start(model, path)
+    vision_start.load_vision_start(model, path)
     got = model.visual_encoder.state_dict()
     for k, v in state.items():
         if not k.startswith("head."):
@@ -105,7 +106,7 @@ def test_timm_start_at_another_resolution_and_distilled_deit(tmp_path):
     state["head_dist.weight"] = torch.randn(10, 48)
     torch.save(state, tmp_path / "deit_distilled.pth")
     model = BlipRetrieval(small)
-    pretrained.load_vision_start(model, tmp_path / "deit_distilled.pth")
+    vision_start.load_vision_start(model, tmp_path / "deit_distilled.pth")
     assert model.visual_encoder.pos_embed.shape == (1, 17, 48)
     assert torch.equal(model.visual_encoder.pos_embed[:, 0], vit.pos_embed[:, 0])  # [CLS] position kept
     assert torch.equal(model.visual_encoder.blocks[1].attn.qkv.weight, vit.blocks[1].attn.qkv.weight)
@@ -114,4 +115,4 @@ def test_timm_start_at_another_resolution_and_distilled_deit(tmp_path):
 def test_a_file_that_does_not_fit_names_what_is_missing(tmp_path):
     save_file({"cls_token": torch.zeros(1, 1, 48)}, str(tmp_path / "partial.safetensors"))
     with pytest.raises(ValueError, match="missing"):
-        pretrained.load_vision_start(BlipRetrieval(micro_config()), tmp_path / "partial.safetensors")
+        vision_start.load_vision_start(BlipRetrieval(micro_config()), tmp_path / "partial.safetensors")

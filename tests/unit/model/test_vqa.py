@@ -10,17 +10,17 @@ import torch
 from helpers import micro_config, text_batch
 from PIL import Image
 
-from blip_core.models.blip.config import VisionConfig
 from blip_core.config.train import EvalConfig
 from blip_core.data.loader import eval_transform
 from blip_core.data.task_data import TaskItem
 from blip_core.eval.vqa import evaluate_vqa, normalize_answer, vqa_accuracy
 from blip_core.models.blip.model import BlipPretrain
+from blip_core.models.blip.presets import with_tokenizer
+from blip_core.models.blip.vqa import BlipVQA, vqa_state_from_pretrain
+from blip_core.models.common.config import VisionConfig
 from blip_core.models.common.med import MED
 from blip_core.models.common.tokenizer import TextProcessor, train_tokenizer
-from blip_core.models.blip.vqa import BlipVQA, vqa_state_from_pretrain
 from blip_core.models.pretrained import load_pretrain_state
-from blip_core.models.blip.presets import with_tokenizer
 
 
 def _square_cfg():

@@ -6,9 +6,10 @@ import pytest
 import torch
 from helpers import micro_config
 
+from blip_core.models.blip.convert_official import load_official
 from blip_core.models.blip.model import BlipCaptioner, BlipPretrain, BlipRetrieval
 from blip_core.models.common.vision import create_vision_encoder, resize_pos_embed
-from blip_core.models.pretrained import load_official, load_pretrained, save_pretrained
+from blip_core.models.pretrained import load_pretrained, save_pretrained
 
 
 def _official_pretrain_state(model: BlipPretrain) -> dict[str, torch.Tensor]:
