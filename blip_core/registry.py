@@ -237,6 +237,14 @@ def trainable_tasks() -> list[str]:
     return [t.name for t in tasks().values() if t.trainable]
 
 
+def task_for_role(role: str) -> Task:
+    """The task whose fine-tunes play `role` (CapFilt's "captioner" and "filter", ...)."""
+    found = [t for t in tasks().values() if t.role == role]
+    if len(found) != 1:
+        raise ValueError(f"{len(found)} registered tasks have role {role!r} (one expected)")
+    return found[0]
+
+
 def kind_task(kind: str) -> str:
     """The task whose model class a checkpoint kind is."""
     for t in tasks().values():

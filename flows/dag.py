@@ -182,7 +182,7 @@ def _downstream(params: str) -> list[str]:
 def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     """Every stage in an order that respects the dependencies."""
     from blip_core.config.train import VISION_STAGE
-    from blip_core.registry import get_task
+    from blip_core.registry import get_task, task_for_role
 
     L = Layout(root)
     m = L.metrics
@@ -256,17 +256,18 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
                      registers=Registers(role, t.registered_name(role), model, t.registry_metric, what),
                      comment=what)  # fmt: skip
 
-    def finetunes(model: str) -> list[Stage]:
+    capfilt_tasks = [task_for_role("captioner"), task_for_role("filter")]  # the two models CapFilt needs
+    downstream_ft = [t for t in downstream if t.trainable]
+
+    def finetunes(model: str, tasks: list) -> list[Stage]:
         pre = L.model(model, "pretrain")
-        tasks = [get_task("caption"), get_task("retrieval")] + [t for t in downstream if t.trainable]
         return [train(model, t.name, [L.split(t.train_split or "coco_train")], pre, []) for t in tasks]
 
     gates_raw = [f"{m}/validate_raw.json", f"{m}/leakage.json"]
     out.append(train("baseline", "pretrain", pool, None, gates_raw))
-    base_fts = finetunes("baseline")
-    out += base_fts[:2]  # the captioner and the filter CapFilt needs
+    out += finetunes("baseline", capfilt_tasks)
 
-    captioner, filt = L.model("baseline", "caption"), L.model("baseline", "retrieval")
+    captioner, filt = (L.model("baseline", t.name) for t in capfilt_tasks)
     cf = {"web_dir": web, "work_dir": L.capfilt, "params": params}
     scoring = ("capfilt.policy", "capfilt.threshold_mode", "capfilt.num_captions", "capfilt.top_p",
                "capfilt.max_length", "capfilt.min_length", "capfilt.repetition_penalty", "capfilt.caption_batch_size",
@@ -298,15 +299,14 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
               reports=(f"{m}/validate_capfilt.json",), data_docs=True,
               comment="Great Expectations gate on the CapFilt output"),
     ]  # fmt: skip
-    out += base_fts[2:]  # the downstream fine-tunes of the baseline (after CapFilt: its scoring waits on none)
+    out += finetunes("baseline", downstream_ft)  # after CapFilt: its scoring waits on none of them
     out.append(train("bootstrapped", "pretrain", [L.bootstrapped], None, [f"{m}/validate_capfilt.json"]))
-    out += finetunes("bootstrapped")
+    out += finetunes("bootstrapped", capfilt_tasks + downstream_ft)
     tests = [L.split("test"), L.split("novel")] + [L.split(s) for t in downstream for s in t.eval_splits]
     extra = "".join(f"; {t.name} on {', '.join(t.eval_splits)}" for t in downstream)
-    evaluated = ("caption", "retrieval", *(t.name for t in downstream))
+    evaluated = (*(t.name for t in capfilt_tasks), *(t.name for t in downstream))
     for model in ("baseline", "bootstrapped"):
-        models = [L.model(model, t) for t in ("caption", "retrieval")]
-        models += [L.model(model, t.name) for t in downstream if t.trainable]
+        models = [L.model(model, t.name) for t in capfilt_tasks + downstream_ft]
         pre = L.model(model, "pretrain")  # probed: does its image tower know colours and shapes?
         result = L.evaluation(model)
         captions, grid = result.replace(".json", "_captions.json"), result.replace(".json", "_grid.png")

@@ -26,7 +26,7 @@ from torch import nn
 
 from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_hard_negatives, unlikelihood_loss
 from blip_core.models.blip.config import ModelConfig
-from blip_core.models.common.med import MED
+from blip_core.models.common.med import MED, KVCache
 from blip_core.models.common.vision import create_vision_encoder, encode_image
 from blip_core.train.distributed import all_gather_no_grad
 
@@ -279,6 +279,14 @@ class BlipCaptioner(nn.Module):
 
     def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
         return encode_image(self.visual_encoder, images)  # (B, N, Dv)
+
+    # generate's TextDecoder protocol
+    def decoder_cache(self) -> KVCache:
+        return KVCache(len(self.text.encoder.layer))
+
+    def next_token_logits(self, ids: torch.Tensor, context: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        h = self.text(ids, None, mode="decoder", image_embeds=context, cache=cache)  # (B, T, D)
+        return self.text.logits(h[:, -1:])[:, -1].float()  # (B, V)
 
     def forward(
         self,

@@ -27,7 +27,7 @@ from torch import nn
 from blip_core.losses import vqa_loss
 from blip_core.models.blip.config import ModelConfig
 from blip_core.models.common.generate import GenerationConfig, generate
-from blip_core.models.common.med import MED
+from blip_core.models.common.med import MED, KVCache
 from blip_core.models.common.vision import create_vision_encoder, encode_image
 
 LOGIT_ROWS = 256
@@ -42,18 +42,18 @@ def _first_token(ids: torch.Tensor, token_id: int) -> torch.Tensor:
 
 
 class _AnswerDecoder:
-    """The answer decoder as `generate` sees a captioner (`cfg`; `text` called, `.logits`,
-    `.encoder.layer`), with the question padding mask bound into every cross-attention call."""
+    """VQA's answer decoder as generate's `TextDecoder`: the question states are its context, with
+    their padding mask bound into every cross-attention call."""
 
     def __init__(self, vqa: BlipVQA, question_mask: torch.Tensor) -> None:
-        self.cfg, self.text = vqa.cfg, self
-        self.encoder, self._med, self._mask = vqa.text_decoder.encoder, vqa.text_decoder, question_mask
+        self.cfg, self._med, self._mask = vqa.cfg, vqa.text_decoder, question_mask
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kw) -> torch.Tensor:
-        return self._med(input_ids, attention_mask, encoder_attention_mask=self._mask, **kw)
+    def decoder_cache(self) -> KVCache:
+        return KVCache(len(self._med.encoder.layer))
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self._med.logits(hidden)
+    def next_token_logits(self, ids: torch.Tensor, context: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        h = self._med(ids, None, mode="decoder", image_embeds=context, cache=cache, encoder_attention_mask=self._mask)
+        return self._med.logits(h[:, -1:])[:, -1].float()  # (B, V)
 
 
 class BlipVQA(nn.Module):

@@ -11,11 +11,16 @@ Work done once per image: the vision pass and the cross-attention keys/values (s
 or samples of the image); self-attention keys/values grow by one token per step.
 
 Shapes: Bi images, K beams or samples per image, B = Bi * K rows, P prompt tokens, V vocab.
+
+A model decodes through the small `TextDecoder` protocol (its special token ids, a KV cache, the
+next token's logits given its context), so BLIP's captioner, VQA's answer decoder and a later
+family's language model share one search.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -51,17 +56,31 @@ class GenerationConfig:
             raise ValueError("generation.repetition_penalty must be > 0")
 
 
+class TextDecoder(Protocol):
+    """What decoding needs of a model."""
+
+    cfg: Any
+    """`cfg.text` holds the special token ids (`sep_token_id` ends a caption, `pad_token_id`)."""
+
+    def decoder_cache(self) -> KVCache:
+        """An empty cache for one decoding session (beam search calls its `reorder(rows)`)."""
+        ...
+
+    def next_token_logits(self, ids: torch.Tensor, context: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """(B, T) new token ids, (B, N, D) what it attends to (image embeddings, question states)
+        -> (B, V) fp32 logits of the token after the last one; `cache` grows by T."""
+        ...
+
+
 class _Decoder:
     """One decoding session: prefill the prompt, then one token at a time through the KV cache."""
 
-    def __init__(self, captioner, image_embeds: torch.Tensor) -> None:
-        self.text = captioner.text
-        self.image_embeds = image_embeds
-        self.cache = KVCache(len(self.text.encoder.layer))
+    def __init__(self, model: TextDecoder, context: torch.Tensor) -> None:
+        self.model, self.context = model, context
+        self.cache = model.decoder_cache()
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
-        h = self.text(ids, None, mode="decoder", image_embeds=self.image_embeds, cache=self.cache)
-        return self.text.logits(h[:, -1:])[:, -1].float()  # (B, V)
+        return self.model.next_token_logits(ids, self.context, self.cache)  # (B, V)
 
 
 def _process(scores: torch.Tensor, seqs: torch.Tensor, cfg: GenerationConfig, eos: int) -> torch.Tensor:
@@ -89,7 +108,7 @@ def _top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(
-    captioner,
+    captioner: TextDecoder,
     image_embeds: torch.Tensor,  # (Bi, N, Dv)
     prompt_ids: torch.Tensor,  # (P,) or (Bi, P): [DEC] + prompt tokens, no [SEP]
     cfg: GenerationConfig,
