@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -83,6 +84,12 @@ def json_text(obj: Any, *, sort_keys: bool = True, default: Any = None) -> str:
     """The project's JSON file layout: indented 2, keys sorted (unless a file's order is its
     content), one final newline; `default` turns what JSON cannot hold (paths, numpy scalars) into text."""
     return json.dumps(obj, indent=2, sort_keys=sort_keys, default=default) + "\n"
+
+
+def digest(obj: Any, length: int = 12) -> str:
+    """The project's fingerprint of a JSON-able value (sha256 of its sorted-key JSON; `default=str`
+    for paths and the like), its first `length` hex digits: cache keys, step names, run identities."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def write_json(path: str | Path, obj: Any, *, sort_keys: bool = True, default: Any = None) -> Path:

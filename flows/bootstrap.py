@@ -34,7 +34,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from blip_core.config.loader import read_params
-from blip_core.fileio import write_json
+from blip_core.fileio import digest, write_json
 from flows import dag, versioning
 from flows.capfilt_flow import already_scored, capfilt_flow, task_runner, threads_per_worker
 from flows.prefect_tasks import (
@@ -254,7 +254,7 @@ def _dvc_state(params: str, root: str) -> str:
     """dvc.lock's bytes and every stage output's fingerprint, at the time of a commit."""
     outs = [o for s in dag.stages(params, root) for o in s.outputs]
     lock = Path("dvc.lock").read_bytes() if Path("dvc.lock").is_file() else b""
-    return versioning.sha({"lock": hashlib.sha256(lock).hexdigest(), "outs": versioning.fingerprint(outs)})
+    return digest({"lock": hashlib.sha256(lock).hexdigest(), "outs": versioning.fingerprint(outs)})
 
 
 def _mark_if_served_from_cache(parent) -> None:

@@ -98,13 +98,15 @@ def code_of(fn: Callable[..., Any], tasks: tuple[str, ...] = (), evaluates: tupl
     return tuple(sorted(str(_module_file(m).relative_to(REPO)) for m in modules))
 
 
-def code_hash(paths: tuple[str, ...]) -> str:
-    """Content hash of a stage's source files (folders: every .py below them)."""
+def code_hash(paths: tuple[str, ...], *, root: str | Path | None = None) -> str:
+    """Content hash of source files under `root` (the repository; folders: every .py below them):
+    a stage's code deps, or the whole code base (flows.versioning.code_hash)."""
+    base = Path(root) if root is not None else REPO
     h = hashlib.sha256()
     for rel in paths:
-        p = REPO / rel
+        p = base / rel
         files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
         for f in files:
-            h.update(str(f.relative_to(REPO)).encode())
+            h.update(str(f.relative_to(base)).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:12]

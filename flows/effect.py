@@ -1,7 +1,8 @@
 """`make effect`: does bootstrapping work? The whole bootstrap flow for several world seeds, one report.
 
-For each seed S the `bootstrap` flow (the same stages and code as `make run`) runs under its own
-data root `data/effect/seed-S/`, with params.yaml's knobs and `world.seed: S`. Then
+The `seeds` study (flows.studies): for each seed S the `bootstrap` flow (the same stages and code as
+`make run`) runs under its own data root `data/effect/seed-S/`, with params.yaml's knobs and
+`world.seed: S`. Then
 `reports/bootstrap_effect.json` and `.md` gather, per seed and as mean and sample sd over seeds:
 
 - CapFilt quality, from the world's labels: filter AUROC (ITM p(match), noisy vs clean web
@@ -28,9 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from blip_core.config.loader import read_params
 from blip_core.fileio import write_json
 from flows.results import (  # noqa: F401  (the study's public names, kept where users import them)
     ATTRIBUTES,
@@ -221,30 +219,6 @@ def effect_verdict(report: dict[str, Any]) -> str:
                    spread=spread_of(report))  # fmt: skip
 
 
-def run_seed(seed: int, params: Path, root: Path, experiment: str) -> dict[str, Any]:
-    """Write the seed's params file and run the bootstrap flow under `root`; returns run_summary + status."""
-    from flows.bootstrap import bootstrap
-
-    doc = read_params(params)
-    doc.setdefault("world", {})["seed"] = seed
-    root.mkdir(parents=True, exist_ok=True)
-    seed_params = root / "params.yaml"
-    seed_params.write_text(yaml.safe_dump(doc, sort_keys=False))
-    t0 = time.perf_counter()
-    status: dict[str, Any] = {"seed": seed}
-    try:
-        # the study owns the Prefect API: free gpu slots that a killed earlier run left leased
-        # not registered: a seed's models are a measurement, and their scores on another world than
-        # make run's would move the registry's `best` alias
-        bootstrap(params=str(seed_params), root=str(root), experiment=experiment, release_gpu_slots=True,
-                  register=False)  # fmt: skip
-    except Exception as e:  # a gate or a failed stage ends this seed, not the study
-        status["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-        logger.error("seed %d stopped: %s", seed, status["error"])
-    status["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    return status | run_summary(root)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="world seeds (0 is the development seed)")
@@ -271,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             {"seed": s, "wall_seconds": walls.get(s)} | run_summary(Path(args.root) / f"seed-{s}") for s in args.seeds
         ]
     else:
-        per_seed = [run_seed(s, params, Path(args.root) / f"seed-{s}", args.experiment) for s in args.seeds]
+        from flows import studies
+
+        study = studies.seeds(args.seeds)
+        runs = studies.run_study(study, params, args.root, args.experiment)
+        per_seed = [{"seed": arm.overrides["world"]["seed"]} | r for arm, r in zip(study.arms, runs, strict=True)]
     mean, sd = aggregate(per_seed)
     report = {
         "params": str(params),

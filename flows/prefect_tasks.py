@@ -20,6 +20,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from blip_core.config.loader import read_params
+from blip_core.fileio import digest
 from flows import dag, versioning
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def params_values(params: str, keys: tuple[str, ...]) -> dict[str, Any]:
 
 def _cache_key(context, parameters: dict[str, Any]) -> str:
     s = dag.by_name(parameters["name"], params=parameters["params"], root=parameters["root"])
-    return versioning.sha(
+    return digest(
         {
             "stage": s.name,
             "deps": versioning.fingerprint(list(s.deps)),
@@ -134,8 +135,8 @@ def _stage_tracker(s: dag.Stage, params: str, run: dict):
     tags_ = {
         "stage": s.name,
         "git_commit": run["git_commit"],
-        "params_hash": versioning.sha(params_values(params, s.params)),
-        "data_hash": versioning.sha([versioning.data_hash(p) for p in s.deps]),
+        "params_hash": digest(params_values(params, s.params)),
+        "data_hash": digest([versioning.data_hash(p) for p in s.deps]),
     }
     lg = MLflowLogger(experiment=run["experiment"], run_name=s.name, tracking_uri=run["tracking_uri"], tags=tags_,
                       parent_run_id=run["mlflow_parent"])  # fmt: skip
@@ -232,7 +233,7 @@ def release_stale_gpu_slots() -> None:
 def _register_key(context, parameters: dict[str, Any]) -> str:
     """Register again only when a model (or the store) changed: a cached re-run adds no versions."""
     models = parameters["models"]
-    return versioning.sha({"models": versioning.fingerprint(list(models.values())),
+    return digest({"models": versioning.fingerprint(list(models.values())),
                             "store": parameters["run"].get("tracking_uri")})  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from blip_core.capfilt import QUALITY_FILE, SELECTION, SELECTION_META
 from blip_core.config.loader import read_params
+from blip_core.fileio import digest
 
 MODEL_METRICS = {
     "test_r_mean": ("test", "r_mean"),
@@ -39,12 +40,11 @@ REPORT = Path("reports/bootstrap_effect.json")
 
 def recipe_hash(params: str | Path) -> str:
     """The recipe of a params file, world seed aside."""
-    from flows import versioning
 
     doc = read_params(params) if Path(params).is_file() else {}
     recipe = {k: doc.get(k) for k in RECIPE_SECTIONS}
     recipe["world"] = {k: v for k, v in (recipe["world"] or {}).items() if k != "seed"}
-    return versioning.sha(recipe)
+    return digest(recipe)
 
 
 def seed_spread(params: str | Path, report: str | Path = REPORT) -> dict[tuple[str, str], float] | None:

@@ -7,15 +7,14 @@ tasks are built from them (a re-run with nothing changed is served from the cach
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from blip_core.config.loader import read_params
+from blip_core.fileio import digest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,24 +34,16 @@ def git_commit(root: str | Path = REPO) -> str:
 def code_hash(root: str | Path = REPO) -> str:
     """Hash of the code that decides a run's results (blip_core/, flows/, pyproject.toml, by content):
     unlike `git_commit`, not moved by the `-dirty` flag that a run's own `dvc commit` (dvc.lock) sets."""
-    root = Path(root)
-    files = sorted(f for pkg in ("blip_core", "flows") for f in (root / pkg).rglob("*.py")) + [root / "pyproject.toml"]
-    h = hashlib.sha256()
-    for f in files:
-        if f.is_file():
-            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:12]
+    from flows.codedeps import code_hash as files_hash
 
-
-def sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return files_hash(("blip_core", "flows", "pyproject.toml"), root=root)
 
 
 def params_hash(params: str | Path, sections: list[str] | None = None) -> str:
     """Hash of the whole params file, or of the named sections."""
     p = Path(params)
     doc = read_params(p) if p.is_file() else {}
-    return sha({k: doc.get(k) for k in sections} if sections else doc)
+    return digest({k: doc.get(k) for k in sections} if sections else doc)
 
 
 SMALL_FILE = 64 * 2**20
@@ -75,7 +66,7 @@ def fingerprint(paths: list[str | Path]) -> str:
             items.append((path.name, path.stat().st_size, path.stat().st_mtime_ns))
         else:
             items.append((str(path), "missing"))
-    return sha(items)
+    return digest(items)
 
 
 def data_hash(path: str | Path, lock: str | Path = "dvc.lock") -> str:

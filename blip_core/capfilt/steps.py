@@ -33,7 +33,7 @@ from blip_core.data.loader import eval_transform
 from blip_core.data.reader import ReadStats, build_pipeline, iter_samples
 from blip_core.data.shards import ShardWriter
 from blip_core.data.world.grounding import Scene, ground_caption
-from blip_core.fileio import atomic_path
+from blip_core.fileio import atomic_path, digest
 from blip_core.machine import out_of_memory_hint, uses_bf16
 from blip_core.models.common.generate import GenerationConfig, caption_images
 
@@ -91,7 +91,8 @@ def checkpoint_id(model_dir: str | Path) -> str:
 
 
 def step_hash(**parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A step's output name: a digest of everything that determines the output (16 hex digits)."""
+    return digest(parts, 16)
 
 
 def shard_seed(seed: int, shard: str) -> int:

@@ -90,9 +90,18 @@ def read_params(path: str | Path) -> dict[str, Any]:
     return params
 
 
-PARAMS_SECTIONS = ("world", "reader", "tokenizer", "evaluate", "capfilt", "validate", "downstream")
-"""The sections a params.yaml may hold besides the training section of each registered task (each
-one a config dataclass; see `params_sections`)."""
+SECTION_CLASSES = {
+    "world": "blip_core.config.data:WorldConfig",
+    "reader": "blip_core.config.data:ReaderConfig",
+    "tokenizer": "blip_core.config.data:TokenizerConfig",
+    "evaluate": "blip_core.config.train:EvalConfig",
+    "capfilt": "blip_core.config.pipeline:CapFiltConfig",
+    "validate": "blip_core.config.pipeline:ValidateConfig",
+    "downstream": "blip_core.config.pipeline:DownstreamConfig",
+}
+"""The sections a params.yaml may hold besides the training section of each registered task (a
+`TrainConfig` each), and the dataclass each one loads into ("module:Class", imported on use)."""
+PARAMS_SECTIONS = tuple(SECTION_CLASSES)
 
 
 def params_sections() -> tuple[str, ...]:
@@ -100,3 +109,26 @@ def params_sections() -> tuple[str, ...]:
     from blip_core.registry import tasks
 
     return PARAMS_SECTIONS + tuple(t.section for t in tasks().values() if t.section)
+
+
+def section_class(name: str) -> type:
+    """The dataclass a params.yaml section loads into."""
+    import importlib
+
+    if name in SECTION_CLASSES:
+        module, _, cls = SECTION_CLASSES[name].partition(":")
+        return getattr(importlib.import_module(module), cls)
+    if name in params_sections():
+        from blip_core.config.train import TrainConfig
+
+        return TrainConfig
+    raise ValueError(f"unknown params section {name!r} (known: {', '.join(params_sections())})")
+
+
+def check_params(path: str | Path) -> dict[str, Any]:
+    """Every section of a params file built into its dataclass, so a bad key or value anywhere in it
+    is one clear error now, not when the stage that reads it starts; returns the file's mapping."""
+    doc = read_params(path)
+    for name, values in doc.items():
+        from_dict(section_class(name), values or {}, section=name)
+    return doc

@@ -16,7 +16,7 @@ import torch
 
 from blip_core.config.train import VISION_STAGE, TrainConfig
 from blip_core.data.loader import TrainData, read_classes
-from blip_core.fileio import write_json
+from blip_core.fileio import digest, write_json
 from blip_core.models import pretrained
 from blip_core.models.common import vision_start
 from blip_core.registry import get_family, get_task
@@ -163,23 +163,17 @@ def run_fingerprint(
 ) -> str:
     """What makes two runs the same run: the resolved config, the data (each folder's `_stats.json`
     and shard names and sizes) and the init weights, vision start included (size and mtime)."""
-    import hashlib
-
-    h = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode())
-    for d in data_dirs:
-        d = Path(d)
+    data = []
+    for d in map(Path, data_dirs):
         stats = d / "_stats.json"
-        h.update(stats.read_bytes() if stats.is_file() else b"-")
-        for tar in sorted(d.glob("*.tar")):
-            h.update(f"{tar.name}:{tar.stat().st_size}".encode())
+        data.append({"stats": stats.read_text() if stats.is_file() else None,
+                     "shards": [(tar.name, tar.stat().st_size) for tar in sorted(d.glob("*.tar"))]})  # fmt: skip
+    starts = []
     for start in (init, vision_init):
-        if start is None:
-            continue
-        files = [Path(start)] if Path(start).is_file() else sorted(Path(start).glob("*"))
-        for f in files:
-            if f.is_file():
-                h.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+        if start is not None:
+            files = [Path(start)] if Path(start).is_file() else sorted(Path(start).glob("*"))
+            starts.append([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()])
+    return digest({"resolved": resolved, "data": data, "starts": starts}, 16)
 
 
 def _same_run(out_dir: Path, fingerprint: str) -> bool:

@@ -143,7 +143,10 @@ def test_a_study_seed_runs_the_flow_without_registering_models(tmp_path, monkeyp
     monkeypatch.setattr(flows.bootstrap, "bootstrap", lambda **kw: calls.append(kw))
     params = tmp_path / "params.yaml"
     params.write_text("world:\n  seed: 0\n")
-    status = effect.run_seed(3, params, tmp_path / "seed-3", "blip-effect")
+    from flows import studies
+
+    (arm,) = studies.seeds([3]).arms
+    status = studies.run_arm(arm, params, tmp_path / "seed-3", "blip-effect")  # the default flow: bootstrap
     (kw,) = calls
     assert kw["register"] is False and kw["experiment"] == "blip-effect"
-    assert "world:\n  seed: 3" in (tmp_path / "seed-3" / "params.yaml").read_text() and status["seed"] == 3
+    assert "world:\n  seed: 3" in (tmp_path / "seed-3" / "params.yaml").read_text() and status["arm"] == "seed-3"

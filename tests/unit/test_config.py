@@ -31,17 +31,25 @@ def test_default_world_config_matches_dataclass_defaults():
 
 @pytest.mark.parametrize("path", ["params.yaml", "configs/default-world.yaml"])
 def test_every_params_section_builds(path):
-    from blip_core.config.pipeline import CapFiltConfig, DownstreamConfig, ValidateConfig
-    from blip_core.config.train import EvalConfig, TrainConfig
+    from blip_core.config.loader import check_params, params_sections, section_class
+    from blip_core.config.train import TrainConfig
     from blip_core.registry import tasks
 
-    sections = {"world": WorldConfig, "reader": ReaderConfig, "tokenizer": TokenizerConfig, "evaluate": EvalConfig,
-                "capfilt": CapFiltConfig, "validate": ValidateConfig, "downstream": DownstreamConfig}  # fmt: skip
-    sections |= {t.section: TrainConfig for t in tasks().values() if t.section}  # every trainable task's section
-    doc = yaml.safe_load((ROOT / path).read_text())
-    assert set(doc) == set(sections)
-    for name, cls in sections.items():
-        load_params_section(ROOT / path, name, cls)
+    doc = check_params(ROOT / path)  # every section into its dataclass
+    assert set(doc) == set(params_sections())
+    assert {section_class(t.section) for t in tasks().values() if t.section} == {TrainConfig}
+    assert section_class("capfilt").__name__ == "CapFiltConfig"
+    with pytest.raises(ValueError, match="unknown params section 'capfit'"):
+        section_class("capfit")
+
+
+def test_check_params_names_a_bad_key_in_any_section(tmp_path):
+    from blip_core.config.loader import check_params
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump({"world": {"seed": 1}, "finetune_caption": {"lrr": 0.1}}))
+    with pytest.raises(ValueError, match=r"finetune_caption\.lrr"):
+        check_params(bad)
 
 
 def test_unknown_key_is_named():
