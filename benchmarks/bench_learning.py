@@ -40,7 +40,6 @@ from blip_core.eval.captioning import evaluate_captioning
 from blip_core.eval.probe import fit_probe, image_features, noise_auroc, probe_towers, scene_labels
 from blip_core.machine import banner, describe
 from blip_core.models import pretrained
-from blip_core.models.common.tokenizer import TextProcessor
 from blip_core.train.entry import build_model, run_training
 from flows.stages import stage_tokenizer
 
@@ -58,7 +57,7 @@ def image_probes(model, world: Path) -> dict:
 def measure(model_dir: Path | None, world: Path, eval_cfg: EvalConfig, model=None) -> dict:
     model = model if model is not None else pretrained.load_pretrained(model_dir, kind="pretrain")
     model.eval()
-    processor = TextProcessor.for_model(model.cfg)
+    processor = pretrained.text_processor("pretrain", model.cfg)
     size = model.cfg.vision.image_size
     train = load_eval_split(world / "coco_train", size)
     tests = {s: load_eval_split(world / s, size) for s in ("test", "novel")}

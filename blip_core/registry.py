@@ -48,7 +48,8 @@ class Family:
     with_tokenizer: Callable[[Any, Any], Any] | str
     """(config, tokenizer) -> the config with the tokenizer's vocabulary size and special ids."""
     processor: Callable[..., Any] | str
-    """(model, tokenizer, tokenizer folder) -> the text processor the data loaders tokenize with."""
+    """(config, tokenizer or None, tokenizer folder or None) -> the text processor its models'
+    data loaders and evaluators tokenize with (None, None: the config's own tokenizer)."""
 
     def call(self, what: str, *args: Any, **kwargs: Any) -> Any:
         return resolve(getattr(self, what))(*args, **kwargs)

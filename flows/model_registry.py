@@ -50,14 +50,13 @@ def registrations(params: str = "params.yaml", root: str = "data") -> list[Regis
 class BlipPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from blip_core.models import pretrained
-        from blip_core.models.common.tokenizer import TextProcessor
 
         path = context.artifacts["checkpoint"]
         self.kind, cfg = pretrained.read_config(path)
         self.models = {}
         for kind in ["captioner", "retrieval"] if self.kind == "pretrain" else [self.kind]:
             self.models[kind] = pretrained.load_for_inference(path, kind=kind)
-        self.processor = TextProcessor.for_model(cfg) if self.kind != "vision" else None
+        self.processor = pretrained.text_processor(self.kind, cfg) if self.kind != "vision" else None
         self.image_size = cfg.vision.image_size
 
     def _images(self, col: pd.Series):

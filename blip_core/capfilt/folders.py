@@ -56,10 +56,9 @@ class CapFiltModels:
     def _load_locked(self, kind: str, path: str | Path):
         if kind not in self._cache:
             from blip_core.models import pretrained
-            from blip_core.models.common.tokenizer import TextProcessor
 
             model = pretrained.load_for_inference(path, kind=kind, device=self.device)
-            processor = TextProcessor.for_model(model.cfg)
+            processor = pretrained.text_processor(kind, model.cfg)
             self._cache[kind] = (model, processor, self.ids()["captioner" if kind == "captioner" else "filter"])
         return self._cache[kind]
 

@@ -29,12 +29,20 @@ def retrieval_scores(model, split: EvalSplit, processor, cfg: EvalConfig, device
     return rank_pairs(model, split.captions, encode, processor, cfg, device)
 
 
+def itc_similarity(image_feats: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
+    """(N_img, N_txt) ITC similarities from one feature per image (BLIP: (N_img, E)) or K per image
+    (BLIP-2's Q-Former queries: (N_img, K, E), the best-matching query scoring, as BLIP-2's ITC)."""
+    if image_feats.dim() == 2:
+        return image_feats @ text_feats.T
+    return torch.einsum("nke,te->nkt", image_feats, text_feats).amax(dim=1)
+
+
 @torch.no_grad()
 def rank_pairs(model, captions: list[list[str]], encode, processor, cfg: EvalConfig, device: torch.device) -> tuple:
     """ITC for all pairs, the top k re-ranked by ITM, for `len(captions)` visual items (images, or
-    video clips) whose features `encode(start, stop)` gives as (ITC features (b, E), token
-    embeddings the ITM cross-attends to (b, N, Dv)); it is called twice per item, so that only one
-    batch of token embeddings exists at a time."""
+    video clips) whose features `encode(start, stop)` gives as (ITC features (b, E) or (b, K, E),
+    token embeddings the ITM cross-attends to (b, N, Dv)); it is called twice per item, so that only
+    one batch of token embeddings exists at a time."""
     model.eval()
     texts = [c for caps in captions for c in caps]
     txt2img = np.array([i for i, caps in enumerate(captions) for _ in caps])
@@ -52,7 +60,7 @@ def rank_pairs(model, captions: list[list[str]], encode, processor, cfg: EvalCon
     image_feats = []
     for s in tqdm(range(0, n_items, cfg.batch_size), desc="eval itc", leave=False):
         image_feats.append(encode(s, min(s + cfg.batch_size, n_items))[0].float().cpu())
-    sims = torch.cat(image_feats) @ text_feats.T  # (N_img, N_txt)
+    sims = itc_similarity(torch.cat(image_feats), text_feats)  # (N_img, N_txt)
     n_img, n_txt = sims.shape
     k_i2t, k_t2i = min(cfg.k_test, n_txt), min(cfg.k_test, n_img)
     top_i2t = sims.topk(k_i2t, dim=1)  # per image, candidate texts

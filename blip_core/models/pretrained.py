@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from blip_core.fileio import atomic_path, write_json
-from blip_core.registry import get_task, kind_task, model_kinds
+from blip_core.registry import get_family, get_task, kind_task, model_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,12 @@ def read_config(path: str | Path) -> tuple[str, Any]:
     if cfg.tokenizer and not Path(cfg.tokenizer).is_absolute():
         cfg.tokenizer = str(Path(path) / cfg.tokenizer)
     return meta["kind"], cfg
+
+
+def text_processor(kind: str, cfg: Any) -> Any:
+    """The text processor of a `kind` checkpoint's config (its family's; the config's tokenizer)."""
+    task = get_task(kind_task(kind))
+    return get_family(task.family).call("processor", cfg)
 
 
 def load_pretrained(path: str | Path, *, kind: str | None = None, map_location: str = "cpu") -> nn.Module:

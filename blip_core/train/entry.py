@@ -108,7 +108,7 @@ def run_training(
         world = world_info()[1]
         if task.queue:
             model.cfg.check_batch(cfg.batch_size * world)
-        processor = None if tok is None else get_family(task.family).call("processor", model, tok, tokenizer)
+        processor = None if tok is None else get_family(task.family).call("processor", model.cfg, tok, tokenizer)
         if task.train_data is not None:  # the task's own items (VQA, NLVR², ...)
             data = task.call("train_data", cfg, data_dirs, processor, model)
         else:

@@ -38,7 +38,6 @@ def stage_evaluate(
     from blip_core.data.task_data import data_kind
     from blip_core.machine import out_of_memory_hint
     from blip_core.models import pretrained
-    from blip_core.models.common.tokenizer import TextProcessor
     from blip_core.registry import evaluations, model_kinds
     from blip_core.train.distributed import default_device
 
@@ -58,7 +57,7 @@ def stage_evaluate(
             raise ValueError(f"{model_dir}: no registered task evaluates a {saved_kind!r} checkpoint on {held} "
                              f"(model kinds: {', '.join(model_kinds())})")  # fmt: skip
         _, mcfg = pretrained.read_config(model_dir)
-        processor = TextProcessor.for_model(mcfg) if mcfg.tokenizer else None
+        processor = pretrained.text_processor(saved_kind, mcfg) if mcfg.tokenizer else None
         for kind in dict.fromkeys(t.kind for t, _ in jobs):
             model = pretrained.load_for_inference(model_dir, kind=kind, device=device)
             for task, data_dir in ((t, d) for t, d in jobs if t.kind == kind):

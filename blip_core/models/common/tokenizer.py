@@ -143,15 +143,6 @@ class TextProcessor:
         self.prompt = prompt
         self.prompt_length = len(tokenizer(prompt).input_ids) - 1  # without the trailing [SEP]
 
-    @classmethod
-    def for_model(cls, cfg, tokenizer=None) -> TextProcessor:
-        """The processor of a model config: its tokenizer directory (or `tokenizer`, a directory that
-        overrides it), caption word limit, text length and prompt."""
-        path = tokenizer or cfg.tokenizer
-        return cls(
-            load_tokenizer(path), max_len=cfg.text.max_text_len, max_words=tokenizer_max_words(path), prompt=cfg.prompt
-        )
-
     def __call__(self, captions: list[str], *, prompt: bool = False):
         texts = [(self.prompt if prompt else "") + pre_caption(c, self.max_words) for c in captions]
         enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.max_len, return_tensors="pt")

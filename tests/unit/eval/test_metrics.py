@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from blip_core.eval.captioning import coco_caption_metrics, grounding_metrics
 from blip_core.eval.retrieval import recall_metrics
@@ -67,3 +68,14 @@ def test_grounding_metrics_repetition_rates():
     m = grounding_metrics(["a red circle"], [alone])
     assert m["grounded_multi_phrase"] == 0
     assert "grounded_repeated_pair_rate" not in m and "scene_repeated_pair_rate" not in m
+
+
+def test_itc_similarity_takes_one_or_k_features_per_image():
+    from blip_core.eval.retrieval import itc_similarity
+
+    g = torch.Generator().manual_seed(0)
+    img, txt = torch.randn(4, 8, generator=g), torch.randn(6, 8, generator=g)
+    assert torch.allclose(itc_similarity(img, txt), img @ txt.T)
+    assert torch.allclose(itc_similarity(img[:, None], txt), img @ txt.T)  # K = 1 is BLIP's
+    queries = torch.stack([img, -img], dim=1)  # (4, 2, 8): the second query of each image mirrors the first
+    assert torch.allclose(itc_similarity(queries, txt), (img @ txt.T).abs())  # the best-matching query scores

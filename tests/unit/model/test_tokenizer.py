@@ -7,6 +7,7 @@ import re
 from transformers import BertTokenizerFast
 
 from blip_core.data.text import pre_caption
+from blip_core.models.blip.processing import text_processor
 from blip_core.models.common.tokenizer import BLIP_PROMPT, load_tokenizer, train_tokenizer
 
 
@@ -47,12 +48,12 @@ def test_max_words_travels_with_the_tokenizer(tmp_path):
     """One source: params.yaml's tokenizer.max_words is saved with the tokenizer and every
     processor built for a model reads it (training, evaluation, CapFilt, the registry)."""
     from blip_core.models.blip.config import ModelConfig
-    from blip_core.models.common.tokenizer import TextProcessor, tokenizer_max_words, train_tokenizer
+    from blip_core.models.common.tokenizer import tokenizer_max_words, train_tokenizer
 
     caps = ["one two three four five six seven eight"] * 3
     train_tokenizer(caps, tmp_path / "tok", vocab_size=100, min_frequency=1, max_words=4)
     assert tokenizer_max_words(tmp_path / "tok") == 4
     assert tokenizer_max_words(tmp_path) == 30  # a directory without our file: BLIP's default
-    proc = TextProcessor.for_model(ModelConfig(tokenizer=str(tmp_path / "tok")))
+    proc = text_processor(ModelConfig(tokenizer=str(tmp_path / "tok")))
     ids, _ = proc(["one two three four five six seven eight"])
     assert proc.tokenizer.decode(ids[0], skip_special_tokens=True) == "one two three four"
