@@ -8,6 +8,11 @@
 `pretrain_vision` (the supervised vision start both pre-trainings load, BLIP's ImageNet/DeiT role)
 is in the DAG when params.yaml's `pretrain.vision_init` names it; a path there is a plain dependency.
 
+The bootstrap chain is written as round k (`capfilt_round`: score, select, reshard, gate with a
+captioner and a filter; `bootstrapped_round`: the re-pre-training and its fine-tunes), the
+paper's one round being k = 1; `Layout` places round k > 1 beside it (`capfilt-r<k>/`,
+`runs/bootstrapped-r<k>/`). A study's arms (flows.studies) each run under their own root.
+
 Each `Stage` names its function (a `flows.stages` function), the keyword arguments it is called
 with, the data it reads and writes, the params.yaml keys it reads and the source it runs (whole
 `blip_core` subpackages plus the top-level library modules). From that one list:
@@ -63,21 +68,31 @@ class Layout:
     def metrics(self) -> str:
         return self.p("metrics")
 
-    @property
-    def capfilt(self) -> str:
-        return self.p("capfilt")
+    @staticmethod
+    def round_suffix(k: int) -> str:
+        """ "" for the paper's one round of bootstrapping, "-r<k>" for round k > 1 (folders, variants)."""
+        if k < 1:
+            raise ValueError(f"bootstrapping rounds count from 1, got {k}")
+        return "" if k == 1 else f"-r{k}"
 
-    def cf(self, name: str) -> str:
-        """A file or folder of the CapFilt work folder (names: blip_core.capfilt)."""
-        return self.p("capfilt", name)
+    def variant(self, k: int = 1) -> str:
+        """The models of round k: "bootstrapped" (round 1), "bootstrapped-r2", ..."""
+        return "bootstrapped" + self.round_suffix(k)
 
-    @property
-    def bootstrapped(self) -> str:
-        return self.cf(capfilt.SHARDS)
+    def capfilt(self, k: int = 1) -> str:
+        """Round k's CapFilt work folder."""
+        return self.p("capfilt" + self.round_suffix(k))
 
-    @property
-    def quality(self) -> str:
-        return self.p("metrics", "capfilt", capfilt.QUALITY_FILE)
+    def cf(self, name: str, k: int = 1) -> str:
+        """A file or folder of round k's CapFilt work folder (names: blip_core.capfilt)."""
+        return str(Path(self.capfilt(k), name))
+
+    def bootstrapped(self, k: int = 1) -> str:
+        """Round k's bootstrapped webdataset (human split + kept web captions)."""
+        return self.cf(capfilt.SHARDS, k)
+
+    def quality(self, k: int = 1) -> str:
+        return self.p("metrics", "capfilt" + self.round_suffix(k), capfilt.QUALITY_FILE)
 
     def evaluation(self, model: str) -> str:
         return self.p("metrics", f"eval_{model}.json")
@@ -267,41 +282,56 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     out.append(train("baseline", "pretrain", pool, None, gates_raw))
     out += finetunes("baseline", capfilt_tasks)
 
-    captioner, filt = (L.model("baseline", t.name) for t in capfilt_tasks)
-    cf = {"web_dir": web, "work_dir": L.capfilt, "params": params}
-    scoring = ("capfilt.policy", "capfilt.threshold_mode", "capfilt.num_captions", "capfilt.top_p",
-               "capfilt.max_length", "capfilt.min_length", "capfilt.repetition_penalty", "capfilt.caption_batch_size",
-               "capfilt.filter_batch_size", "capfilt.seed")  # fmt: skip
-    scores, selection = L.cf(capfilt.SCORE_INDEX), L.cf(capfilt.SELECTION)
-    plots = f"{m}/capfilt/plots"
-    out += [
-        Stage(name="capfilt_score", fn=fns.stage_capfilt_score,
-              kwargs=cf | {"captioner": captioner, "filter_model": filt, "calibration_dir": val},
-              deps=(web, val, captioner, filt),
-              outs=tuple(L.cf(d) for d in (capfilt.CAPTIONS, capfilt.SCORES, capfilt.CALIBRATION, capfilt.SCORE_INDEX)),
-              params=scoring, persist=True, gpu=True, mapped=True,
-              comment="captioner writes synthetic captions, filter scores web + synthetic (per shard)"),
-        Stage(name="capfilt_select", fn=fns.stage_capfilt_select, kwargs=cf | {"metrics_dir": f"{m}/capfilt"},
-              deps=(scores, L.cf(capfilt.SCORES), L.cf(capfilt.CALIBRATION)),
-              outs=(selection, L.cf(capfilt.SELECTION_META)),
-              params=("capfilt.policy", "capfilt.threshold", "capfilt.threshold_mode", "capfilt.calibration_quantile",
-               "capfilt.clip_keep_fraction"), metrics=(L.quality,),
-              plots=(f"{plots}/score_hist.png", f"{plots}/precision_recall.png", f"{plots}/noise_by_type.png"),
-              comment="the policy on stored scores: seconds, no model run"),
-        Stage(name="capfilt_reshard", fn=fns.stage_capfilt_reshard, kwargs={"human_dirs": [human], "web_dir": web,
-              "work_dir": L.capfilt},
-              deps=(selection, scores, human, web), outs=(L.bootstrapped,),
-              comment="bootstrapped webdataset: human split unfiltered + kept web images"),
-        Stage(name="validate_capfilt", fn=fns.stage_validate,
-              kwargs={"kind": "capfilt", "path": L.capfilt, "params": params, "out_file": f"{m}/validate_capfilt.json"},
-              deps=(L.bootstrapped, selection, L.cf(capfilt.SELECTION_META)),
-              params=("validate", "capfilt.policy", "capfilt.threshold", "capfilt.max_length"),
-              reports=(f"{m}/validate_capfilt.json",), data_docs=True,
-              comment="Great Expectations gate on the CapFilt output"),
-    ]  # fmt: skip
+    def capfilt_round(k: int, captioner: str, filt: str) -> list[Stage]:
+        """Round k of CapFilt on the web pool with this captioner and filter (round 1: the baseline's
+        fine-tunes; a round k > 1 would take round k-1's): score, select, reshard, the gate."""
+        r = "" if k == 1 else f"_r{k}"
+        work, metrics_dir = L.capfilt(k), str(Path(L.quality(k)).parent)
+        cf = {"web_dir": web, "work_dir": work, "params": params}
+        scoring = ("capfilt.policy", "capfilt.threshold_mode", "capfilt.num_captions", "capfilt.top_p",
+                   "capfilt.max_length", "capfilt.min_length", "capfilt.repetition_penalty",
+                   "capfilt.caption_batch_size", "capfilt.filter_batch_size", "capfilt.seed")  # fmt: skip
+        scores, selection, meta = (
+            L.cf(capfilt.SCORE_INDEX, k),
+            L.cf(capfilt.SELECTION, k),
+            L.cf(capfilt.SELECTION_META, k),
+        )
+        plots, gate = f"{metrics_dir}/plots", f"{m}/validate_capfilt{r}.json"
+        return [
+            Stage(name=f"capfilt_score{r}", fn=fns.stage_capfilt_score,
+                  kwargs=cf | {"captioner": captioner, "filter_model": filt, "calibration_dir": val},
+                  deps=(web, val, captioner, filt),
+                  outs=tuple(L.cf(d, k) for d in (capfilt.CAPTIONS, capfilt.SCORES, capfilt.CALIBRATION,
+                                                  capfilt.SCORE_INDEX)),
+                  params=scoring, persist=True, gpu=True, mapped=True,
+                  comment="captioner writes synthetic captions, filter scores web + synthetic (per shard)"),
+            Stage(name=f"capfilt_select{r}", fn=fns.stage_capfilt_select, kwargs=cf | {"metrics_dir": metrics_dir},
+                  deps=(scores, L.cf(capfilt.SCORES, k), L.cf(capfilt.CALIBRATION, k)),
+                  outs=(selection, meta),
+                  params=("capfilt.policy", "capfilt.threshold", "capfilt.threshold_mode",
+                          "capfilt.calibration_quantile", "capfilt.clip_keep_fraction"), metrics=(L.quality(k),),
+                  plots=(f"{plots}/score_hist.png", f"{plots}/precision_recall.png", f"{plots}/noise_by_type.png"),
+                  comment="the policy on stored scores: seconds, no model run"),
+            Stage(name=f"capfilt_reshard{r}", fn=fns.stage_capfilt_reshard,
+                  kwargs={"human_dirs": [human], "web_dir": web, "work_dir": work},
+                  deps=(selection, scores, human, web), outs=(L.bootstrapped(k),),
+                  comment="bootstrapped webdataset: human split unfiltered + kept web images"),
+            Stage(name=f"validate_capfilt{r}", fn=fns.stage_validate,
+                  kwargs={"kind": "capfilt", "path": work, "params": params, "out_file": gate},
+                  deps=(L.bootstrapped(k), selection, meta),
+                  params=("validate", "capfilt.policy", "capfilt.threshold", "capfilt.max_length"),
+                  reports=(gate,), data_docs=True, comment="Great Expectations gate on the CapFilt output"),
+        ]  # fmt: skip
+
+    def bootstrapped_round(k: int) -> list[Stage]:
+        """Round k's re-pre-training on its kept set (after its gate) and the fine-tunes from it."""
+        gate = f"{m}/validate_capfilt{'' if k == 1 else f'_r{k}'}.json"
+        pretrain = train(L.variant(k), "pretrain", [L.bootstrapped(k)], None, [gate])
+        return [pretrain, *finetunes(L.variant(k), capfilt_tasks + downstream_ft)]
+
+    out += capfilt_round(1, *(L.model("baseline", t.name) for t in capfilt_tasks))
     out += finetunes("baseline", downstream_ft)  # after CapFilt: its scoring waits on none of them
-    out.append(train("bootstrapped", "pretrain", [L.bootstrapped], None, [f"{m}/validate_capfilt.json"]))
-    out += finetunes("bootstrapped", capfilt_tasks + downstream_ft)
+    out += bootstrapped_round(1)
     tests = [L.split("test"), L.split("novel")] + [L.split(s) for t in downstream for s in t.eval_splits]
     extra = "".join(f"; {t.name} on {', '.join(t.eval_splits)}" for t in downstream)
     evaluated = (*(t.name for t in capfilt_tasks), *(t.name for t in downstream))
@@ -325,8 +355,8 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     caps = tuple(e.replace(".json", "_captions.json") for e in (base_eval, boot_eval))
     captioned = [L.split("test"), L.split("novel")]
     out.append(Stage(name="report", fn=fns.stage_report, kwargs={"baseline": base_eval, "bootstrapped": boot_eval,
-                     "out_dir": report, "quality": L.quality, "captions": list(caps), "split_dirs": captioned},
-                     deps=(base_eval, boot_eval, L.quality, *caps, *captioned),
+                     "out_dir": report, "quality": L.quality(), "captions": list(caps), "split_dirs": captioned},
+                     deps=(base_eval, boot_eval, L.quality(), *caps, *captioned),
                      outs=(f"{report}/comparison.csv", f"{report}/comparison.md"),
                      metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.png",),
                      comment="baseline vs bootstrapped: verdict, table, 95% intervals over images, chart"))  # fmt: skip

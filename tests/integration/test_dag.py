@@ -142,3 +142,18 @@ def test_blip_stage_runs_the_described_call(tmp_path, monkeypatch):
     monkeypatch.setattr(dag.Stage, "run", lambda self: calls.append((self.name, self.kwargs)) or {"ok": True})
     assert cli.main(["stage", "report", "--root", str(tmp_path)]) == 0
     assert calls == [("report", dag.by_name("report", root=str(tmp_path)).kwargs)]
+
+
+def test_the_layout_places_a_round_beside_the_first():
+    L = dag.Layout("data")
+    assert (L.capfilt(), L.bootstrapped(), L.variant()) == ("data/capfilt", "data/capfilt/shards", "bootstrapped")
+    assert (L.capfilt(2), L.bootstrapped(2), L.variant(2)) == ("data/capfilt-r2", "data/capfilt-r2/shards",
+                                                               "bootstrapped-r2")  # fmt: skip
+    assert L.quality(2) == "data/metrics/capfilt-r2/capfilt_quality.json" and L.cf("scores.json", 2).endswith(
+        "capfilt-r2/scores.json"
+    )
+    with pytest.raises(ValueError, match="rounds count from 1"):
+        L.capfilt(0)
+    # round 1 is the DAG's one round: its CapFilt writes where the layout says
+    (score,) = [s for s in dag.stages() if s.name == "capfilt_score"]
+    assert score.kwargs["work_dir"] == L.capfilt() and L.bootstrapped() in dag.by_name("capfilt_reshard").outs
