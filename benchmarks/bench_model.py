@@ -120,7 +120,7 @@ def main() -> None:
     cap, ret = BlipCaptioner(cfg).eval(), BlipRetrieval(cfg).eval()
     cap.load_state_dict(cap_state)
     ret.load_state_dict(ret_state)
-    # our shipped inference path (weights.load_for_inference): linear weights packed for oneDNN
+    # our shipped inference path (models.pretrained.load_for_inference): linear weights packed for oneDNN
     print(f"packed linear weights: captioner {pack_for_cpu_inference(cap)}, filter {pack_for_cpu_inference(ret)}")
     with tempfile.TemporaryDirectory() as tmp:
         hf_cap = transformers.BlipForConditionalGeneration.from_pretrained(str(export_hf(cap, f"{tmp}/c"))).eval()

@@ -139,3 +139,26 @@ def remove_stale_temps(folder: str | Path, pattern: str = ".*.tmp") -> int:
             p.unlink(missing_ok=True)
             n += 1
     return n
+
+
+class UnsafeCheckpointError(ValueError):
+    """A .pt/.pth file that is not plain tensors and containers: a pickle that would build other
+    objects or run code when loaded."""
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """`torch.load` restricted to tensors and plain containers (`weights_only=True`); anything else
+    is refused with one line naming the file, before any of its code runs."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        found = found or "objects outside the allow-list"
+        raise UnsafeCheckpointError(
+            f"refused to load {path}: it is a pickle of more than tensors ({found}); "
+            "only tensor checkpoints are read (safetensors, or .pt/.pth through weights_only)"
+        ) from None

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from blip_core.train.distributed import world_info
+from blip_core.distributed import world_info
 
 
 def itc_targets(image_ids: torch.Tensor, image_ids_all: torch.Tensor) -> torch.Tensor:

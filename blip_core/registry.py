@@ -8,7 +8,7 @@ how it is evaluated and under which metric names, and which registered model it 
 (`blip_core.train`), checkpoints (`blip_core.models.pretrained`), evaluation
 (`flows.stages.stage_evaluate`), the DAG, the CLI and the MLflow model registry all read this
 table, so adding a task is one model class plus one `register(Task(...))`, and adding a model family
-is one folder whose `tasks.py` registers its family and tasks (listed in `FAMILY_MODULES`):
+is one folder `blip_core/models/<name>/` whose `tasks.py` registers its family and tasks:
 
     register(Task(name="toy", kind="toy", model=ToyModel, section="finetune_toy", data="vqa",
                   forward=lambda trainer, b: trainer.forward_model(b["images"]), train_data=...))
@@ -22,15 +22,30 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 IMAGE_DATA = ("pairs", "labels")
 """What an image split holds: image-caption shards or label-only images. Any other `Task.data` names
 the task whose items (blip_core.data.task_data) its folders hold, e.g. "vqa"."""
 
-FAMILY_MODULES = {"blip": "blip_core.models.blip.tasks"}
-"""Each model family's registering module: imported on the first lookup of the registry."""
+FAMILIES_PACKAGE = "blip_core.models"
+"""Each folder `blip_core/models/<name>/` with a `tasks.py` is a model family; its `tasks` module
+registers the family and its tasks, imported on the first lookup of the registry."""
+
+
+def family_module(name: str) -> str:
+    return f"{FAMILIES_PACKAGE}.{name}.tasks"
+
+
+def family_names() -> list[str]:
+    """The model families found under `blip_core/models/` (folders with a `tasks.py`), sorted."""
+    import importlib.util
+    import pkgutil
+
+    package = importlib.import_module(FAMILIES_PACKAGE)
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                  if m.ispkg and importlib.util.find_spec(family_module(m.name)) is not None)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,13 @@ class Family:
     """(config, tokenizer or None, tokenizer folder or None) -> the text processor its models'
     data loaders and evaluators tokenize with (None, None: the config's own tokenizer)."""
 
+    def convert(self, from_kind: str, state: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """A `from_kind` checkpoint's state dict as this task's model's (`init_from`)."""
+        if from_kind not in self.init_from:
+            raise ValueError(f"task {self.name} cannot start from a {from_kind} checkpoint (init_from: "
+                             f"{', '.join(self.init_from) or 'none'})")  # fmt: skip
+        return resolve(self.init_from[from_kind])(state)
+
     def call(self, what: str, *args: Any, **kwargs: Any) -> Any:
         return resolve(getattr(self, what))(*args, **kwargs)
 
@@ -64,10 +86,10 @@ class Task:
     kind: str
     """The model kind its checkpoints are saved as (`config.json`'s `kind`); several tasks may share
     one (video retrieval evaluates the retrieval model)."""
+    family: str
+    """The model family whose config, presets and text side it uses (`blip_core/models/<family>/`)."""
     model: type | str | None = None
     """Its model class (or "module:Class"); None for an evaluation-only task that reuses `kind`'s."""
-    family: str = "blip"
-    """The model family whose config, presets and text side it uses (`FAMILY_MODULES`)."""
     section: str | None = None
     """The params.yaml section of its training (None: not trained)."""
     data: str = "pairs"
@@ -85,11 +107,10 @@ class Task:
     """(model, loaded data, processor, cfg: EvalConfig, device) -> metrics, or (metrics, predictions)."""
     metrics: tuple[str, ...] = ()
     """The metric names `evaluate` reports that the baseline-vs-bootstrapped report compares."""
-    init_from: tuple[str, ...] = ()
-    """The other checkpoint kinds a model of it can start from (BLIP's fine-tunes: "pretrain"; BLIP-2's
-    second stage: its first); a checkpoint of its own kind always can."""
-    from_pretrain: Callable[[dict[str, Any]], tuple[dict[str, Any], Any]] | str | None = None
-    """A state dict of an `init_from` kind -> (this model's state, keys left at their fresh init)."""
+    init_from: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], Any]] | str] = field(default_factory=dict)
+    """{other checkpoint kind: conversion} for the kinds a model of it can start from (BLIP's fine-tunes:
+    "pretrain"; BLIP-2's second stage: its first); a conversion maps that kind's state dict to
+    (this model's state, keys left at their fresh init). A checkpoint of its own kind always can."""
     role: str | None = None
     """The registered model a fine-tune of it becomes (`<family>-<role>` in MLflow's registry)."""
     registry_metric: str = ""
@@ -141,8 +162,8 @@ class Task:
         """The modules a training of it runs (its family's entries, model, forward, data, state
         conversion), not its evaluator."""
         _load_families()
-        found = [FAMILY_MODULES[self.family]] if self.family in FAMILY_MODULES else []
-        found += self._modules((self.model, self.forward, self.train_data, self.from_pretrain))
+        found = [family_module(self.family)] if self.family in _FAMILIES else []
+        found += self._modules((self.model, self.forward, self.train_data, *self.init_from.values()))
         if (f := _FAMILIES.get(self.family)) is not None:
             found += self._modules((f.config, f.preset, f.load_tokenizer, f.with_tokenizer, f.processor))
         if self.model is None:
@@ -155,8 +176,15 @@ class Task:
         found += [r.__module__ for r in refs if r is not None and not isinstance(r, str)]
         return tuple(dict.fromkeys(found))
 
+    def convert(self, from_kind: str, state: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """A `from_kind` checkpoint's state dict as this task's model's (`init_from`)."""
+        if from_kind not in self.init_from:
+            raise ValueError(f"task {self.name} cannot start from a {from_kind} checkpoint (init_from: "
+                             f"{', '.join(self.init_from) or 'none'})")  # fmt: skip
+        return resolve(self.init_from[from_kind])(state)
+
     def call(self, what: str, *args: Any, **kwargs: Any) -> Any:
-        """Call one of its references (`forward`, `train_data`, `load_eval`, `evaluate`, `from_pretrain`)."""
+        """Call one of its references (`forward`, `train_data`, `load_eval`, `evaluate`)."""
         ref = getattr(self, what)
         if ref is None:
             raise ValueError(f"task {self.name} has no {what}")
@@ -178,10 +206,11 @@ _loaded: set[str] = set()
 
 
 def _load_families() -> None:
-    for name, module in FAMILY_MODULES.items():
-        if name not in _loaded:
-            _loaded.add(name)  # first: the family module registers through this module's functions
-            importlib.import_module(module)
+    if _loaded:
+        return
+    for name in family_names():
+        _loaded.add(name)  # first: the family module registers through this module's functions
+        importlib.import_module(family_module(name))
 
 
 def register_family(family: Family, *, replace: bool = False) -> Family:
@@ -200,12 +229,12 @@ def get_family(name: str) -> Family:
 
 def register(task: Task, *, replace: bool = False) -> Task:
     _load_families()
+    if task.family not in _FAMILIES:
+        raise ValueError(f"task {task.name}: unknown model family {task.family!r} (known: {', '.join(_FAMILIES)})")
     if task.name in _TASKS and not replace:
         raise ValueError(f"task {task.name!r} is already registered")
     if not task.data or not task.data.isidentifier():
         raise ValueError(f"task {task.name}: data must be 'pairs', 'labels' or an item task name, got {task.data!r}")
-    if task.init_from and task.from_pretrain is None:
-        raise ValueError(f"task {task.name}: init_from {task.init_from} needs a from_pretrain state conversion")
     if task.model is not None:
         for other in _TASKS.values():
             if other.kind == task.kind and other.owns_kind and other.name != task.name:

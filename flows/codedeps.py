@@ -99,14 +99,14 @@ def code_of(fn: Callable[..., Any], tasks: tuple[str, ...] = (), evaluates: tupl
 
 
 def code_hash(paths: tuple[str, ...], *, root: str | Path | None = None) -> str:
-    """Content hash of source files under `root` (the repository; folders: every .py below them):
-    a stage's code deps, or the whole code base (flows.versioning.code_hash)."""
+    """Content hash of source files under `root` (the repository; folders: every .py below them; a
+    missing path is skipped): a stage's code deps, or the whole code base (flows.versioning.code_hash)."""
     base = Path(root) if root is not None else REPO
     h = hashlib.sha256()
     for rel in paths:
         p = base / rel
         files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
         for f in files:
-            h.update(str(f.relative_to(base)).encode())
-            h.update(f.read_bytes())
+            if f.is_file():
+                h.update(str(f.relative_to(base)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:12]

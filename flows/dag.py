@@ -10,12 +10,12 @@ is in the DAG when params.yaml's `pretrain.vision_init` names it; a path there i
 
 The bootstrap chain is written as round k (`capfilt_round`: score, select, reshard, gate with a
 captioner and a filter; `bootstrapped_round`: the re-pre-training and its fine-tunes), the
-paper's one round being k = 1; `Layout` places round k > 1 beside it (`capfilt-r<k>/`,
-`runs/bootstrapped-r<k>/`). A study's arms (flows.studies) each run under their own root.
+paper's one round being k = 1; `Layout` places round k > 1 beside it (`capfilt_r<k>/`,
+`runs/bootstrapped_r<k>/`; `capfilt.rounds` adds them). A study's arms (flows.studies) each run under their own root.
 
 Each `Stage` names its function (a `flows.stages` function), the keyword arguments it is called
-with, the data it reads and writes, the params.yaml keys it reads and the source it runs (whole
-`blip_core` subpackages plus the top-level library modules). From that one list:
+with, the data it reads and writes, the params.yaml keys it reads and the source it runs (one file per module its function
+reaches, flows.codedeps). From that one list:
 - `dvc.yaml` is generated (`blip dag --dvc > dvc.yaml`; a test fails when the file differs), and
   each DVC stage's command is `blip stage NAME`, which calls the function with these kwargs;
 - the Prefect flow (`flows.bootstrap`) runs the same list in order, caching each task on the hash of
@@ -26,6 +26,7 @@ with, the data it reads and writes, the params.yaml keys it reads and the source
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,14 +71,19 @@ class Layout:
 
     @staticmethod
     def round_suffix(k: int) -> str:
-        """ "" for the paper's one round of bootstrapping, "-r<k>" for round k > 1 (folders, variants)."""
+        """Nothing for the paper's one round of bootstrapping, "_r<k>" for round k > 1 (folders,
+        variants, stage names)."""
         if k < 1:
             raise ValueError(f"bootstrapping rounds count from 1, got {k}")
-        return "" if k == 1 else f"-r{k}"
+        return "" if k == 1 else f"_r{k}"
 
     def variant(self, k: int = 1) -> str:
-        """The models of round k: "bootstrapped" (round 1), "bootstrapped-r2", ..."""
+        """The models of round k: "bootstrapped" (round 1), "bootstrapped_r2", ..."""
         return "bootstrapped" + self.round_suffix(k)
+
+    def gate(self, k: int = 1) -> str:
+        """Round k's Great Expectations report on its CapFilt output."""
+        return self.p("metrics", f"validate_capfilt{self.round_suffix(k)}.json")
 
     def capfilt(self, k: int = 1) -> str:
         """Round k's CapFilt work folder."""
@@ -111,7 +117,8 @@ class Registers:
     name: str
     """Its registered model in MLflow's registry (`Task.registered_name`, e.g. "blip-filter")."""
     variant: str
-    """baseline | bootstrapped | vision: the model folder in the layout, and its report column."""
+    """baseline | bootstrapped | bootstrapped_r<k> | vision: the model folder in the layout, and its
+    report column."""
     metric: str
     """"<split>/<metric>" of the comparison rows that the `best` alias follows."""
     about: str
@@ -143,7 +150,8 @@ class Stage:
     gpu: bool = False
     """Holds the accelerator (Prefect tag `gpu`, limited to one task at a time)."""
     tasks: tuple[str, ...] = ()
-    """The registered tasks (blip_core.registry) it trains: their training code is its code."""
+    """The registered tasks (blip_core.registry) whose models it trains or runs (CapFilt's captioner
+    and filter): their model, conversion and training code is its code."""
     evaluates: tuple[str, ...] = ()
     """The registered tasks it evaluates: their training and evaluation code is its code."""
     mapped: bool = False
@@ -194,6 +202,14 @@ def _downstream(params: str) -> list[str]:
     return [t for t in tasks() if t in chosen]
 
 
+def _rounds(params: str) -> int:
+    """params.yaml's `capfilt.rounds` (a third knob that shapes the DAG): 1 without a file."""
+    from blip_core.config.loader import load_params_section
+    from blip_core.config.pipeline import CapFiltConfig
+
+    return load_params_section(params, "capfilt", CapFiltConfig).rounds if Path(params).is_file() else 1
+
+
 def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     """Every stage in an order that respects the dependencies."""
     from blip_core.config.train import VISION_STAGE
@@ -207,6 +223,7 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     objects = L.split("objects")
     vision_init = _vision_init(params)
     downstream = [get_task(t) for t in _downstream(params)]
+    rounds = _rounds(params)
     out: list[Stage] = [
         Stage(name="world", fn=fns.stage_world, kwargs={"out_dir": L.world, "params": params}, deps=(),
               outs=(L.world,), params=("world",),
@@ -285,25 +302,26 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     def capfilt_round(k: int, captioner: str, filt: str) -> list[Stage]:
         """Round k of CapFilt on the web pool with this captioner and filter (round 1: the baseline's
         fine-tunes; a round k > 1 would take round k-1's): score, select, reshard, the gate."""
-        r = "" if k == 1 else f"_r{k}"
+        r = L.round_suffix(k)
         work, metrics_dir = L.capfilt(k), str(Path(L.quality(k)).parent)
         cf = {"web_dir": web, "work_dir": work, "params": params}
         scoring = ("capfilt.policy", "capfilt.threshold_mode", "capfilt.num_captions", "capfilt.top_p",
                    "capfilt.max_length", "capfilt.min_length", "capfilt.repetition_penalty",
-                   "capfilt.caption_batch_size", "capfilt.filter_batch_size", "capfilt.seed")  # fmt: skip
+                    "capfilt.caption_batch_size", "capfilt.filter_batch_size", "capfilt.caption_bf16",
+                   "capfilt.seed")  # fmt: skip
         scores, selection, meta = (
             L.cf(capfilt.SCORE_INDEX, k),
             L.cf(capfilt.SELECTION, k),
             L.cf(capfilt.SELECTION_META, k),
         )
-        plots, gate = f"{metrics_dir}/plots", f"{m}/validate_capfilt{r}.json"
+        plots, gate = f"{metrics_dir}/plots", L.gate(k)
         return [
             Stage(name=f"capfilt_score{r}", fn=fns.stage_capfilt_score,
                   kwargs=cf | {"captioner": captioner, "filter_model": filt, "calibration_dir": val},
                   deps=(web, val, captioner, filt),
                   outs=tuple(L.cf(d, k) for d in (capfilt.CAPTIONS, capfilt.SCORES, capfilt.CALIBRATION,
                                                   capfilt.SCORE_INDEX)),
-                  params=scoring, persist=True, gpu=True, mapped=True,
+                  params=scoring, persist=True, gpu=True, mapped=True, tasks=tuple(t.name for t in capfilt_tasks),
                   comment="captioner writes synthetic captions, filter scores web + synthetic (per shard)"),
             Stage(name=f"capfilt_select{r}", fn=fns.stage_capfilt_select, kwargs=cf | {"metrics_dir": metrics_dir},
                   deps=(scores, L.cf(capfilt.SCORES, k), L.cf(capfilt.CALIBRATION, k)),
@@ -324,18 +342,22 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
         ]  # fmt: skip
 
     def bootstrapped_round(k: int) -> list[Stage]:
-        """Round k's re-pre-training on its kept set (after its gate) and the fine-tunes from it."""
-        gate = f"{m}/validate_capfilt{'' if k == 1 else f'_r{k}'}.json"
-        pretrain = train(L.variant(k), "pretrain", [L.bootstrapped(k)], None, [gate])
-        return [pretrain, *finetunes(L.variant(k), capfilt_tasks + downstream_ft)]
+        """Round k's re-pre-training on its kept set (after its gate) and the fine-tunes from it;
+        a round after the first registers no model (its versions would carry no score to rank by)."""
+        trained = [train(L.variant(k), "pretrain", [L.bootstrapped(k)], None, [L.gate(k)])]
+        trained += finetunes(L.variant(k), capfilt_tasks + downstream_ft)
+        return trained if k == 1 else [dataclasses.replace(s, registers=None) for s in trained]
 
     out += capfilt_round(1, *(L.model("baseline", t.name) for t in capfilt_tasks))
     out += finetunes("baseline", downstream_ft)  # after CapFilt: its scoring waits on none of them
     out += bootstrapped_round(1)
+    for k in range(2, rounds + 1):  # CapFilt again with the previous round's fine-tunes
+        out += capfilt_round(k, *(L.model(L.variant(k - 1), t.name) for t in capfilt_tasks))
+        out += bootstrapped_round(k)
     tests = [L.split("test"), L.split("novel")] + [L.split(s) for t in downstream for s in t.eval_splits]
     extra = "".join(f"; {t.name} on {', '.join(t.eval_splits)}" for t in downstream)
     evaluated = (*(t.name for t in capfilt_tasks), *(t.name for t in downstream))
-    for model in ("baseline", "bootstrapped"):
+    for model in ("baseline", *(L.variant(k) for k in range(1, rounds + 1))):
         models = [L.model(model, t.name) for t in capfilt_tasks + downstream_ft]
         pre = L.model(model, "pretrain")  # probed: does its image tower know colours and shapes?
         result = L.evaluation(model)

@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         walls = {r["seed"]: r.get("wall_seconds") for r in old.get("per_seed", [])}
         per_seed = [
-            {"seed": s, "wall_seconds": walls.get(s)} | run_summary(Path(args.root) / f"seed-{s}") for s in args.seeds
+            {"seed": s, "arm": f"seed-{s}", "wall_seconds": walls.get(s)} | run_summary(Path(args.root) / f"seed-{s}")
+            for s in args.seeds
         ]
     else:
         from flows import studies

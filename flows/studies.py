@@ -3,7 +3,7 @@
 A `Study` is a list of `Arm`s; an arm names the knobs it replaces (`overrides`, section -> keys)
 and runs the `bootstrap` flow (the same stages and code as `make run`) under its own data root
 `<study root>/<arm>/`, with its own `params.yaml` there (the study's params file with the
-overrides applied, every section checked before anything runs). A gate or a failed stage ends that
+overrides applied; every arm's sections are checked before the first arm runs). A gate or a failed stage ends that
 arm, not the study. Adding an arm is one entry:
 
     Arm("filter_only", {"capfilt": {"policy": "filter"}}, "CapFilt without the captioner")
@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from blip_core.config.loader import check_params, read_params
+from blip_core.config.loader import check_sections, read_params
 from blip_core.fileio import write_text
 from flows.results import run_summary
 
@@ -51,12 +51,18 @@ class Arm:
             doc[section] = {**(doc.get(section) or {}), **values}
         return doc
 
+    def checked_params(self, base: str | Path) -> dict[str, Any]:
+        """`params(base)` with every section built into its dataclass: a bad override fails here."""
+        doc = self.params(base)
+        check_sections(doc, f"arm {self.name} (params {base} with {self.overrides})")
+        return doc
+
     def write_params(self, base: str | Path, root: str | Path) -> Path:
-        """`<root>/params.yaml` for this arm, every section checked (a bad override fails here)."""
+        """`<root>/params.yaml` for this arm, checked before it is written."""
+        doc = self.checked_params(base)
         out = Path(root) / "params.yaml"
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_text(out, yaml.safe_dump(self.params(base), sort_keys=False))
-        check_params(out)
+        write_text(out, yaml.safe_dump(doc, sort_keys=False))
         return out
 
 
@@ -101,7 +107,9 @@ def run_arm(arm: Arm, params: str | Path, root: str | Path, experiment: str, *,
 
 
 def run_study(study: Study, params: str | Path, root: str | Path, experiment: str, **kw: Any) -> list[dict[str, Any]]:
-    """Every arm in order, each under `<root>/<arm>`."""
+    """Every arm in order, each under `<root>/<arm>`; every arm's params are checked before the first runs."""
+    for arm in study.arms:
+        arm.checked_params(params)
     out = []
     for i, arm in enumerate(study.arms, 1):
         logger.info("study %s: arm %d/%d %s", study.name, i, len(study.arms), arm.name)

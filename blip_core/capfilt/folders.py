@@ -33,8 +33,8 @@ from blip_core.capfilt import (
 from blip_core.capfilt.quality import filter_quality, plot_quality
 from blip_core.config.pipeline import CapFiltConfig
 from blip_core.data.shards import list_shards, write_stats
+from blip_core.distributed import default_device
 from blip_core.fileio import json_text, write_json, write_text
-from blip_core.train.distributed import default_device
 
 logger = logging.getLogger(__name__)
 

@@ -102,6 +102,8 @@ SECTION_CLASSES = {
 """The sections a params.yaml may hold besides the training section of each registered task (a
 `TrainConfig` each), and the dataclass each one loads into ("module:Class", imported on use)."""
 PARAMS_SECTIONS = tuple(SECTION_CLASSES)
+TRAIN_SECTION_CLASS = "blip_core.config.train:TrainConfig"
+"""What each registered task's training section loads into."""
 
 
 def params_sections() -> tuple[str, ...]:
@@ -118,10 +120,9 @@ def section_class(name: str) -> type:
     if name in SECTION_CLASSES:
         module, _, cls = SECTION_CLASSES[name].partition(":")
         return getattr(importlib.import_module(module), cls)
-    if name in params_sections():
-        from blip_core.config.train import TrainConfig
-
-        return TrainConfig
+    if name in params_sections():  # a task's training section (by name: no import for codedeps to follow)
+        module, _, cls = TRAIN_SECTION_CLASS.partition(":")
+        return getattr(importlib.import_module(module), cls)
     raise ValueError(f"unknown params section {name!r} (known: {', '.join(params_sections())})")
 
 
@@ -129,6 +130,15 @@ def check_params(path: str | Path) -> dict[str, Any]:
     """Every section of a params file built into its dataclass, so a bad key or value anywhere in it
     is one clear error now, not when the stage that reads it starts; returns the file's mapping."""
     doc = read_params(path)
+    check_sections(doc, str(path))
+    return doc
+
+
+def check_sections(doc: dict[str, Any], where: str) -> None:
+    """`check_params` of a mapping already in memory (`where` names it in the error)."""
+    known = params_sections()
+    unknown = sorted(str(k) for k in doc if k not in known)
+    if unknown:
+        raise ValueError(f"{where}: unknown section(s) {unknown} (known: {', '.join(known)})")
     for name, values in doc.items():
         from_dict(section_class(name), values or {}, section=name)
-    return doc

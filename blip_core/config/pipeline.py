@@ -36,10 +36,16 @@ class CapFiltConfig:
     calibration_quantile: float = 0.1
     clip_keep_fraction: float = 0.3
     """clip_score policy: keep this top fraction of web captions by ITC cosine (DataComp keeps 30%)."""
+    rounds: int = 1
+    """Rounds of bootstrapping (a knob that shapes the DAG): round k > 1 runs CapFilt again on the web
+    pool with round k-1's fine-tuned captioner and filter, re-pre-trains on what it keeps and
+    evaluates that model (the paper does one round; a second is its untested remark)."""
 
     def __post_init__(self) -> None:
         if self.num_captions < 1:
             raise ValueError(f"capfilt.num_captions must be >= 1, got {self.num_captions}")
+        if self.rounds < 1:
+            raise ValueError(f"capfilt.rounds must be >= 1, got {self.rounds}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"capfilt.top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_length <= self.max_length:

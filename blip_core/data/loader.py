@@ -30,7 +30,7 @@ from torchvision.transforms import functional as TF
 from blip_core.config.data import ReaderConfig
 from blip_core.data.reader import ReadStats, SampleDecoder, drop_duplicate_keys, track_shard
 from blip_core.data.shards import list_shards, read_manifests
-from blip_core.train.distributed import world_info
+from blip_core.distributed import world_info
 
 # BLIP / CLIP normalisation
 MEAN = (0.48145466, 0.4578275, 0.40821073)

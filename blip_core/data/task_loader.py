@@ -21,7 +21,7 @@ import torch
 
 from blip_core.data.loader import TrainTransform
 from blip_core.data.task_data import iter_task_items
-from blip_core.train.distributed import world_info
+from blip_core.distributed import world_info
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Our checkpoint format, for every model family: a folder with `model.safetensors`, `config.json`
 (`kind` + the kind's config) and the tokenizer in `tokenizer/`, so a checkpoint folder is
 self-contained. The kind's registry entry (blip_core.registry) names its model class, its config
-class and the kinds it can start from (`init_from`); a pre-training checkpoint becomes a captioner,
-a filter, a VQA or an NLVR model through the task's `from_pretrain`.
+class and the kinds it can start from with their conversions (`init_from`): a pre-training
+checkpoint becomes a captioner, a filter, a VQA or an NLVR model.
 
 Conversions from other formats live with their family (`models.blip.convert_hf`, `convert_official`).
 """
@@ -31,7 +31,7 @@ def kind_of(model: nn.Module) -> str:
     for name, cls in model_kinds().items():
         if type(model) is cls:
             return name
-    raise TypeError(f"not a registered BLIP model: {type(model).__name__}")
+    raise TypeError(f"not a registered model class: {type(model).__name__} (blip_core.registry)")
 
 
 def create_model(kind: str, cfg: Any) -> nn.Module:
@@ -85,7 +85,7 @@ def text_processor(kind: str, cfg: Any) -> Any:
 def load_pretrained(path: str | Path, *, kind: str | None = None, map_location: str = "cpu") -> nn.Module:
     """Load one of our checkpoint directories. With `kind` differing from the saved kind, the
     checkpoint must be of a kind that `kind`'s task starts from (`Task.init_from`: a pre-training
-    becomes the captioner, the filter, VQA or NLVR) and is converted by its `from_pretrain`."""
+    becomes the captioner, the filter, VQA or NLVR), converted by the conversion it names there."""
     saved_kind, cfg = read_config(path)
     state = load_file(str(Path(path) / "model.safetensors"), device=map_location)
     kind = kind or saved_kind
@@ -93,24 +93,25 @@ def load_pretrained(path: str | Path, *, kind: str | None = None, map_location: 
     if kind != saved_kind:
         if saved_kind not in get_task(kind_task(kind)).init_from:
             raise ValueError(f"cannot turn a {saved_kind} checkpoint into a {kind}")
-        load_pretrain_state(model, state)
+        load_converted(model, state, saved_kind)
     else:
         load_strict(model, state, ignore_missing=())
     return model
 
 
-def load_pretrain_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[str, ...]:
-    """Load a pre-training state dict into a model of another registered kind through its task's
-    `from_pretrain` (e.g. the captioner's split, VQA's encoder + decoder): strict but for the keys the
-    conversion leaves at their fresh init (a classifier head, merge layers), which it returns."""
-    converted, fresh = get_task(kind_task(kind_of(model))).call("from_pretrain", state)
+def load_converted(model: nn.Module, state: dict[str, torch.Tensor], from_kind: str = "pretrain") -> tuple[str, ...]:
+    """Load a `from_kind` state dict (a pre-training's) into a model of another registered kind
+    through its task's `init_from` conversion (e.g. the captioner's split, VQA's encoder + decoder):
+    strict but for the keys the conversion leaves at their fresh init (a classifier head, merge
+    layers), which it returns."""
+    converted, fresh = get_task(kind_task(kind_of(model))).convert(from_kind, state)
     load_strict(model, converted, ignore_missing=tuple(fresh))
     return tuple(fresh)
 
 
 def load_for_inference(path: str | Path, *, kind: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """`load_pretrained`, on `device`, in eval mode, with its linear weights packed when on CPU
-    (model/packing.py: the fp32 decoding path streams weights 2-4x faster)."""
+    (models/common/packing.py: the fp32 decoding path streams weights 2-4x faster)."""
     from blip_core.models.common.packing import pack_for_cpu_inference
 
     model = load_pretrained(path, kind=kind).to(device).eval()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from blip_core.fileio import remove_stale_temps, torch_save
+from blip_core.fileio import remove_stale_temps, safe_torch_load, torch_save
 
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
@@ -62,27 +62,6 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
 def latest_checkpoint(folder: str | Path) -> Path | None:
     ckpts = list_checkpoints(folder)
     return ckpts[-1] if ckpts else None
-
-
-class UnsafeCheckpointError(ValueError):
-    """A .pt/.pth file that is not plain tensors and containers: a pickle that would build other
-    objects or run code when loaded."""
-
-
-def safe_torch_load(path: str | Path) -> Any:
-    """`torch.load` restricted to tensors and plain containers (`weights_only=True`); anything else
-    is refused with one line naming the file, before any of its code runs."""
-    import pickle
-
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
-        found = found or "objects outside the allow-list"
-        raise UnsafeCheckpointError(
-            f"refused to load {path}: it is a pickle of more than tensors ({found}); "
-            "only tensor checkpoints are read (safetensors, or .pt/.pth through weights_only)"
-        ) from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -16,12 +16,12 @@ import torch
 
 from blip_core.config.train import VISION_STAGE, TrainConfig
 from blip_core.data.loader import TrainData, read_classes
+from blip_core.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
 from blip_core.fileio import digest, write_json
 from blip_core.models import pretrained
 from blip_core.models.common import vision_start
 from blip_core.registry import get_family, get_task
 from blip_core.tracking import MetricLogger
-from blip_core.train.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
 from blip_core.train.loop import Trainer
 
 logger = logging.getLogger(__name__)

@@ -28,12 +28,13 @@ from tqdm import tqdm
 
 from blip_core.config.train import TrainConfig
 from blip_core.data.loader import TrainData
+from blip_core.distributed import default_device, is_dist, is_main_process, world_info
 from blip_core.machine import out_of_memory_hint, uses_bf16
+from blip_core.models.common.vision import vision_tower_names
 from blip_core.registry import get_task, resolve
 from blip_core.tracking import MetricLogger, NullLogger
 from blip_core.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from blip_core.train.distributed import default_device, is_dist, is_main_process, world_info
-from blip_core.train.optim import create_optimizer, create_scheduler, vision_tower_names
+from blip_core.train.optim import create_optimizer, create_scheduler
 
 logger = logging.getLogger(__name__)
 

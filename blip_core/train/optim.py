@@ -12,15 +12,9 @@ import torch
 from torch import nn
 
 from blip_core.config.train import TrainConfig
+from blip_core.models.common.vision import vision_tower_names
 
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "temp")
-
-
-def vision_tower_names(model: nn.Module) -> tuple[str, ...]:
-    """The attributes of a model's vision towers, the trained one first (its momentum copy, if any,
-    is never optimised): the model class says them in `vision_towers`, e.g. BLIP's
-    ("visual_encoder", "visual_encoder_m"); () for a model without one."""
-    return tuple(n for n in getattr(model, "vision_towers", ()) if getattr(model, n, None) is not None)
 
 
 def vision_lr_scale(name: str, depth: int, scale: float, layer_decay: float) -> float:

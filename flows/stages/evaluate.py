@@ -36,10 +36,10 @@ def stage_evaluate(
 
     from blip_core.config.train import EvalConfig
     from blip_core.data.task_data import data_kind
+    from blip_core.distributed import default_device
     from blip_core.machine import out_of_memory_hint
     from blip_core.models import pretrained
     from blip_core.registry import evaluations, model_kinds
-    from blip_core.train.distributed import default_device
 
     cfg: EvalConfig = section(params, "evaluate", EvalConfig)
     device = default_device()

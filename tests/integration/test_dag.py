@@ -60,6 +60,10 @@ def test_code_deps_follow_imports_per_module():
     ]
     assert "flows/validation.py" in code["validate_raw"] and "flows/validation.py" in code["validate_capfilt"]
     assert "blip_core/capfilt/folders.py" in code["capfilt_select"]
+    # CapFilt runs the captioner's and the filter's model code (reached through the registry)
+    assert {"blip_core/models/blip/model.py", "blip_core/models/common/tokenizer.py"} <= code["capfilt_score"]
+    # a training config edit re-runs trainings, not the world or the data gates
+    assert not {"blip_core/config/train.py", "blip_core/train/loop.py"} & (code["world"] | code["validate_raw"])
     assert all(not p.endswith("/") and (REPO / p).is_file() for c in code.values() for p in c)  # files, not packages
     # a stage runs its own family's module, not every stage function's
     assert "flows/stages/train.py" in code["pretrain_baseline"] and "flows/stages/evaluate.py" not in code["world"]
@@ -147,13 +151,39 @@ def test_blip_stage_runs_the_described_call(tmp_path, monkeypatch):
 def test_the_layout_places_a_round_beside_the_first():
     L = dag.Layout("data")
     assert (L.capfilt(), L.bootstrapped(), L.variant()) == ("data/capfilt", "data/capfilt/shards", "bootstrapped")
-    assert (L.capfilt(2), L.bootstrapped(2), L.variant(2)) == ("data/capfilt-r2", "data/capfilt-r2/shards",
-                                                               "bootstrapped-r2")  # fmt: skip
-    assert L.quality(2) == "data/metrics/capfilt-r2/capfilt_quality.json" and L.cf("scores.json", 2).endswith(
-        "capfilt-r2/scores.json"
+    assert (L.capfilt(2), L.bootstrapped(2), L.variant(2)) == ("data/capfilt_r2", "data/capfilt_r2/shards",
+                                                               "bootstrapped_r2")  # fmt: skip
+    assert L.quality(2) == "data/metrics/capfilt_r2/capfilt_quality.json" and L.cf("scores.json", 2).endswith(
+        "capfilt_r2/scores.json"
     )
     with pytest.raises(ValueError, match="rounds count from 1"):
         L.capfilt(0)
     # round 1 is the DAG's one round: its CapFilt writes where the layout says
     (score,) = [s for s in dag.stages() if s.name == "capfilt_score"]
     assert score.kwargs["work_dir"] == L.capfilt() and L.bootstrapped() in dag.by_name("capfilt_reshard").outs
+
+
+def test_a_second_round_of_bootstrapping_is_one_knob(tmp_path):
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    doc["capfilt"]["rounds"] = 2
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(doc))
+    one, two = dag.stages(), dag.stages(str(params))
+    new = {s.name: s for s in two if s.name not in {o.name for o in one}}
+    assert set(new) >= {"capfilt_score_r2", "capfilt_select_r2", "capfilt_reshard_r2", "validate_capfilt_r2",
+                        "pretrain_bootstrapped_r2", "finetune_caption_bootstrapped_r2",
+                        "finetune_retrieval_bootstrapped_r2", "evaluate_bootstrapped_r2"}  # fmt: skip
+    L = dag.Layout()
+    # round 2's CapFilt runs round 1's fine-tuned captioner and filter, and its re-pre-training waits on its own gate
+    assert new["capfilt_score_r2"].kwargs["captioner"] == L.model("bootstrapped", "caption")
+    assert new["capfilt_score_r2"].kwargs["filter_model"] == L.model("bootstrapped", "retrieval")
+    assert (
+        L.gate(2) in new["pretrain_bootstrapped_r2"].deps and L.bootstrapped(2) in new["pretrain_bootstrapped_r2"].deps
+    )
+    assert all(s.registers is None for s in new.values())  # unscored by the report: never the registry's best
+    made: set[str] = set()
+    for s in two:  # every input exists before its reader, and no two stages write one path
+        assert all(any(d == o or d.startswith(o + "/") for o in made) for d in s.deps), s.name
+        assert not set(s.outputs) & made, s.name
+        made |= set(s.outputs)
+    assert "capfilt_score_r2:" in dag.dvc_yaml(str(params)) and "capfilt_score_r2" not in dag.dvc_yaml()

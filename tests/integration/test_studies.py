@@ -25,6 +25,7 @@ def test_an_arm_replaces_only_its_knobs_and_checks_them(tmp_path):
     assert {k: doc[k] for k in doc if k != "capfilt"} == {k: base[k] for k in base if k != "capfilt"}
     with pytest.raises(ValueError, match=r"capfilt\.polcy"):
         studies.Arm("typo", {"capfilt": {"polcy": "filter"}}).write_params(REPO / "params.yaml", tmp_path / "typo")
+    assert not (tmp_path / "typo" / "params.yaml").exists()  # nothing invalid left behind
     with pytest.raises(ValueError, match="not a plain folder name"):
         studies.Arm("../up")
     with pytest.raises(ValueError, match="distinct names"):
@@ -45,6 +46,10 @@ def test_a_study_runs_every_arm_under_its_root_and_survives_a_stopped_arm(tmp_pa
         if Path(root).name == "seed-2":
             raise RuntimeError("validate_capfilt failed: kept noise above its bound\nmore detail")
 
+    bad = studies.Study("bad", (studies.Arm("ok"), studies.Arm("typo", {"world": {"sed": 1}})))
+    with pytest.raises(ValueError, match=r"world\.sed"):  # the last arm's typo stops the study before the first runs
+        studies.run_study(bad, REPO / "params.yaml", tmp_path / "bad", "exp", flow=flow)
+    assert calls == [] and not (tmp_path / "bad").exists()
     study = studies.seeds([1, 2, 3])
     runs = studies.run_study(study, REPO / "params.yaml", tmp_path, "exp", flow=flow)
     assert calls == [("seed-1", 1, False), ("seed-2", 2, False), ("seed-3", 3, False)]

@@ -71,7 +71,7 @@ def _items(n: int) -> list[TaskItem]:
 
 @pytest.fixture
 def toy_task():
-    task = register(Task(name="toy", kind="toy", model=ToyColour, section="finetune_toy", data="toy",
+    task = register(Task(name="toy", kind="toy", family="blip", model=ToyColour, section="finetune_toy", data="toy",
                          forward=lambda trainer, b: trainer.forward_model(b["images"], b["labels"]),
                          train_data=toy_train_data, load_eval="blip_core.data.task_data:load_eval_items",
                          evaluate=toy_evaluate, metrics=("toy_acc",), text=False))  # fmt: skip
@@ -105,9 +105,9 @@ def test_a_toy_task_trains_and_evaluates_through_the_registry(toy_task, tmp_path
 
 def test_the_registry_rejects_clashes_and_unknown_tasks():
     with pytest.raises(ValueError, match="already registered"):
-        register(Task(name="caption", kind="x"))
+        register(Task(name="caption", kind="x", family="blip"))
     with pytest.raises(ValueError, match="already belongs to task caption"):
-        register(Task(name="other", kind="captioner", model=ToyColour))
+        register(Task(name="other", kind="captioner", family="blip", model=ToyColour))
     with pytest.raises(ValueError, match="unknown task"):
         get_task("vqa2")
     from blip_core.config.train import TrainConfig

@@ -207,7 +207,7 @@ def test_ddp_two_processes_match_one(tiny_world, tokenizer_dir, tmp_path):
         from torch.optim.optimizer import register_optimizer_step_pre_hook
         from blip_core.models.blip import presets
         from blip_core.config import TrainConfig
-        from blip_core.train.distributed import is_main_process
+        from blip_core.distributed import is_main_process
         from blip_core.train.entry import run_training
 
         def tiny_group():

@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
+from blip_core.fileio import UnsafeCheckpointError, safe_torch_load
 from blip_core.models.blip.convert_official import load_official_state
-from blip_core.train.checkpoint import UnsafeCheckpointError, safe_torch_load
 
 
 class _RunsCode:

@@ -11,8 +11,9 @@ from torch import nn
 from blip_core.models import pretrained
 from blip_core.models.blip.presets import get_preset
 from blip_core.models.common.generate import GenerationConfig, generate
+from blip_core.models.common.vision import vision_tower_names
 from blip_core.registry import get_family, get_task, task_for_role, tasks
-from blip_core.train.optim import param_groups, vision_tower_names
+from blip_core.train.optim import param_groups
 
 
 def test_families_and_tasks_load_on_first_lookup():
@@ -25,7 +26,7 @@ def test_families_and_tasks_load_on_first_lookup():
 
 
 def test_init_from_queue_and_registered_names():
-    assert get_task("caption").init_from == ("pretrain",) and get_task("pretrain").init_from == ()
+    assert set(get_task("caption").init_from) == {"pretrain"} and get_task("pretrain").init_from == {}
     assert get_task("pretrain").queue and get_task("retrieval").queue and not get_task("caption").queue
     assert get_task("retrieval").itm and not get_task("vqa").itm
     assert task_for_role("filter").name == "retrieval" and task_for_role("captioner").name == "caption"
@@ -88,3 +89,8 @@ def test_vision_towers_are_what_the_model_names():
 
     assert vision_tower_names(NoTower()) == ()
     assert {g["lr_scale"] for g in param_groups(NoTower(), 0.05, vision_scale=0.1)} == {1.0}
+
+
+def test_a_conversion_is_named_per_source_kind():
+    with pytest.raises(ValueError, match="task caption cannot start from a retrieval checkpoint"):
+        get_task("caption").convert("retrieval", {})

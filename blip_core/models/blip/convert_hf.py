@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from blip_core.models.blip.config import ModelConfig
-from blip_core.models.blip.weights import MOMENTUM_AND_QUEUES, copy_momentum
+from blip_core.models.blip.model import MOMENTUM_AND_QUEUES, copy_momentum
 from blip_core.models.common.config import TextConfig, VisionConfig
 from blip_core.models.pretrained import create_model, kind_of, load_strict
 

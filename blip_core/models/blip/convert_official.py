@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from blip_core.fileio import safe_torch_load
 from blip_core.models.blip.config import ModelConfig
-from blip_core.models.blip.weights import MOMENTUM_AND_QUEUES, copy_momentum
+from blip_core.models.blip.model import MOMENTUM_AND_QUEUES, copy_momentum
 from blip_core.models.common.vision import resize_pos_embed
 from blip_core.models.pretrained import create_model, load_strict
-from blip_core.train.checkpoint import safe_torch_load
 
 logger = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blip_core.distributed import all_gather_no_grad
 from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_hard_negatives, unlikelihood_loss
 from blip_core.models.blip.config import ModelConfig
 from blip_core.models.common.med import MED, KVCache
 from blip_core.models.common.vision import create_vision_encoder, encode_image
-from blip_core.train.distributed import all_gather_no_grad
 
 TEMP_MIN, TEMP_MAX = 0.001, 0.5
 EMPTY_SLOT = -100
@@ -334,11 +334,32 @@ def split_pretrain_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     return cap, ret
 
 
+# what a converted checkpoint (Hugging Face, salesforce/BLIP) may lack
+MOMENTUM_AND_QUEUES = (
+    "visual_encoder_m.",
+    "text_m.",
+    "vision_proj_m.",
+    "text_proj_m.",
+    "image_queue",
+    "text_queue",
+    "idx_queue",
+    "queue_ptr",
+    "temp",
+)
+
+
+def copy_momentum(model: nn.Module) -> None:
+    """BLIP's `copy_params`: momentum encoders start as copies of the online ones."""
+    with torch.no_grad():
+        for online, mom in model.momentum_pairs():
+            mom.copy_(online)
+
+
 def captioner_from_pretrain(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
-    """The captioner's state from a pre-training state (the registry's `from_pretrain`; nothing fresh)."""
+    """The captioner's state from a pre-training state (its registry entry's `init_from`; nothing fresh)."""
     return split_pretrain_state(state)[0], ()
 
 
 def retrieval_from_pretrain(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
-    """The filter's state from a pre-training state (the registry's `from_pretrain`; nothing fresh)."""
+    """The filter's state from a pre-training state (its registry entry's `init_from`; nothing fresh)."""
     return split_pretrain_state(state)[1], ()

@@ -284,7 +284,7 @@ class MED(nn.Module):
         return keys & causal  # (B, 1, L, T+L)
 
     packed: Packed | None = None
-    """The LM head's weight packed for CPU inference (model/packing.py), or None."""
+    """The LM head's weight packed for CPU inference (models/common/packing.py), or None."""
 
     def packable_weight(self) -> torch.Tensor | None:
         """The LM head's weight (tied to the word embeddings) for pack_for_cpu_inference."""

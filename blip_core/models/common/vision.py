@@ -129,3 +129,10 @@ def resize_pos_embed(pos_embed: torch.Tensor, num_patches: int) -> torch.Tensor:
     return resample_abs_pos_embed(
         pos_embed, new_size=[new_side, new_side], old_size=[old_side, old_side], num_prefix_tokens=1, antialias=False
     )
+
+
+def vision_tower_names(model: nn.Module) -> tuple[str, ...]:
+    """The attributes of a model's vision towers, the trained one first (its momentum copy, if any,
+    is never optimised): the model class says them in `vision_towers`, e.g. BLIP's
+    ("visual_encoder", "visual_encoder_m"); () for a model without one."""
+    return tuple(n for n in getattr(model, "vision_towers", ()) if getattr(model, n, None) is not None)

@@ -11,10 +11,11 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from blip_core.fileio import safe_torch_load
 from blip_core.models.common.config import VisionConfig
-from blip_core.models.common.vision import resize_pos_embed
+from blip_core.models.common.vision import resize_pos_embed, vision_tower_names
 from blip_core.models.pretrained import read_config
-from blip_core.train.checkpoint import safe_torch_load
+from blip_core.registry import model_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +26,9 @@ TIMM_HEAD_PREFIXES = ("head.", "head_dist.", "fc_norm.", "pre_logits.")
 def vision_start_state(source: str | Path, vision_cfg: VisionConfig) -> dict[str, torch.Tensor]:
     """The vision tower's weights from `source`, keyed as the tower's own state dict (timm names).
 
-    `source` is one of our checkpoint folders (any kind with a `visual_encoder`, e.g. the
-    `pretrain_vision` stage's), or a timm-layout state dict file: `.safetensors`, or `.pth`/`.pt`/
-    `.bin` (optionally under "model" or "state_dict", as DeiT's release), e.g.
+    `source` is one of our checkpoint folders (any kind whose model class names a vision tower in
+    `vision_towers`, e.g. the `pretrain_vision` stage's), or a timm-layout state dict file:
+    `.safetensors`, or `.pth`/`.pt`/`.bin` (optionally under "model" or "state_dict", as DeiT's release), e.g.
     `deit_base_patch16_224-b5f2ef4d.pth`, which BLIP's ViT-B starts from. The classification head is
     dropped, a distillation token (DeiT-distilled) removed with its position, and the position
     embedding resized to this tower's resolution (bicubic, as BLIP's `interpolate_pos_embed`).
@@ -35,8 +36,10 @@ def vision_start_state(source: str | Path, vision_cfg: VisionConfig) -> dict[str
     source = Path(source)
     if source.is_dir():
         kind, cfg = read_config(source)
+        towers = getattr(model_kinds().get(kind), "vision_towers", ())
+        prefix = f"{towers[0]}." if towers else ""
         state = load_file(str(source / "model.safetensors"))
-        state = {k[len("visual_encoder.") :]: v for k, v in state.items() if k.startswith("visual_encoder.")}
+        state = {k[len(prefix) :]: v for k, v in state.items() if prefix and k.startswith(prefix)}
         if not state:
             raise ValueError(f"{source} ({kind} checkpoint) holds no vision tower")
         check_same_tower(cfg.vision, vision_cfg, source)
@@ -73,9 +76,15 @@ def check_same_tower(saved: VisionConfig, wanted: VisionConfig, source: Path) ->
 
 
 def load_vision_start(model: nn.Module, source: str | Path) -> dict[str, Any]:
-    """Load a vision start into `model.visual_encoder` (and its momentum copy, if any). Every tower
-    parameter must be found with its shape; returns what was loaded (for the run's record)."""
-    tower = model.visual_encoder
+    """Load a vision start into the model's vision tower (`vision_towers`: the trained one, and its
+    momentum copy if any). Every tower parameter must be found with its shape; returns what was
+    loaded (for the run's record)."""
+    names = vision_tower_names(model)
+    if not names:
+        raise ValueError(
+            f"a {type(model).__name__} has no vision tower to start (its class names none in vision_towers)"
+        )
+    tower = getattr(model, names[0])
     state = vision_start_state(source, model.cfg.vision)
     own = tower.state_dict()
     missing = sorted(set(own) - set(state))
@@ -88,7 +97,7 @@ def load_vision_start(model: nn.Module, source: str | Path) -> dict[str, Any]:
             f"wrong shapes {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in wrong[:4]]}"
         )
     tower.load_state_dict(state)
-    if getattr(model, "visual_encoder_m", None) is not None:
-        model.visual_encoder_m.load_state_dict(tower.state_dict())
+    for copy in names[1:]:  # momentum copies start equal to the tower
+        getattr(model, copy).load_state_dict(tower.state_dict())
     logger.info("vision tower starts from %s (%d tensors)", source, len(state))
     return {"vision_init": str(source), "vision_init_tensors": len(state)}

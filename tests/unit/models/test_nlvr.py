@@ -17,7 +17,7 @@ from blip_core.models.blip.nlvr import BlipNLVR, TwinCrossAttention, nlvr_state_
 from blip_core.models.blip.presets import with_tokenizer
 from blip_core.models.common.med import MED
 from blip_core.models.common.tokenizer import TextProcessor, train_tokenizer
-from blip_core.models.pretrained import load_pretrain_state
+from blip_core.models.pretrained import load_converted
 
 
 def test_forward_shapes_and_finite_loss(cfg):
@@ -57,7 +57,7 @@ def test_pretrain_state_loads_with_twin_copies(cfg):
     }  # fmt: skip
     assert not any(".attention_dec." in k or "lm_head" in k or k.endswith("_m") for k in converted)
     model = BlipNLVR(cfg).eval()
-    assert load_pretrain_state(model, state) == fresh
+    assert load_converted(model, state) == fresh
     single = pre.text.encoder.layer[0].crossattention
     twin = model.text_encoder.encoder.layer[0].crossattention
     for branch in (twin.self0, twin.self1):

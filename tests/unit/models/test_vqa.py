@@ -20,7 +20,7 @@ from blip_core.models.blip.vqa import BlipVQA, vqa_state_from_pretrain
 from blip_core.models.common.config import VisionConfig
 from blip_core.models.common.med import MED
 from blip_core.models.common.tokenizer import TextProcessor, train_tokenizer
-from blip_core.models.pretrained import load_pretrain_state
+from blip_core.models.pretrained import load_converted
 
 
 def _square_cfg():
@@ -80,7 +80,7 @@ def test_pretrain_state_loads_and_decoder_is_the_pretrain_decoder():
     cfg = _square_cfg()
     pre = BlipPretrain(cfg).eval()
     vqa = BlipVQA(cfg).eval()
-    assert load_pretrain_state(vqa, pre.state_dict()) == ()
+    assert load_converted(vqa, pre.state_dict()) == ()
     ids, mask = text_batch(B=4)
     ctx = torch.randn(4, 17, 32)
     with torch.no_grad():
@@ -104,7 +104,7 @@ def test_pretrain_state_with_wider_vision_leaves_decoder_kv_fresh(cfg):
     assert len(fresh) == 2 * 2 * cfg.text.num_layers  # key/value x weight/bias x layers
     assert all(".crossattention.self.key." in k or ".crossattention.self.value." in k for k in fresh)
     assert not any(k.startswith(("text_m.", "visual_encoder_m.", "itm_head", "vision_proj")) for k in converted)
-    assert load_pretrain_state(BlipVQA(cfg), state) == fresh
+    assert load_converted(BlipVQA(cfg), state) == fresh
     with pytest.raises(ValueError, match="not a BlipPretrain state"):
         vqa_state_from_pretrain({k: v for k, v in state.items() if ".attention_dec." not in k})
 
