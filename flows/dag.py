@@ -14,8 +14,8 @@ paper's one round being k = 1; `Layout` places round k > 1 beside it (`capfilt_r
 `runs/bootstrapped_r<k>/`; `capfilt.rounds` adds them). A study's arms (flows.studies) each run under their own root.
 
 Each `Stage` names its function (a `flows.stages` function), the keyword arguments it is called
-with, the data it reads and writes, the params.yaml keys it reads and the source it runs (one file per module its function
-reaches, flows.codedeps). From that one list:
+with, the data it reads and writes, the params.yaml keys it reads and the source it runs (one file
+per module its function reaches, flows.codedeps). From that one list:
 - `dvc.yaml` is generated (`blip dag --dvc > dvc.yaml`; a test fails when the file differs), and
   each DVC stage's command is `blip stage NAME`, which calls the function with these kwargs;
 - the Prefect flow (`flows.bootstrap`) runs the same list in order, caching each task on the hash of
