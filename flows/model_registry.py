@@ -50,11 +50,14 @@ def registrations(params: str = "params.yaml", root: str = "data") -> list[Regis
 class BlipPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from blip_core.models import pretrained
+        from blip_core.registry import task_for_role
 
         path = context.artifacts["checkpoint"]
         self.kind, cfg = pretrained.read_config(path)
         self.models = {}
-        for kind in ["captioner", "retrieval"] if self.kind == "pretrain" else [self.kind]:
+        # a pre-training checkpoint serves as the captioner and the filter it starts (their `init_from`)
+        roles = [task_for_role(r) for r in ("captioner", "filter")]
+        for kind in [t.kind for t in roles if self.kind in t.init_from] or [self.kind]:
             self.models[kind] = pretrained.load_for_inference(path, kind=kind)
         self.processor = pretrained.text_processor(self.kind, cfg) if self.kind != "vision" else None
         self.image_size = cfg.vision.image_size

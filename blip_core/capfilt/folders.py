@@ -35,6 +35,7 @@ from blip_core.config.pipeline import CapFiltConfig
 from blip_core.data.shards import list_shards, write_stats
 from blip_core.distributed import default_device
 from blip_core.fileio import json_text, write_json, write_text
+from blip_core.registry import task_for_role
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +60,17 @@ class CapFiltModels:
 
             model = pretrained.load_for_inference(path, kind=kind, device=self.device)
             processor = pretrained.text_processor(kind, model.cfg)
-            self._cache[kind] = (model, processor, self.ids()["captioner" if kind == "captioner" else "filter"])
+            role = "captioner" if kind == task_for_role("captioner").kind else "filter"
+            self._cache[kind] = (model, processor, self.ids()[role])
         return self._cache[kind]
 
     def captioner(self):
         if self.captioner_dir is None:
             raise ValueError("this CapFilt policy needs a captioner checkpoint")
-        return self._load("captioner", self.captioner_dir)
+        return self._load(task_for_role("captioner").kind, self.captioner_dir)
 
     def filter(self):
-        return self._load("retrieval", self.filter_dir)
+        return self._load(task_for_role("filter").kind, self.filter_dir)
 
     def ids(self) -> dict[str, str]:
         """Checkpoint ids (weight-file hashes), computed once and without loading the models."""

@@ -124,9 +124,11 @@ def _image_probes(model_dir, fit_dir, data_dirs) -> dict[str, dict[str, float]]:
     from blip_core.data.loader import load_eval_split
     from blip_core.eval.probe import fit_probe, image_features, scene_labels
     from blip_core.models import pretrained
+    from blip_core.registry import task_for_role
 
     kind, mcfg = pretrained.read_config(model_dir)
-    model = pretrained.load_for_inference(model_dir, kind="retrieval" if kind == "pretrain" else kind)
+    filt = task_for_role("filter")  # a pre-training is probed through the filter it starts (its image tower)
+    model = pretrained.load_for_inference(model_dir, kind=filt.kind if kind in filt.init_from else kind)
     fit = load_eval_split(fit_dir, mcfg.vision.image_size)
     with torch.no_grad():
         x_fit, y_fit = image_features(model, fit.images), scene_labels(fit.scenes)  # type: ignore[arg-type]
