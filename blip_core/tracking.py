@@ -278,13 +278,23 @@ _SECRET_SHAPES = re.compile(
 REDACTED = "[redacted]"
 
 
+def _environ() -> dict[str, str]:
+    """A snapshot of the environment that another thread may change while it is read (MLflow's
+    telemetry deletes `_MLFLOW_TELEMETRY_SESSION_ID`: `os.environ.items()` once failed a cached
+    make run with a KeyError). `list(os.environ)` copies the names first; a name deleted since is
+    skipped."""
+    import os
+
+    return {name: value for name in list(os.environ) if (value := os.environ.get(name)) is not None}
+
+
 def redact(text: str) -> str:
     """`text` without secrets or home paths: the values of environment variables named like secrets
     (TOKEN, SECRET, PASSWORD, API_KEY, ...), strings shaped like well-known tokens, and URL
     passwords become `[redacted]`; the home folder becomes `~`."""
     import os
 
-    for name, value in os.environ.items():
+    for name, value in _environ().items():
         if len(value) >= 8 and _SECRET_NAME.search(name) and value in text:
             text = text.replace(value, REDACTED)
     text = _SECRET_SHAPES.sub(REDACTED, text)
