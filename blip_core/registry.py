@@ -66,13 +66,6 @@ class Family:
     """(config, tokenizer or None, tokenizer folder or None) -> the text processor its models'
     data loaders and evaluators tokenize with (None, None: the config's own tokenizer)."""
 
-    def convert(self, from_kind: str, state: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        """A `from_kind` checkpoint's state dict as this task's model's (`init_from`)."""
-        if from_kind not in self.init_from:
-            raise ValueError(f"task {self.name} cannot start from a {from_kind} checkpoint (init_from: "
-                             f"{', '.join(self.init_from) or 'none'})")  # fmt: skip
-        return resolve(self.init_from[from_kind])(state)
-
     def call(self, what: str, *args: Any, **kwargs: Any) -> Any:
         return resolve(getattr(self, what))(*args, **kwargs)
 

@@ -184,30 +184,24 @@ class Stage:
             return self.fn(**self.kwargs, **extra)
 
 
-def _vision_init(params: str) -> str:
-    """params.yaml's `pretrain.vision_init` (a knob that shapes the DAG): "" without a file."""
-    from blip_core.config.loader import load_params_section
+def _shape(params: str) -> tuple[str, list[str], int]:
+    """The params.yaml knobs that shape the DAG, from one read of the file: `pretrain.vision_init`,
+    `downstream.tasks` (in registry order) and `capfilt.rounds`; "", none and 1 without a file."""
+    from blip_core.config.loader import from_dict, read_params
+    from blip_core.config.pipeline import CapFiltConfig, DownstreamConfig
     from blip_core.config.train import TrainConfig
-
-    return load_params_section(params, "pretrain", TrainConfig).vision_init if Path(params).is_file() else ""
-
-
-def _downstream(params: str) -> list[str]:
-    """params.yaml's `downstream.tasks` (the other knob that shapes the DAG), in registry order."""
-    from blip_core.config.loader import load_params_section
-    from blip_core.config.pipeline import DownstreamConfig
     from blip_core.registry import tasks
 
-    chosen = load_params_section(params, "downstream", DownstreamConfig).tasks if Path(params).is_file() else []
-    return [t for t in tasks() if t in chosen]
+    if not Path(params).is_file():
+        return "", [], 1
+    doc = read_params(params)
 
+    def section(name: str, cls: type) -> Any:
+        return from_dict(cls, doc.get(name, {}) or {}, section=name)
 
-def _rounds(params: str) -> int:
-    """params.yaml's `capfilt.rounds` (a third knob that shapes the DAG): 1 without a file."""
-    from blip_core.config.loader import load_params_section
-    from blip_core.config.pipeline import CapFiltConfig
-
-    return load_params_section(params, "capfilt", CapFiltConfig).rounds if Path(params).is_file() else 1
+    chosen = section("downstream", DownstreamConfig).tasks
+    return (section("pretrain", TrainConfig).vision_init, [t for t in tasks() if t in chosen],
+            section("capfilt", CapFiltConfig).rounds)  # fmt: skip
 
 
 def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
@@ -221,9 +215,8 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     pool = [human, web]
     evals = [val, L.split("test"), L.split("novel")]
     objects = L.split("objects")
-    vision_init = _vision_init(params)
-    downstream = [get_task(t) for t in _downstream(params)]
-    rounds = _rounds(params)
+    vision_init, chosen, rounds = _shape(params)
+    downstream = [get_task(t) for t in chosen]
     out: list[Stage] = [
         Stage(name="world", fn=fns.stage_world, kwargs={"out_dir": L.world, "params": params}, deps=(),
               outs=(L.world,), params=("world",),

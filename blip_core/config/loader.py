@@ -83,11 +83,15 @@ def read_params(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{where}: not valid YAML: {what}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    _check_known(params, str(path))
+    return params
+
+
+def _check_known(params: dict[str, Any], where: str) -> None:
     known = params_sections()
     unknown = sorted(str(k) for k in params if k not in known)
     if unknown:  # a misspelt section would otherwise leave every knob in it silently at its default
-        raise ValueError(f"{path}: unknown section(s) {unknown} (known: {', '.join(known)})")
-    return params
+        raise ValueError(f"{where}: unknown section(s) {unknown} (known: {', '.join(known)})")
 
 
 SECTION_CLASSES = {
@@ -115,14 +119,12 @@ def params_sections() -> tuple[str, ...]:
 
 def section_class(name: str) -> type:
     """The dataclass a params.yaml section loads into."""
-    import importlib
+    from blip_core.registry import resolve
 
     if name in SECTION_CLASSES:
-        module, _, cls = SECTION_CLASSES[name].partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return resolve(SECTION_CLASSES[name])
     if name in params_sections():  # a task's training section (by name: no import for codedeps to follow)
-        module, _, cls = TRAIN_SECTION_CLASS.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return resolve(TRAIN_SECTION_CLASS)
     raise ValueError(f"unknown params section {name!r} (known: {', '.join(params_sections())})")
 
 
@@ -136,9 +138,6 @@ def check_params(path: str | Path) -> dict[str, Any]:
 
 def check_sections(doc: dict[str, Any], where: str) -> None:
     """`check_params` of a mapping already in memory (`where` names it in the error)."""
-    known = params_sections()
-    unknown = sorted(str(k) for k in doc if k not in known)
-    if unknown:
-        raise ValueError(f"{where}: unknown section(s) {unknown} (known: {', '.join(known)})")
+    _check_known(doc, where)
     for name, values in doc.items():
         from_dict(section_class(name), values or {}, section=name)

@@ -15,7 +15,7 @@ from blip_core.fileio import safe_torch_load
 from blip_core.models.common.config import VisionConfig
 from blip_core.models.common.vision import resize_pos_embed, vision_tower_names
 from blip_core.models.pretrained import read_config
-from blip_core.registry import model_kinds
+from blip_core.registry import get_task, kind_task
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def vision_start_state(source: str | Path, vision_cfg: VisionConfig) -> dict[str
     source = Path(source)
     if source.is_dir():
         kind, cfg = read_config(source)
-        towers = getattr(model_kinds().get(kind), "vision_towers", ())
+        towers = getattr(get_task(kind_task(kind)).model_class, "vision_towers", ())
         prefix = f"{towers[0]}." if towers else ""
         state = load_file(str(source / "model.safetensors"))
         state = {k[len(prefix) :]: v for k, v in state.items() if prefix and k.startswith(prefix)}
