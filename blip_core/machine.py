@@ -7,6 +7,7 @@ machine vs an AMD EPYC with AVX512-BF16); ratios are measured against a referenc
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from pathlib import Path
 
@@ -47,6 +48,24 @@ def uses_bf16(device: torch.device, cpu: str) -> bool:
     if device.type != "cpu":
         return device.type == "cuda"
     return cpu == "on" or (cpu == "auto" and has_bf16_units())
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool):
+    """`torch.use_deterministic_algorithms(on)` for a block, restored after it (it is process-wide).
+
+    Why: with 2 CPU threads some backward kernels accumulate in a varying order, so two runs of one
+    seed differ by an ulp from step 2 and drift apart; the deterministic kernels make them equal at no
+    measured cost. warn_only: an op with no deterministic kernel (some CUDA ones) warns, not fails.
+    cuBLAS needs its workspace setting for reproducible GEMMs, set before its first use."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if on and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def banner() -> str:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 SPLITS = ("coco_train", "web", "val", "test", "novel", "objects")
 """The embedded world's splits; `objects` is label-only (no captions): the world's ImageNet."""
 NOISE_TYPES = ("clean", "mismatched", "corrupted", "spam", "uninformative")
+OBJECT_LABEL_GROUPS = ("shape", "color", "background", "object")
+"""The label groups an `objects` image can carry (blip_core.data.world.samples.object_labels)."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -29,6 +31,10 @@ class WorldConfig:
     num_objects: int = 16000
     """Label-only object-recognition images (the world's ImageNet: class labels, no captions), the
     training data of the `pretrain_vision` stage; see `blip_core.data.world.samples.object_labels`."""
+    object_labels: list[str] = field(default_factory=lambda: list(OBJECT_LABEL_GROUPS))
+    """The `objects` split's label groups: shape, color (which an image shows), background (its
+    texture, as DTD / Places name them), object ("large red circle": attributes bound to each object,
+    Visual Genome's attribute-object labels)."""
     captions_per_image: int = 5
     """Human captions per clean image (COCO has 5)."""
     web_noise: dict[str, float] = field(
@@ -75,6 +81,11 @@ class WorldConfig:
             raise ValueError(f"world.web_noise has unknown noise types {sorted(unknown)}; known: {NOISE_TYPES[1:]}")
         if any(p < 0 for p in self.web_noise.values()) or sum(self.web_noise.values()) > 1.0 + 1e-9:
             raise ValueError(f"world.web_noise rates must be >= 0 and sum to <= 1, got {self.web_noise}")
+        bad = [g for g in self.object_labels if g not in OBJECT_LABEL_GROUPS]
+        if bad or not self.object_labels or len(set(self.object_labels)) != len(self.object_labels):
+            raise ValueError(
+                f"world.object_labels must be distinct groups of {OBJECT_LABEL_GROUPS}, got {self.object_labels}"
+            )
         if not 0.0 < self.novel_fraction < 0.5:
             raise ValueError(f"world.novel_fraction must be in (0, 0.5), got {self.novel_fraction}")
         if not 0.0 <= self.web_novel_rate <= 1.0:
@@ -124,7 +135,7 @@ class WorldConfig:
         """A copy whose split sizes are multiplied by `scale` (at least 1 image per split)."""
         if scale <= 0:
             raise ValueError(f"--scale must be > 0, got {scale}")
-        cfg = dataclasses.replace(self, web_noise=dict(self.web_noise))
+        cfg = dataclasses.replace(self, web_noise=dict(self.web_noise), object_labels=list(self.object_labels))
         for name in ("num_coco_train", "num_web", "num_val", "num_test", "num_novel", "num_objects"):
             setattr(cfg, name, max(1, round(getattr(self, name) * scale)))
         for name in self._TASK_COUNTS:  # a task switched off (0) stays off

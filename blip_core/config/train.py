@@ -53,6 +53,10 @@ class TrainConfig:
     """bf16 autocast on CPU (GPUs always train under it): off (fp32, the parity path the tests use);
     on; auto = on where the CPU has bf16 units (AVX512-BF16 or AMX), where it is faster, fp32 where
     it would be emulated and slower. Other numerics, so other weights: opt-in per stage."""
+    deterministic: bool = True
+    """torch.use_deterministic_algorithms during training: two runs of one seed on one machine give
+    the same weights (with 2 CPU threads they did not: an ulp at step 2, then drift). Off = the
+    kernels torch picks by default."""
     fused_optimizer: str = "auto"
     """AdamW's fused kernel (one launch for all parameters): auto = on a GPU, the for-each one
     elsewhere; on; off."""

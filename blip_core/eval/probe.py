@@ -26,6 +26,8 @@ import torch
 from blip_core.data.loader import EvalSplit
 from blip_core.data.world import lexicon as lx
 from blip_core.data.world.grounding import parse_caption
+from blip_core.data.world.labels import LABEL_GROUPS, object_labels
+from blip_core.data.world.scene import Scene
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +103,18 @@ def classifier_metrics(classifier, split: EvalSplit, *, batch_size: int = 256) -
     for s in range(0, len(split.images), batch_size):
         for group, p in classifier.predict(split.images[s : s + batch_size]).items():
             preds.setdefault(group, []).append(p.numpy())
-    truth = scene_labels(split.scenes)  # type: ignore[arg-type]
+    scenes = [Scene.from_dict(sc) for sc in split.scenes]  # type: ignore[arg-type]
     out = {}
     for group, names in classifier.cfg.classes.items():
-        if group not in truth or list(names) != list(COLORS if group == "color" else SHAPES):
+        if group not in LABEL_GROUPS:
             continue  # only the world's own groups can be scored against its scenes
-        pred, y = np.concatenate(preds[group]).astype(np.int64), truth[group]
+        index = {name: k for k, name in enumerate(names)}
+        y = np.zeros((len(scenes), len(names)), np.int64)
+        for i, scene in enumerate(scenes):
+            for name in object_labels(scene, [group])[group]:
+                if name in index:  # a novel scene's held-out objects have no class: never predicted
+                    y[i, index[name]] = 1
+        pred = np.concatenate(preds[group]).astype(np.int64)
         out[group] = {
             "f1": float(f1_score(y, pred, average="micro", zero_division=0)),
             "exact": float(np.mean((pred == y).all(axis=1))),

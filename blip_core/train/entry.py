@@ -18,6 +18,7 @@ from blip_core.config.train import VISION_STAGE, TrainConfig
 from blip_core.data.loader import TrainData, read_classes
 from blip_core.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
 from blip_core.fileio import digest, write_json
+from blip_core.machine import deterministic_algorithms
 from blip_core.models import pretrained
 from blip_core.models.common import vision_start
 from blip_core.registry import get_family, get_task
@@ -99,60 +100,75 @@ def run_training(
             raise FileNotFoundError(f"data directory not found: {d}")
     dist_on = init_distributed()
     try:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        vision_init = resolve_vision_init(cfg, vision_init)
-        task = get_task(cfg.task)
-        classes = read_classes(data_dirs) if task.data == "labels" else None
-        model, tok = build_model(cfg, init=init, tokenizer=tokenizer, classes=classes, vision_init=vision_init)
-        world = world_info()[1]
-        if task.queue:
-            model.cfg.check_batch(cfg.batch_size * world)
-        processor = None if tok is None else get_family(task.family).call("processor", model.cfg, tok, tokenizer)
-        if task.train_data is not None:  # the task's own items (VQA, NLVR², ...)
-            data = task.call("train_data", cfg, data_dirs, processor, model)
-        else:
-            data = TrainData(data_dirs, processor, batch_size=cfg.batch_size, image_size=model.cfg.vision.image_size,
-                             seed=cfg.seed, crop_scale_min=cfg.crop_scale_min, shuffle_buffer=cfg.shuffle_buffer,
-                             num_workers=cfg.num_workers, prompt=task.prompt, classes=classes,
-                             swap_negatives=cfg.itm_swap_negatives,
-                             phrase_positives=cfg.itm_phrase_positives,
-                             lm_negatives=cfg.lm_unlikelihood > 0)  # fmt: skip
-        resolved = {
-            "train": dataclasses.asdict(cfg),
-            "model": model.cfg.to_dict(),
-            "data": [str(d) for d in data_dirs],
-            "init": str(init) if init else None,
-            "vision_init": str(vision_init) if vision_init else None,
-            "world_size": world,
-        }
-        fingerprint = run_fingerprint(resolved, data_dirs, init, vision_init)
-        prompt_length = processor.prompt_length if processor is not None else 0
-        trainer = Trainer(model, cfg, data, out_dir, prompt_length=prompt_length, metric_logger=metric_logger)
-        resumed = False
-        if resume is True or (resume == "auto" and _same_run(out_dir, fingerprint)):
-            resumed = trainer.resume()
-        if not resumed and is_main_process():
-            _clear_run(out_dir)
-        if is_main_process():
-            write_json(out_dir / "resolved_config.json", resolved | {"fingerprint": fingerprint})
-            if metric_logger is not None:
-                metric_logger.log_params(resolved)
-        summary = trainer.fit()
-        summary |= {
-            "resumed_from_step": trainer.resumed_from if resumed else None,
-            "task": cfg.task,
-            "num_pairs": data.num_pairs,
-            "steps_per_epoch": trainer.steps_per_epoch,
-            "read": data.stats.to_dict(),
-        }
-        if is_main_process():
-            pretrained.save_pretrained(model.cpu(), out_dir / "model", tokenizer=tok)
-            write_json(out_dir / "train_summary.json", summary, default=str)
-        return summary
+        with deterministic_algorithms(cfg.deterministic):
+            return _run(cfg, data_dirs, out_dir, init, tokenizer, vision_init, resume, metric_logger)
     finally:
         if dist_on:
             cleanup_distributed()
+
+
+def _run(
+    cfg: TrainConfig,
+    data_dirs: list[str | Path],
+    out_dir: str | Path,
+    init: str | Path | None,
+    tokenizer: str | Path | None,
+    vision_init: str | Path | None,
+    resume: bool | str,
+    metric_logger: MetricLogger | None,
+) -> dict[str, Any]:
+    """The body of `run_training`, under its algorithm setting and process group."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vision_init = resolve_vision_init(cfg, vision_init)
+    task = get_task(cfg.task)
+    classes = read_classes(data_dirs) if task.data == "labels" else None
+    model, tok = build_model(cfg, init=init, tokenizer=tokenizer, classes=classes, vision_init=vision_init)
+    world = world_info()[1]
+    if task.queue:
+        model.cfg.check_batch(cfg.batch_size * world)
+    processor = None if tok is None else get_family(task.family).call("processor", model.cfg, tok, tokenizer)
+    if task.train_data is not None:  # the task's own items (VQA, NLVR², ...)
+        data = task.call("train_data", cfg, data_dirs, processor, model)
+    else:
+        data = TrainData(data_dirs, processor, batch_size=cfg.batch_size, image_size=model.cfg.vision.image_size,
+                         seed=cfg.seed, crop_scale_min=cfg.crop_scale_min, shuffle_buffer=cfg.shuffle_buffer,
+                         num_workers=cfg.num_workers, prompt=task.prompt, classes=classes,
+                         swap_negatives=cfg.itm_swap_negatives,
+                         phrase_positives=cfg.itm_phrase_positives,
+                         lm_negatives=cfg.lm_unlikelihood > 0)  # fmt: skip
+    resolved = {
+        "train": dataclasses.asdict(cfg),
+        "model": model.cfg.to_dict(),
+        "data": [str(d) for d in data_dirs],
+        "init": str(init) if init else None,
+        "vision_init": str(vision_init) if vision_init else None,
+        "world_size": world,
+    }
+    fingerprint = run_fingerprint(resolved, data_dirs, init, vision_init)
+    prompt_length = processor.prompt_length if processor is not None else 0
+    trainer = Trainer(model, cfg, data, out_dir, prompt_length=prompt_length, metric_logger=metric_logger)
+    resumed = False
+    if resume is True or (resume == "auto" and _same_run(out_dir, fingerprint)):
+        resumed = trainer.resume()
+    if not resumed and is_main_process():
+        _clear_run(out_dir)
+    if is_main_process():
+        write_json(out_dir / "resolved_config.json", resolved | {"fingerprint": fingerprint})
+        if metric_logger is not None:
+            metric_logger.log_params(resolved)
+    summary = trainer.fit()
+    summary |= {
+        "resumed_from_step": trainer.resumed_from if resumed else None,
+        "task": cfg.task,
+        "num_pairs": data.num_pairs,
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "read": data.stats.to_dict(),
+    }
+    if is_main_process():
+        pretrained.save_pretrained(model.cpu(), out_dir / "model", tokenizer=tok)
+        write_json(out_dir / "train_summary.json", summary, default=str)
+    return summary
 
 
 def run_fingerprint(

@@ -70,6 +70,10 @@ def test_bad_value_is_named():
         ReaderConfig(max_image_pixels=0)
     with pytest.raises(ValueError, match=r"tokenizer\.vocab_size"):
         TokenizerConfig(vocab_size=3)
+    for groups in (["shape", "texture"], [], ["shape", "shape"]):
+        with pytest.raises(ValueError, match=r"world\.object_labels"):
+            WorldConfig(object_labels=groups)
+    assert WorldConfig(object_labels=["shape"]).object_labels == ["shape"]
 
 
 def test_scaled_world():

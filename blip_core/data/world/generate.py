@@ -22,7 +22,7 @@ from blip_core.config.data import SPLITS, WorldConfig
 from blip_core.data.shards import ShardWriter, write_stats
 from blip_core.data.world.items import TASK_SPLITS
 from blip_core.data.world.render import held_out_combos
-from blip_core.data.world.samples import LABEL_GROUPS, make_sample
+from blip_core.data.world.samples import label_classes, make_sample
 from blip_core.data.world.tasks import write_task_split
 from blip_core.fileio import write_json
 
@@ -121,7 +121,7 @@ def generate_world(cfg: WorldConfig, out_dir: str | Path, *, progress: bool = Tr
         if split == "web":
             stats["noise_counts"] = dict(sorted(noise.items()))
         if split == "objects":  # the label vocabulary, for whoever trains on it
-            stats["classes"] = {group: list(names) for group, names in LABEL_GROUPS.items()}
+            stats["classes"] = label_classes(cfg)
         write_stats(out_dir / split, stats)
         summary["splits"][split] = {k: stats[k] for k in ("num_samples", "num_captions", "num_shards", "bytes")}
     summary["config"] = {f: getattr(cfg, f) for f in cfg.__slots__ if f != "num_workers"}  # type: ignore[attr-defined]

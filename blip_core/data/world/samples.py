@@ -32,36 +32,25 @@ from typing import Any
 from blip_core.config.data import WorldConfig
 from blip_core.data.world import lexicon as lx
 from blip_core.data.world.captions import human_captions
+from blip_core.data.world.labels import object_labels
 from blip_core.data.world.noise import web_caption
-from blip_core.data.world.render import encode_jpeg, held_out_combos, render_scene, rng_for, sample_scene
-from blip_core.data.world.scene import Scene
-
-LABEL_GROUPS = {"shape": tuple(lx.SHAPES), "color": tuple(lx.COLORS)}
-"""The `objects` split's class vocabulary: group -> class names (multi-label per group)."""
-
+from blip_core.data.world.render import encode_jpeg, held_out_combos, render_scene, rng_for, sample_scene, seen_combos
 
 # ------------------------------------------------------------------------------------------------
 # the objects split: the world's ImageNet
 
 
-def object_labels(scene: Scene) -> dict[str, list[str]]:
-    """The class labels of an `objects` image: which shapes and which colours it shows.
-
-    Why this design (decided from what ImageNet is to BLIP, before measuring any effect):
-    - scenes: drawn like the clean splits' (1-4 objects, both sizes, every background), because
-      ImageNet photos come from the same visual world as COCO's, not isolated studio objects; no
-      held-out (colour, shape) combination, so `novel` stays zero-shot;
-    - labels: image-level classes a labeller would tag, multi-label per group: the object categories
-      (shapes) and their colours. Nothing a caption is for: no counts, sizes, positions,
-      relations, backgrounds or colour-shape binding, as ImageNet labels say "goldfish", not "two
-      goldfish left of a rock";
-    - size: `world.num_objects`, ~1,000+ images per class (ImageNet-1k has ~1,300): ~2.2 objects
-      an image over 8 shapes and 10 colours needs ~6,000 images; clean, like ImageNet's labels.
-    """
-    return {
-        "shape": sorted({o.shape for o in scene.objects}, key=LABEL_GROUPS["shape"].index),
-        "color": sorted({o.color for o in scene.objects}, key=LABEL_GROUPS["color"].index),
+def label_classes(cfg: WorldConfig) -> dict[str, list[str]]:
+    """The `objects` split's class vocabulary: group -> class names, for the groups `cfg.object_labels`
+    names. `object` classes are "<size> <colour> <shape>" of the seen (colour, shape) combinations
+    only, so `novel` stays zero-shot."""
+    vocab = {
+        "shape": list(lx.SHAPES),
+        "color": list(lx.COLORS),
+        "background": list(lx.BACKGROUNDS),
+        "object": [f"{size} {c} {s}" for c, s in seen_combos(cfg) for size in lx.SIZES],
     }
+    return {group: vocab[group] for group in cfg.object_labels}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -77,7 +66,7 @@ def make_sample(cfg: WorldConfig, split: str, index: int) -> dict[str, Any]:
     held = set(held_out_combos(cfg))
     gt["novel_objects"] = [i for i, o in enumerate(scene.objects) if (o.color, o.shape) in held]
     if split == "objects":  # label-only: its labels are training data (unlike gt)
-        meta = {"image_id": key, "split": split, "labels": object_labels(scene), "gt": gt}
+        meta = {"image_id": key, "split": split, "labels": object_labels(scene, cfg.object_labels), "gt": gt}
         return {"key": key, "jpeg": encode_jpeg(img, cfg.jpeg_quality), "size": img.size, "captions": [],
                 "source": "labels", "meta": meta}  # fmt: skip
     if split == "web":

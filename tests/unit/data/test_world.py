@@ -181,8 +181,9 @@ def test_ground_truth_lives_only_in_json(tiny_world):
 
 
 def test_objects_split_is_label_only_and_its_labels_are_true_of_the_rendered_images(tiny_world):
-    """The world's ImageNet: every image carries its shapes and colours as labels, no caption; the
-    labels are those of the rendered scene, and each labelled colour is visibly in the image."""
+    """The world's ImageNet: every image carries its shapes, colours, background and attribute-object
+    classes as labels, no caption; the labels are those of the rendered scene, and each labelled
+    colour is visibly in the image."""
     import numpy as np
 
     from blip_core.data.loader import is_labelled, read_classes
@@ -191,11 +192,20 @@ def test_objects_split_is_label_only_and_its_labels_are_true_of_the_rendered_ima
     samples = list(iter_samples(tiny_world / "objects", labelled=True, stats=stats))
     assert len(samples) == tiny_world_config().num_objects and stats.num_skipped == 0
     assert is_labelled(tiny_world / "objects") and not is_labelled(tiny_world / "coco_train")
-    assert read_classes([tiny_world / "objects"]) == {"shape": list(lx.SHAPES), "color": list(lx.COLORS)}
+    classes = read_classes([tiny_world / "objects"])
+    assert set(classes) == {"shape", "color", "background", "object"}
+    assert classes["shape"] == list(lx.SHAPES) and classes["color"] == list(lx.COLORS)
+    assert classes["background"] == list(lx.BACKGROUNDS)
+    held = set(held_out_combos(tiny_world_config()))
+    assert len(classes["object"]) == 2 * (len(lx.COLORS) * len(lx.SHAPES) - len(held))
+    assert not {" ".join(name.split()[1:]) for name in classes["object"]} & {f"{c} {s}" for c, s in held}
     counts = Counter()
     for s in samples:
         scene = Scene.from_dict(s["meta"]["gt"]["scene"])
-        assert s["captions"] == [] and set(s["labels"]) == {"shape", "color"}
+        assert s["captions"] == [] and set(s["labels"]) == {"shape", "color", "background", "object"}
+        assert s["labels"]["background"] == [scene.background]
+        assert set(s["labels"]["object"]) == {f"{o.size} {o.color} {o.shape}" for o in scene.objects}
+        assert set(s["labels"]["object"]) <= set(classes["object"])
         assert s["labels"]["shape"] == [x for x in lx.SHAPES if x in {o.shape for o in scene.objects}]
         assert s["labels"]["color"] == [x for x in lx.COLORS if x in {o.color for o in scene.objects}]
         counts[len(scene.objects)] += 1
