@@ -33,6 +33,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from blip_core import capfilt
 from blip_core.config.loader import read_params
 from blip_core.fileio import digest, write_json
 from flows import dag, versioning
@@ -132,7 +133,9 @@ def bootstrap(
 
             data_hash = versioning.data_hash(dag.Layout(root).world)
             # the run's description (MLflow shows mlflow.note.content on the run page) is the verdict
-            parent.set_tags({"data_hash": data_hash, "verdict": line, "mlflow.note.content": line})
+            audit = Path(dag.Layout(root).cf(capfilt.AUDIT), "index.html").resolve().as_uri()
+            parent.set_tags({"data_hash": data_hash, "verdict": line, "mlflow.note.content": line,
+                             "capfilt_audit": audit})  # fmt: skip
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
             parent.log(headline_metrics(report["rows"], summary), step=0)
             _write_links(root, parent, results)

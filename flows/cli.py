@@ -150,6 +150,8 @@ def _cmd_capfilt(args: argparse.Namespace) -> int:
                                              **common)  # fmt: skip
     elif args.step == "reshard":
         result = stages.stage_capfilt_reshard(args.human, args.web, args.work)
+    elif args.step == "audit":
+        result = stages.stage_capfilt_audit(args.web, args.work, out_dir=args.out)
     else:
         result = stages.stage_capfilt_run(args.human, args.web, args.work, metrics_dir=args.metrics,
                                           threshold=args.threshold, calibration_dir=args.calibration, **models,
@@ -315,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "select": "keep captions by policy and threshold from the stored scores (no model runs)",
         "reshard": "write the bootstrapped shards: human splits unfiltered + kept web captions",
         "run": "caption, filter, select and reshard in one go",
+        "audit": "write the audit page (HTML, offline): each caption's image, scores and decision",
     }
     for step, text in helps.items():
         q = steps.add_parser(step, help=text, description=text)
@@ -333,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--metrics", type=Path, default=Path("data/metrics/capfilt"),
                            help="quality JSON + plots folder")  # fmt: skip
             q.add_argument("--threshold", type=float, default=None, help="override capfilt.threshold")
+        if step == "audit":
+            q.add_argument("--out", type=Path, default=None, help="page folder (default: <work>/audit)")
+            q.set_defaults(func=_cmd_capfilt, policy=None, params=None)
+            continue
         q.add_argument("--policy", default=None, help="override capfilt.policy: none|filter|captioner|both|clip_score")
         q.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
         q.set_defaults(func=_cmd_capfilt)

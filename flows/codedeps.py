@@ -95,17 +95,29 @@ def code_of(fn: Callable[..., Any], tasks: tuple[str, ...] = (), evaluates: tupl
     for m in named:
         if m.split(".")[0] in PACKAGES and _module_file(m) is not None:
             modules |= _module_closure(m)
-    return tuple(sorted(str(_module_file(m).relative_to(REPO)) for m in modules))
+    files = [_module_file(m) for m in modules]
+    files += [f.parent / name for f in list(files) for name in _code_files(f)]
+    return tuple(sorted(str(f.relative_to(REPO)) for f in files))
+
+
+@functools.cache
+def _code_files(module_file: Path) -> tuple[str, ...]:
+    """The files beside a module that are part of its code (a page template, ...): its top-level
+    `CODE_FILES = ("name", ...)`, so that editing one re-runs the stages that run the module."""
+    for node in ast.parse(module_file.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CODE_FILES" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    return ()
 
 
 def code_hash(paths: tuple[str, ...], *, root: str | Path | None = None) -> str:
-    """Content hash of source files under `root` (the repository; folders: every .py below them; a
-    missing path is skipped): a stage's code deps, or the whole code base (flows.versioning.code_hash)."""
+    """Content hash of source files under `root` (the repository; folders: every .py and .html below
+    them; a missing path is skipped): a stage's code deps, or the whole code base (flows.versioning.code_hash)."""
     base = Path(root) if root is not None else REPO
     h = hashlib.sha256()
     for rel in paths:
         p = base / rel
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        files = sorted([*p.rglob("*.py"), *p.rglob("*.html")]) if p.is_dir() else [p]
         for f in files:
             if f.is_file():
                 h.update(str(f.relative_to(base)).encode() + b"\0" + f.read_bytes() + b"\0")

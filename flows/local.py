@@ -269,6 +269,7 @@ def _summary() -> None:
         print(f"  the two evaluations       -> {url}")
     print("  Data Docs                 -> gx/uncommitted/data_docs/local_site/index.html")
     print("  CapFilt quality and plots -> data/metrics/capfilt/")
+    print("  CapFilt audit page        -> data/capfilt/audit/index.html (each caption: image, scores, decision)")
     print("  DVC                       -> dvc metrics show / dvc plots show")
 
 

@@ -10,6 +10,7 @@ that module imports (flows.codedeps.code_of), so an edit to one family re-runs o
 
 from flows.stages.capfilt import (
     capfilt_config,
+    stage_capfilt_audit,
     stage_capfilt_reshard,
     stage_capfilt_run,
     stage_capfilt_score,
@@ -26,6 +27,7 @@ __all__ = [
     "capfilt_config",
     "format_comparison",
     "report_metrics",
+    "stage_capfilt_audit",
     "stage_capfilt_reshard",
     "stage_capfilt_run",
     "stage_capfilt_score",

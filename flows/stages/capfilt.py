@@ -94,6 +94,19 @@ def stage_capfilt_reshard(human_dirs, web_dir, work_dir, *, out_dir=None) -> dic
     return {k: v for k, v in summary.items() if k != "shards"}
 
 
+def stage_capfilt_audit(web_dir, work_dir, *, out_dir=None) -> dict[str, Any]:
+    """The CapFilt audit page (blip_core.capfilt.audit): every caption with its image, scores and
+    decision, for a person to see why it was kept or dropped. Reads no params: select decided."""
+    from blip_core.capfilt import AUDIT
+    from blip_core.capfilt.audit import write_audit
+
+    summary = write_audit(work_dir, web_dir, out_dir or Path(work_dir) / AUDIT)
+    url = Path(summary["page"]).resolve().as_uri()
+    summary["markdown"] = (f"[The CapFilt audit page]({url}) (`{summary['page']}`): {summary['rows']} captions of "
+                           f"{summary['images']} web images, {summary['kept']} kept; filter, sort, page.")  # fmt: skip
+    return summary
+
+
 def stage_capfilt_run(
     human_dirs,
     web_dir,

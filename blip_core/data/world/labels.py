@@ -21,9 +21,10 @@ def object_labels(scene: Scene, groups: tuple[str, ...] | list[str] = LABEL_GROU
       held-out (colour, shape) combination, so `novel` stays zero-shot;
     - labels: image-level classes a labeller would tag, multi-label per group: the object categories
       (shapes) and their colours; the background texture, which real backbones know (ImageNet CNNs
-      are texture-biased; DTD and Places are the datasets that name textures and scenes); and each
-      object's attributes bound to it, the attribute-object labels of Visual Genome that the
-      detectors of BLIP's predecessors (bottom-up attention: UNITER, OSCAR, VinVL) were trained on.
+      are texture-biased; DTD and Places are the datasets that name textures and scenes); and,
+      optionally (`world.object_labels`), each object's attributes bound to it, the attribute-object
+      labels of Visual Genome that the detectors of BLIP's predecessors (bottom-up attention:
+      UNITER, OSCAR, VinVL) were trained on.
       Nothing a caption says beyond that: no counts, positions or relations, as ImageNet labels say
       "goldfish", not "two goldfish left of a rock";
     - size: `world.num_objects`, ~1,000+ images per class (ImageNet-1k has ~1,300): ~2.2 objects

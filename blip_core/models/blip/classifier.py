@@ -9,8 +9,10 @@ This model plays ImageNet training for the embedded world: trained on the label-
 (`pretrain_vision`), its `visual_encoder` is what both BLIP pre-trainings load (`vision_init`);
 the head is dropped. Labels are multi-label per group (the shapes and the colours an image shows, its
 background, its objects as "large red circle"), so the loss is a binary cross-entropy per class,
-summed over a group's classes and averaged over images: every class is one binary decision of
-equal weight, so a group of 140 attribute-object classes is not 17x weaker than one of 8 shapes.
+averaged per group: each group weighs the same. (Summed over a group's classes instead, so that
+each class weighs the same, the 140 attribute-object classes swamped the rest: after the make-run
+budget of 875 steps the shapes were at val F1 0.37 and the backgrounds at chance, against 0.875 and
+1.0 with the mean.)
 
 One linear head scores the [CLS] token (DeiT; BLIP's ITC reads that token) and every grid token;
 a class's logit is the mean of its [CLS] logit and its largest grid-token logit (max pooling over
@@ -58,14 +60,13 @@ class VisionClassifier(nn.Module):
         return 0.5 * (per_token[:, 0] + per_token[:, 1:].amax(dim=1))  # (B, K)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 3, H, W), (B, K) multi-hot -> {"<group>_loss": BCE summed over the group's classes}."""
+        """(B, 3, H, W), (B, K) multi-hot -> {"<group>_loss": BCE averaged over the group's classes}."""
         logits = self.logits(images)  # (B, K)
         out: dict[str, torch.Tensor] = {"logits": logits}
         start = 0
         for group, n in self.groups:
             sl = slice(start, start + n)
-            bce = F.binary_cross_entropy_with_logits(logits[:, sl].float(), labels[:, sl].float(), reduction="sum")
-            out[f"{group}_loss"] = bce / len(images)
+            out[f"{group}_loss"] = F.binary_cross_entropy_with_logits(logits[:, sl].float(), labels[:, sl].float())
             start += n
         return out
 

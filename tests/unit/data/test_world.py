@@ -193,19 +193,14 @@ def test_objects_split_is_label_only_and_its_labels_are_true_of_the_rendered_ima
     assert len(samples) == tiny_world_config().num_objects and stats.num_skipped == 0
     assert is_labelled(tiny_world / "objects") and not is_labelled(tiny_world / "coco_train")
     classes = read_classes([tiny_world / "objects"])
-    assert set(classes) == {"shape", "color", "background", "object"}
+    assert set(classes) == {"shape", "color", "background"}  # the default groups
     assert classes["shape"] == list(lx.SHAPES) and classes["color"] == list(lx.COLORS)
     assert classes["background"] == list(lx.BACKGROUNDS)
-    held = set(held_out_combos(tiny_world_config()))
-    assert len(classes["object"]) == 2 * (len(lx.COLORS) * len(lx.SHAPES) - len(held))
-    assert not {" ".join(name.split()[1:]) for name in classes["object"]} & {f"{c} {s}" for c, s in held}
     counts = Counter()
     for s in samples:
         scene = Scene.from_dict(s["meta"]["gt"]["scene"])
-        assert s["captions"] == [] and set(s["labels"]) == {"shape", "color", "background", "object"}
+        assert s["captions"] == [] and set(s["labels"]) == {"shape", "color", "background"}
         assert s["labels"]["background"] == [scene.background]
-        assert set(s["labels"]["object"]) == {f"{o.size} {o.color} {o.shape}" for o in scene.objects}
-        assert set(s["labels"]["object"]) <= set(classes["object"])
         assert s["labels"]["shape"] == [x for x in lx.SHAPES if x in {o.shape for o in scene.objects}]
         assert s["labels"]["color"] == [x for x in lx.COLORS if x in {o.color for o in scene.objects}]
         counts[len(scene.objects)] += 1
@@ -220,6 +215,24 @@ def test_objects_split_is_label_only_and_its_labels_are_true_of_the_rendered_ima
         rendered = make_sample(tiny_world_config(), "objects", int(s["key"].split("-")[1]))
         assert rendered["meta"]["labels"] == s["labels"]
     assert set(counts) == {1, 2, 3, 4}  # scenes like the clean splits', not isolated objects
+
+
+def test_attribute_object_labels_bind_each_object_and_name_no_held_out_combination():
+    """The optional `object` group: "<size> <colour> <shape>" per object, seen combinations only."""
+    from blip_core.data.world.samples import label_classes
+
+    cfg = tiny_world_config(object_labels=["shape", "object"])
+    classes = label_classes(cfg)
+    held = set(held_out_combos(cfg))
+    assert list(classes) == ["shape", "object"]
+    assert len(classes["object"]) == len(lx.SIZES) * (len(lx.COLORS) * len(lx.SHAPES) - len(held))
+    assert not {tuple(name.split()[1:]) for name in classes["object"]} & held
+    for i in range(20):
+        s = make_sample(cfg, "objects", i)
+        scene = Scene.from_dict(s["meta"]["gt"]["scene"])
+        assert set(s["meta"]["labels"]) == {"shape", "object"}
+        assert set(s["meta"]["labels"]["object"]) == {f"{o.size} {o.color} {o.shape}" for o in scene.objects}
+        assert set(s["meta"]["labels"]["object"]) <= set(classes["object"])
 
 
 def test_objects_split_holds_no_held_out_combination():

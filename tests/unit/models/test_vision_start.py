@@ -33,10 +33,10 @@ def test_classifier_loss_per_group_and_prediction():
     out = clf(images, labels)
     assert set(k for k in out if k.endswith("_loss")) == {"shape_loss", "color_loss"}
     assert out["logits"].shape == (4, 5)
-    # summed over a group's classes, averaged over images: each class weighs the same in any group
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(out["logits"][:, :2], labels[:, :2]) * 2
+    # averaged over each group's classes: each group weighs the same
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(out["logits"][:, :2], labels[:, :2])
     assert out["shape_loss"].item() == pytest.approx(expected.item())
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(out["logits"][:, 2:], labels[:, 2:]) * 3
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(out["logits"][:, 2:], labels[:, 2:])
     assert out["color_loss"].item() == pytest.approx(expected.item())
     pred = clf.predict(images)
     assert pred["shape"].shape == (4, 2) and pred["color"].shape == (4, 3)
