@@ -141,8 +141,8 @@ class Task:
         return resolve(get_family(self.family).config)
 
     def registered_name(self, role: str | None = None) -> str:
-        """Its model's name in MLflow's registry: `<family>-<role>` (a pre-training's bootstrapped
-        variant passes role="bootstrapped")."""
+        """Its model's name in MLflow's registry: `<family>-<role>` (another role may be passed; the
+        pipeline registers a task's baseline and bootstrapped models as versions of one name)."""
         return f"{self.family}-{role or self.role}"
 
     @property

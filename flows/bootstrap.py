@@ -44,6 +44,7 @@ from flows.prefect_tasks import (
     params_values,
     register_task,
     release_stale_gpu_slots,
+    stage_artifact,
     stage_task,
 )
 
@@ -66,12 +67,12 @@ def bootstrap(
     task_runner_kind: str = "threads",
     capfilt_workers: int = 1,
     release_gpu_slots: bool = False,
-    register: bool = True,
+    register_models: bool = True,
 ) -> dict:
     """Run the whole bootstrap pipeline; returns the baseline-vs-bootstrapped comparison.
 
     `release_gpu_slots`: first free the `gpu` concurrency slots that a killed earlier run left
-    leased (for a caller that owns the Prefect API, e.g. `make effect`). `register`: the trained models
+    leased (for a caller that owns the Prefect API, e.g. `make effect`). `register_models`: the trained models
     become versions in the model registry (a study's seeds are measurements: `make effect` does not)."""
 
     if release_gpu_slots:
@@ -107,6 +108,7 @@ def bootstrap(
                             results[s.name] = capfilt_flow.with_options(task_runner=runner)(**s.kwargs, policy=policy)
                     if results[s.name]["skipped_shards"] < results[s.name]["shards"]:  # it scored something
                         results[s.name]["mlflow_run_id"] = log_stage_run(s, params, run, results[s.name])
+                    stage_artifact(s.name, results[s.name], params, root)  # as stage_task does for the others
                 else:
                     # outputs deleted since the cached run: the cache must not pretend they exist
                     opts: dict[str, Any] = {"refresh_cache": not all(Path(o).exists() for o in s.outputs)}
@@ -138,12 +140,16 @@ def bootstrap(
                              "capfilt_audit": audit})  # fmt: skip
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
             parent.log(headline_metrics(report["rows"], summary), step=0)
+            report_dir = Path(dag.Layout(root).report)
+            for name in ("comparison.md", "comparison.png", "comparison.json"):  # the delta table on the parent run
+                if (report_dir / name).is_file():
+                    parent.log_artifact(report_dir / name)
             _write_links(root, parent, results)
             trained = [reg for reg in registrations(params, root) if reg.stage in results]
             models = {reg.stage: reg.model for reg in trained}
             run_ids = {reg.stage: (results.get(reg.stage) or {}).get("mlflow_run_id") for reg in trained}
             vision_score = (results.get("pretrain_vision") or {}).get("val", {}).get("shape", {}).get("f1")
-            if register:
+            if register_models:
                 register_task(run, report["rows"], models, run_ids, vision_score, data_hash, params, root)
             _mark_if_served_from_cache(parent)
             parent.close()
@@ -152,6 +158,10 @@ def bootstrap(
         if parent is not None:
             parent.close("FAILED")
         raise
+
+
+HEADLINE_PREFIX = "Headline/"
+"""Capitalised: MLflow lists metrics in code-point order, so these come before compare/ and eval/."""
 
 
 def headline_metrics(rows: list[dict], summary: dict[str, Any]) -> dict[str, float]:
@@ -164,10 +174,10 @@ def headline_metrics(rows: list[dict], summary: dict[str, Any]) -> dict[str, flo
     for r in rows:
         if (r["split"], r["metric"]) in HEADLINE:
             for col in ("baseline", "bootstrapped", "delta"):
-                out[f"headline/{r['split']}_{r['metric']}_{col}"] = r[col]
+                out[f"{HEADLINE_PREFIX}{r['split']}_{r['metric']}_{col}"] = r[col]
     for key in ("filter_auroc", "web_noise_rate", "kept_noise_rate"):
         if isinstance(summary.get(key), int | float):
-            out[f"headline/{key}"] = summary[key]
+            out[f"{HEADLINE_PREFIX}{key}"] = summary[key]
     return out
 
 

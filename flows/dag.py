@@ -273,7 +273,7 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
             what = f"{t.about} on {pool_text} captions"
         else:
             what = f"{t.about}, from the {model} pre-training"
-        role = t.role if task != "pretrain" or model == "baseline" else "bootstrapped"
+        role = t.role  # baseline and bootstrapped: two versions of one registered model (tag `variant`)
         return Stage(name=f"{name}_{model}", fn=fns.stage_train, kwargs=kwargs,
                      deps=(*data, init or L.tokenizer, *starts, *gates),
                      outs=(L.model(model, task),), params=(t.section,), gpu=True, tasks=(task,),
@@ -376,7 +376,7 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
                      "out_dir": report, "quality": L.quality(), "captions": list(caps), "split_dirs": captioned},
                      deps=(base_eval, boot_eval, L.quality(), *caps, *captioned),
                      outs=(f"{report}/comparison.csv", f"{report}/comparison.md"),
-                     metrics=(f"{report}/comparison.json",), plots=(f"{report}/comparison.png",),
+                     metrics=(f"{report}/comparison.json", f"{report}/long"), plots=(f"{report}/comparison.png",),
                      comment="baseline vs bootstrapped: verdict, table, 95% intervals over images, chart"))  # fmt: skip
     return out
 

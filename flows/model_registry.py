@@ -133,12 +133,12 @@ def signature(role: str):
 def log_and_register(
     tracking_uri: str, run_id: str, checkpoint: str | Path, name: str, role: str, *, metric: float | None = None,
     metric_name: str | None = None, description: str | None = None, tags: dict[str, str] | None = None,
-    higher_is_better: bool = True,
+    higher_is_better: bool = True, model_description: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Log `checkpoint` as a pyfunc model in `run_id` (the stage run that trained it), register it as
     a new version of the registered model `name` (a `role` model) with `description` and `tags`, and
-    move the `best` alias to it when `metric` beats the current best (or there is none). The stage
-    run keeps its own end time."""
+    move the `best` alias to it when `metric` beats the current best (or there is none); the
+    registered model itself gets `model_description`. The stage run keeps its own end time."""
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     before = client.get_run(run_id).info
@@ -166,6 +166,8 @@ def log_and_register(
             client.set_model_version_tag(name, version, "score_metric", metric_name)
     if description:
         client.update_model_version(name, version, description=description)
+    if model_description:
+        client.update_registered_model(name, description=model_description)
     best = _current_best(client, name)
     better = best is None or metric is None or (metric > best if higher_is_better else metric < best)
     if better:
@@ -181,6 +183,18 @@ def _source_name() -> str:
         return str(script.resolve().relative_to(REPO))
     except ValueError:
         return redact(script.name)
+
+
+def describe_model(reg: Registration) -> str:
+    """A registered model's description: what it is, what its versions are, what `best` follows."""
+    from blip_core.registry import task_for_role
+
+    about = task_for_role(reg.role).about
+    if reg.variant == "vision":
+        versions = "one version per run (the supervised vision start both pre-trainings load)"
+    else:
+        versions = "per run a baseline and a bootstrapped version (tag `variant`), on raw and on CapFilt data"
+    return f"{reg.name}: {about}; {versions}. The alias `best` follows {reg.metric}."
 
 
 def describe(reg: Registration, score: float | None, run_id: str, data_hash: str | None = None) -> str:

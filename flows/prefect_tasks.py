@@ -89,7 +89,7 @@ def stage_task(name: str, params: str, root: str, run: dict) -> dict:
         tracker.close()
         if isinstance(out, dict):  # the run that made the outputs (a cached result keeps pointing at it)
             out["mlflow_run_id"] = tracker.run_id
-    _artifact(name, summary, params, root)
+    stage_artifact(name, summary, params, root)
     run_log(summary_line(name, summary))
     return out
 
@@ -178,7 +178,7 @@ def _numeric(obj: Any, prefix: str = "") -> dict[str, float]:
     return {k.replace(":", "_"): v for k, v in out.items()}
 
 
-def _artifact(name: str, summary: Any, params: str = "params.yaml", root: str = "data") -> None:
+def stage_artifact(name: str, summary: Any, params: str = "params.yaml", root: str = "data") -> None:
     """A markdown summary of each stage on the Prefect run page; keys numbered in DAG order, so the
     artifacts list in the order the stages ran, each with a description of what it shows."""
     if isinstance(summary, dict) and "markdown" in summary:
@@ -253,7 +253,7 @@ def register_task(
     has none), baseline and bootstrapped as versions of one registered model whose `best` alias
     follows the measured score: CIDEr for captioners, test mean recall for filters, the shape probe
     for pre-trainings, the val shape F1 for the vision start."""
-    from flows.model_registry import describe, log_and_register, registrations
+    from flows.model_registry import describe, describe_model, log_and_register, registrations
 
     score = {(f"{r['split']}/{r['metric']}", m): r[m] for r in rows for m in ("baseline", "bootstrapped")}
     out = {}
@@ -267,7 +267,7 @@ def register_task(
             info = log_and_register(run["tracking_uri"], run_id, models[reg.stage], reg.name, reg.role,
                                     metric=metric,
                                     metric_name=reg.metric, description=describe(reg, metric, run_id, data_hash),
-                                    tags=tags)  # fmt: skip
+                                    tags=tags, model_description=describe_model(reg))  # fmt: skip
             out[reg.stage] = f"{info['name']} v{info['version']}"
             run_log(f"registered {info['name']} version {info['version']} from {reg.stage} "
                     f"({reg.metric} {metric}; best={info['best']})")  # fmt: skip

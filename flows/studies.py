@@ -98,7 +98,9 @@ def run_arm(arm: Arm, params: str | Path, root: str | Path, experiment: str, *,
         # the study owns the Prefect API: free gpu slots that a killed earlier run left leased;
         # not registered: an arm's models are a measurement, and their scores on another world or
         # recipe than make run's would move the registry's `best` alias
-        flow(params=str(arm_params), root=str(root), experiment=experiment, release_gpu_slots=True, register=False)
+        flow(
+            params=str(arm_params), root=str(root), experiment=experiment, release_gpu_slots=True, register_models=False
+        )
     except Exception as e:  # a gate or a failed stage ends this arm, not the study
         status["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
         logger.error("arm %s stopped: %s", arm.name, status["error"])

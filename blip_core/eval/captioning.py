@@ -135,8 +135,8 @@ def evaluate_captioning(captioner, split: EvalSplit, processor, cfg: EvalConfig,
 
 def caption_grid(split_dir, predictions: dict[str, str], out_file, *, n: int = 16, cols: int = 4, title: str = ""):
     """A PNG grid of the first `n` images of a split: per image the first reference caption and the
-    generated one, marked with the grounding checker's verdict (true in every attribute or not)."""
-    import textwrap
+    generated one, marked with the grounding checker's verdict (true in every attribute or not).
+    The title sits in a band of its own above the grid, clear of the top row's captions."""
     from pathlib import Path
 
     import matplotlib
@@ -154,6 +154,19 @@ def caption_grid(split_dir, predictions: dict[str, str], out_file, *, n: int = 1
             break
     if not samples:
         return None
+    fig = grid_figure(samples, predictions, cols=cols, title=title)
+    out_file = Path(out_file)
+    fig.savefig(out_file, dpi=90)
+    plt.close(fig)
+    return out_file
+
+
+def grid_figure(samples: list[dict], predictions: dict[str, str], *, cols: int = 4, title: str = ""):
+    """The caption grid's matplotlib figure (`caption_grid` saves it)."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
     rows = (len(samples) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.9, rows * 3.9), squeeze=False)
     for ax in axes.flat:
@@ -169,11 +182,9 @@ def caption_grid(split_dir, predictions: dict[str, str], out_file, *, n: int = 1
         ref = "\n".join(textwrap.wrap("ref: " + s["captions"][0], 34))
         gen = "\n".join(textwrap.wrap(verdict + generated, 34))
         ax.set_title(gen, fontsize=7, color=color)
-        ax.text(0.5, -0.04, ref, transform=ax.transAxes, ha="center", va="top", fontsize=6, color="0.35")
+        ax.text(0.5, -0.04, ref, transform=ax.transAxes, ha="center", va="top", fontsize=7, color="0.15")
+    band = 0.55 / fig.get_figheight() if title else 0.0  # inches kept for the title, as a share of the height
+    fig.tight_layout(h_pad=3.0, rect=(0, 0, 1, 1 - band))
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(h_pad=3.0)
-    out_file = Path(out_file)
-    fig.savefig(out_file, dpi=90)
-    plt.close(fig)
-    return out_file
+        fig.suptitle(title, fontsize=10, y=1 - band / 2, va="center")
+    return fig

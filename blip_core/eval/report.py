@@ -64,10 +64,34 @@ def plot_comparison(
     spread: dict[tuple[str, str], float] | None = None,
     caption: str | None = None,
 ) -> Path:
-    """`rows` as the report writes them ({split, metric, baseline, bootstrapped, delta}) -> a PNG of the
-    deltas (bootstrapped - baseline), what a reader needs to see: one panel per metric, since their
-    scales differ; a bar per split around zero, with the seed sd as an error bar where `spread` gives
-    it; green above zero (above the sd), red below, grey within; both values under each bar.
+    """`comparison_figure` saved as a PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless
+    import matplotlib.pyplot as plt
+
+    fig = comparison_figure(rows, title=title, spread=spread, caption=caption)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def comparison_figure(
+    rows: Sequence[dict[str, Any]],
+    *,
+    title: str | None = None,
+    spread: dict[tuple[str, str], float] | None = None,
+    caption: str | None = None,
+):
+    """`rows` as the report writes them ({split, metric, baseline, bootstrapped, delta}, and
+    `delta_ci` where the evaluation has one) -> a PNG of the deltas (bootstrapped - baseline), what a
+    reader needs to see: one panel per metric, since their units differ; a bar per split around zero
+    with its error bar (the seed sd where `spread` gives it, else the 95% interval over images);
+    green above zero and beyond the error bar, red below, grey where the bar holds zero; both values
+    under each bar. Each panel's scale spans at least +-10% of its metric's values, so a change of
+    -0.003 on a rate near 0.3 looks small, not like the whole panel.
     `caption`: a line under the panels (the verdict).
     """
     import textwrap
@@ -84,41 +108,57 @@ def plot_comparison(
     ncols = min(4, max(1, len(metrics)))
     nrows = max(1, -(-len(metrics) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows), squeeze=False)
+    any_ci = False
     for ax, metric in zip(axes.flat, metrics):
         present = [s for s in splits if (metric, s) in by]
         x = np.arange(len(present))
         deltas = np.array([by[(metric, s)]["delta"] for s in present], dtype=float)
-        sds = [(spread or {}).get((s, metric)) for s in present]
-        colours = [_delta_colour(d, sd) for d, sd in zip(deltas, sds)]
-        err = np.array([sd if sd is not None else 0.0 for sd in sds]) if any(sd is not None for sd in sds) else None
+        lo, hi = [], []  # the error bar below and above each delta
+        for s, d in zip(present, deltas):
+            sd, ci = (spread or {}).get((s, metric)), by[(metric, s)].get("delta_ci")
+            if sd is not None:
+                lo.append(sd), hi.append(sd)
+            elif ci is not None and spread is None:
+                lo.append(max(d - ci[0], 0.0)), hi.append(max(ci[1] - d, 0.0))
+                any_ci = True
+            else:
+                lo.append(0.0), hi.append(0.0)
+        has_bar = [a > 0 or b > 0 for a, b in zip(lo, hi)]
+        colours = [_delta_colour(d, d - a, d + b) if bar else _delta_colour(d, d, d)
+                   for d, a, b, bar in zip(deltas, lo, hi, has_bar)]  # fmt: skip
+        err = np.array([lo, hi]) if any(has_bar) else None
         bars = ax.bar(x, deltas, 0.6, color=colours, yerr=err, capsize=3 if err is not None else 0)
         ax.bar_label(bars, labels=[f"{d:+.3g}" for d in deltas], fontsize=7, padding=1)
         ax.axhline(0, color="k", linewidth=0.8)
         ax.set_xticks(x, [f"{s}\n{_fmt(by[(metric, s)]['baseline'])} → {_fmt(by[(metric, s)]['bootstrapped'])}"
                           for s in present])  # fmt: skip
-        reach = max([abs(d) + (sd or 0.0) for d, sd in zip(deltas, sds)] or [0.0])
+        values = [abs(v) for s in present for v in (by[(metric, s)]["baseline"], by[(metric, s)]["bootstrapped"])
+                  if v == v]  # fmt: skip
+        reach = max([abs(d) + max(a, b) for d, a, b in zip(deltas, lo, hi)] + [0.1 * max(values or [0.0])])
         ax.set_ylim(-1.3 * reach if reach > 0 else -1, 1.3 * reach if reach > 0 else 1)
         ax.set_title(metric, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
-    known = "error bars: seed sd (make effect)" if spread else "one run: no seed spread known"
+    if spread:
+        known = "error bars: seed sd (make effect); grey: within it"
+    elif any_ci:
+        known = "error bars: 95% interval over images; grey: it holds 0"
+    else:
+        known = "one run, no interval: colour by sign only"
     fig.suptitle(title or f"Bootstrapped − baseline, after fine-tuning (labels: baseline → bootstrapped; green "
-                          f"better, red worse, grey within the sd; {known})", fontsize=9)  # fmt: skip
+                          f"better, red worse; {known})", fontsize=9)  # fmt: skip
     if caption:
         fig.text(0.01, 0.005, textwrap.fill(caption, width=int(30 * ncols)), fontsize=8, va="bottom")
         fig.tight_layout(rect=(0, 0.07, 1, 1))
     else:
         fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def _delta_colour(delta: float, sd: float | None) -> str:
-    if sd is not None and abs(delta) <= sd or delta == 0:
+def _delta_colour(delta: float, low: float, high: float) -> str:
+    """Grey where the error bar [low, high] around `delta` holds zero (or delta is 0), else by sign."""
+    if delta == 0 or low <= 0 <= high and low != high:
         return "0.6"
     return "tab:green" if delta > 0 else "tab:red"
 

@@ -66,6 +66,7 @@ def stage_report(
             if k in r
         }
     write_json(out_dir / "comparison.json", nested)
+    write_long_table(nested, out_dir / LONG_DIR)
     lines = ["split,metric,model,value"]
     lines += [f"{r['split']},{r['metric']},{m},{r[m]:.6g}" for r in rows for m in ("baseline", "bootstrapped")]
     (out_dir / "comparison.csv").write_text("\n".join(lines) + "\n")
@@ -75,6 +76,31 @@ def stage_report(
     (out_dir / "comparison.md").write_text(f"{line}\n\n{table}\n")
     plot_comparison(rows, out_dir / "comparison.png", caption=line)
     return {"rows": rows, "markdown": table, "verdict": line}
+
+
+LONG_DIR = "long"
+"""The comparison in long format: `long/<split>/<metric>.json`, one row each in `dvc metrics show`."""
+
+
+def write_long_table(nested: dict[str, dict[str, dict[str, Any]]], folder: Path) -> int:
+    """One small metrics file per split and metric ({baseline, bootstrapped, delta} and the delta's
+    95% interval as delta_low / delta_high where there is one), so that `dvc metrics show
+    data/metrics/report/long --md` is a table of one row per split and metric, a few columns wide.
+    Files of metrics no longer compared are removed. Returns the number of files."""
+    import shutil
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    n = 0
+    for split, metrics in nested.items():
+        for metric, r in metrics.items():
+            row = {k: r[k] for k in ("baseline", "bootstrapped", "delta")}
+            if "delta_ci" in r:
+                row |= {"delta_low": r["delta_ci"][0], "delta_high": r["delta_ci"][1]}
+            (folder / split).mkdir(parents=True, exist_ok=True)
+            write_json(folder / split / f"{metric}.json", row)
+            n += 1
+    return n
 
 
 def format_comparison(rows: list[dict[str, Any]]) -> str:

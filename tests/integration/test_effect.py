@@ -148,5 +148,5 @@ def test_a_study_seed_runs_the_flow_without_registering_models(tmp_path, monkeyp
     (arm,) = studies.seeds([3]).arms
     status = studies.run_arm(arm, params, tmp_path / "seed-3", "blip-effect")  # the default flow: bootstrap
     (kw,) = calls
-    assert kw["register"] is False and kw["experiment"] == "blip-effect"
+    assert kw["register_models"] is False and kw["experiment"] == "blip-effect"
     assert "world:\n  seed: 3" in (tmp_path / "seed-3" / "params.yaml").read_text() and status["arm"] == "seed-3"

@@ -49,11 +49,21 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
             for r in runs:
                 assert {t.split(":")[0] for t in r.tags} >= {"git", "params", "data"}, r.tags
             assert not any(t.tags for t in client.read_task_runs())
+            # one markdown artifact per stage, numbered in DAG order with no gap (the CapFilt subflow's too)
+            from flows import dag
+
+            keys = {a.key for a in client.read_artifacts() if a.type == "markdown"}
+            names = [s.name for s in dag.stages(str(params), str(root))]
+            assert keys == {f"{i:02d}-{n.replace('_', '-')}" for i, n in enumerate(names, start=1)}
     assert {r["split"] for r in result["rows"]} == {"test", "novel", "vqa_test", "vqa_novel", "nlvr_test", "nlvr_novel",
                                                   "video_test", "video_novel"}  # fmt: skip
     assert again["rows"] == result["rows"]
     comparison = json.loads((root / "metrics" / "report" / "comparison.json").read_text())
     assert set(comparison["test"]["r_mean"]) == {"baseline", "bootstrapped", "delta"}
+    long = root / "metrics" / "report" / "long"  # the same in long format, a file per split and metric
+    assert {f"{s}/{m}" for s, ms in comparison.items() for m in ms} == {
+        str(f.relative_to(long).with_suffix("")) for f in long.rglob("*.json")
+    }
     assert (root / "capfilt" / "shards" / "_stats.json").is_file()
     assert json.loads((root / "metrics" / "validate_capfilt.json").read_text())["success"]
     # Prefect ran the DAG's stages, every one of them, in its order (flows/dag.py, like dvc.yaml)
@@ -68,6 +78,8 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     first_run = min(parents, key=lambda r: r.info.start_time)
+    audit = first_run.data.tags["capfilt_audit"]  # the parent run links the CapFilt audit page
+    assert audit.startswith("file://") and Path(audit.removeprefix("file://")).is_file()
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first_run.info.run_id]
     stage_names = {r.info.run_name for r in children}
     assert {"pretrain_baseline", "capfilt_score", "capfilt_select", "evaluate_baseline", "evaluate_bootstrapped"} <= (
@@ -94,8 +106,10 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     # the first view: the verdict as the run's description, headline figures on the parent run, a link
     # to the compare view of the two evaluations; comparison.md opens with the verdict
     assert first_parent.data.tags["mlflow.note.content"].startswith("CapFilt verdict")
-    assert {"headline/test_r_mean_delta", "headline/novel_grounded_true_rate_delta",
-            "headline/filter_auroc", "headline/web_noise_rate"} <= set(first_parent.data.metrics)  # fmt: skip
+    assert {"Headline/test_r_mean_delta", "Headline/novel_grounded_true_rate_delta",
+            "Headline/filter_auroc", "Headline/web_noise_rate"} <= set(first_parent.data.metrics)  # fmt: skip
+    assert sorted(first_parent.data.metrics)[0].startswith("Headline/")  # listed first in the UI
+    assert {"comparison.md", "comparison.png"} <= artifacts(first_parent)  # the delta table
     links = json.loads((root / "logs" / "mlflow.json").read_text())
     assert ev.info.run_id in links["compare_url"] and ev_base.info.run_id in links["compare_url"]
     assert (root / "metrics" / "report" / "comparison.md").read_text().startswith("CapFilt verdict")
@@ -112,8 +126,11 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
         (version,) = client.search_model_versions(f"name='{reg.name}' and tag.stage='{reg.stage}'")
         assert client.get_run(version.run_id).info.run_name == reg.stage
         assert version.tags["score_metric"] == reg.metric and reg.stage in version.description
-    for name in {r.name for r in registrations(str(params), str(root))}:
+    names = {r.name for r in registrations(str(params), str(root))}
+    assert "blip-bootstrapped" not in names  # the two pre-trainings are versions of blip-pretrain
+    for name in names:
         assert mlflow.models.get_model_info(f"models:/{name}@best").signature is not None
+        assert "`best` follows" in client.get_registered_model(name).description
     # nothing secret or personal in params, tags or artifacts
     home = os.path.expanduser("~").encode() + b"/"
     stored = [tmp_path / "mlflow.db", *(p for p in (tmp_path / "artifacts").rglob("*") if p.is_file())]

@@ -41,8 +41,8 @@ def test_the_seeds_study_is_one_arm_per_world_seed():
 def test_a_study_runs_every_arm_under_its_root_and_survives_a_stopped_arm(tmp_path):
     calls = []
 
-    def flow(*, params, root, experiment, release_gpu_slots, register):
-        calls.append((Path(root).name, yaml.safe_load(Path(params).read_text())["world"]["seed"], register))
+    def flow(*, params, root, experiment, release_gpu_slots, register_models):
+        calls.append((Path(root).name, yaml.safe_load(Path(params).read_text())["world"]["seed"], register_models))
         if Path(root).name == "seed-2":
             raise RuntimeError("validate_capfilt failed: kept noise above its bound\nmore detail")
 

@@ -31,7 +31,7 @@ def test_init_from_queue_and_registered_names():
     assert get_task("retrieval").itm and not get_task("vqa").itm
     assert task_for_role("filter").name == "retrieval" and task_for_role("captioner").name == "caption"
     assert get_task("retrieval").registered_name() == "blip-filter"
-    assert get_task("pretrain").registered_name("bootstrapped") == "blip-bootstrapped"
+    assert get_task("pretrain").registered_name() == "blip-pretrain"
     with pytest.raises(ValueError, match="0 registered tasks have role 'nope'"):
         task_for_role("nope")
 
