@@ -31,11 +31,12 @@ class WorldConfig:
     num_objects: int = 16000
     """Label-only object-recognition images (the world's ImageNet: class labels, no captions), the
     training data of the `pretrain_vision` stage; see `blip_core.data.world.samples.object_labels`."""
-    object_labels: list[str] = field(default_factory=lambda: ["shape", "color", "background"])
-    """The `objects` split's label groups: shape, color (which an image shows), background (its
-    texture, as DTD / Places name them), object ("large red circle": attributes bound to each object,
-    Visual Genome's attribute-object labels; not by default: within make run's 875 vision steps it
-    was not learned, val F1 0.05, and it cost the shapes 0.875 -> 0.81)."""
+    object_labels: list[str] = field(default_factory=lambda: ["shape", "color"])
+    """The `objects` split's label groups: shape, color (which an image shows: the default, as
+    ImageNet's labels), background (its texture, as DTD / Places name them), object ("large red
+    circle": attributes bound to each object, Visual Genome's attribute-object labels). Measured
+    (README recipe table): background fixes the captioner's backgrounds but costs its colours;
+    object is not learned within make run's 875 vision steps."""
     captions_per_image: int = 5
     """Human captions per clean image (COCO has 5)."""
     web_noise: dict[str, float] = field(

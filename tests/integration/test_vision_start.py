@@ -51,12 +51,11 @@ def test_pretrain_vision_trains_a_classifier_and_scores_it(vision_start):
     run, summary = vision_start
     model = load_pretrained(run / "model")
     assert isinstance(model, VisionClassifier)
-    assert set(model.cfg.classes) == {"shape", "color", "background"}
-    assert len(model.cfg.classes["shape"]) == 8 and len(model.cfg.classes["background"]) == 6
+    assert set(model.cfg.classes) == {"shape", "color"} and len(model.cfg.classes["shape"]) == 8
     losses = [json.loads(line) for line in (run / "losses.jsonl").read_text().splitlines()]
-    assert len(losses) == 12 and {"shape_loss", "color_loss", "background_loss"} <= set(losses[0])
+    assert len(losses) == 12 and {"shape_loss", "color_loss"} <= set(losses[0])
     assert losses[-1]["loss"] < losses[0]["loss"]
-    for group in ("shape", "color", "background"):
+    for group in ("shape", "color"):
         assert 0.0 <= summary["val"][group]["f1"] <= 1.0 and 0.0 <= summary["val"][group]["exact"] <= 1.0
     assert json.loads((run / "train_summary.json").read_text())["val"] == summary["val"]
 

@@ -193,14 +193,12 @@ def test_objects_split_is_label_only_and_its_labels_are_true_of_the_rendered_ima
     assert len(samples) == tiny_world_config().num_objects and stats.num_skipped == 0
     assert is_labelled(tiny_world / "objects") and not is_labelled(tiny_world / "coco_train")
     classes = read_classes([tiny_world / "objects"])
-    assert set(classes) == {"shape", "color", "background"}  # the default groups
+    assert set(classes) == {"shape", "color"}  # the default groups
     assert classes["shape"] == list(lx.SHAPES) and classes["color"] == list(lx.COLORS)
-    assert classes["background"] == list(lx.BACKGROUNDS)
     counts = Counter()
     for s in samples:
         scene = Scene.from_dict(s["meta"]["gt"]["scene"])
-        assert s["captions"] == [] and set(s["labels"]) == {"shape", "color", "background"}
-        assert s["labels"]["background"] == [scene.background]
+        assert s["captions"] == [] and set(s["labels"]) == {"shape", "color"}
         assert s["labels"]["shape"] == [x for x in lx.SHAPES if x in {o.shape for o in scene.objects}]
         assert s["labels"]["color"] == [x for x in lx.COLORS if x in {o.color for o in scene.objects}]
         counts[len(scene.objects)] += 1
@@ -218,19 +216,21 @@ def test_objects_split_is_label_only_and_its_labels_are_true_of_the_rendered_ima
 
 
 def test_attribute_object_labels_bind_each_object_and_name_no_held_out_combination():
-    """The optional `object` group: "<size> <colour> <shape>" per object, seen combinations only."""
+    """The optional groups: `object` ("<size> <colour> <shape>" per object, seen combinations only)
+    and `background` (the scene's texture)."""
     from blip_core.data.world.samples import label_classes
 
-    cfg = tiny_world_config(object_labels=["shape", "object"])
+    cfg = tiny_world_config(object_labels=["shape", "object", "background"])
     classes = label_classes(cfg)
     held = set(held_out_combos(cfg))
-    assert list(classes) == ["shape", "object"]
+    assert list(classes) == ["shape", "object", "background"] and classes["background"] == list(lx.BACKGROUNDS)
     assert len(classes["object"]) == len(lx.SIZES) * (len(lx.COLORS) * len(lx.SHAPES) - len(held))
     assert not {tuple(name.split()[1:]) for name in classes["object"]} & held
     for i in range(20):
         s = make_sample(cfg, "objects", i)
         scene = Scene.from_dict(s["meta"]["gt"]["scene"])
-        assert set(s["meta"]["labels"]) == {"shape", "object"}
+        assert set(s["meta"]["labels"]) == {"shape", "object", "background"}
+        assert s["meta"]["labels"]["background"] == [scene.background]
         assert set(s["meta"]["labels"]["object"]) == {f"{o.size} {o.color} {o.shape}" for o in scene.objects}
         assert set(s["meta"]["labels"]["object"]) <= set(classes["object"])
 
