@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from blip_core.config.data import OBJECT_LABEL_GROUPS
 from blip_core.data.loader import EvalSplit
 from blip_core.data.world import lexicon as lx
 from blip_core.data.world.grounding import parse_caption
-from blip_core.data.world.labels import LABEL_GROUPS, object_labels
+from blip_core.data.world.labels import object_labels
 from blip_core.data.world.scene import Scene
 
 logger = logging.getLogger(__name__)
@@ -103,15 +104,14 @@ def classifier_metrics(classifier, split: EvalSplit, *, batch_size: int = 256) -
     for s in range(0, len(split.images), batch_size):
         for group, p in classifier.predict(split.images[s : s + batch_size]).items():
             preds.setdefault(group, []).append(p.numpy())
-    scenes = [Scene.from_dict(sc) for sc in split.scenes]  # type: ignore[arg-type]
+    groups = [g for g in classifier.cfg.classes if g in OBJECT_LABEL_GROUPS]  # the world's own groups only
+    truth = [object_labels(Scene.from_dict(sc), groups) for sc in split.scenes]  # type: ignore[arg-type]
     out = {}
-    for group, names in classifier.cfg.classes.items():
-        if group not in LABEL_GROUPS:
-            continue  # only the world's own groups can be scored against its scenes
-        index = {name: k for k, name in enumerate(names)}
-        y = np.zeros((len(scenes), len(names)), np.int64)
-        for i, scene in enumerate(scenes):
-            for name in object_labels(scene, [group])[group]:
+    for group in groups:
+        index = {name: k for k, name in enumerate(classifier.cfg.classes[group])}
+        y = np.zeros((len(truth), len(index)), np.int64)
+        for i, labels in enumerate(truth):
+            for name in labels[group]:
                 if name in index:  # a novel scene's held-out objects have no class: never predicted
                     y[i, index[name]] = 1
         pred = np.concatenate(preds[group]).astype(np.int64)

@@ -113,20 +113,16 @@ def comparison_figure(
         present = [s for s in splits if (metric, s) in by]
         x = np.arange(len(present))
         deltas = np.array([by[(metric, s)]["delta"] for s in present], dtype=float)
-        lo, hi = [], []  # the error bar below and above each delta
-        for s, d in zip(present, deltas):
+        lo, hi = np.zeros(len(present)), np.zeros(len(present))  # the error bar below and above each delta
+        for i, (s, d) in enumerate(zip(present, deltas)):
             sd, ci = (spread or {}).get((s, metric)), by[(metric, s)].get("delta_ci")
             if sd is not None:
-                lo.append(sd), hi.append(sd)
+                lo[i] = hi[i] = sd
             elif ci is not None and spread is None:
-                lo.append(max(d - ci[0], 0.0)), hi.append(max(ci[1] - d, 0.0))
+                lo[i], hi[i] = max(d - ci[0], 0.0), max(ci[1] - d, 0.0)
                 any_ci = True
-            else:
-                lo.append(0.0), hi.append(0.0)
-        has_bar = [a > 0 or b > 0 for a, b in zip(lo, hi)]
-        colours = [_delta_colour(d, d - a, d + b) if bar else _delta_colour(d, d, d)
-                   for d, a, b, bar in zip(deltas, lo, hi, has_bar)]  # fmt: skip
-        err = np.array([lo, hi]) if any(has_bar) else None
+        colours = [_delta_colour(d, d - a, d + b) for d, a, b in zip(deltas, lo, hi)]
+        err = np.array([lo, hi]) if (lo > 0).any() or (hi > 0).any() else None
         bars = ax.bar(x, deltas, 0.6, color=colours, yerr=err, capsize=3 if err is not None else 0)
         ax.bar_label(bars, labels=[f"{d:+.3g}" for d in deltas], fontsize=7, padding=1)
         ax.axhline(0, color="k", linewidth=0.8)
@@ -134,7 +130,7 @@ def comparison_figure(
                           for s in present])  # fmt: skip
         values = [abs(v) for s in present for v in (by[(metric, s)]["baseline"], by[(metric, s)]["bootstrapped"])
                   if v == v]  # fmt: skip
-        reach = max([abs(d) + max(a, b) for d, a, b in zip(deltas, lo, hi)] + [0.1 * max(values or [0.0])])
+        reach = max([*(np.abs(deltas) + np.maximum(lo, hi)), 0.1 * max(values or [0.0])])
         ax.set_ylim(-1.3 * reach if reach > 0 else -1, 1.3 * reach if reach > 0 else 1)
         ax.set_title(metric, fontsize=9)
         ax.tick_params(labelsize=7)

@@ -7,8 +7,8 @@ References:
 
 This model plays ImageNet training for the embedded world: trained on the label-only `objects` split
 (`pretrain_vision`), its `visual_encoder` is what both BLIP pre-trainings load (`vision_init`);
-the head is dropped. Labels are multi-label per group (the shapes and the colours an image shows, its
-background, its objects as "large red circle"), so the loss is a binary cross-entropy per class,
+the head is dropped. Labels are multi-label per group (the shapes and the colours an image shows; as
+options its background and its objects as "large red circle"), so the loss is a binary cross-entropy per class,
 averaged per group: each group weighs the same. (Summed over a group's classes instead, so that
 each class weighs the same, the 140 attribute-object classes swamped the rest: after the make-run
 budget of 875 steps the shapes were at val F1 0.37 and the backgrounds at chance, against 0.875 and
