@@ -89,7 +89,8 @@ def bootstrap(
             "pipeline": "prefect"})  # fmt: skip
         parent.log_params({k: v for k, v in doc.items() if isinstance(v, dict)})
         run |= {"mlflow_parent": parent.run_id, "tracking_uri": parent.tracking_uri}
-    times = Path(dag.Layout(root).metrics, "stage_times.json")
+    L = dag.Layout(root)
+    times = Path(L.metrics, "stage_times.json")
     times.parent.mkdir(parents=True, exist_ok=True)
     times.write_text("{}\n")
     try:
@@ -117,7 +118,7 @@ def bootstrap(
                     results[s.name] = stage_task.with_options(**opts)(s.name, params, root, run)
             _add_time(times, s.name, time.perf_counter() - t0)
             if s.name == "world":  # the world's DVC md5 (or fingerprint)
-                _tag_flow_run(f"data:{versioning.data_hash(dag.Layout(root).world)}")
+                _tag_flow_run(f"data:{versioning.data_hash(L.world)}")
         report = results["report"]
         from flows.results import run_summary, run_verdict
 
@@ -133,14 +134,14 @@ def bootstrap(
         if parent is not None:
             from flows.model_registry import registrations
 
-            data_hash = versioning.data_hash(dag.Layout(root).world)
+            data_hash = versioning.data_hash(L.world)
             # the run's description (MLflow shows mlflow.note.content on the run page) is the verdict
-            audit = Path(dag.Layout(root).cf(capfilt.AUDIT), "index.html").resolve().as_uri()
+            audit = Path(L.cf(capfilt.AUDIT), capfilt.AUDIT_PAGE).resolve().as_uri()
             parent.set_tags({"data_hash": data_hash, "verdict": line, "mlflow.note.content": line,
                              "capfilt_audit": audit})  # fmt: skip
             parent.log({f"compare/{r['split']}_{r['metric']}_delta": r["delta"] for r in report["rows"]}, step=0)
             parent.log(headline_metrics(report["rows"], summary), step=0)
-            report_dir = Path(dag.Layout(root).report)
+            report_dir = Path(L.report)
             for name in ("comparison.md", "comparison.png", "comparison.json"):  # the delta table on the parent run
                 if (report_dir / name).is_file():
                     parent.log_artifact(report_dir / name)

@@ -105,16 +105,17 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
         return out
 
 
-def signature(role: str):
+def signature(role: str, groups: tuple[str, ...] = ("shape", "color")):
     """What `predict` takes and returns for a role: encoded image bytes (and the caption to score, for
     a filter) in; the generated caption and/or ITM p(match) and ITC cosine out; a VQA model answers a
-    question about the image, an NLVR² model says how likely a statement about two images is true."""
+    question about the image, an NLVR² model says how likely a statement about two images is true;
+    the vision start names the classes it sees in each of its label `groups`."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     if role == "vision":  # class names per label group, comma-separated
         return ModelSignature(inputs=Schema([ColSpec("binary", "image")]),
-                              outputs=Schema([ColSpec("string", "shape"), ColSpec("string", "color")]))  # fmt: skip
+                              outputs=Schema([ColSpec("string", g) for g in groups]))  # fmt: skip
     if role == "vqa":
         return ModelSignature(inputs=Schema([ColSpec("binary", "image"), ColSpec("string", "question")]),
                               outputs=Schema([ColSpec("string", "answer")]))  # fmt: skip
@@ -122,7 +123,7 @@ def signature(role: str):
         return ModelSignature(inputs=Schema([ColSpec("binary", "image"), ColSpec("binary", "image_right"),
                                              ColSpec("string", "statement")]),
                               outputs=Schema([ColSpec("double", "p_true")]))  # fmt: skip
-    captions, scores = role in ("captioner", "pretrain", "bootstrapped"), role in ("filter", "pretrain", "bootstrapped")
+    captions, scores = role in ("captioner", "pretrain"), role in ("filter", "pretrain")
     inputs = [ColSpec("binary", "image"), ColSpec("string", "caption", required=role == "filter")]
     outputs = [ColSpec("string", "caption_generated")] if captions else []
     if scores:  # a pre-training checkpoint scores only when a caption is given
@@ -139,19 +140,22 @@ def log_and_register(
     a new version of the registered model `name` (a `role` model) with `description` and `tags`, and
     move the `best` alias to it when `metric` beats the current best (or there is none); the
     registered model itself gets `model_description`. The stage run keeps its own end time."""
+    from blip_core.models import pretrained
+
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     before = client.get_run(run_id).info
     # MLflow tags a logged model with the running script's path (`mlflow.source.name`): log it as the
     # user knows it, relative to the checkout, never the absolute path of this machine
     source = {"mlflow.source.name": _source_name()}
+    groups = tuple(pretrained.read_config(checkpoint)[1].classes) if role == "vision" else ()  # its label groups
     with mlflow.start_run(run_id=run_id, nested=True):
         info = mlflow.pyfunc.log_model(
             tags=source,
             name="model",
             python_model=BlipPyfunc(),
             artifacts={"checkpoint": str(checkpoint)},
-            signature=signature(role),
+            signature=signature(role, groups),
             pip_requirements=["blip-capfilt"],  # this project; no pip freeze inference offline
             registered_model_name=name,
         )

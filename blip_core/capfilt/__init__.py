@@ -11,7 +11,8 @@ CAPTIONS, SCORES, SELECTION, SHARDS = "captions", "scores", "selection.parquet",
 CALIBRATION, SELECTION_META, SCORE_INDEX = "calibration", "selection.json", "scores.json"
 """`scores.json`: which score files the last scoring run wrote (and with which checkpoints), so
 `select` and `reshard` read what the filter step produced and need no model paths."""
-AUDIT = "audit"
-"""The audit page's folder (blip_core.capfilt.audit): every caption with its image, scores, decision."""
+AUDIT, AUDIT_PAGE = "audit", "index.html"
+"""The audit page's folder and its page file (blip_core.capfilt.audit): every caption with its
+image, scores and decision."""
 QUALITY_FILE = "capfilt_quality.json"
 """The selection's quality figures against the world's labelled noise (a DVC metrics file)."""

@@ -26,11 +26,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from blip_core.capfilt import SELECTION, SELECTION_META
+from blip_core.capfilt import AUDIT_PAGE, SELECTION, SELECTION_META
 
 logger = logging.getLogger(__name__)
 
-PAGE_FILE, DATA_FILE, IMAGE_DIR = "index.html", "data.js", "img"
+PAGE_FILE, DATA_FILE, IMAGE_DIR = AUDIT_PAGE, "data.js", "img"
+COLUMNS = ("key", "img", "src", "cap", "itm", "itc", "keep", "noise", "truth", "errs")
+"""A row of `data.js`, in order (the page reads the names from `data.js` too): key, image file,
+source, caption, p(match), ITC cosine, kept, noise type, true of the scene, grounding errors."""
 CODE_FILES = ("audit_page.html",)
 """The page itself, beside this module (flows.codedeps counts it as this module's code)."""
 
@@ -77,6 +80,7 @@ def write_audit(work_dir: str | Path, web_dir: str | Path, out_dir: str | Path, 
             "threshold_mode": meta.get("threshold_mode"),
             "ground_truth": bool(scenes),
         },
+        "columns": COLUMNS,
         "rows": rows,
     }
     (out_dir / DATA_FILE).write_text("window.AUDIT_DATA = " + json.dumps(data, separators=(",", ":")) + ";\n")
@@ -102,8 +106,7 @@ def _file_name(key: str) -> str:
 
 
 def _rows(sel, scenes: dict[str, Any]) -> list[list[Any]]:
-    """One row per caption: [key, image file, source, caption, p(match), itc, kept, noise type,
-    true of the scene (None without ground truth), grounding errors]."""
+    """One row per caption, its fields in `COLUMNS` order (true of the scene: None without ground truth)."""
     from blip_core.data.world.grounding import ground_caption
     from blip_core.data.world.scene import Scene
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from blip_core.capfilt import SELECTION, SELECTION_META
-from blip_core.capfilt.audit import DATA_FILE, PAGE_FILE, write_audit
+from blip_core.capfilt.audit import COLUMNS, DATA_FILE, PAGE_FILE, write_audit
 from blip_core.data.reader import iter_samples
 from blip_core.data.world.grounding import ground_caption
 from blip_core.data.world.scene import Scene
@@ -57,6 +57,7 @@ def test_page_data_is_the_selection_with_ground_truth_and_thumbnails(audit):
     data = _data(page_dir)
     assert summary["rows"] == len(sel) == len(data["rows"]) and summary["thumbnails"] == sel["key"].nunique()
     assert data["meta"] == {"policy": "both", "threshold": 0.5, "threshold_mode": "fixed", "ground_truth": True}
+    assert data["columns"] == list(COLUMNS)
     for row, (_, want) in zip(data["rows"], sel.iterrows(), strict=True):
         key, img, source, caption, itm, _, keep, noise, true, errors = row
         assert (key, source, caption, keep) == (want["key"], want["source"], want["caption"], want["keep"])

@@ -56,3 +56,15 @@ def test_baseline_and_bootstrapped_finetunes_are_versions_and_best_follows_the_s
         info = client.get_run(run_id).info
         assert info.end_time == ends[stage] and info.status == "FINISHED"
         assert not v.tags["mlflow.source.name"].startswith("/"), v.tags["mlflow.source.name"]
+
+
+def test_signatures_by_role_and_the_vision_start_names_its_own_label_groups():
+    from flows.model_registry import signature
+
+    def outputs(sig):
+        return [c.name for c in sig.outputs.inputs]
+
+    assert outputs(signature("vision", ("shape", "color", "background"))) == ["shape", "color", "background"]
+    assert outputs(signature("pretrain")) == ["caption_generated", "itm_prob", "itc_cosine"]
+    assert outputs(signature("filter")) == ["itm_prob", "itc_cosine"]
+    assert outputs(signature("captioner")) == ["caption_generated"]
