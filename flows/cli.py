@@ -139,6 +139,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_capfilt(args: argparse.Namespace) -> int:
     from flows import stages
 
+    if args.step == "audit":  # reads the selection only: no models, params or policy
+        _print(stages.stage_capfilt_audit(args.web, args.work, out_dir=args.out))
+        return 0
     models = {"captioner": getattr(args, "captioner", None), "filter_model": getattr(args, "filter", None)}
     common = {"params": args.params, "policy": args.policy}
     if args.step in ("caption", "filter"):
@@ -150,8 +153,6 @@ def _cmd_capfilt(args: argparse.Namespace) -> int:
                                              **common)  # fmt: skip
     elif args.step == "reshard":
         result = stages.stage_capfilt_reshard(args.human, args.web, args.work)
-    elif args.step == "audit":
-        result = stages.stage_capfilt_audit(args.web, args.work, out_dir=args.out)
     else:
         result = stages.stage_capfilt_run(args.human, args.web, args.work, metrics_dir=args.metrics,
                                           threshold=args.threshold, calibration_dir=args.calibration, **models,
@@ -338,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--threshold", type=float, default=None, help="override capfilt.threshold")
         if step == "audit":
             q.add_argument("--out", type=Path, default=None, help="page folder (default: <work>/audit)")
-            q.set_defaults(func=_cmd_capfilt, policy=None, params=None)
+            q.set_defaults(func=_cmd_capfilt)
             continue
         q.add_argument("--policy", default=None, help="override capfilt.policy: none|filter|captioner|both|clip_score")
         q.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)

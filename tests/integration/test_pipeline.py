@@ -67,8 +67,6 @@ def test_bootstrap_flow_end_to_end_with_tracking_and_cache(tmp_path, monkeypatch
     assert (root / "capfilt" / "shards" / "_stats.json").is_file()
     assert json.loads((root / "metrics" / "validate_capfilt.json").read_text())["success"]
     # Prefect ran the DAG's stages, every one of them, in its order (flows/dag.py, like dvc.yaml)
-    from flows import dag
-
     ran = list(json.loads((root / "metrics" / "stage_times.json").read_text()))
     assert ran == [s.name for s in dag.stages(str(params), str(root))]
     assert all(Path(o).exists() for s in dag.stages(str(params), str(root)) for o in s.outputs)
