@@ -58,7 +58,8 @@ def quality_lines(s: dict[str, Any]) -> list[str]:
     lines = [
         f"  filter AUROC (ITM p(match), noisy vs clean web captions): {f('filter_auroc')}"
         f" (attribute-corrupted alt-texts alone: {f('filter_auroc_corrupted')})",
-        f"  synthetic captions fully grounded:                        {f('synthetic_grounded_accuracy')}",
+        f"  synthetic captions fully grounded:                        {f('synthetic_grounded_accuracy')}"
+        f" (filter AUROC on them, true vs false: {f('synthetic_auroc')})",
         f"  noise rate: raw web {f('web_noise_rate')} -> kept set {f('kept_noise_rate')}"
         f" (threshold {f('threshold')}, {s.get('threshold_mode', '?')})",
     ]
@@ -73,6 +74,10 @@ def quality_lines(s: dict[str, Any]) -> list[str]:
             lines.append(f"  {model:<12} test captions fully grounded {f('test_grounded_true_rate', s[model])}, "
                          f"novel {f('novel_grounded_true_rate', s[model])}; shape probe of its pre-trained "
                          f"image tower {f('shape_probe_f1', s[model])}")  # fmt: skip
+            if "repeated_pair_rate" in s[model]:
+                lines.append(f"  {'':<12} a colour-shape pair named twice in {f('repeated_pair_rate', s[model])} of "
+                             f"multi-phrase test captions (scenes holding one: "
+                             f"{f('scene_repeated_pair_rate', s[model])})")  # fmt: skip
     return lines + attribute_lines(s)
 
 
@@ -119,15 +124,22 @@ def aggregate(per_seed: list[dict[str, Any]]) -> tuple[dict, dict]:
 
 
 TARGETS = (  # (figure, where in a seed's summary, goal at make-run size, how it is met)
-    ("shape probe F1 after BLIP pre-training", ("shape_probe_f1",), 0.90, ">="),
-    ("filter AUROC", ("filter_auroc",), 0.90, ">="),
-    ("filter AUROC, corrupted alt-texts", ("filter_auroc_corrupted",), 0.75, ">="),
-    ("test beam captions fully grounded (baseline)", ("baseline", "test_grounded_true_rate"), 0.50, ">="),
-    ("synthetic captions fully grounded", ("synthetic_grounded_accuracy",), 0.40, ">="),
+    ("test beam captions fully grounded (baseline)", ("baseline", "test_grounded_true_rate"), 0.60, ">="),
+    *((f"precision of {a} in test beam captions (baseline)", ("baseline", "attribute_precision", a), goal, ">=")
+      for a, goal in (("color", 0.95), ("shape", 0.95), ("size", 0.85), ("count", 0.75), ("relation", 0.60),
+                      ("background", 0.75))),
+    ("repeated colour-shape pair, captions - scenes (baseline)", ("baseline", "repeated_pair_excess"), 0.10, "<="),
+    ("synthetic captions fully grounded", ("synthetic_grounded_accuracy",), 0.50, ">="),
+    ("filter AUROC, noisy vs clean web captions", ("filter_auroc",), 0.95, ">="),
+    ("filter AUROC, synthetic captions true vs false", ("synthetic_auroc",), 0.85, ">="),
     ("kept-set noise / raw web noise (paper's 0.5)", ("kept_over_raw_0_5",), 0.5, "<="),
+    ("shape probe F1 after BLIP pre-training", ("shape_probe_f1",), 0.90, ">="),
+    ("filter AUROC, corrupted alt-texts", ("filter_auroc_corrupted",), 0.75, ">="),
     ("kept-set noise / raw web noise (calibrated threshold)", ("kept_over_raw_calibrated",), 0.5, "<="),
 )
-"""The competence targets of the vision-start issue, as `make effect` reports them (make-run size)."""
+"""The competence targets `make effect` reports (make-run size, the strict one-to-one checker): the
+true-captions issue's, then the vision-start issue's that it did not replace. The last one, bootstrapped
+beyond baseline by more than the seed sd, is the delta table's."""
 
 
 def _get(d: dict, path: tuple[str, ...]):
@@ -176,6 +188,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         p = _get(m, path) or {}
         if p:
             out.append(f"| {name} | " + " | ".join(v(p.get(a), "{:.2f}") for a in ATTRIBUTES) + " |")
+    if any(_get(m, (model, "repeated_pair_rate")) is not None for model in ("baseline", "bootstrapped")):
+        out += ["", "A colour-shape pair named twice: share of multi-phrase test beam captions, and of the test",
+                "scenes with two or more objects that hold such a pair (mean ± sd over seeds):", "",
+                "| model | captions | scenes |", "|---|---:|---:|"]  # fmt: skip
+        for model in ("baseline", "bootstrapped"):
+            rate, scenes = (model, "repeated_pair_rate"), (model, "scene_repeated_pair_rate")
+            out.append(f"| {model} | {v(_get(m, rate))} ± {v(_get(s, rate))} | {v(_get(m, scenes))} |")
+    by_error = _get(m, ("synthetic_auroc_by_error",)) or {}
+    if by_error:
+        out += ["", "The filter on the captioner's own synthetic captions: AUROC of p(match), true vs false, overall",
+                "and for the captions false by each error kind (mean ± sd over seeds):", "",
+                "| error kind | AUROC |", "|---|---:|",
+                f"| all | {v(m.get('synthetic_auroc'))} ± {v(s.get('synthetic_auroc'))} |"]  # fmt: skip
+        for kind, auroc in sorted(by_error.items()):
+            out.append(f"| {kind} | {v(auroc)} ± {v(_get(s, ('synthetic_auroc_by_error', kind)))} |")
     out += ["", "Kept-set noise by policy, on the same stored scores and threshold (the paper's Table 1 2x2;",
             "only the configured policy was trained on):", "", "| seed | none | filter | captioner | both |",
             "|---|---:|---:|---:|---:|"]  # fmt: skip

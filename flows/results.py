@@ -138,6 +138,12 @@ def run_summary(root: str | Path) -> dict[str, Any]:
             }
             if "probe_shape_f1" in test:  # the pre-trained image tower, probed on test
                 out[model]["shape_probe_f1"] = test["probe_shape_f1"]
+            if "grounded_repeated_pair_rate" in test:  # one colour-shape pair named twice, vs scenes that hold one
+                rep, scenes = test["grounded_repeated_pair_rate"], test.get("scene_repeated_pair_rate")
+                out[model]["repeated_pair_rate"] = rep
+                if scenes is not None:
+                    out[model]["scene_repeated_pair_rate"] = scenes
+                    out[model]["repeated_pair_excess"] = rep - scenes
     if "shape_probe_f1" in out.get("baseline", {}):
         out["shape_probe_f1"] = out["baseline"]["shape_probe_f1"]
     if "baseline" in out and "bootstrapped" in out:

@@ -17,7 +17,8 @@ def _fake_run(root, *, auroc, base_r, boot_r, threshold_mode="calibrated"):
     quality = {"filter/auroc": auroc, "web/noise_rate": 0.4, "kept/noise_rate": 0.2, "policy": "both",
                "synthetic/grounded_accuracy": 0.3, "threshold": 0.31, "threshold_mode": threshold_mode,
                "keep_rate/web": 0.5, "keep_rate/synthetic": 0.4, "filter/auroc/corrupted": auroc - 0.1,
-               "synthetic/precision/shape": 0.6, "synthetic/precision/relation": 0.1}  # fmt: skip
+               "synthetic/precision/shape": 0.6, "synthetic/precision/relation": 0.1, "synthetic/auroc": 0.65,
+               "synthetic/auroc/relation": 0.6, "synthetic/auroc/repeated_pair": 0.7}  # fmt: skip
     (m / "capfilt" / "capfilt_quality.json").write_text(json.dumps(quality))
     for model, r in (("baseline", base_r), ("bootstrapped", boot_r)):
         ev = {
@@ -28,6 +29,8 @@ def _fake_run(root, *, auroc, base_r, boot_r, threshold_mode="calibrated"):
                 "grounded_precision_shape": r / 50,
                 "grounded_precision_color": 0.9,
                 "probe_shape_f1": 0.5 + r / 100,
+                "grounded_repeated_pair_rate": 0.6,
+                "scene_repeated_pair_rate": 0.4,
             }
             for s in ("test", "novel")
         }
@@ -65,6 +68,12 @@ def test_run_summary_reads_a_finished_run(tmp_path):
     assert s["baseline"]["attribute_precision"] == {"color": 0.9, "shape": 0.2}
     assert s["synthetic_attribute_precision"] == {"shape": 0.6, "relation": 0.1}
     assert s["delta"]["shape_probe_f1"] == pytest.approx(0.03)
+    # the true-captions issue's figures: the repeated pair against the scenes, the filter on synthetic captions
+    assert s["baseline"]["repeated_pair_rate"] == 0.6 and s["baseline"]["scene_repeated_pair_rate"] == 0.4
+    assert s["baseline"]["repeated_pair_excess"] == pytest.approx(0.2)
+    assert s["synthetic_auroc"] == 0.65 and s["synthetic_auroc_by_error"] == {"relation": 0.6, "repeated_pair": 0.7}
+    assert any("true vs false: 0.650" in line for line in effect.quality_lines(s))
+    assert any("named twice in 0.600" in line and "0.400" in line for line in effect.quality_lines(s))
     lines = effect.quality_lines(s)
     assert any("corrupted" in line and "0.700" in line for line in lines)
     table = next(i for i, line in enumerate(lines) if "attribute precision" in line)
@@ -97,7 +106,11 @@ def test_aggregate_and_markdown(tmp_path):
     # nested figures aggregate too, and the targets table says which are met
     assert mean["baseline"]["attribute_precision"]["shape"] == pytest.approx(0.2)
     assert sd["baseline"]["attribute_precision"]["shape"] == pytest.approx(statistics.stdev([0.2, 0.22, 0.18]))
-    assert "| filter AUROC | >= 0.9 | 0.850 ± 0.050 | no |" in md
+    assert "| filter AUROC, noisy vs clean web captions | >= 0.95 | 0.850 ± 0.050 | no |" in md
+    assert "| filter AUROC, synthetic captions true vs false | >= 0.85 | 0.650 ± 0.000 | no |" in md
+    assert "| precision of color in test beam captions (baseline) | >= 0.95 | 0.900 ± 0.000 | no |" in md
+    assert "| repeated colour-shape pair, captions - scenes (baseline) | <= 0.1 | 0.200 ± 0.000 | no |" in md
+    assert "| baseline | 0.600 ± 0.000 | 0.400 |" in md and "| relation | 0.600 ± 0.000 |" in md
     assert "| kept-set noise / raw web noise (calibrated threshold) | <= 0.5 | 0.500 ± 0.000 | yes |" in md
     assert "| baseline, test beam | 0.90 | 0.20 |" in md
     # the study's verdict: mean deltas against their sd over the seeds that finished
