@@ -20,7 +20,7 @@ install: $(STAMP)  ## install the project and dev tools (pip install -e .[dev]);
 run: $(STAMP)  ## the main job end to end: local Prefect server + `prefect deployment run bootstrap/full`
 	$(PYTHON) -m flows.local
 
-effect: $(STAMP)  ## bootstrap effect: the whole flow for world seeds 1-3 -> reports/bootstrap_effect.{md,json} (~40 min)
+effect: $(STAMP)  ## bootstrap effect: the whole flow for world seeds 1-3 -> reports/bootstrap_effect.{md,json} (~80 min)
 	$(PYTHON) -m flows.effect --seeds 1 2 3
 
 effect-full: $(STAMP)  ## the same on the full-size world (configs/default-world.yaml, seed 1; over an hour)

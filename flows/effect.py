@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import statistics
 import sys
 import time
@@ -142,6 +143,10 @@ true-captions issue's, then the vision-start issue's that it did not replace. Th
 beyond baseline by more than the seed sd, is the delta table's."""
 
 
+LOWER_IS_BETTER = {"repeated_pair_rate"}
+"""Model figures whose fall is the gain (a colour-shape pair named twice)."""
+
+
 def _get(d: dict, path: tuple[str, ...]):
     for k in path:
         d = d.get(k) if isinstance(d, dict) else None
@@ -225,12 +230,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                 out.append(f"| {r['seed']} | {k} | {v(r['baseline'][k])} | {v(r['bootstrapped'][k])} | "
                            f"{v(r['delta'][k], '{:+.3f}')} |")  # fmt: skip
     if m.get("delta"):
-        out += ["", "| metric | mean delta | sd of delta | delta > sd |", "|---|---:|---:|---|"]
+        out += ["", "| metric | mean delta | sd of delta | better by more than the sd |", "|---|---:|---:|---|"]
         for k, d in m["delta"].items():
             if isinstance(d, dict):
                 continue
             sdv = s["delta"].get(k)
-            verdict = "n/a" if d is None or sdv is None else ("yes" if d > 0 and d > sdv else "no")
+            gain = None if d is None else (-d if k in LOWER_IS_BETTER else d)
+            verdict = "n/a" if gain is None or sdv is None else ("yes" if gain > 0 and gain > sdv else "no")
             out.append(f"| {k} | {v(d, '{:+.3f}')} | {v(sdv)} | {verdict} |")
     return "\n".join(out) + "\n"
 
@@ -255,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--experiment", default="blip-effect", help="MLflow experiment of the runs")
     ap.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     args = ap.parse_args(argv)
+    # the study starts Prefect's temporary server: its telemetry heartbeat races the server's own
+    # first writes to its sqlite database ("database is locked" tracebacks at start) and cannot
+    # reach anything offline anyway; set before prefect is imported
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("flows", "blip_core", "prefect.flow_runs"):  # our progress, not every HTTP request
         logging.getLogger(name).setLevel(logging.INFO)
