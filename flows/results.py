@@ -151,7 +151,8 @@ def run_summary(root: str | Path) -> dict[str, Any]:
             k: out["bootstrapped"][k] - out["baseline"][k]
             for k, v in out["baseline"].items()
             # the scenes' rate is the split's, not a model's; the excess moves with the caption rate
-            if isinstance(v, int | float) and isinstance(out["bootstrapped"].get(k), int | float)
+            if isinstance(v, int | float)
+            and isinstance(out["bootstrapped"].get(k), int | float)
             and k not in ("scene_repeated_pair_rate", "repeated_pair_excess")
         }
     return out

@@ -69,7 +69,8 @@ def test_run_summary_reads_a_finished_run(tmp_path):
     assert s["synthetic_attribute_precision"] == {"shape": 0.6, "relation": 0.1}
     assert s["delta"]["shape_probe_f1"] == pytest.approx(0.03)
     # the true-captions issue's figures: the repeated pair against the scenes, the filter on synthetic captions
-    assert s["baseline"]["repeated_pair_rate"] == pytest.approx(0.8) and s["baseline"]["scene_repeated_pair_rate"] == 0.4
+    assert s["baseline"]["repeated_pair_rate"] == pytest.approx(0.8)
+    assert s["baseline"]["scene_repeated_pair_rate"] == 0.4
     assert s["baseline"]["repeated_pair_excess"] == pytest.approx(0.4)
     assert s["synthetic_auroc"] == 0.65 and s["synthetic_auroc_by_error"] == {"relation": 0.6, "repeated_pair": 0.7}
     assert any("true vs false: 0.650" in line for line in effect.quality_lines(s))
