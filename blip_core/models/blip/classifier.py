@@ -19,7 +19,9 @@ a class's logit is the mean of its [CLS] logit and its largest grid-token logit 
 locations, the multiple-instance pooling of multi-label presence: "is there a star anywhere").
 Why: a small object covers one or two of 64 tokens, and supervising the tokens where it is teaches
 the local features that BLIP's cross-attention reads; at equal steps it learns shapes faster than
-[CLS] alone (the README's recipe table has the measurement).
+[CLS] alone (the README's recipe table has the measurement). A label of the whole image (the
+world's background; `SCENE_GROUPS`) is scored on [CLS] alone: every token sees the background, and
+max pooling would make each grid token carry it beside (or instead of) its object.
 
 Shapes: B batch, N image tokens, Dv vision width, K classes over all groups.
 """
@@ -32,6 +34,10 @@ from torch import nn
 
 from blip_core.models.blip.config import ModelConfig
 from blip_core.models.common.vision import create_vision_encoder, encode_image
+
+
+SCENE_GROUPS = ("background",)
+"""Label groups of the whole image rather than of an object in it: their logits are the [CLS] token's."""
 
 
 class VisionClassifier(nn.Module):
@@ -50,6 +56,12 @@ class VisionClassifier(nn.Module):
         self.head = nn.Linear(cfg.vision.width, sum(n for _, n in self.groups))
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+        scene = torch.zeros(self.head.out_features, dtype=torch.bool)
+        start = 0
+        for group, n in self.groups:
+            scene[start : start + n] = group in SCENE_GROUPS
+            start += n
+        self.register_buffer("scene_classes", scene, persistent=False)  # (K,) True: scored on [CLS] alone
 
     def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
         return encode_image(self.visual_encoder, images)  # (B, N, Dv)
@@ -57,7 +69,8 @@ class VisionClassifier(nn.Module):
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         emb = self.image_embeds(images)  # (B, N, Dv)
         per_token = self.head(emb)  # (B, N, K)
-        return 0.5 * (per_token[:, 0] + per_token[:, 1:].amax(dim=1))  # (B, K)
+        pooled = 0.5 * (per_token[:, 0] + per_token[:, 1:].amax(dim=1))  # (B, K)
+        return torch.where(self.scene_classes, per_token[:, 0], pooled)  # (B, K)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W), (B, K) multi-hot -> {"<group>_loss": BCE averaged over the group's classes}."""

@@ -42,6 +42,22 @@ def test_classifier_loss_per_group_and_prediction():
     assert pred["shape"].shape == (4, 2) and pred["color"].shape == (4, 3)
 
 
+def test_a_scene_label_is_scored_on_the_cls_token_alone():
+    """Background labels the whole image: its logits are [CLS]'s, the grid tokens' max only pools the
+    object groups (a grid token is not asked to carry the background)."""
+    cfg = tiny()
+    cfg.classes = {"shape": ["circle", "star"], "background": ["plain", "striped", "dotted"]}
+    torch.manual_seed(0)
+    clf = VisionClassifier(cfg).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        per_token = clf.head(clf.image_embeds(images))
+        logits = clf.logits(images)
+    assert torch.allclose(logits[:, 2:], per_token[:, 0, 2:])
+    assert torch.allclose(logits[:, :2], 0.5 * (per_token[:, 0, :2] + per_token[:, 1:, :2].amax(dim=1)))
+    assert "scene_classes" not in clf.state_dict()  # derived from the classes, not saved
+
+
 def test_our_vision_checkpoint_starts_both_towers_and_drops_the_head(tmp_path):
     clf = _classifier(tiny())
     pretrained.save_pretrained(clf, tmp_path / "vision")
