@@ -35,8 +35,9 @@ class WorldConfig:
     """The `objects` split's label groups: shape, color (which an image shows: the default, as
     ImageNet's labels), background (its texture, as DTD / Places name them), object ("large red
     circle": attributes bound to each object, Visual Genome's attribute-object labels). Measured
-    (README recipe table): background fixes the captioner's backgrounds but costs its colours;
-    object is not learned within make run's 875 vision steps."""
+    (README recipe table): background, scored on the [CLS] token alone, makes the captioner right
+    about backgrounds and cuts its repeated objects (params.yaml turns it on); object is not learned
+    within make run's 875 vision steps."""
     captions_per_image: int = 5
     """Human captions per clean image (COCO has 5)."""
     web_noise: dict[str, float] = field(

@@ -35,7 +35,6 @@ from torch import nn
 from blip_core.models.blip.config import ModelConfig
 from blip_core.models.common.vision import create_vision_encoder, encode_image
 
-
 SCENE_GROUPS = ("background",)
 """Label groups of the whole image rather than of an object in it: their logits are the [CLS] token's."""
 
