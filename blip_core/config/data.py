@@ -36,8 +36,8 @@ class WorldConfig:
     ImageNet's labels), background (its texture, as DTD / Places name them), object ("large red
     circle": attributes bound to each object, Visual Genome's attribute-object labels). Measured
     (README recipe table): background, scored on the [CLS] token alone, makes the captioner right
-    about backgrounds and cuts its repeated objects (params.yaml turns it on); object is not learned
-    within make run's 875 vision steps."""
+    about backgrounds and cuts its repeated objects, but its make run failed the kept-noise gate (the
+    filter kept more); object is not learned within make run's 875 vision steps."""
     captions_per_image: int = 5
     """Human captions per clean image (COCO has 5)."""
     web_noise: dict[str, float] = field(

@@ -22,9 +22,9 @@ def object_labels(scene: Scene, groups: tuple[str, ...] | list[str] = OBJECT_LAB
       backbones know (ImageNet CNNs are texture-biased; DTD and Places name textures and scenes),
       and each object's attributes bound to it, the attribute-object labels of Visual Genome that
       the detectors of BLIP's predecessors (bottom-up attention: UNITER, OSCAR, VinVL) were trained
-      on. params.yaml turns the background on (scored on the [CLS] token: the captioner then names
-      backgrounds right and repeats fewer objects); the objects are not learned in make run's budget
-      (README recipe table).
+      on. Both are off by default: the background (scored on the [CLS] token) makes the captioner
+      name backgrounds right and repeat fewer objects, but its make run failed the kept-noise gate;
+      the objects are not learned in make run's budget (README recipe table).
       Nothing a caption says beyond that: no counts, positions or relations, as ImageNet labels say
       "goldfish", not "two goldfish left of a rock";
     - size: `world.num_objects`, ~1,000+ images per class (ImageNet-1k has ~1,300): ~2.2 objects
