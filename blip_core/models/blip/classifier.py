@@ -55,12 +55,8 @@ class VisionClassifier(nn.Module):
         self.head = nn.Linear(cfg.vision.width, sum(n for _, n in self.groups))
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-        scene = torch.zeros(self.head.out_features, dtype=torch.bool)
-        start = 0
-        for group, n in self.groups:
-            scene[start : start + n] = group in SCENE_GROUPS
-            start += n
-        self.register_buffer("scene_classes", scene, persistent=False)  # (K,) True: scored on [CLS] alone
+        scene = torch.cat([torch.full((n,), group in SCENE_GROUPS) for group, n in self.groups])  # (K,)
+        self.register_buffer("scene_classes", scene, persistent=False)  # True: scored on [CLS] alone
 
     def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
         return encode_image(self.visual_encoder, images)  # (B, N, Dv)
