@@ -5,7 +5,9 @@ Prints ratios (ours / HF) for:
 2. ITM scoring, pairs/s, with one caption per image and CapFilt-style with R captions per image
    (the web caption plus synthetic ones: we run the vision tower once per image, HF once per pair);
 3. a pre-training step (ITC + ITM + LM, forward + backward), with achieved FLOP/s against this
-   machine's measured fp32 matmul peak (HF has no BLIP pre-training model to compare with).
+   machine's measured fp32 matmul peak (HF has no BLIP pre-training model to compare with);
+4. with `--bf16-steps N` (`--train-only`): the same step under CPU bf16 autocast against fp32
+   (alternating, best of each), and both losses over N steps from one start on the same batches.
 
 Random-init weights (no download). Usage:
     python benchmarks/bench_model.py [--preset base|tiny] [--batch 4] [--repeats 2]
@@ -80,6 +82,72 @@ def train_step_figure(pre, cfg, args, peak: float) -> dict:
                        note=f"{flops / dt / 1e9:.1f} GFLOP/s")  # fmt: skip
 
 
+def bf16_step_figures(cfg, args) -> list[dict]:
+    """bf16 autocast of the training step against fp32 (train.cpu_bf16): images/s and the loss
+    curves of N steps from one start. The goal holds where the CPU has bf16 units; elsewhere fp32
+    stays (`cpu_bf16: auto`) and the figure says so."""
+    import contextlib
+    import copy
+
+    from blip_core.machine import has_bf16_units
+    from blip_core.models.common.vision import written_out_attention
+
+    B, S, t, n = args.train_batch, cfg.vision.image_size, cfg.text, args.bf16_steps
+    g = torch.Generator().manual_seed(0)
+    batches = []  # 8 fixed batches of 20-token captions, cycled
+    for _ in range(8):
+        ids = torch.randint(7, t.vocab_size, (B, 20), generator=g)
+        ids[:, 0] = t.cls_token_id
+        batches.append((torch.randn(B, 3, S, S, generator=g), ids, torch.ones_like(ids), torch.arange(B)))
+    start = BlipPretrain(cfg).train()
+    models, opts = {}, {}
+    for kind in ("fp32", "bf16"):
+        models[kind] = copy.deepcopy(start)
+        if kind == "bf16":
+            written_out_attention(models[kind])  # what the trainer does under CPU bf16
+        opts[kind] = torch.optim.AdamW([p for p in models[kind].parameters() if p.requires_grad], lr=1e-4)
+
+    def step(kind: str, i: int) -> float:
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if kind == "bf16" else contextlib.nullcontext()
+        gen = torch.Generator().manual_seed(i)
+        with ctx:
+            out = models[kind](*batches[i % len(batches)], generator=gen)
+        loss = out["itc_loss"] + out["itm_loss"] + out["lm_loss"]
+        opts[kind].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[kind].step()
+        return float(loss)
+
+    losses: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    secs: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for i in range(n):  # alternating, so a busy moment of the machine hits both
+        for kind in ("fp32", "bf16"):
+            t0 = time.perf_counter()
+            losses[kind].append(step(kind, i))
+            secs[kind].append(time.perf_counter() - t0)
+    warm = n // 5  # the first steps allocate and pick kernels
+    best = {k: sorted(v[warm:])[len(v[warm:]) // 4] for k, v in secs.items()}  # lower quartile: robust to noise
+    speed = best["fp32"] / best["bf16"]
+    rel = [abs(b - a) / a for a, b in zip(losses["fp32"], losses["bf16"], strict=True)]
+    tol = 0.05
+    units = has_bf16_units()
+    print(
+        f"\n4. bf16 autocast of the pre-training step, batch {B}: {B / best['bf16']:.1f} images/s vs fp32 "
+        f"{B / best['fp32']:.1f} ({speed:.2f}x; CPU bf16 units: {units}); total loss over {n} steps: "
+        f"fp32 {losses['fp32'][0]:.3f} -> {losses['fp32'][-1]:.3f}, bf16 {losses['bf16'][0]:.3f} -> "
+        f"{losses['bf16'][-1]:.3f}, max relative difference {max(rel):.2%} (mean {sum(rel) / n:.2%})"
+    )
+    goal = ">= 1.8x fp32" if units else "fp32 stays: no bf16 units"
+    return [
+        figure(f"{args.preset}: pre-train step, bf16 autocast, batch {B}", round(B / best["bf16"], 2), "images/s",
+               ratio=round(speed, 2), reference=f"fp32 {B / best['fp32']:.1f} images/s", goal=goal,
+               met=(speed >= 1.8) if units else None, note=f"CPU bf16 units: {units}"),
+        figure(f"{args.preset}: bf16 vs fp32 total loss, {n} steps from one start", round(max(rel), 4), "max rel. diff",
+               reference=f"mean {sum(rel) / n:.2%}; fp32 {losses['fp32'][0]:.2f} -> {losses['fp32'][-1]:.2f}",
+               goal=f"<= {tol:.0%} every step", met=max(rel) <= tol),
+    ]  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="base")
@@ -89,6 +157,7 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here (benchmarks/report.py)")
+    ap.add_argument("--bf16-steps", type=int, default=0, help="with --train-only: bf16 vs fp32 over N steps")
     ap.add_argument("--train-only", action="store_true",
                     help="only the pre-train step (presets HF cannot load, e.g. tiny's conv stem)")  # fmt: skip
     args = ap.parse_args()
@@ -105,7 +174,10 @@ def main() -> None:
     print(f"measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
 
     if args.train_only:
-        save(args.json, [train_step_figure(BlipPretrain(cfg).eval(), cfg, args, peak)], preset=args.preset)
+        figs = [train_step_figure(BlipPretrain(cfg).eval(), cfg, args, peak)]
+        if args.bf16_steps:
+            figs += bf16_step_figures(cfg, args)
+        save(args.json, figs, preset=args.preset)
         return
 
     import tempfile

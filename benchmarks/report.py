@@ -25,8 +25,8 @@ BENCHMARKS = {  # name -> (script and arguments, what it measures)
     "data": (["bench_data.py", "--scale", "0.2"], "world generation and shard reading"),
     "model-base": (["bench_model.py", "--preset", "base"], "ours vs Hugging Face BLIP at base width (goals)"),
     "model-tiny": (
-        ["bench_model.py", "--preset", "tiny", "--train-only", "--train-batch", "32"],
-        "the tiny preset of `make run`: training images/s (HF cannot load its conv stem)",
+        ["bench_model.py", "--preset", "tiny", "--train-only", "--train-batch", "32", "--bf16-steps", "100"],
+        "the tiny preset of `make run`: training images/s, fp32 and bf16 (HF cannot load its conv stem)",
     ),  # fmt: skip
     "capfilt-scale": (["bench_capfilt_scale.py", "--scales", "1", "0.25", "4"], "CapFilt as the web pool grows"),
     "dask": (["bench_dask.py"], "CapFilt subflow on a Dask cluster, 1 vs 2 workers"),

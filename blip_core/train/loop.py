@@ -30,7 +30,7 @@ from blip_core.config.train import TrainConfig
 from blip_core.data.loader import TrainData
 from blip_core.distributed import default_device, is_dist, is_main_process, world_info
 from blip_core.machine import out_of_memory_hint, uses_bf16
-from blip_core.models.common.vision import vision_tower_names
+from blip_core.models.common.vision import vision_tower_names, written_out_attention
 from blip_core.registry import get_task, resolve
 from blip_core.tracking import MetricLogger, NullLogger
 from blip_core.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -79,6 +79,8 @@ class Trainer:
         self.prompt_length = prompt_length
         self.bf16 = uses_bf16(self.device, cfg.cpu_bf16)
         """Forward passes under bf16 autocast (TrainConfig.cpu_bf16 on CPU; always on a GPU)."""
+        if self.bf16 and self.device.type == "cpu":
+            written_out_attention(self.model)  # the fused CPU kernel is slow in bf16
         self.log = metric_logger or NullLogger()
         self.steps_per_epoch = data.steps_per_epoch // cfg.grad_accum
         if self.steps_per_epoch < 1:

@@ -17,7 +17,8 @@ Modes of one set of weights:
 Cross-attention attends to every context token unless `encoder_attention_mask` says otherwise: image
 tokens need no mask; VQA's answer decoder attends to padded question states (BLIP models/blip_vqa.py).
 
-Attention runs through `F.scaled_dot_product_attention`. Decoding uses `KVCache`: self-attention
+Attention runs through `F.scaled_dot_product_attention` (under CPU bf16 autocast, `attention`'s
+math form). Decoding uses `KVCache`: self-attention
 keys/values are appended each step; cross-attention keys/values are computed once per image and
 shared by all beams or samples of that image (queries are folded onto the image's batch row).
 
@@ -56,6 +57,25 @@ class KVCache:
         because beams are only ever reordered within their own image."""
         self.self_k = [k.index_select(0, index) for k in self.self_k]  # type: ignore[union-attr]
         self.self_v = [v.index_select(0, index) for v in self.self_v]  # type: ignore[union-attr]
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask=None, dropout_p: float = 0.0, is_causal: bool = False
+) -> torch.Tensor:
+    """SDPA: (B, H, L, Dh), (B, H, S, Dh) x2 -> (B, H, L, Dh); `mask` bool, True = attend.
+
+    Under CPU bf16 autocast it is written out (bf16 matmuls, fp32 softmax): PyTorch's fused CPU
+    kernel in bf16 is several times slower than fp32 in its backward at these short lengths
+    (benchmarks/bench_model.py); fp32 and GPUs keep the fused kernel."""
+    if not (q.device.type == "cpu" and torch.is_autocast_enabled("cpu")):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+    s = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, L, S)
+    if is_causal:
+        mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    p = F.dropout(s.float().softmax(dim=-1), dropout_p, training=dropout_p > 0).to(v.dtype)
+    return torch.matmul(p, v)
 
 
 class SelfAttentionProj(nn.Module):
@@ -118,7 +138,7 @@ class Attention(nn.Module):
             if is_causal and mask is None and not causal and L > 1:
                 T = k.shape[2] - L
                 mask = torch.ones(L, T + L, dtype=torch.bool, device=x.device).tril(diagonal=T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
+            y = attention(q, k, v, mask=mask, dropout_p=drop, is_causal=causal)
         else:  # cross-attention to image tokens
             Bi = context.shape[0]
             R = B // Bi  # text rows per image (beams, samples, or several captions of one image)
@@ -130,13 +150,15 @@ class Attention(nn.Module):
                     cache.cross_k[layer], cache.cross_v[layer] = k, v
             if image_index is not None:
                 # rows pair with arbitrary images (ITM's hard negatives): keys/values are projected once
-                # per distinct image and gathered per row
+                # per distinct image and gathered per row (index_select: its backward, index_add, is
+                # several times cheaper on CPU than advanced indexing's deterministic index_put)
                 m = None if context_mask is None else context_mask[image_index]  # (B, 1, 1, N)
-                y = F.scaled_dot_product_attention(q, k[image_index], v[image_index], attn_mask=m, dropout_p=drop)
+                k, v = k.index_select(0, image_index), v.index_select(0, image_index)  # (B, H, N, Dh)
+                y = attention(q, k, v, mask=m, dropout_p=drop)
             else:
                 # fold the R text rows of each image into the query length: keys/values stay (Bi, ...)
                 qf = q.view(Bi, R, self.num_heads, L, -1).transpose(1, 2).reshape(Bi, self.num_heads, R * L, -1)
-                y = F.scaled_dot_product_attention(qf, k, v, attn_mask=context_mask, dropout_p=drop)  # (Bi, H, R*L, Dh)
+                y = attention(qf, k, v, mask=context_mask, dropout_p=drop)  # (Bi, H, R*L, Dh)
                 y = y.view(Bi, self.num_heads, R, L, -1).transpose(1, 2).reshape(B, self.num_heads, L, -1)
         y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
         out = self.output

@@ -136,3 +136,14 @@ def vision_tower_names(model: nn.Module) -> tuple[str, ...]:
     is never optimised): the model class says them in `vision_towers`, e.g. BLIP's
     ("visual_encoder", "visual_encoder_m"); () for a model without one."""
     return tuple(n for n in getattr(model, "vision_towers", ()) if getattr(model, n, None) is not None)
+
+
+def written_out_attention(model: nn.Module, enable: bool = True) -> int:
+    """timm's attention layers in `model` compute softmax(q k^T) v with plain matmuls instead of the
+    fused SDPA kernel (timm's `fused_attn`), for CPU bf16 autocast: there the fused kernel's backward
+    is slower than fp32 (a tiny block's forward + backward: 33 ms fused, 18 ms written out; MED does
+    the same, models/common/med.py `attention`). The number of layers switched."""
+    layers = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    for m in layers:
+        m.fused_attn = not enable
+    return len(layers)

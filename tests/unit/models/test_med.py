@@ -117,3 +117,30 @@ def test_cross_attention_image_index_equals_repeated_images():
     a = med(ids, mask, mode="multimodal", image_embeds=images, image_index=index)
     b = med(ids, mask, mode="multimodal", image_embeds=images[index])
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_cpu_bf16_attention_is_the_fused_kernel_written_out():
+    """Under CPU bf16 autocast `attention` is written out (the fused CPU kernel is slow there in bf16);
+    computed in fp32 it equals the fused kernel with each mask kind, and under autocast it stays within
+    bf16 rounding of it, gradients included."""
+    from torch.nn import functional as F
+
+    from blip_core.models.common.med import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 5, 8, generator=g) for _ in range(3))
+    pad = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    pad[1, ..., 3:] = False
+    for kw in ({}, {"mask": pad}, {"is_causal": True}):
+        sdpa = {"attn_mask": kw.get("mask"), "is_causal": kw.get("is_causal", False)}
+        fused = F.scaled_dot_product_attention(q, k, v, **sdpa)
+        assert torch.equal(attention(q, k, v, **kw), fused)  # fp32: the fused kernel itself
+        qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = attention(qq, kk, vv, **kw)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), fused, atol=0.05, rtol=0.05)
+        out.float().sum().backward()
+        q2, k2, v2 = (t.clone().requires_grad_() for t in (q, k, v))
+        F.scaled_dot_product_attention(q2, k2, v2, **sdpa).sum().backward()
+        torch.testing.assert_close(qq.grad, q2.grad, atol=0.1, rtol=0.1)
