@@ -7,6 +7,8 @@ Runs as a plain process or under torchrun (DDP), e.g.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -171,6 +173,16 @@ def _run(
     return summary
 
 
+@functools.cache
+def library_digest() -> str:
+    """The blip_core source this process runs (every .py file under the package)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def run_fingerprint(
     resolved: dict[str, Any],
     data_dirs: list[str | Path],
@@ -178,7 +190,9 @@ def run_fingerprint(
     vision_init: str | Path | None = None,
 ) -> str:
     """What makes two runs the same run: the resolved config, the data (each folder's `_stats.json`
-    and shard names and sizes) and the init weights, vision start included (size and mtime)."""
+    and shard names and sizes), the init weights, vision start included (size and mtime), and the
+    library's code: a run killed and restarted on the same code resumes, but an edited model, loss or
+    loop starts afresh instead of "resuming" (re-saving) a finished run of the old code."""
     data = []
     for d in map(Path, data_dirs):
         stats = d / "_stats.json"
@@ -189,7 +203,7 @@ def run_fingerprint(
         if start is not None:
             files = [Path(start)] if Path(start).is_file() else sorted(Path(start).glob("*"))
             starts.append([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()])
-    return digest({"resolved": resolved, "data": data, "starts": starts}, 16)
+    return digest({"resolved": resolved, "data": data, "starts": starts, "code": library_digest()}, 16)
 
 
 def _same_run(out_dir: Path, fingerprint: str) -> bool:

@@ -82,6 +82,22 @@ def test_killed_and_resumed_run_matches_uninterrupted(tiny_world, tokenizer_dir,
     assert load_pretrained(tmp_path / "resumed" / "model").cfg.vision == get_preset("tiny").vision
 
 
+def test_auto_resume_continues_the_same_code_and_restarts_edited_code(tiny_world, tokenizer_dir, tmp_path, monkeypatch):
+    """resume="auto" (the pipeline's stages) resumes a finished or killed run of the same config, data
+    and library code; after an edit of blip_core the stage re-runs, and it must train, not re-save
+    the old code's weights from their last checkpoint."""
+    from blip_core.train import entry
+
+    data = [tiny_world / "coco_train", tiny_world / "web"]
+    first = run_training(_cfg(max_steps=3), data, tmp_path / "r", tokenizer=tokenizer_dir, resume="auto")
+    again = run_training(_cfg(max_steps=3), data, tmp_path / "r", tokenizer=tokenizer_dir, resume="auto")
+    assert (first["resumed_from_step"], again["resumed_from_step"]) == (None, 3)
+    monkeypatch.setattr(entry, "library_digest", lambda: "edited")
+    edited = run_training(_cfg(max_steps=3), data, tmp_path / "r", tokenizer=tokenizer_dir, resume="auto")
+    assert edited["resumed_from_step"] is None
+    assert [r["step"] for r in _losses(tmp_path / "r")] == [1, 2, 3]  # one run's log, not two mixed
+
+
 def test_golden_losses_tiny_preset(tiny_world, tokenizer_dir, tmp_path):
     """Refactors must reproduce these per-step losses (fixed seed, CPU, fp32). Regenerate only for a
     deliberate change of the maths: BLIP_UPDATE_GOLDEN=1 pytest -k golden."""
