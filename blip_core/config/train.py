@@ -58,8 +58,8 @@ class TrainConfig:
     the same weights (with 2 CPU threads they did not: an ulp at step 2, then drift). Off = the
     kernels torch picks by default."""
     fused_optimizer: str = "auto"
-    """AdamW's fused kernel (one launch for all parameters): auto = on a GPU, the for-each one
-    elsewhere; on; off."""
+    """AdamW's fused kernel (one kernel for all parameters, on GPUs and CPUs): auto and on use it;
+    off = torch's default (per-tensor on CPU, for-each on GPU)."""
     itm_swap_negatives: bool = False
     """pretrain / retrieval: ITM also sees each image with its own caption, one attribute swapped
     (NegCLIP; blip_core.data.caption_edits), as a negative: a filter must check every attribute,
