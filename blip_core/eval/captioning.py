@@ -10,6 +10,7 @@ hold such a pair.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from typing import Any
@@ -33,11 +34,19 @@ from blip_core.models.common.generate import GenerationConfig, generate
 logger = logging.getLogger(__name__)
 
 
+@functools.cache
+def _meteor():
+    """One METEOR scorer (a Java process) per Python process: its start, JVM and paraphrase tables,
+    takes ~8 s and scoring 400 captions ~0.5 s, so every split and evaluation stage of a run shares it."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()
+
+
 def coco_caption_metrics(gts: dict[str, list[str]], res: dict[str, str], *, spice: bool = True) -> dict[str, Any]:
     """Standard COCO caption metrics for predictions `res` against references `gts` (keyed alike)."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
@@ -47,7 +56,16 @@ def coco_caption_metrics(gts: dict[str, list[str]], res: dict[str, str], *, spic
     out: dict[str, Any] = {}
     bleu, _ = Bleu(4).compute_score(g, r, verbose=0)
     out |= {f"bleu{i + 1}": float(b) for i, b in enumerate(bleu)}
-    out["meteor"] = float(Meteor().compute_score(g, r)[0])
+    try:
+        out["meteor"] = float(_meteor().compute_score(g, r)[0])
+    except (BrokenPipeError, ValueError):  # the shared Java process died: a fresh one, once
+        dead = _meteor()
+        if dead.lock.locked():  # the failed call left it held; Meteor.__del__ takes it to close
+            dead.lock.release()
+        with contextlib.suppress(OSError):  # its pipe is broken: closed here, quietly, not in __del__
+            dead.meteor_p.stdin.close()
+        _meteor.cache_clear()
+        out["meteor"] = float(_meteor().compute_score(g, r)[0])
     out["rouge_l"] = float(Rouge().compute_score(g, r)[0])
     out["cider"] = float(Cider().compute_score(g, r)[0])
     if spice and spice_available():

@@ -44,6 +44,22 @@ def test_caption_metrics_on_known_pairs():
     assert "spice" not in offline and all(isinstance(v, float) for v in offline.values())
 
 
+def test_one_meteor_process_serves_every_call_and_a_dead_one_is_replaced():
+    """METEOR's Java process takes seconds to start: one per Python process, shared by every split
+    and stage; if it dies, the next call starts a fresh one and still returns the score."""
+    from blip_core.eval import captioning
+
+    gts, res = {"a": ["a red circle above a blue star"]}, {"a": "a red circle above a star"}
+    first = coco_caption_metrics(gts, res, spice=False)["meteor"]
+    proc = captioning._meteor().meteor_p
+    assert coco_caption_metrics(gts, res, spice=False)["meteor"] == first
+    assert captioning._meteor().meteor_p is proc
+    proc.kill()
+    proc.wait()
+    assert coco_caption_metrics(gts, res, spice=False)["meteor"] == first
+    assert captioning._meteor().meteor_p is not proc
+
+
 def test_grounding_metrics():
     scene = {
         "background": "plain",
