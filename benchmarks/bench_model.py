@@ -105,7 +105,7 @@ def bf16_step_figures(cfg, args) -> list[dict]:
         models[kind] = copy.deepcopy(start)
         if kind == "bf16":
             written_out_attention(models[kind])  # what the trainer does under CPU bf16
-        opts[kind] = torch.optim.AdamW([p for p in models[kind].parameters() if p.requires_grad], lr=1e-4)
+        opts[kind] = torch.optim.AdamW([p for p in models[kind].parameters() if p.requires_grad], lr=1e-3)  # pretrain's
 
     def step(kind: str, i: int) -> float:
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if kind == "bf16" else contextlib.nullcontext()
@@ -142,7 +142,8 @@ def bf16_step_figures(cfg, args) -> list[dict]:
         figure(f"{args.preset}: pre-train step, bf16 autocast, batch {B}", round(B / best["bf16"], 2), "images/s",
                ratio=round(speed, 2), reference=f"fp32 {B / best['fp32']:.1f} images/s", goal=goal,
                met=(speed >= 1.8) if units else None, note=f"CPU bf16 units: {units}"),
-        figure(f"{args.preset}: bf16 vs fp32 total loss, {n} steps from one start", round(max(rel), 4), "max rel. diff",
+        figure(f"{args.preset}: bf16 vs fp32 total loss, {n} steps from one start", round(100 * max(rel), 2),
+               "% max rel. diff",
                reference=f"mean {sum(rel) / n:.2%}; fp32 {losses['fp32'][0]:.2f} -> {losses['fp32'][-1]:.2f}",
                goal=f"<= {tol:.0%} every step", met=max(rel) <= tol),
     ]  # fmt: skip
