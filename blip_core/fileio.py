@@ -92,6 +92,21 @@ def digest(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
+def source_hash(paths: tuple[str, ...], *, root: str | Path) -> str:
+    """Content hash of source files under `root` (a folder counts its .py and .html files below it; a
+    missing path is skipped): a pipeline stage's code deps, the whole code base, the library a
+    training run ran on."""
+    base = Path(root)
+    h = hashlib.sha256()
+    for rel in paths:
+        p = base / rel
+        files = sorted([*p.rglob("*.py"), *p.rglob("*.html")]) if p.is_dir() else [p]
+        for f in files:
+            if f.is_file():
+                h.update(str(f.relative_to(base)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def write_json(path: str | Path, obj: Any, *, sort_keys: bool = True, default: Any = None) -> Path:
     """`json_text(obj)` written atomically."""
     return write_text(path, json_text(obj, sort_keys=sort_keys, default=default))

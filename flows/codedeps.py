@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ast
 import functools
-import hashlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from blip_core.fileio import source_hash
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("blip_core", "flows")
@@ -113,12 +114,4 @@ def _code_files(module_file: Path) -> tuple[str, ...]:
 def code_hash(paths: tuple[str, ...], *, root: str | Path | None = None) -> str:
     """Content hash of source files under `root` (the repository; folders: every .py and .html below
     them; a missing path is skipped): a stage's code deps, or the whole code base (flows.versioning.code_hash)."""
-    base = Path(root) if root is not None else REPO
-    h = hashlib.sha256()
-    for rel in paths:
-        p = base / rel
-        files = sorted([*p.rglob("*.py"), *p.rglob("*.html")]) if p.is_dir() else [p]
-        for f in files:
-            if f.is_file():
-                h.update(str(f.relative_to(base)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:12]
+    return source_hash(paths, root=root if root is not None else REPO)

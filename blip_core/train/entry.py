@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from blip_core.config.train import VISION_STAGE, TrainConfig
 from blip_core.data.loader import TrainData, read_classes
 from blip_core.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
-from blip_core.fileio import digest, write_json
+from blip_core.fileio import digest, source_hash, write_json
 from blip_core.machine import deterministic_algorithms
 from blip_core.models import pretrained
 from blip_core.models.common import vision_start
@@ -175,12 +174,8 @@ def _run(
 
 @functools.cache
 def library_digest() -> str:
-    """The blip_core source this process runs (every .py file under the package)."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
+    """The blip_core source this process runs (its files, hashed once per process)."""
+    return source_hash(("blip_core",), root=Path(__file__).resolve().parents[2])
 
 
 def run_fingerprint(
