@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import statistics
 import sys
 import time
@@ -264,10 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--experiment", default="blip-effect", help="MLflow experiment of the runs")
     ap.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     args = ap.parse_args(argv)
-    # the study starts Prefect's temporary server: its telemetry heartbeat races the server's own
-    # first writes to its sqlite database ("database is locked" tracebacks at start) and cannot
-    # reach anything offline anyway; set before prefect is imported
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("flows", "blip_core", "prefect.flow_runs"):  # our progress, not every HTTP request
         logging.getLogger(name).setLevel(logging.INFO)
