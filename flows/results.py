@@ -107,7 +107,7 @@ def run_summary(root: str | Path) -> dict[str, Any]:
         selection = Path(root) / "capfilt" / SELECTION
         if selection.is_file():
             if q.get("threshold_mode") != "fixed":
-                out["at_threshold_0.5"] = kept_at(selection, q["policy"], 0.5)
+                out["at_threshold_0.5"] = kept_at(selection, q["policy"], 0.5, q.get("max_synthetic", 0))
             at05 = out.get("at_threshold_0.5", {}).get("kept_noise_rate", out.get("kept_noise_rate"))
             out["kept_noise_rate_fixed_0_5"] = at05  # the paper's threshold, whatever the run used
         # the calibrated operating point (the 10% quantile of clean held-out pairs), whatever the run used
@@ -122,9 +122,9 @@ def run_summary(root: str | Path) -> dict[str, Any]:
                              ("kept_over_raw_calibrated", "kept_noise_rate_calibrated")):  # fmt: skip
                 if out.get(src) is not None:
                     out[key] = out[src] / raw
-            # the paper's 2x2 (Table 1) on the same scores: what each policy would have kept
+            # the paper's 2x2 (Table 1) on the same scores: what each policy would have kept (the run's cap)
             out["kept_noise_by_policy"] = {
-                pol: kept_at(selection, pol, q["threshold"])["kept_noise_rate"]
+                pol: kept_at(selection, pol, q["threshold"], q.get("max_synthetic", 0))["kept_noise_rate"]
                 for pol in ("none", "filter", "captioner", "both")
             }
     for model in ("baseline", "bootstrapped"):
@@ -166,15 +166,16 @@ def import_summary_deps() -> None:
     import blip_core.capfilt.steps  # noqa: F401
 
 
-def kept_at(selection: Path, policy: str, threshold: float) -> dict[str, float]:
-    """The kept set a policy and threshold would give, from the stored scores (no model runs)."""
+def kept_at(selection: Path, policy: str, threshold: float, max_synthetic: int = 0) -> dict[str, float]:
+    """The kept set a policy, threshold and synthetic cap would give, from the stored scores (no model runs)."""
     import pandas as pd
 
     from blip_core.capfilt.quality import filter_quality
     from blip_core.capfilt.steps import select
     from blip_core.config.pipeline import CapFiltConfig
 
-    sel = select(pd.read_parquet(selection), CapFiltConfig(policy=policy), threshold=threshold)
+    cfg = CapFiltConfig(policy=policy, max_synthetic=max_synthetic)
+    sel = select(pd.read_parquet(selection), cfg, threshold=threshold)
     q = filter_quality(sel, threshold)
     return {
         "kept_noise_rate": q.get("kept/noise_rate", float("nan")),

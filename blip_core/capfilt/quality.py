@@ -40,6 +40,8 @@ def filter_quality(selection: pd.DataFrame, threshold: float) -> dict[str, Any]:
     out["keep_rate/all"] = float(selection["keep"].mean()) if len(selection) else 0.0
     if "repeat" in selection:  # kept once: the captioner wrote a caption the image already keeps
         out["kept/repeats_dropped"] = int(selection["repeat"].sum())
+    if "over_cap" in selection:  # passed, but not among its image's `max_synthetic` best
+        out["kept/over_cap_dropped"] = int(selection["over_cap"].sum())
     web = selection[selection["source"].eq("web") & selection["gt_noisy"].notna()]
     if len(web):
         noisy = web["gt_noisy"].astype(bool).to_numpy()

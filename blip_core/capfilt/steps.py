@@ -316,7 +316,8 @@ def select(scores: pd.DataFrame, cfg: CapFiltConfig, *, threshold: float | None 
     - captioner: every web caption and every synthetic caption.
     - both (CapFilt): web and synthetic captions, each kept when p(match) >= threshold.
     - clip_score: the top `clip_keep_fraction` of web captions by ITC cosine, no synthetic ones.
-    A caption that repeats one its image already keeps is kept once (`repeat`).
+    A caption that repeats one its image already keeps is kept once (`repeat`). With `max_synthetic`
+    k > 0 an image keeps only its k best synthetic captions by p(match); `over_cap` marks the others.
     """
     df = scores.copy()
     web, syn = df["source"].eq("web"), df["source"].eq("synthetic")
@@ -340,6 +341,13 @@ def select(scores: pd.DataFrame, cfg: CapFiltConfig, *, threshold: float | None 
     repeat = kept.assign(_text=kept["caption"].str.strip()).duplicated(["key", "_text"])
     df["repeat"] = repeat.reindex(df.index, fill_value=False).astype(bool)
     df["keep"] = (keep.astype(bool) & ~df["repeat"]).astype(bool)
+    df["over_cap"] = False
+    if cfg.max_synthetic > 0:  # best-of-N: rank each image's kept synthetic captions, first in order on ties
+        kept_syn = df[df["keep"] & syn]
+        rank = kept_syn["itm_prob"].groupby(kept_syn["key"]).rank(method="first", ascending=False)
+        over = rank.gt(cfg.max_synthetic)
+        df["over_cap"] = over.reindex(df.index, fill_value=False).astype(bool)
+        df["keep"] = df["keep"] & ~df["over_cap"]
     return df
 
 

@@ -36,6 +36,10 @@ class CapFiltConfig:
     calibration_quantile: float = 0.1
     clip_keep_fraction: float = 0.3
     """clip_score policy: keep this top fraction of web captions by ITC cosine (DataComp keeps 30%)."""
+    max_synthetic: int = 0
+    """Keep at most this many synthetic captions per image, those with the highest p(match) among the
+    ones that pass the threshold; 0 keeps every one that passes (BLIP). With `num_captions` N > 1 this
+    is best-of-N captioning (BLIP-2 Sec. 3.4 ranks 10 sampled captions and keeps the top two)."""
     rounds: int = 1
     """Rounds of bootstrapping (a knob that shapes the DAG): round k > 1 runs CapFilt again on the web
     pool with round k-1's fine-tuned captioner and filter, re-pre-trains on what it keeps and
@@ -62,6 +66,8 @@ class CapFiltConfig:
             raise ValueError(f"capfilt.calibration_quantile must be in [0, 1], got {self.calibration_quantile}")
         if not 0.0 < self.clip_keep_fraction <= 1.0:
             raise ValueError(f"capfilt.clip_keep_fraction must be in (0, 1], got {self.clip_keep_fraction}")
+        if self.max_synthetic < 0:
+            raise ValueError(f"capfilt.max_synthetic must be >= 0 (0: no cap), got {self.max_synthetic}")
 
 
 @dataclass(kw_only=True, slots=True)

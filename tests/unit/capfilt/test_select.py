@@ -59,6 +59,49 @@ def test_policies_keep_what_the_paper_says():
     assert _kept("both", threshold=0.75) == [("k0", 0), ("k0", 1)]
 
 
+def _best_of_n_scores() -> pd.DataFrame:
+    # one image, its web caption and four synthetic ones (two tie at 0.7; one fails the threshold)
+    probs = [0.6, 0.7, 0.9, 0.4, 0.7]
+    return pd.DataFrame(
+        dict(
+            key="k0",
+            shard="00000",
+            cand=list(range(5)),
+            source=["web"] + ["synthetic"] * 4,
+            caption=[f"c{i}" for i in range(5)],
+            itm_prob=probs,
+            itc_cosine=0.0,
+            gt_noise_type=["clean"] + ["synthetic"] * 4,
+            gt_noisy=False,
+        )
+    )
+
+
+def test_max_synthetic_keeps_each_images_best_synthetic_captions_by_p_match():
+    def kept(**kw):
+        sel = select(_best_of_n_scores(), CapFiltConfig(policy="both", **kw))
+        return sel.loc[sel["keep"], "cand"].tolist(), sel.loc[sel["over_cap"], "cand"].tolist()
+
+    assert kept() == ([0, 1, 2, 4], [])  # 0: every synthetic caption that passes (BLIP)
+    assert kept(max_synthetic=1) == ([0, 2], [1, 4])  # the web caption is never capped
+    assert kept(max_synthetic=2) == ([0, 1, 2], [4])  # a tie goes to the first candidate
+    assert kept(max_synthetic=9) == ([0, 1, 2, 4], [])
+    # a caption under the threshold takes no slot: the cap applies to what passes
+    assert kept(max_synthetic=3, threshold=0.75) == ([2], [])
+    # the captioner policy (no filter) ranks too: best-of-N without a threshold
+    sel = select(_best_of_n_scores(), CapFiltConfig(policy="captioner", max_synthetic=1))
+    assert sel.loc[sel["keep"], "cand"].tolist() == [0, 2]
+
+
+def test_max_synthetic_ranks_within_each_image():
+    sel = select(_scores(), CapFiltConfig(policy="both", max_synthetic=1))  # one synthetic caption per image
+    assert sorted(zip(sel.loc[sel["keep"], "key"], sel.loc[sel["keep"], "cand"])) == [
+        ("k0", 0), ("k0", 1), ("k1", 1), ("k2", 0), ("k3", 1)
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="max_synthetic"):
+        CapFiltConfig(max_synthetic=-1)
+
+
 def test_clip_score_baseline_keeps_top_fraction_of_web_by_cosine():
     assert _kept("clip_score", clip_keep_fraction=0.5) == [("k0", 0), ("k3", 0)]  # cosines 0.5, 0.4
     assert _kept("clip_score", clip_keep_fraction=0.25) == [("k0", 0)]
