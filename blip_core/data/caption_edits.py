@@ -5,14 +5,15 @@
   the same kind, so ITM must check every attribute, not the gist. A colour word becomes another
   colour, a shape noun another shape (number kept), an explicit count ("one", "two", "3") another
   count of one to four, the noun's number made to agree ("one red circle" <-> "two red circles": the
-  captioner's count off by one; "a" is not exact and is left alone), a size the other size, a relation phrase another relation, a background pattern another pattern, or two
-  different colour words trade places ("a red circle and a blue star" -> "a blue circle and a red
-  star": a binding negative, as NegCLIP's word-order swaps), or one noun phrase copied over another
-  of a different colour or shape ("a yellow square right of a blue circle" -> "a yellow square right
-  of a yellow square": the captioner's most frequent error, one object named twice). The kind of
-  swap is drawn uniformly among the kinds the caption allows, so rare ones (relations, backgrounds)
-  are as frequent as colours. As in NegCLIP, a swap can by chance still be true of the image (two colours of that shape
-  in the scene); that rare label noise is accepted.
+  captioner's count off by one; "a" is not exact and is left alone), a size the other size, a
+  relation phrase another relation, a background pattern another pattern, or two different colour
+  words trade places ("a red circle and a blue star" -> "a blue circle and a red star": a binding
+  negative, as NegCLIP's word-order swaps), or one noun phrase copied over another of a different
+  colour or shape ("a yellow square right of a blue circle" -> "a yellow square right of a yellow
+  square": the captioner's most frequent error, one object named twice). The kind of swap is drawn
+  uniformly among the kinds the caption allows, so rare ones (relations, backgrounds) are as
+  frequent as colours. As in NegCLIP, a swap can by chance still be true of the image (two colours
+  of that shape in the scene); that rare label noise is accepted.
 - Partial positives: one noun phrase of the caption ("two big red circles"), which is true of the
   image whenever the caption is (a phrase's count is the exact count of its objects). In-batch hard
   negatives in a world of few concepts are often true of the image too (another image's "a brown
