@@ -3,17 +3,15 @@
 - Hard negatives by one word swap (NegCLIP, Yuksekgonul et al. 2023, "When and why vision-language
   models behave like bags-of-words"): the caption with one attribute replaced by another value of
   the same kind, so ITM must check every attribute, not the gist. A colour word becomes another
-  colour, a shape noun another shape (number kept), an explicit count ("one", "two", "3") another
-  count of one to four, the noun's number made to agree ("one red circle" <-> "two red circles": the
-  captioner's count off by one; "a" is not exact and is left alone), a size the other size, a
-  relation phrase another relation, a background pattern another pattern, or two different colour
-  words trade places ("a red circle and a blue star" -> "a blue circle and a red star": a binding
-  negative, as NegCLIP's word-order swaps), or one noun phrase copied over another of a different
-  colour or shape ("a yellow square right of a blue circle" -> "a yellow square right of a yellow
-  square": the captioner's most frequent error, one object named twice). The kind of swap is drawn
-  uniformly among the kinds the caption allows, so rare ones (relations, backgrounds) are as
-  frequent as colours. As in NegCLIP, a swap can by chance still be true of the image (two colours
-  of that shape in the scene); that rare label noise is accepted.
+  colour, a shape noun another shape (number kept), a count of two or more another count, a size the
+  other size, a relation phrase another relation, a background pattern another pattern, or two
+  different colour words trade places ("a red circle and a blue star" -> "a blue circle and a red
+  star": a binding negative, as NegCLIP's word-order swaps), or one noun phrase copied over another
+  of a different colour or shape ("a yellow square right of a blue circle" -> "a yellow square right
+  of a yellow square": the captioner's most frequent error, one object named twice). The kind of
+  swap is drawn uniformly among the kinds the caption allows, so rare ones (relations, backgrounds)
+  are as frequent as colours. As in NegCLIP, a swap can by chance still be true of the image (two colours of that shape
+  in the scene); that rare label noise is accepted.
 - Partial positives: one noun phrase of the caption ("two big red circles"), which is true of the
   image whenever the caption is (a phrase's count is the exact count of its objects). In-batch hard
   negatives in a world of few concepts are often true of the image too (another image's "a brown
@@ -29,9 +27,7 @@ import re
 from blip_core.data.world import lexicon as lx
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
-_COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4, "1": 1, "2": 2, "3": 3, "4": 4}
-"""Explicit counts (exact for their phrase, as the checker reads them) that a count swap changes."""
-_SINGULAR = {lx.plural(w): w for w, (_, is_plural) in lx.WORD_TO_SHAPE.items() if not is_plural}
+_COUNTS = {"two": 2, "three": 3, "four": 4, "2": 2, "3": 3, "4": 4}
 
 
 def _alternatives(word: str, next_word: str | None) -> tuple[str, list[str]] | None:
@@ -43,6 +39,9 @@ def _alternatives(word: str, next_word: str | None) -> tuple[str, list[str]] | N
         own, is_plural = lx.WORD_TO_SHAPE[word]
         names = [lx.SHAPE_SYNONYMS[s][0] for s in lx.SHAPES if s != own]
         return "shape", [lx.plural(n) for n in names] if is_plural else names
+    if word in _COUNTS:
+        digits = word.isdigit()
+        return "count", [str(n) if digits else lx.COUNT_WORDS[n][0] for n in (2, 3, 4) if n != _COUNTS[word]]
     if word in lx.WORD_TO_SIZE:
         own = lx.WORD_TO_SIZE[word]
         return "size", [lx.SIZE_SYNONYMS[s][0] for s in lx.SIZES if s != own]
@@ -62,8 +61,6 @@ def swap_negative(caption: str, rng: random.Random) -> str | None:
         found = _alternatives(w, words[i + 1][2] if i + 1 < len(words) else None)
         if found:
             edits.setdefault(found[0], []).extend((start, end, alt) for alt in found[1])
-    if counts := _count_edits(text, words):
-        edits["count"] = counts
     tokens = [w for _, _, w in words]
     taken: list[tuple[int, int]] = []
     for phrase, rel in lx.PHRASE_TO_RELATION:  # longest first: "to the left of" before "left of"
@@ -99,28 +96,6 @@ def swap_negative(caption: str, rng: random.Random) -> str | None:
     return text[:start] + replacement + text[end:]
 
 
-def _count_edits(text: str, words: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-    """(start, end, replacement) of each other count of every explicit count before a noun (its size
-    and colour words between), from the count to the noun, whose number follows the new count."""
-    edits = []
-    for i, (start, _, w) in enumerate(words):
-        if w not in _COUNTS:
-            continue
-        j = i + 1
-        while j < len(words) and words[j][2] in _ADJECTIVES:
-            j += 1
-        if j == len(words) or words[j][2] not in lx.WORD_TO_SHAPE:
-            continue  # "one of them", "two and a half": no noun phrase to count
-        noun_start, noun_end, noun = words[j]
-        singular = _SINGULAR.get(noun, noun)
-        middle = text[words[i][1] : noun_start]
-        for n in (1, 2, 3, 4):
-            if n != _COUNTS[w]:
-                number = str(n) if w.isdigit() else ("one" if n == 1 else lx.COUNT_WORDS[n][0])
-                edits.append((start, noun_end, number + middle + (singular if n == 1 else lx.plural(singular))))
-    return edits
-
-
 def _phrase_spans(words: list[tuple[int, int, str]]) -> list[tuple[int, int, str, tuple[str | None, str]]]:
     """(start, end, text, (colour, shape)) of each noun phrase: count, size and colour words before
     a shape noun."""
@@ -144,6 +119,5 @@ def phrase_positive(caption: str, rng: random.Random) -> str | None:
     return rng.choice(phrases) if phrases else None
 
 
-_ADJECTIVES = set(lx.WORD_TO_COLOR) | set(lx.WORD_TO_SIZE)
-_MODIFIERS = _ADJECTIVES | set(lx.COUNT_PARSE)
+_MODIFIERS = set(lx.WORD_TO_COLOR) | set(lx.WORD_TO_SIZE) | set(lx.COUNT_PARSE)
 """Words that belong to a noun phrase before its shape noun."""
