@@ -140,6 +140,7 @@ def log_and_register(
     a new version of the registered model `name` (a `role` model) with `description` and `tags`, and
     move the `best` alias to it when `metric` beats the current best (or there is none); the
     registered model itself gets `model_description`. The stage run keeps its own end time."""
+    from blip_core.config.data import REGION_GROUP
     from blip_core.models import pretrained
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -148,7 +149,9 @@ def log_and_register(
     # MLflow tags a logged model with the running script's path (`mlflow.source.name`): log it as the
     # user knows it, relative to the checkout, never the absolute path of this machine
     source = {"mlflow.source.name": _source_name()}
-    groups = tuple(pretrained.read_config(checkpoint)[1].classes) if role == "vision" else ()  # its label groups
+    # its image-level label groups (per-object boxes are read only given boxes: not a predict column)
+    classes = pretrained.read_config(checkpoint)[1].classes if role == "vision" else {}
+    groups = tuple(g for g in classes if g != REGION_GROUP)
     with mlflow.start_run(run_id=run_id, nested=True):
         info = mlflow.pyfunc.log_model(
             tags=source,

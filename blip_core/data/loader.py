@@ -27,7 +27,7 @@ import webdataset as wds
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from blip_core.config.data import ReaderConfig
+from blip_core.config.data import REGION_GROUP, ReaderConfig
 from blip_core.data.reader import ReadStats, SampleDecoder, drop_duplicate_keys, track_shard
 from blip_core.data.shards import list_shards, read_manifests
 from blip_core.distributed import world_info
@@ -56,17 +56,27 @@ class TrainTransform:
         self.image_size, self.scale, self.seed = image_size, (crop_scale_min, 1.0), seed
         self.epoch = 0
 
-    def __call__(self, image, key: str) -> torch.Tensor:
+    def crop(self, width: int, height: int, key: str) -> tuple[int, int, int, int]:
+        """(top, left, crop height, crop width) of `key`'s crop this epoch."""
         g = random.Random(f"{self.seed}/{self.epoch}/{key}")
-        w, h = image.size
-        area = w * h * g.uniform(*self.scale)
+        area = width * height * g.uniform(*self.scale)
         ratio = g.uniform(0.9, 1.1)
-        cw, ch = min(w, round((area * ratio) ** 0.5)), min(h, round((area / ratio) ** 0.5))
-        top, left = g.randint(0, h - ch), g.randint(0, w - cw)
+        cw, ch = min(width, round((area * ratio) ** 0.5)), min(height, round((area / ratio) ** 0.5))
+        return g.randint(0, height - ch), g.randint(0, width - cw), ch, cw
+
+    def __call__(self, image, key: str) -> torch.Tensor:
+        top, left, ch, cw = self.crop(*image.size, key)
         image = TF.resized_crop(
             image, top, left, ch, cw, [self.image_size] * 2, interpolation=InterpolationMode.BICUBIC, antialias=True
         )
         return TF.normalize(TF.to_tensor(image), MEAN, STD)
+
+    def crop_boxes(self, boxes: list[list[float]], width: int, height: int, key: str) -> list[list[float]]:
+        """Boxes (x0, y0, x1, y1 as fractions of the image) as fractions of `key`'s crop, as the
+        detection transforms move boxes with their image; a box may now reach past [0, 1]."""
+        top, left, ch, cw = self.crop(width, height, key)
+        return [[(x0 * width - left) / cw, (y0 * height - top) / ch, (x1 * width - left) / cw,
+                 (y1 * height - top) / ch] for x0, y0, x1, y1 in boxes]  # fmt: skip
 
 
 def _expand_captions(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -105,7 +115,11 @@ def _consumer_index(num_workers: int) -> int:
 
 def _apply_transform(src, transform: TrainTransform):
     for item in src:
-        item["tensor"] = transform(item.pop("image"), item["pair"])
+        image = item.pop("image")
+        if item.get("regions"):  # per-object boxes move with the crop
+            boxes = transform.crop_boxes([r["box"] for r in item["regions"]], *image.size, item["pair"])
+            item["regions"] = [{**r, "box": b} for r, b in zip(item["regions"], boxes, strict=True)]
+        item["tensor"] = transform(image, item["pair"])
         yield item
 
 
@@ -172,17 +186,29 @@ class Collate:
 def _label_items(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """One training item per labelled image (object recognition: no captions)."""
     for s in src:
-        yield {"key": s["key"], "pair": s["key"], "image": s["image"], "labels": s["labels"]}
+        labels = dict(s["labels"])
+        yield {"key": s["key"], "pair": s["key"], "image": s["image"], "labels": labels,
+               "regions": labels.pop(REGION_GROUP, None)}  # fmt: skip
 
 
 @dataclass
 class LabelCollate:
-    """Stack images; class labels -> one multi-hot row over every group's classes, in `classes` order."""
+    """Stack images; class labels -> one multi-hot row over every group's classes, in `classes` order.
+
+    The `region` group (per-object boxes with `attribute:value` classes) becomes `regions`: boxes
+    (B, R, 4) as fractions of the (cropped) image, padded with -1, and each box's class index per
+    attribute (B, R, A), -1 where padded; R is the most objects of an image in the batch."""
 
     classes: dict[str, list[str]]
 
     def __post_init__(self) -> None:
-        self.index = {(g, c): i for i, (g, c) in enumerate((g, c) for g, cs in self.classes.items() for c in cs)}
+        image_level = {g: cs for g, cs in self.classes.items() if g != REGION_GROUP}
+        self.index = {(g, c): i for i, (g, c) in enumerate((g, c) for g, cs in image_level.items() for c in cs)}
+        self.region_index: dict[str, dict[str, int]] = {}
+        for name in self.classes.get(REGION_GROUP, []):
+            attribute, value = name.split(":", 1)
+            values = self.region_index.setdefault(attribute, {})
+            values[value] = len(values)
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         labels = torch.zeros(len(items), len(self.index))
@@ -194,8 +220,28 @@ class LabelCollate:
                             f"sample {it['key']}: unknown class {group}={name!r} (classes: {self.classes})"
                         )
                     labels[row, self.index[(group, name)]] = 1.0
-        return {"images": torch.stack([it["tensor"] for it in items]), "labels": labels,
-                "keys": [it["pair"] for it in items]}  # fmt: skip
+        batch = {"images": torch.stack([it["tensor"] for it in items]), "labels": labels,
+                 "keys": [it["pair"] for it in items]}  # fmt: skip
+        if self.region_index:
+            batch["regions"] = self._regions(items)
+        return batch
+
+    def _regions(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        attributes = list(self.region_index)
+        most = max(1, max(len(it.get("regions") or ()) for it in items))
+        boxes = torch.full((len(items), most, 4), -1.0)
+        classes = torch.full((len(items), most, len(attributes)), -1, dtype=torch.long)
+        for row, it in enumerate(items):
+            if it.get("regions") is None:
+                raise ValueError(f"sample {it['key']}: no {REGION_GROUP!r} labels (classes: {self.classes})")
+            for r, region in enumerate(it["regions"]):
+                boxes[row, r] = torch.tensor(region["box"], dtype=torch.float32)
+                for a, attribute in enumerate(attributes):
+                    value = region.get(attribute)
+                    if value not in self.region_index[attribute]:
+                        raise ValueError(f"sample {it['key']}: unknown region {attribute} {value!r}")
+                    classes[row, r, a] = self.region_index[attribute][value]
+        return {"boxes": boxes, "classes": classes}
 
 
 def count_pairs(dirs: list[str | Path], *, labelled: bool = False) -> int:

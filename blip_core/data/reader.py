@@ -46,7 +46,7 @@ import webdataset as wds
 from PIL import Image
 from webdataset.tariterators import base_plus_ext
 
-from blip_core.config.data import ReaderConfig
+from blip_core.config.data import REGION_GROUP, ReaderConfig
 from blip_core.data.shards import list_shards
 
 logger = logging.getLogger(__name__)
@@ -293,16 +293,32 @@ class SampleDecoder:
             raise SkipSample("missing_labels", "no 'labels' in the json (a label-only sample needs them)")
         labels = meta.pop("labels")
         ok = isinstance(labels, dict) and all(
-            isinstance(g, str) and isinstance(v, list) and all(isinstance(c, str) for c in v) for g, v in labels.items()
+            isinstance(g, str)
+            and isinstance(v, list)
+            and all(_is_region(c) if g == REGION_GROUP else isinstance(c, str) for c in v)
+            for g, v in labels.items()
         )
         if not ok:
-            raise SkipSample("bad_labels", f"labels must map a group to a list of class names, got {str(labels)[:100]}")
+            raise SkipSample(
+                "bad_labels",
+                "labels must map a group to a list of class names (region: boxes {'box': [x0, y0, x1, y1] in [0, 1], "
+                f"attribute: value}}), got {str(labels)[:100]}",
+            )
         meta.pop("captions", None)
         out = {"key": key, "image": decode_image(image_bytes, self.cfg), "captions": [],
                "labels": labels, "meta": meta}  # fmt: skip
         if self.keep_bytes:
             out["image_bytes"] = image_bytes
         return out
+
+
+def _is_region(region: Any) -> bool:
+    """A `region` label: a box inside the image (fractions x0 < x1, y0 < y1) and string attributes."""
+    if not isinstance(region, dict) or not isinstance(box := region.get("box"), list) or len(box) != 4:
+        return False
+    if not all(isinstance(v, int | float) and 0.0 <= v <= 1.0 for v in box) or box[0] >= box[2] or box[1] >= box[3]:
+        return False
+    return all(isinstance(v, str) for k, v in region.items() if k != "box")
 
 
 def clean_caption(text: str) -> str:

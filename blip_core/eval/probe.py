@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from blip_core.config.data import OBJECT_LABEL_GROUPS
+from blip_core.config.data import OBJECT_LABEL_GROUPS, REGION_GROUP
 from blip_core.data.loader import EvalSplit
 from blip_core.data.world import lexicon as lx
 from blip_core.data.world.grounding import parse_caption
 from blip_core.data.world.labels import object_labels
 from blip_core.data.world.scene import Scene
+from blip_core.models.blip.classifier import region_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +105,11 @@ def classifier_metrics(classifier, split: EvalSplit, *, batch_size: int = 256) -
     for s in range(0, len(split.images), batch_size):
         for group, p in classifier.predict(split.images[s : s + batch_size]).items():
             preds.setdefault(group, []).append(p.numpy())
-    groups = [g for g in classifier.cfg.classes if g in OBJECT_LABEL_GROUPS]  # the world's own groups only
+    groups = [g for g in classifier.cfg.classes if g in OBJECT_LABEL_GROUPS and g != REGION_GROUP]  # the world's own
     truth = [object_labels(Scene.from_dict(sc), groups) for sc in split.scenes]  # type: ignore[arg-type]
     out = {}
+    if classifier.region_head is not None:
+        out |= region_metrics(classifier, split, batch_size=batch_size)
     for group in groups:
         index = {name: k for k, name in enumerate(classifier.cfg.classes[group])}
         y = np.zeros((len(truth), len(index)), np.int64)
@@ -119,6 +122,38 @@ def classifier_metrics(classifier, split: EvalSplit, *, batch_size: int = 256) -
             "f1": float(f1_score(y, pred, average="micro", zero_division=0)),
             "exact": float(np.mean((pred == y).all(axis=1))),
         }
+    return out
+
+
+@torch.no_grad()
+def region_metrics(classifier, split: EvalSplit, *, batch_size: int = 256) -> dict[str, dict[str, float]]:
+    """A classifier with region labels, read at each ground-truth object's box (evaluation only):
+    per attribute, the accuracy over objects ("region_<attribute>"), and over all of an object's
+    attributes at once ("region_object"); a held-out (novel) combination's attributes count too."""
+    from blip_core.data.world.labels import scene_regions
+
+    regions = [scene_regions(Scene.from_dict(sc)) for sc in split.scenes]  # type: ignore[arg-type]
+    attributes = [a for a, _ in classifier.region_groups]
+    vocab = region_attributes(classifier.cfg.classes[REGION_GROUP])
+    right = {a: 0 for a in attributes}
+    whole, total = 0, 0
+    for s in range(0, len(split.images), batch_size):
+        chunk = regions[s : s + batch_size]
+        most = max(1, max(len(r) for r in chunk))
+        boxes = torch.full((len(chunk), most, 4), -1.0)
+        for i, rs in enumerate(chunk):
+            for j, r in enumerate(rs):
+                boxes[i, j] = torch.tensor(r["box"])
+        pred = classifier.predict_regions(split.images[s : s + batch_size], boxes)
+        for i, rs in enumerate(chunk):
+            for j, r in enumerate(rs):
+                hits = [int(pred[a][i, j]) == vocab[a].index(r[a]) for a in attributes]
+                for a, hit in zip(attributes, hits, strict=True):
+                    right[a] += hit
+                whole += all(hits)
+                total += 1
+    out = {f"region_{a}": {"accuracy": right[a] / max(1, total)} for a in attributes}
+    out["region_object"] = {"accuracy": whole / max(1, total)}
     return out
 
 

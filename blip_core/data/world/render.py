@@ -17,9 +17,8 @@ from PIL import Image, ImageDraw
 
 from blip_core.config.data import WorldConfig
 from blip_core.data.world import lexicon as lx
-from blip_core.data.world.scene import Scene, SceneObject
+from blip_core.data.world.scene import GRID, Scene, SceneObject
 
-GRID = 3  # objects sit on a GRID x GRID lattice of cells
 CLEAN_SPLITS = ("coco_train", "val", "test", "objects")
 """Splits without held-out (colour, shape) combinations: `novel` stays zero-shot for every
 supervised start (the `objects` labels included), as for the clean human captions."""

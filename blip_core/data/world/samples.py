@@ -32,7 +32,7 @@ from typing import Any
 from blip_core.config.data import WorldConfig
 from blip_core.data.world import lexicon as lx
 from blip_core.data.world.captions import human_captions
-from blip_core.data.world.labels import object_labels
+from blip_core.data.world.labels import object_labels, region_classes
 from blip_core.data.world.noise import web_caption
 from blip_core.data.world.render import encode_jpeg, held_out_combos, render_scene, rng_for, sample_scene, seen_combos
 
@@ -49,6 +49,7 @@ def label_classes(cfg: WorldConfig) -> dict[str, list[str]]:
         "color": list(lx.COLORS),
         "background": list(lx.BACKGROUNDS),
         "object": [f"{size} {c} {s}" for c, s in seen_combos(cfg) for size in lx.SIZES],
+        "region": region_classes(),
     }
     return {group: vocab[group] for group in cfg.object_labels}
 

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 
 from blip_core.data.world import lexicon as lx
 
+GRID = 3
+"""Objects sit on a GRID x GRID lattice of cells, one object per cell."""
+
 
 @dataclass(slots=True)
 class SceneObject:

@@ -35,7 +35,10 @@ def caption_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tens
 
 
 def vision_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return trainer.forward_model(b["images"], b["labels"])
+    if "regions" not in b:
+        return trainer.forward_model(b["images"], b["labels"])
+    regions = {k: v.to(trainer.device, non_blocking=True) for k, v in b["regions"].items()}  # a nested batch
+    return trainer.forward_model(b["images"], b["labels"], regions)
 
 
 def vqa_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:

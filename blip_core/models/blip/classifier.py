@@ -32,11 +32,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blip_core.config.data import REGION_GROUP
 from blip_core.models.blip.config import ModelConfig
 from blip_core.models.common.vision import create_vision_encoder, encode_image
 
 SCENE_GROUPS = ("background",)
 """Label groups of the whole image rather than of an object in it: their logits are the [CLS] token's."""
+
+
+def region_attributes(classes: list[str]) -> dict[str, list[str]]:
+    """`["shape:circle", "color:red", ...]` -> {"shape": ["circle", ...], "color": ["red", ...]}, in order."""
+    out: dict[str, list[str]] = {}
+    for name in classes:
+        attribute, sep, value = name.partition(":")
+        if not sep or not value:
+            raise ValueError(f"a {REGION_GROUP} class is 'attribute:value', got {name!r}")
+        out.setdefault(attribute, []).append(value)
+    return out
+
+
+def token_centres(num_tokens: int) -> torch.Tensor:
+    """(P, 2) x, y centres of a square grid of P tokens, as fractions of the image side."""
+    side = int(num_tokens**0.5)
+    if side * side != num_tokens:
+        raise ValueError(f"region labels need a square token grid, got {num_tokens} tokens")
+    c = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    return torch.stack([xx.flatten(), yy.flatten()], dim=-1)
+
+
+def tokens_in_boxes(boxes: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """(B, R, 4) boxes (x0, y0, x1, y1; padded rows -1) -> (B, R, P) bool: token centre inside the box."""
+    xy = token_centres(num_tokens).to(boxes.device)  # (P, 2)
+    x, y = xy[:, 0], xy[:, 1]
+    b = boxes[..., None]  # (B, R, 4, 1)
+    return (x >= b[:, :, 0]) & (x < b[:, :, 2]) & (y >= b[:, :, 1]) & (y < b[:, :, 3])  # (B, R, P)
 
 
 class VisionClassifier(nn.Module):
@@ -51,10 +81,19 @@ class VisionClassifier(nn.Module):
             raise ValueError("a vision classifier needs model.classes ({group: [class, ...]})")
         self.cfg = cfg
         self.visual_encoder = create_vision_encoder(cfg.vision)
-        self.groups = [(g, len(cs)) for g, cs in cfg.classes.items()]
+        self.groups = [(g, len(cs)) for g, cs in cfg.classes.items() if g != REGION_GROUP]
         self.head = nn.Linear(cfg.vision.width, sum(n for _, n in self.groups))
-        nn.init.normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
+        # per-object attributes, each with one more class for "no object here"
+        self.region_groups = [
+            (a, len(vs) + 1) for a, vs in region_attributes(cfg.classes.get(REGION_GROUP, [])).items()
+        ]
+        self.region_head = (
+            nn.Linear(cfg.vision.width, sum(n for _, n in self.region_groups)) if self.region_groups else None
+        )
+        for head in (self.head, self.region_head):
+            if head is not None:
+                nn.init.normal_(head.weight, std=0.02)
+                nn.init.zeros_(head.bias)
         scene = torch.cat([torch.full((n,), group in SCENE_GROUPS) for group, n in self.groups])  # (K,)
         self.register_buffer("scene_classes", scene, persistent=False)  # True: scored on [CLS] alone
 
@@ -62,19 +101,62 @@ class VisionClassifier(nn.Module):
         return encode_image(self.visual_encoder, images)  # (B, N, Dv)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        emb = self.image_embeds(images)  # (B, N, Dv)
+        return self._image_logits(self.image_embeds(images))  # (B, K)
+
+    def _image_logits(self, emb: torch.Tensor) -> torch.Tensor:
         per_token = self.head(emb)  # (B, N, K)
         pooled = 0.5 * (per_token[:, 0] + per_token[:, 1:].amax(dim=1))  # (B, K)
         return torch.where(self.scene_classes, per_token[:, 0], pooled)  # (B, K)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 3, H, W), (B, K) multi-hot -> {"<group>_loss": BCE averaged over the group's classes}."""
-        logits = self.logits(images)  # (B, K)
+    def region_targets(self, regions: dict[str, torch.Tensor], num_tokens: int) -> torch.Tensor:
+        """(B, P, A) class per grid token and attribute: its box's, or "none" (the last class) where
+        no box holds the token's centre (boxes of one image do not overlap: one object per cell)."""
+        inside = tokens_in_boxes(regions["boxes"], num_tokens)  # (B, R, P)
+        classes = regions["classes"]  # (B, R, A)
+        none = torch.tensor([n - 1 for _, n in self.region_groups], device=classes.device)  # (A,)
+        hit = inside.any(dim=1)  # (B, P)
+        first = inside.float().argmax(dim=1)  # (B, P) the box holding the token
+        picked = torch.gather(classes, 1, first[..., None].expand(-1, -1, classes.shape[-1]))  # (B, P, A)
+        return torch.where(hit[..., None], picked, none)
+
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor, regions: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W), (B, K) multi-hot[, per-object boxes] -> {"<group>_loss": BCE averaged over the
+        group's classes; "region_loss": per-token cross-entropy averaged over the region attributes}."""
+        emb = self.image_embeds(images)  # (B, N, Dv)
+        logits = self._image_logits(emb)  # (B, K)
         out: dict[str, torch.Tensor] = {"logits": logits}
         start = 0
         for group, n in self.groups:
             sl = slice(start, start + n)
             out[f"{group}_loss"] = F.binary_cross_entropy_with_logits(logits[:, sl].float(), labels[:, sl].float())
+            start += n
+        if self.region_head is not None:
+            if regions is None:
+                raise ValueError(f"this classifier has {REGION_GROUP} labels: the batch needs its `regions`")
+            region_logits = self.region_head(emb[:, 1:]).float()  # (B, P, sum of A classes)
+            targets = self.region_targets(regions, emb.shape[1] - 1)  # (B, P, A)
+            losses, start = [], 0
+            for a, (_, n) in enumerate(self.region_groups):
+                losses.append(
+                    F.cross_entropy(region_logits[..., start : start + n].flatten(0, 1), targets[..., a].flatten())
+                )
+                start += n
+            out[f"{REGION_GROUP}_loss"] = torch.stack(losses).mean()
+        return out
+
+    @torch.no_grad()
+    def predict_regions(self, images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{attribute: (B, R) class index} of each box, from the region logits averaged over the
+        tokens inside it ("none", the last index, included)."""
+        emb = self.image_embeds(images)  # (B, N, Dv)
+        region_logits = self.region_head(emb[:, 1:]).float()  # (B, P, C)
+        inside = tokens_in_boxes(boxes, emb.shape[1] - 1).float()  # (B, R, P)
+        pooled = inside @ region_logits / inside.sum(-1, keepdim=True).clamp(min=1)  # (B, R, C)
+        out, start = {}, 0
+        for attribute, n in self.region_groups:
+            out[attribute] = pooled[..., start : start + n].argmax(-1)
             start += n
         return out
 

@@ -188,3 +188,25 @@ def test_missing_shard_folder_is_a_clear_error(tmp_path):
         list(iter_samples(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="no .tar shards"):
         list(iter_samples(tmp_path))
+
+
+def test_region_labels_are_read_and_bad_ones_are_counted_skips(tmp_path):
+    """Per-object boxes (`region`) are read as given; a box outside the image, inverted, of the wrong
+    length, or a non-string attribute is a `bad_labels` skip with its reason, never a crash later."""
+    good = {"box": [0.0, 0.25, 0.5, 0.75], "shape": "star", "color": "red"}
+    bad = [
+        {"box": [0.0, 0.25, 1.5, 0.75], "shape": "star"},
+        {"box": [0.5, 0.25, 0.4, 0.75], "shape": "star"},
+        {"box": [0.0, 0.25, 0.5], "shape": "star"},
+        {"box": [0.0, 0.25, 0.5, 0.75], "shape": 3},
+        "star",
+    ]
+    members = []
+    for i, region in enumerate([good, *bad]):
+        meta = {"key": f"k{i}", "labels": {"shape": ["star"], "region": [region]}}
+        members += [(f"k{i}.jpg", jpeg_bytes()), (f"k{i}.json", json.dumps(meta).encode())]
+    write_raw_tar(tmp_path / "labels-000000.tar", members)
+    stats = ReadStats()
+    samples = list(iter_samples(tmp_path, labelled=True, stats=stats))
+    assert [s["key"] for s in samples] == ["k0"] and samples[0]["labels"]["region"] == [good]
+    assert stats.by_reason() == {"bad_labels": len(bad)}

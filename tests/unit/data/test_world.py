@@ -235,6 +235,36 @@ def test_attribute_object_labels_bind_each_object_and_name_no_held_out_combinati
         assert set(s["meta"]["labels"]["object"]) <= set(classes["object"])
 
 
+def test_region_labels_box_each_object_where_it_is_drawn():
+    """`region` (Visual Genome's role): one box per object with its shape, colour and size; the
+    object's colour is drawn inside its box."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from blip_core.data.world.labels import region_classes
+    from blip_core.data.world.samples import label_classes
+
+    cfg = tiny_world_config(object_labels=["shape", "color", "region"])
+    assert label_classes(cfg)["region"] == region_classes()
+    assert {n.split(":")[0] for n in region_classes()} == {"shape", "color", "size"}
+    for i in range(12):
+        s = make_sample(cfg, "objects", i)
+        scene = Scene.from_dict(s["meta"]["gt"]["scene"])
+        regions = s["meta"]["labels"]["region"]
+        assert [(r["shape"], r["color"], r["size"]) for r in regions] == [
+            (o.shape, o.color, o.size) for o in scene.objects
+        ]
+        arr = np.asarray(Image.open(io.BytesIO(s["jpeg"])).convert("RGB"), np.float32) / 255
+        side = arr.shape[0]
+        for r in regions:
+            x0, y0, x1, y1 = (v * side for v in r["box"])
+            inside = arr[int(y0) : int(y1), int(x0) : int(x1)]
+            rgb = np.array(lx.COLORS[r["color"]], np.float32) / 255
+            assert (np.linalg.norm(inside - rgb, axis=-1) < 0.15).sum() >= 3, (s["key"], r)
+
+
 def test_objects_split_holds_no_held_out_combination():
     cfg = WorldConfig()
     held = set(held_out_combos(cfg))

@@ -37,3 +37,47 @@ def test_probe_separates_informative_features_and_not_noise():
     y_const = y.copy()
     y_const[:300, 0] = 0
     assert 0.0 <= fit_probe(informative[:300], y_const[:300], informative[300:], y_const[300:])["f1"] <= 1.0
+
+
+def test_region_metrics_read_each_object_at_its_box():
+    """Per attribute, the share of ground-truth objects whose box the classifier reads right, and the
+    share read right on every attribute at once."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from blip_core.data.loader import EvalSplit
+    from blip_core.data.world.labels import region_classes
+    from blip_core.eval.probe import region_metrics
+
+    scenes = [
+        {"background": "plain", "objects": [{"shape": "star", "color": "red", "size": "small", "row": 0, "col": 2},
+                                            {"shape": "ring", "color": "blue", "size": "large", "row": 1, "col": 0}]},
+        {"background": "plain", "objects": [{"shape": "cross", "color": "red", "size": "large", "row": 2, "col": 2}]},
+    ]  # fmt: skip
+    split = EvalSplit(["a", "b"], torch.zeros(2, 3, 64, 64), [[], []], scenes)
+    vocab = {"shape": list(lx.SHAPES), "color": list(lx.COLORS), "size": list(lx.SIZES)}
+
+    class Reader:
+        """Reads the truth at each box, except the colour of the box in the top-right cell."""
+
+        cfg = SimpleNamespace(classes={"region": region_classes()})
+        region_groups = [(a, len(v) + 1) for a, v in vocab.items()]
+
+        def predict_regions(self, images, boxes):
+            out = {a: torch.full(boxes.shape[:2], len(v)) for a, v in vocab.items()}  # "none"
+            for i, sc in enumerate(scenes):
+                for j, o in enumerate(sc["objects"]):
+                    assert torch.allclose(
+                        boxes[i, j], torch.tensor([o["col"], o["row"], o["col"] + 1, o["row"] + 1]) / 3
+                    )
+                    for a in vocab:
+                        out[a][i, j] = vocab[a].index(o[a]) if (a, o["row"], o["col"]) != ("color", 0, 2) else 0
+            return out
+
+    m = region_metrics(Reader(), split)
+    assert m["region_shape"]["accuracy"] == 1.0 and m["region_size"]["accuracy"] == 1.0
+    assert m["region_color"]["accuracy"] == 1.0  # "red" (index 0) read for a red star: still right
+    scenes[0]["objects"][0]["color"] = "blue"
+    m = region_metrics(Reader(), split)
+    assert m["region_color"]["accuracy"] == 2 / 3 and m["region_object"]["accuracy"] == 2 / 3

@@ -58,6 +58,64 @@ def test_a_scene_label_is_scored_on_the_cls_token_alone():
     assert "scene_classes" not in clf.state_dict()  # derived from the classes, not saved
 
 
+def _region_classifier(seed: int = 0) -> VisionClassifier:
+    cfg = tiny()
+    cfg.classes = {"shape": ["circle", "star"], "region": ["shape:circle", "shape:star", "color:red", "color:blue"]}
+    torch.manual_seed(seed)
+    return VisionClassifier(cfg)
+
+
+def _regions(boxes: list[list[list[float]]], classes: list[list[list[int]]]) -> dict[str, torch.Tensor]:
+    return {"boxes": torch.tensor(boxes), "classes": torch.tensor(classes)}
+
+
+def test_region_targets_give_each_token_its_box_or_none():
+    """A token takes the attributes of the box holding its centre; a token in no box is "none" (the
+    last class of each attribute); a padded box (-1) holds no token."""
+    clf = _region_classifier()
+    assert clf.region_groups == [("shape", 3), ("color", 3)]
+    regions = _regions(
+        [[[0.0, 0.0, 1 / 3, 1 / 3], [1 / 3, 2 / 3, 2 / 3, 1.0]], [[0.5, 0.5, 1.0, 1.0], [-1, -1, -1, -1]]],
+        [[[0, 1], [1, 0]], [[1, 1], [-1, -1]]],
+    )
+    targets = clf.region_targets(regions, 64)  # (B, 64 tokens of an 8x8 grid, 2 attributes)
+    shape = targets[..., 0].view(2, 8, 8)
+    assert (shape[0, :3, :3] == 0).all() and (shape[0, 5:, 3:5] == 1).all()  # circle top-left, star bottom-middle
+    assert (shape[0] == 2).sum() == 64 - 9 - 6  # the rest: none
+    assert (targets[1, :, 1].view(8, 8)[4:, 4:] == 1).all() and (targets[1, :, 1].view(8, 8)[:4] == 2).all()
+
+
+def test_region_loss_learns_which_attribute_is_where():
+    """Over-fit: a handful of images whose objects' attributes and places the head must read back."""
+    torch.manual_seed(0)
+    clf = _region_classifier()
+    images = torch.randn(4, 3, 64, 64)
+    labels = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 1]], dtype=torch.float)
+    regions = _regions(
+        [[[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]], [[0.5, 0, 1, 0.5], [-1] * 4], [[0, 0.5, 0.5, 1], [0, 0, 0.5, 0.5]],
+         [[0, 0, 1, 0.5], [-1] * 4]],
+        [[[0, 0], [1, 1]], [[1, 0], [-1, -1]], [[0, 1], [1, 1]], [[1, 1], [-1, -1]]],
+    )  # fmt: skip
+    opt = torch.optim.AdamW(clf.parameters(), lr=2e-3)
+    clf.train()
+    first = None
+    for _ in range(60):
+        out = clf(images, labels, regions)
+        assert set(k for k in out if k.endswith("_loss")) == {"shape_loss", "region_loss"}
+        first = first if first is not None else out["region_loss"].item()
+        opt.zero_grad()
+        (out["shape_loss"] + out["region_loss"]).backward()
+        opt.step()
+    assert out["region_loss"].item() < 0.2 * first
+    clf.eval()
+    pred = clf.predict_regions(images, regions["boxes"])
+    real = regions["classes"] >= 0
+    assert torch.equal(pred["shape"][real[..., 0]], regions["classes"][..., 0][real[..., 0]])
+    assert torch.equal(pred["color"][real[..., 1]], regions["classes"][..., 1][real[..., 1]])
+    with pytest.raises(ValueError, match="regions"):
+        clf(images, labels)  # region labels configured: a batch without them is a clear error
+
+
 def test_our_vision_checkpoint_starts_both_towers_and_drops_the_head(tmp_path):
     clf = _classifier(tiny())
     pretrained.save_pretrained(clf, tmp_path / "vision")
