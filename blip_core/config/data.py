@@ -34,7 +34,7 @@ class WorldConfig:
     num_objects: int = 16000
     """Label-only object-recognition images (the world's ImageNet: class labels, no captions), the
     training data of the `pretrain_vision` stage; see `blip_core.data.world.samples.object_labels`."""
-    object_labels: list[str] = field(default_factory=lambda: ["shape", "color"])
+    object_labels: list[str] = field(default_factory=lambda: ["shape", "color", "background", "region"])
     """The `objects` split's label groups: shape, color (which an image shows, as ImageNet's labels),
     region (each object's box with its shape, colour and size: a detector's training labels, Visual
     Genome's objects and attributes), background (its texture, as DTD / Places name them), object

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from helpers import tiny_world_config
 
 from blip_core.config.train import TrainConfig
 from blip_core.models.blip.classifier import VisionClassifier
@@ -38,26 +37,26 @@ def vision_start(tiny_world, tmp_path_factory):
     return out / "run", summary
 
 
-def test_pretrain_vision_with_region_labels_learns_each_object_at_its_box(tmp_path):
+def test_pretrain_vision_with_region_labels_learns_each_object_at_its_box(tiny_world, tmp_path):
     """Per-object boxes through the whole stage: the world writes them, the loader crops them with
     the image, the classifier trains on them per token (region_loss falls) and the stage reads each
     val object back at its box."""
-    from blip_core.data.world.generate import generate_world
     from flows.stages import stage_pretrain_vision
 
-    world = tmp_path / "world"
-    generate_world(tiny_world_config(object_labels=["shape", "color", "region"]), world, progress=False)
+    world = tiny_world
     params = tmp_path / "p.yaml"
-    params.write_text("pretrain_vision:\n  task: vision\n  batch_size: 16\n  epochs: 3\n  max_steps: 30\n  lr: 0.002\n"
-                      "  warmup_steps: 2\n  shuffle_buffer: 50\n  log_every: 1\n  ckpt_every: 30\n")  # fmt: skip
+    params.write_text("pretrain_vision:\n  task: vision\n  batch_size: 16\n  epochs: 20\n  max_steps: 120\n"
+                      "  lr: 0.002\n  warmup_steps: 2\n  shuffle_buffer: 50\n  log_every: 1\n"
+                      "  ckpt_every: 120\n")  # fmt: skip
     summary = stage_pretrain_vision([world / "objects"], tmp_path / "run", eval_dir=world / "val", params=params)
     model = load_pretrained(tmp_path / "run" / "model")
-    assert set(model.cfg.classes) == {"shape", "color", "region"} and model.region_head is not None
+    assert "region" in model.cfg.classes and model.region_head is not None
     losses = [json.loads(line)["region_loss"] for line in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
     assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
     val = summary["val"]
     assert {"region_shape", "region_color", "region_size", "region_object"} <= set(val)
-    assert val["region_color"]["accuracy"] > 0.5  # 30 steps: colours are the first thing it reads (chance 0.1)
+    # 120 steps (0.76 measured): colours are the first thing it reads (chance ~0.1; "none" everywhere: 0)
+    assert val["region_color"]["accuracy"] > 0.4
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -74,9 +73,9 @@ def test_pretrain_vision_trains_a_classifier_and_scores_it(vision_start):
     run, summary = vision_start
     model = load_pretrained(run / "model")
     assert isinstance(model, VisionClassifier)
-    assert set(model.cfg.classes) == {"shape", "color"} and len(model.cfg.classes["shape"]) == 8
+    assert set(model.cfg.classes) == {"shape", "color", "background", "region"} and len(model.cfg.classes["shape"]) == 8
     losses = [json.loads(line) for line in (run / "losses.jsonl").read_text().splitlines()]
-    assert len(losses) == 12 and {"shape_loss", "color_loss"} <= set(losses[0])
+    assert len(losses) == 12 and {"shape_loss", "color_loss", "background_loss", "region_loss"} <= set(losses[0])
     assert losses[-1]["loss"] < losses[0]["loss"]
     for group in ("shape", "color"):
         assert 0.0 <= summary["val"][group]["f1"] <= 1.0 and 0.0 <= summary["val"][group]["exact"] <= 1.0

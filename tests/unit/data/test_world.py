@@ -181,9 +181,9 @@ def test_ground_truth_lives_only_in_json(tiny_world):
 
 
 def test_objects_split_is_label_only_and_its_labels_are_true_of_the_rendered_images(tiny_world):
-    """The world's ImageNet: every image carries its shapes, colours, background and attribute-object
-    classes as labels, no caption; the labels are those of the rendered scene, and each labelled
-    colour is visibly in the image."""
+    """The world's ImageNet (and Visual Genome): every image carries its shapes, colours, background
+    and each object's box with its attributes as labels, no caption; the labels are those of the
+    rendered scene, and each labelled colour is visibly in the image."""
     import numpy as np
 
     from blip_core.data.loader import is_labelled, read_classes
@@ -193,14 +193,16 @@ def test_objects_split_is_label_only_and_its_labels_are_true_of_the_rendered_ima
     assert len(samples) == tiny_world_config().num_objects and stats.num_skipped == 0
     assert is_labelled(tiny_world / "objects") and not is_labelled(tiny_world / "coco_train")
     classes = read_classes([tiny_world / "objects"])
-    assert set(classes) == {"shape", "color"}  # the default groups
+    assert set(classes) == {"shape", "color", "background", "region"}  # the default groups
     assert classes["shape"] == list(lx.SHAPES) and classes["color"] == list(lx.COLORS)
     counts = Counter()
     for s in samples:
         scene = Scene.from_dict(s["meta"]["gt"]["scene"])
-        assert s["captions"] == [] and set(s["labels"]) == {"shape", "color"}
+        assert s["captions"] == [] and set(s["labels"]) == {"shape", "color", "background", "region"}
         assert s["labels"]["shape"] == [x for x in lx.SHAPES if x in {o.shape for o in scene.objects}]
         assert s["labels"]["color"] == [x for x in lx.COLORS if x in {o.color for o in scene.objects}]
+        assert s["labels"]["background"] == [scene.background]
+        assert [(r["shape"], r["color"]) for r in s["labels"]["region"]] == [(o.shape, o.color) for o in scene.objects]
         counts[len(scene.objects)] += 1
         # the labelled colours are drawn: some pixels are nearer that colour than any other colour
         # or background tone (thin small rings blend with the background, so not "equal to it")
