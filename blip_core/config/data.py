@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 SPLITS = ("coco_train", "web", "val", "test", "novel", "objects")
 """The embedded world's splits; `objects` is label-only (no captions): the world's ImageNet."""
 NOISE_TYPES = ("clean", "mismatched", "corrupted", "spam", "uninformative")
-OBJECT_LABEL_GROUPS = ("shape", "color", "background", "object", "region")
+OBJECT_LABEL_GROUPS = ("shape", "color", "background", "object", "region", "relation")
 """The label groups an `objects` image can carry (blip_core.data.world.samples.object_labels)."""
 REGION_GROUP = "region"
 """The group of per-object boxes, each with its attributes (`attribute:value` classes), rather than
 image-level classes: a detector's training labels, scored per grid token."""
+RELATION_GROUP = "relation"
+"""Per object too (aligned with the region boxes): the relations it is the subject of, with some other
+object of the image ("left of something"); needs `region`."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -93,6 +96,8 @@ class WorldConfig:
             raise ValueError(
                 f"world.object_labels must be distinct groups of {OBJECT_LABEL_GROUPS}, got {self.object_labels}"
             )
+        if RELATION_GROUP in self.object_labels and REGION_GROUP not in self.object_labels:
+            raise ValueError("world.object_labels: 'relation' labels the region boxes, so it needs 'region' too")
         if not 0.0 < self.novel_fraction < 0.5:
             raise ValueError(f"world.novel_fraction must be in (0, 0.5), got {self.novel_fraction}")
         if not 0.0 <= self.web_novel_rate <= 1.0:

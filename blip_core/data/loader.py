@@ -27,7 +27,7 @@ import webdataset as wds
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from blip_core.config.data import REGION_GROUP, ReaderConfig
+from blip_core.config.data import REGION_GROUP, RELATION_GROUP, ReaderConfig
 from blip_core.data.reader import ReadStats, SampleDecoder, drop_duplicate_keys, track_shard
 from blip_core.data.shards import list_shards, read_manifests
 from blip_core.distributed import world_info
@@ -188,7 +188,7 @@ def _label_items(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for s in src:
         labels = dict(s["labels"])
         yield {"key": s["key"], "pair": s["key"], "image": s["image"], "labels": labels,
-               "regions": labels.pop(REGION_GROUP, None)}  # fmt: skip
+               "regions": labels.pop(REGION_GROUP, None), "relations": labels.pop(RELATION_GROUP, None)}  # fmt: skip
 
 
 @dataclass
@@ -197,18 +197,20 @@ class LabelCollate:
 
     The `region` group (per-object boxes with `attribute:value` classes) becomes `regions`: boxes
     (B, R, 4) as fractions of the (cropped) image, padded with -1, and each box's class index per
-    attribute (B, R, A), -1 where padded; R is the most objects of an image in the batch."""
+    attribute (B, R, A), -1 where padded; R is the most objects of an image in the batch. The
+    `relation` group (a list of relations per box) becomes `regions["relations"]`, (B, R, K) multi-hot."""
 
     classes: dict[str, list[str]]
 
     def __post_init__(self) -> None:
-        image_level = {g: cs for g, cs in self.classes.items() if g != REGION_GROUP}
+        image_level = {g: cs for g, cs in self.classes.items() if g not in (REGION_GROUP, RELATION_GROUP)}
         self.index = {(g, c): i for i, (g, c) in enumerate((g, c) for g, cs in image_level.items() for c in cs)}
         self.region_index: dict[str, dict[str, int]] = {}
         for name in self.classes.get(REGION_GROUP, []):
             attribute, value = name.split(":", 1)
             values = self.region_index.setdefault(attribute, {})
             values[value] = len(values)
+        self.relation_index = {name: k for k, name in enumerate(self.classes.get(RELATION_GROUP, []))}
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         labels = torch.zeros(len(items), len(self.index))
@@ -241,7 +243,26 @@ class LabelCollate:
                     if value not in self.region_index[attribute]:
                         raise ValueError(f"sample {it['key']}: unknown region {attribute} {value!r}")
                     classes[row, r, a] = self.region_index[attribute][value]
-        return {"boxes": boxes, "classes": classes}
+        out = {"boxes": boxes, "classes": classes}
+        if self.relation_index:
+            out["relations"] = self._relations(items, most)
+        return out
+
+    def _relations(self, items: list[dict[str, Any]], most: int) -> torch.Tensor:
+        relations = torch.zeros(len(items), most, len(self.relation_index))
+        for row, it in enumerate(items):
+            per_box = it.get("relations")
+            if per_box is None or len(per_box) != len(it["regions"]):
+                raise ValueError(
+                    f"sample {it['key']}: {RELATION_GROUP!r} labels must give one list per region box "
+                    f"({len(it['regions'])} boxes), got {per_box!r}"
+                )
+            for r, names in enumerate(per_box):
+                for name in names:
+                    if name not in self.relation_index:
+                        raise ValueError(f"sample {it['key']}: unknown relation {name!r}")
+                    relations[row, r, self.relation_index[name]] = 1.0
+        return relations
 
 
 def count_pairs(dirs: list[str | Path], *, labelled: bool = False) -> int:

@@ -46,7 +46,7 @@ import webdataset as wds
 from PIL import Image
 from webdataset.tariterators import base_plus_ext
 
-from blip_core.config.data import REGION_GROUP, ReaderConfig
+from blip_core.config.data import REGION_GROUP, RELATION_GROUP, ReaderConfig
 from blip_core.data.shards import list_shards
 
 logger = logging.getLogger(__name__)
@@ -293,16 +293,14 @@ class SampleDecoder:
             raise SkipSample("missing_labels", "no 'labels' in the json (a label-only sample needs them)")
         labels = meta.pop("labels")
         ok = isinstance(labels, dict) and all(
-            isinstance(g, str)
-            and isinstance(v, list)
-            and all(_is_region(c) if g == REGION_GROUP else isinstance(c, str) for c in v)
+            isinstance(g, str) and isinstance(v, list) and all(_LABEL_CHECKS.get(g, _is_class)(c) for c in v)
             for g, v in labels.items()
         )
         if not ok:
             raise SkipSample(
                 "bad_labels",
                 "labels must map a group to a list of class names (region: boxes {'box': [x0, y0, x1, y1] in [0, 1], "
-                f"attribute: value}}), got {str(labels)[:100]}",
+                f"attribute: value}}; relation: a list of relation names per box), got {str(labels)[:100]}",
             )
         meta.pop("captions", None)
         out = {"key": key, "image": decode_image(image_bytes, self.cfg), "captions": [],
@@ -319,6 +317,19 @@ def _is_region(region: Any) -> bool:
     if not all(isinstance(v, int | float) and 0.0 <= v <= 1.0 for v in box) or box[0] >= box[2] or box[1] >= box[3]:
         return False
     return all(isinstance(v, str) for k, v in region.items() if k != "box")
+
+
+def _is_class(name: Any) -> bool:
+    return isinstance(name, str)
+
+
+def _is_relations(names: Any) -> bool:
+    """A box's `relation` labels: a list of relation names."""
+    return isinstance(names, list) and all(isinstance(n, str) for n in names)
+
+
+_LABEL_CHECKS = {REGION_GROUP: _is_region, RELATION_GROUP: _is_relations}
+"""What one entry of a label group must be: a class name, or for the per-object groups a box / a list."""
 
 
 def clean_caption(text: str) -> str:

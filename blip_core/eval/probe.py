@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from blip_core.config.data import OBJECT_LABEL_GROUPS, REGION_GROUP
+from blip_core.config.data import OBJECT_LABEL_GROUPS, REGION_GROUP, RELATION_GROUP
 from blip_core.data.loader import EvalSplit
 from blip_core.data.world import lexicon as lx
 from blip_core.data.world.grounding import parse_caption
@@ -105,7 +105,8 @@ def classifier_metrics(classifier, split: EvalSplit, *, batch_size: int = 256) -
     for s in range(0, len(split.images), batch_size):
         for group, p in classifier.predict(split.images[s : s + batch_size]).items():
             preds.setdefault(group, []).append(p.numpy())
-    groups = [g for g in classifier.cfg.classes if g in OBJECT_LABEL_GROUPS and g != REGION_GROUP]  # the world's own
+    per_object = (REGION_GROUP, RELATION_GROUP)
+    groups = [g for g in classifier.cfg.classes if g in OBJECT_LABEL_GROUPS and g not in per_object]  # the world's own
     truth = [object_labels(Scene.from_dict(sc), groups) for sc in split.scenes]  # type: ignore[arg-type]
     out = {}
     if classifier.region_head is not None:
@@ -129,10 +130,17 @@ def classifier_metrics(classifier, split: EvalSplit, *, batch_size: int = 256) -
 def region_metrics(classifier, split: EvalSplit, *, batch_size: int = 256) -> dict[str, dict[str, float]]:
     """A classifier with region labels, read at each ground-truth object's box (evaluation only):
     per attribute, the accuracy over objects ("region_<attribute>"), and over all of an object's
-    attributes at once ("region_object"); a held-out (novel) combination's attributes count too."""
-    from blip_core.data.world.labels import scene_regions
+    attributes at once ("region_object"); a held-out (novel) combination's attributes count too.
+    With relation labels, "region_relation": micro F1 of the relations each object is the subject of,
+    and the share of objects with all of them right."""
+    from blip_core.data.world.labels import scene_regions, subject_relations
 
-    regions = [scene_regions(Scene.from_dict(sc)) for sc in split.scenes]  # type: ignore[arg-type]
+    scenes = [Scene.from_dict(sc) for sc in split.scenes]  # type: ignore[arg-type]
+    regions = [scene_regions(sc) for sc in scenes]
+    relations = [[subject_relations(o, sc) for o in sc.objects] for sc in scenes]
+    names = classifier.cfg.classes.get(RELATION_GROUP, [])
+    rel_pred: list[np.ndarray] = []
+    rel_true: list[np.ndarray] = []
     attributes = [a for a, _ in classifier.region_groups]
     vocab = region_attributes(classifier.cfg.classes[REGION_GROUP])
     right = {a: 0 for a in attributes}
@@ -152,8 +160,19 @@ def region_metrics(classifier, split: EvalSplit, *, batch_size: int = 256) -> di
                     right[a] += hit
                 whole += all(hits)
                 total += 1
+                if names:
+                    rel_pred.append(pred[RELATION_GROUP][i, j].numpy())
+                    rel_true.append(np.array([n in relations[s + i][j] for n in names]))
     out = {f"region_{a}": {"accuracy": right[a] / max(1, total)} for a in attributes}
     out["region_object"] = {"accuracy": whole / max(1, total)}
+    if names and rel_true:
+        from sklearn.metrics import f1_score
+
+        y, p = np.array(rel_true, dtype=np.int64), np.array(rel_pred, dtype=np.int64)
+        out["region_relation"] = {
+            "f1": float(f1_score(y, p, average="micro", zero_division=0)),
+            "exact": float(np.mean((y == p).all(axis=1))),
+        }
     return out
 
 

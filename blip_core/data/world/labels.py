@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from blip_core.config.data import OBJECT_LABEL_GROUPS, REGION_GROUP
+from blip_core.config.data import OBJECT_LABEL_GROUPS, REGION_GROUP, RELATION_GROUP
 from blip_core.data.world import lexicon as lx
-from blip_core.data.world.scene import GRID, Scene
+from blip_core.data.world.scene import GRID, Scene, SceneObject, relation_holds
 
 REGION_ATTRIBUTES = ("shape", "color", "size")
 """What a `region` label names about its object (Visual Genome's object + attribute annotations)."""
@@ -27,6 +27,12 @@ def scene_regions(scene: Scene) -> list[dict[str, Any]]:
          "shape": o.shape, "color": o.color, "size": o.size}
         for o in scene.objects
     ]  # fmt: skip
+
+
+def subject_relations(obj: SceneObject, scene: Scene) -> list[str]:
+    """The relations `obj` holds to at least one other object of the scene (Visual Genome's
+    relationship triples, subject side): "left_of" when something lies to its right."""
+    return [r for r in lx.RELATIONS if any(relation_holds(obj, b, r) for b in scene.objects if b is not obj)]
 
 
 def object_labels(scene: Scene, groups: tuple[str, ...] | list[str] = OBJECT_LABEL_GROUPS) -> dict[str, list]:
@@ -49,6 +55,9 @@ def object_labels(scene: Scene, groups: tuple[str, ...] | list[str] = OBJECT_LAB
       box). No counts, relations or text: a detector's labels say "a goldfish here, a rock there",
       not "two goldfish left of a rock". The same attributes as image-level classes ("large red
       circle", `object`) are not learned in make run's budget (README recipe table);
+    - relation: for each box, the relations its object is the subject of with some other object
+      (Visual Genome's relationship triples, kept per subject: "left of something"), so that a
+      box's features say what a caption about it may go on to relate;
     - size: `world.num_objects`, ~1,000+ images per class (ImageNet-1k has ~1,300): ~2.2 objects
       an image over 8 shapes and 10 colours needs ~6,000 images; clean, like ImageNet's labels.
     """
@@ -60,4 +69,6 @@ def object_labels(scene: Scene, groups: tuple[str, ...] | list[str] = OBJECT_LAB
     }
     if REGION_GROUP in groups:
         labels[REGION_GROUP] = scene_regions(scene)
+    if RELATION_GROUP in groups:  # one list per region box, in the same order
+        labels[RELATION_GROUP] = [subject_relations(o, scene) for o in scene.objects]
     return {group: labels[group] for group in groups}

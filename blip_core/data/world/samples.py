@@ -50,6 +50,7 @@ def label_classes(cfg: WorldConfig) -> dict[str, list[str]]:
         "background": list(lx.BACKGROUNDS),
         "object": [f"{size} {c} {s}" for c, s in seen_combos(cfg) for size in lx.SIZES],
         "region": region_classes(),
+        "relation": list(lx.RELATIONS),
     }
     return {group: vocab[group] for group in cfg.object_labels}
 

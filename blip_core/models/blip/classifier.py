@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config.data import REGION_GROUP
+from blip_core.config.data import REGION_GROUP, RELATION_GROUP
 from blip_core.models.blip.config import ModelConfig
 from blip_core.models.common.vision import create_vision_encoder, encode_image
 
@@ -69,6 +69,15 @@ def tokens_in_boxes(boxes: torch.Tensor, num_tokens: int) -> torch.Tensor:
     return (x >= b[:, :, 0]) & (x < b[:, :, 2]) & (y >= b[:, :, 1]) & (y < b[:, :, 3])  # (B, R, P)
 
 
+def _per_token(boxes: torch.Tensor, values: torch.Tensor, num_tokens: int, outside: torch.Tensor) -> torch.Tensor:
+    """(B, R, 4) boxes and their (B, R, C) values -> (B, P, C): each grid token takes the values of the
+    box holding its centre, `outside` (C,) where none does."""
+    inside = tokens_in_boxes(boxes, num_tokens)  # (B, R, P)
+    first = inside.float().argmax(dim=1)  # (B, P) the box holding the token
+    picked = torch.gather(values, 1, first[..., None].expand(-1, -1, values.shape[-1]))  # (B, P, C)
+    return torch.where(inside.any(dim=1)[..., None], picked, outside.to(values.dtype))
+
+
 class VisionClassifier(nn.Module):
     """Vision tower + a linear head on [CLS] and, max-pooled, on the grid tokens."""
 
@@ -81,8 +90,8 @@ class VisionClassifier(nn.Module):
             raise ValueError("a vision classifier needs model.classes ({group: [class, ...]})")
         self.cfg = cfg
         self.visual_encoder = create_vision_encoder(cfg.vision)
-        self.groups = [(g, len(cs)) for g, cs in cfg.classes.items() if g != REGION_GROUP]
-        self.head = nn.Linear(cfg.vision.width, sum(n for _, n in self.groups))
+        self.groups = [(g, len(cs)) for g, cs in cfg.classes.items() if g not in (REGION_GROUP, RELATION_GROUP)]
+        self.head = nn.Linear(cfg.vision.width, sum(n for _, n in self.groups)) if self.groups else None
         # per-object attributes, each with one more class for "no object here"
         self.region_groups = [
             (a, len(vs) + 1) for a, vs in region_attributes(cfg.classes.get(REGION_GROUP, [])).items()
@@ -90,11 +99,14 @@ class VisionClassifier(nn.Module):
         self.region_head = (
             nn.Linear(cfg.vision.width, sum(n for _, n in self.region_groups)) if self.region_groups else None
         )
-        for head in (self.head, self.region_head):
+        # the relations each object is the subject of: multi-label, read on the tokens of its box
+        relations = cfg.classes.get(RELATION_GROUP, [])
+        self.relation_head = nn.Linear(cfg.vision.width, len(relations)) if relations else None
+        for head in (self.head, self.region_head, self.relation_head):
             if head is not None:
                 nn.init.normal_(head.weight, std=0.02)
                 nn.init.zeros_(head.bias)
-        scene = torch.cat([torch.full((n,), group in SCENE_GROUPS) for group, n in self.groups])  # (K,)
+        scene = torch.tensor([g in SCENE_GROUPS for g, n in self.groups for _ in range(n)], dtype=torch.bool)  # (K,)
         self.register_buffer("scene_classes", scene, persistent=False)  # True: scored on [CLS] alone
 
     def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
@@ -104,6 +116,8 @@ class VisionClassifier(nn.Module):
         return self._image_logits(self.image_embeds(images))  # (B, K)
 
     def _image_logits(self, emb: torch.Tensor) -> torch.Tensor:
+        if self.head is None:  # per-object labels only
+            return emb.new_zeros(emb.shape[0], 0)
         per_token = self.head(emb)  # (B, N, K)
         pooled = 0.5 * (per_token[:, 0] + per_token[:, 1:].amax(dim=1))  # (B, K)
         return torch.where(self.scene_classes, per_token[:, 0], pooled)  # (B, K)
@@ -111,13 +125,14 @@ class VisionClassifier(nn.Module):
     def region_targets(self, regions: dict[str, torch.Tensor], num_tokens: int) -> torch.Tensor:
         """(B, P, A) class per grid token and attribute: its box's, or "none" (the last class) where
         no box holds the token's centre (boxes of one image do not overlap: one object per cell)."""
-        inside = tokens_in_boxes(regions["boxes"], num_tokens)  # (B, R, P)
         classes = regions["classes"]  # (B, R, A)
         none = torch.tensor([n - 1 for _, n in self.region_groups], device=classes.device)  # (A,)
-        hit = inside.any(dim=1)  # (B, P)
-        first = inside.float().argmax(dim=1)  # (B, P) the box holding the token
-        picked = torch.gather(classes, 1, first[..., None].expand(-1, -1, classes.shape[-1]))  # (B, P, A)
-        return torch.where(hit[..., None], picked, none)
+        return _per_token(regions["boxes"], classes, num_tokens, none)
+
+    def relation_targets(self, regions: dict[str, torch.Tensor], num_tokens: int) -> torch.Tensor:
+        """(B, P, K) multi-hot: the relations of the object whose box holds the token; none outside."""
+        relations = regions["relations"]  # (B, R, K)
+        return _per_token(regions["boxes"], relations, num_tokens, relations.new_zeros(relations.shape[-1]))
 
     def forward(
         self, images: torch.Tensor, labels: torch.Tensor, regions: dict[str, torch.Tensor] | None = None
@@ -144,20 +159,28 @@ class VisionClassifier(nn.Module):
                 )
                 start += n
             out[f"{REGION_GROUP}_loss"] = torch.stack(losses).mean()
+        if self.relation_head is not None:
+            relation_logits = self.relation_head(emb[:, 1:]).float()  # (B, P, K)
+            targets = self.relation_targets(regions, emb.shape[1] - 1)  # (B, P, K)
+            out[f"{RELATION_GROUP}_loss"] = F.binary_cross_entropy_with_logits(relation_logits, targets.float())
         return out
 
     @torch.no_grad()
     def predict_regions(self, images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
         """{attribute: (B, R) class index} of each box, from the region logits averaged over the
-        tokens inside it ("none", the last index, included)."""
+        tokens inside it ("none", the last index, included); with relation labels also
+        {"relation": (B, R, K) bool}."""
         emb = self.image_embeds(images)  # (B, N, Dv)
         region_logits = self.region_head(emb[:, 1:]).float()  # (B, P, C)
         inside = tokens_in_boxes(boxes, emb.shape[1] - 1).float()  # (B, R, P)
-        pooled = inside @ region_logits / inside.sum(-1, keepdim=True).clamp(min=1)  # (B, R, C)
+        inside = inside / inside.sum(-1, keepdim=True).clamp(min=1)  # mean over the box's tokens
+        pooled = inside @ region_logits  # (B, R, C)
         out, start = {}, 0
         for attribute, n in self.region_groups:
             out[attribute] = pooled[..., start : start + n].argmax(-1)
             start += n
+        if self.relation_head is not None:  # (B, R, K) bool
+            out[RELATION_GROUP] = (inside @ self.relation_head(emb[:, 1:]).float()) > 0
         return out
 
     @torch.no_grad()

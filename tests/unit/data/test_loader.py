@@ -46,3 +46,21 @@ def test_region_labels_batch_as_padded_boxes_and_classes():
     items[1]["regions"] = None
     with pytest.raises(ValueError, match="no 'region' labels"):
         collate(items)
+
+
+def test_relation_labels_batch_per_box_and_must_match_the_boxes():
+    classes = {"region": ["shape:circle", "shape:star"], "relation": ["left_of", "right_of", "above"]}
+    collate = LabelCollate(classes)
+    items = [
+        {"key": "x", "pair": "x", "tensor": torch.zeros(3, 8, 8), "labels": {},
+         "regions": [{"box": [0, 0, 0.5, 0.5], "shape": "star"}, {"box": [0.5, 0, 1, 0.5], "shape": "circle"}],
+         "relations": [["left_of"], ["right_of"]]},
+        {"key": "y", "pair": "y", "tensor": torch.zeros(3, 8, 8), "labels": {},
+         "regions": [{"box": [0, 0, 0.5, 0.5], "shape": "star"}], "relations": [[]]},
+    ]  # fmt: skip
+    batch = collate(items)
+    assert batch["labels"].shape == (2, 0)  # no image-level group
+    assert batch["regions"]["relations"].tolist() == [[[1, 0, 0], [0, 1, 0]], [[0, 0, 0], [0, 0, 0]]]
+    items[1]["relations"] = [[], ["above"]]
+    with pytest.raises(ValueError, match="one list per region box"):
+        collate(items)

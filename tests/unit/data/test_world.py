@@ -297,3 +297,32 @@ def test_label_only_samples_are_counted_skips_when_read_as_pairs(tiny_world):
 def test_bad_world_config_is_rejected(bad):
     with pytest.raises(ValueError):
         WorldConfig(**bad)
+
+
+def test_relation_labels_name_what_each_object_is_the_subject_of():
+    """`relation` (Visual Genome's relationship triples, per subject): for each region box, the
+    relations its object holds to some other object, by the same definitions the captions use."""
+    from blip_core.data.world.grounding import relation_holds
+    from blip_core.data.world.labels import subject_relations
+
+    scene = Scene.from_dict({"background": "plain", "objects": [
+        {"shape": "star", "color": "red", "size": "small", "row": 0, "col": 0},
+        {"shape": "ring", "color": "blue", "size": "large", "row": 0, "col": 1},
+        {"shape": "cross", "color": "red", "size": "large", "row": 2, "col": 1},
+    ]})  # fmt: skip
+    star, ring, cross = scene.objects
+    assert subject_relations(star, scene) == ["left_of", "above", "next_to"]  # left of the ring, above the cross
+    assert subject_relations(ring, scene) == ["right_of", "above", "next_to"]
+    assert subject_relations(cross, scene) == ["below"]
+    assert subject_relations(star, Scene([star], "plain")) == []  # alone: the subject of nothing
+    cfg = tiny_world_config(object_labels=["shape", "region", "relation"])
+    for i in range(10):
+        s = make_sample(cfg, "objects", i)
+        scene = Scene.from_dict(s["meta"]["gt"]["scene"])
+        labels = s["meta"]["labels"]
+        assert len(labels["relation"]) == len(labels["region"]) == len(scene.objects)
+        for o, names in zip(scene.objects, labels["relation"], strict=True):
+            for r in lx.RELATIONS:
+                assert (r in names) == any(relation_holds(o, b, r) for b in scene.objects if b is not o)
+    with pytest.raises(ValueError, match="needs 'region'"):
+        tiny_world_config(object_labels=["shape", "relation"]).__post_init__()

@@ -193,3 +193,32 @@ def test_a_file_that_does_not_fit_names_what_is_missing(tmp_path):
     save_file({"cls_token": torch.zeros(1, 1, 48)}, str(tmp_path / "partial.safetensors"))
     with pytest.raises(ValueError, match="missing"):
         vision_start.load_vision_start(BlipRetrieval(micro_config()), tmp_path / "partial.safetensors")
+
+
+def test_relation_labels_are_learned_on_the_tokens_of_each_box():
+    """Over-fit: the relation head reads, on each box's tokens, the relations its object is the
+    subject of (multi-label); tokens outside every box are the subject of none."""
+    cfg = tiny()
+    cfg.classes = {"region": ["shape:circle", "shape:star"], "relation": ["left_of", "right_of", "above"]}
+    torch.manual_seed(0)
+    clf = VisionClassifier(cfg)
+    images = torch.randn(3, 3, 64, 64)
+    regions = _regions(
+        [[[0, 0, 0.5, 0.5], [0.5, 0, 1, 0.5]], [[0, 0.5, 0.5, 1], [-1] * 4], [[0, 0, 0.5, 0.5], [0, 0.5, 0.5, 1]]],
+        [[[0], [1]], [[0], [-1]], [[1], [0]]],
+    )
+    regions["relations"] = torch.tensor(
+        [[[1, 0, 0], [0, 1, 0]], [[0, 0, 0], [0, 0, 0]], [[0, 0, 1], [0, 0, 0]]], dtype=torch.float
+    )
+    targets = clf.relation_targets(regions, 64)  # (B, P, K)
+    assert targets[0].view(8, 8, 3)[:4, :4, 0].all() and not targets[0].view(8, 8, 3)[4:].any()
+    opt = torch.optim.AdamW(clf.parameters(), lr=2e-3)
+    for _ in range(60):
+        out = clf(images, torch.zeros(3, 0), regions)
+        opt.zero_grad()
+        (out["region_loss"] + out["relation_loss"]).backward()
+        opt.step()
+    clf.eval()
+    pred = clf.predict_regions(images, regions["boxes"])["relation"]
+    real = regions["classes"][..., 0] >= 0
+    assert torch.equal(pred[real], regions["relations"][real].bool())
