@@ -13,6 +13,20 @@ OBJECT_LABEL_GROUPS = ("shape", "color", "background", "object", "region", "rela
 REGION_GROUP = "region"
 """The group of per-object boxes, each with its attributes (`attribute:value` classes), rather than
 image-level classes: a detector's training labels, scored per grid token."""
+
+
+def region_attributes(classes: list[str]) -> dict[str, list[str]]:
+    """The `region` group's classes `["shape:circle", "color:red", ...]` -> {"shape": ["circle", ...],
+    "color": ["red", ...]}, in order."""
+    out: dict[str, list[str]] = {}
+    for name in classes:
+        attribute, sep, value = name.partition(":")
+        if not sep or not value:
+            raise ValueError(f"a {REGION_GROUP} class is 'attribute:value', got {name!r}")
+        out.setdefault(attribute, []).append(value)
+    return out
+
+
 RELATION_GROUP = "relation"
 """Per object too (aligned with the region boxes): the relations it is the subject of, with some other
 object of the image ("left of something"); needs `region`."""

@@ -27,7 +27,7 @@ import webdataset as wds
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from blip_core.config.data import REGION_GROUP, RELATION_GROUP, ReaderConfig
+from blip_core.config.data import REGION_GROUP, RELATION_GROUP, ReaderConfig, region_attributes
 from blip_core.data.reader import ReadStats, SampleDecoder, drop_duplicate_keys, track_shard
 from blip_core.data.shards import list_shards, read_manifests
 from blip_core.distributed import world_info
@@ -205,11 +205,10 @@ class LabelCollate:
     def __post_init__(self) -> None:
         image_level = {g: cs for g, cs in self.classes.items() if g not in (REGION_GROUP, RELATION_GROUP)}
         self.index = {(g, c): i for i, (g, c) in enumerate((g, c) for g, cs in image_level.items() for c in cs)}
-        self.region_index: dict[str, dict[str, int]] = {}
-        for name in self.classes.get(REGION_GROUP, []):
-            attribute, value = name.split(":", 1)
-            values = self.region_index.setdefault(attribute, {})
-            values[value] = len(values)
+        self.region_index = {
+            attribute: {value: k for k, value in enumerate(values)}
+            for attribute, values in region_attributes(self.classes.get(REGION_GROUP, [])).items()
+        }
         self.relation_index = {name: k for k, name in enumerate(self.classes.get(RELATION_GROUP, []))}
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,13 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from blip_core.config.data import OBJECT_LABEL_GROUPS, REGION_GROUP, RELATION_GROUP
+from blip_core.config.data import OBJECT_LABEL_GROUPS, REGION_GROUP, RELATION_GROUP, region_attributes
 from blip_core.data.loader import EvalSplit
 from blip_core.data.world import lexicon as lx
 from blip_core.data.world.grounding import parse_caption
 from blip_core.data.world.labels import object_labels
 from blip_core.data.world.scene import Scene
-from blip_core.models.blip.classifier import region_attributes
 
 logger = logging.getLogger(__name__)
 

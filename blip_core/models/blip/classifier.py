@@ -23,7 +23,14 @@ the local features that BLIP's cross-attention reads; at equal steps it learns s
 world's background; `SCENE_GROUPS`) is scored on [CLS] alone: every token sees the background, and
 max pooling would make each grid token carry it beside (or instead of) its object.
 
-Shapes: B batch, N image tokens, Dv vision width, K classes over all groups.
+Per-object labels (`region`: Visual Genome's role) are boxes, each with its shape, colour and size:
+every grid token whose centre lies in a box is asked the box's attributes (one softmax per attribute,
+with a "none" class for tokens in no box), so the token a captioner's cross-attention reads carries
+its own object, bound (the README's recipe table: the captioner reads colours and sizes right from
+it). `relation` adds, per box, the relations its object is the subject of (a BCE on its tokens).
+
+Shapes: B batch, N image tokens, Dv vision width, K classes over all groups, R boxes, P grid tokens,
+A region attributes.
 """
 
 from __future__ import annotations
@@ -32,23 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.config.data import REGION_GROUP, RELATION_GROUP
+from blip_core.config.data import REGION_GROUP, RELATION_GROUP, region_attributes
 from blip_core.models.blip.config import ModelConfig
 from blip_core.models.common.vision import create_vision_encoder, encode_image
 
 SCENE_GROUPS = ("background",)
 """Label groups of the whole image rather than of an object in it: their logits are the [CLS] token's."""
-
-
-def region_attributes(classes: list[str]) -> dict[str, list[str]]:
-    """`["shape:circle", "color:red", ...]` -> {"shape": ["circle", ...], "color": ["red", ...]}, in order."""
-    out: dict[str, list[str]] = {}
-    for name in classes:
-        attribute, sep, value = name.partition(":")
-        if not sep or not value:
-            raise ValueError(f"a {REGION_GROUP} class is 'attribute:value', got {name!r}")
-        out.setdefault(attribute, []).append(value)
-    return out
 
 
 def token_centres(num_tokens: int) -> torch.Tensor:
@@ -138,7 +134,10 @@ class VisionClassifier(nn.Module):
         self, images: torch.Tensor, labels: torch.Tensor, regions: dict[str, torch.Tensor] | None = None
     ) -> dict[str, torch.Tensor]:
         """(B, 3, H, W), (B, K) multi-hot[, per-object boxes] -> {"<group>_loss": BCE averaged over the
-        group's classes; "region_loss": per-token cross-entropy averaged over the region attributes}."""
+        group's classes; "region_loss": per-token cross-entropy averaged over the region attributes;
+        "relation_loss": per-token BCE of the relations}."""
+        if regions is None and (self.region_head is not None or self.relation_head is not None):
+            raise ValueError(f"this classifier has {REGION_GROUP} labels: the batch needs its `regions`")
         emb = self.image_embeds(images)  # (B, N, Dv)
         logits = self._image_logits(emb)  # (B, K)
         out: dict[str, torch.Tensor] = {"logits": logits}
@@ -148,8 +147,6 @@ class VisionClassifier(nn.Module):
             out[f"{group}_loss"] = F.binary_cross_entropy_with_logits(logits[:, sl].float(), labels[:, sl].float())
             start += n
         if self.region_head is not None:
-            if regions is None:
-                raise ValueError(f"this classifier has {REGION_GROUP} labels: the batch needs its `regions`")
             region_logits = self.region_head(emb[:, 1:]).float()  # (B, P, sum of A classes)
             targets = self.region_targets(regions, emb.shape[1] - 1)  # (B, P, A)
             losses, start = [], 0
