@@ -28,7 +28,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from blip_core.config.data import REGION_GROUP, RELATION_GROUP, ReaderConfig, region_attributes
-from blip_core.data.reader import ReadStats, SampleCache, SampleDecoder, drop_duplicate_keys, track_shard
+from blip_core.data.reader import ReadStats, SampleDecoder, drop_duplicate_keys, track_shard
+from blip_core.data.sample_cache import SampleCache
 from blip_core.data.shards import list_shards, read_manifests
 from blip_core.distributed import world_info
 
@@ -348,19 +349,16 @@ class TrainData:
         self.collate = LabelCollate(classes) if classes is not None else Collate(processor, prompt)
         self.stats = ReadStats()
         self.reader_cfg = reader_cfg
-        # epochs after the first replay its reading from memory (TrainConfig.cache_samples_mb); a
-        # worker process or another rank would keep a cache of its own, lost with it: in-process only
-        in_process = num_workers == 0 and world == 1
-        self.cache = SampleCache(cache_bytes) if cache_bytes and in_process else None
+        # later epochs replay the first one's reading (a worker's or another rank's cache dies with it)
+        self.cache = SampleCache(cache_bytes) if cache_bytes and num_workers == 0 and world == 1 else None
 
     def _pipeline(self, epoch: int) -> wds.DataPipeline:
         self.transform.epoch = epoch
         stats = self.stats
         consumers = world_info()[1] * max(1, self.num_workers)
         shard_split = len(self.urls) >= consumers
-        stages: list[Any]
         if self.cache is not None and self.cache.raw is not None:
-            stages = [functools.partial(iter, self.cache.raw)]  # an earlier pass's tar members, in order
+            stages: list[Any] = [functools.partial(iter, self.cache.raw)]  # an earlier pass's tar members
         else:
             stages = [wds.SimpleShardList(self.urls)]
             if shard_split:
@@ -376,8 +374,9 @@ class TrainData:
             stages.append(
                 functools.partial(_seeded_shuffle, bufsize=self.shuffle_buffer, seed=f"{self.seed}/{epoch}/raw")
             )
+        decoder = SampleDecoder(stats, self.reader_cfg, labelled=self.labelled)
         stages += [
-            wds.map(SampleDecoder(stats, self.reader_cfg, labelled=self.labelled, cache=self.cache)),
+            wds.map(decoder if self.cache is None else self.cache.decoder(decoder)),
             _label_items if self.labelled else _expand_captions,
         ]
         if not shard_split and consumers > 1:

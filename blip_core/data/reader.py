@@ -217,62 +217,6 @@ def _shard_of(sample: dict[str, Any]) -> str:
     return Path(str(sample.get("__url__", "?"))).name
 
 
-class SampleCache:
-    """One pass of a training stream's reading kept in memory for the passes after it, within a
-    byte budget: the raw samples (tar members after the duplicate check), replayed in the same order
-    once a whole pass was read without a tar-level skip, and each sample's decoding (the image, or
-    the reason it was skipped), keyed by (shard, key). The replayed epochs are the epochs read from
-    disk, batch for batch and skip count for skip count (SampleDecoder re-records each one)."""
-
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget, self.used = budget_bytes, 0
-        self.raw: list[dict[str, Any]] | None = None
-        """The whole raw stream of one pass, once complete, clean and within the budget."""
-        self.decoded: dict[tuple[str, str], dict[str, Any] | SkipSample] = {}
-        self.full = False
-        """The budget ran out: nothing more is kept (what is kept still serves)."""
-
-    def _take(self, nbytes: int) -> bool:
-        if self.full or self.used + nbytes > self.budget:
-            self.full = True
-            return False
-        self.used += nbytes
-        return True
-
-    def record_raw(self, src: Iterable[dict[str, Any]], stats: ReadStats) -> Iterator[dict[str, Any]]:
-        """Pipeline stage after the duplicate check: passes samples on and keeps the pass when it
-        ends with no skip counted upstream (a skip there is counted per pass, so it is read again)."""
-        if self.raw is not None:
-            yield from src
-            return
-        kept: list[dict[str, Any]] | None = []
-        it, upstream_skips = iter(src), 0
-        while True:
-            before = stats.num_skipped  # only the stages upstream run inside next(): theirs are counted
-            try:
-                sample = next(it)
-            except StopIteration:
-                upstream_skips += stats.num_skipped - before
-                break
-            upstream_skips += stats.num_skipped - before
-            if kept is not None and self._take(sum(len(v) for v in sample.values() if isinstance(v, bytes))):
-                kept.append(sample)
-            else:
-                kept = None
-            yield sample
-        if kept is not None and not upstream_skips:
-            self.raw = kept
-
-    def decoding(self, shard_key: tuple[str, str]) -> dict[str, Any] | SkipSample | None:
-        return self.decoded.get(shard_key)
-
-    def keep_decoding(self, shard_key: tuple[str, str], out: dict[str, Any] | SkipSample) -> None:
-        image = out.get("image") if isinstance(out, dict) else None
-        nbytes = 256 + (image.width * image.height * len(image.getbands()) if image is not None else 0)
-        if self._take(nbytes):
-            self.decoded[shard_key] = out
-
-
 class SampleDecoder:
     """Turns a raw webdataset sample into `{key, image, captions, meta}` or skips it with a reason.
 
@@ -282,17 +226,9 @@ class SampleDecoder:
     """
 
     def __init__(
-        self,
-        stats: ReadStats,
-        cfg: ReaderConfig | None = None,
-        *,
-        keep_bytes: bool = False,
-        labelled: bool = False,
-        cache: SampleCache | None = None,
+        self, stats: ReadStats, cfg: ReaderConfig | None = None, *, keep_bytes: bool = False, labelled: bool = False
     ) -> None:
         self.stats = stats
-        self.cache = cache
-        """Decodings kept from an earlier pass (training epochs): served again, counted again."""
         self.cfg = cfg or ReaderConfig()
         self.keep_bytes = keep_bytes
         self.labelled = labelled
@@ -300,25 +236,23 @@ class SampleDecoder:
         ({group: [class, ...]}) instead of captions; `missing_labels` / `bad_labels` otherwise."""
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any] | None:
+        return self.counted(sample, self.decode_or_skip(sample))
+
+    def decode_or_skip(self, sample: dict[str, Any]) -> dict[str, Any] | SkipSample:
+        """The decoded sample, or why it is skipped (not yet counted)."""
+        try:
+            return self._decode(sample, _shard_of(sample), sample.get("__key__", "?"))
+        except SkipSample as s:
+            return s
+
+    def counted(self, sample: dict[str, Any], result: dict[str, Any] | SkipSample) -> dict[str, Any] | None:
+        """Count `result` in the stats; None for a skip."""
         shard = _shard_of(sample)
-        key = sample.get("__key__", "?")
-        kept = self.cache.decoding((str(sample.get("__url__")), key)) if self.cache is not None else None
-        if kept is None:
-            try:
-                kept = self._decode(sample, shard, key)
-            except SkipSample as s:
-                kept = s
-            if self.cache is not None:
-                self.cache.keep_decoding((str(sample.get("__url__")), key), kept)
-        if isinstance(kept, SkipSample):
-            self.stats.record_skip(shard, kept.reason, f"{key}: {kept.detail}")
+        if isinstance(result, SkipSample):
+            self.stats.record_skip(shard, result.reason, f"{sample.get('__key__', '?')}: {result.detail}")
             return None
         self.stats.record_ok(shard)
-        # a fresh dict per pass: later stages pop from the sample, its meta and its labels
-        out = {**kept, "meta": dict(kept["meta"])}
-        if "labels" in out:
-            out["labels"] = dict(out["labels"])
-        return out
+        return result
 
     def _decode(self, sample: dict[str, Any], shard: str, key: str) -> dict[str, Any]:
         image_bytes = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
