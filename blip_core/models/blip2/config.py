@@ -42,11 +42,7 @@ class Blip2Config:
             raise ValueError(f"blip2.temp must be in [0.001, 0.5], got {self.temp}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "vision": {f.name: getattr(self.vision, f.name) for f in dataclasses.fields(self.vision)},
-            "qformer": {f.name: getattr(self.qformer, f.name) for f in dataclasses.fields(self.qformer)},
-            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("vision", "qformer")},
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, section: str = "blip2") -> Blip2Config:

@@ -33,31 +33,16 @@ from torch import nn
 from blip_core.losses import itc_targets, itm_loss, lm_loss, sample_hard_negatives
 from blip_core.models.blip2.config import Blip2Config
 from blip_core.models.common.config import TextConfig
-from blip_core.models.common.med import LMHead, attention
+from blip_core.models.common.med import Attention, Intermediate, LMHead, Output, attention, bert_init
 from blip_core.models.common.vision import create_vision_encoder, encode_image
 
 TEMP_MIN, TEMP_MAX = 0.001, 0.5
 KV = tuple[torch.Tensor, torch.Tensor]
 
 
-class QFormerAttention(nn.Module):
-    """BERT attention (post-norm residual); `forward` also returns this call's keys/values."""
-
-    def __init__(self, cfg: TextConfig, kv_dim: int) -> None:
-        super().__init__()
-        d = cfg.hidden_size
-        self.num_heads = cfg.num_heads
-        self.dropout_p = cfg.attention_dropout
-        self.self = nn.Module()
-        self.self.query, self.self.key, self.self.value = nn.Linear(d, d), nn.Linear(kv_dim, d), nn.Linear(kv_dim, d)
-        self.output = nn.Module()
-        self.output.dense = nn.Linear(d, d)
-        self.output.LayerNorm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.output.dropout = nn.Dropout(cfg.hidden_dropout)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
-        return x.view(B, L, self.num_heads, D // self.num_heads).transpose(1, 2)  # (B, H, L, Dh)
+class QFormerAttention(Attention):
+    """BERT attention (MED's parameters, post-norm residual); `forward` also returns this call's
+    keys/values, and takes earlier positions' keys/values as a prefix."""
 
     def forward(
         self,
@@ -79,16 +64,6 @@ class QFormerAttention(nn.Module):
         return out.LayerNorm(out.dropout(out.dense(y)) + x), kv
 
 
-def _feed_forward(cfg: TextConfig) -> tuple[nn.Module, nn.Module]:
-    """BERT's `intermediate` (dense) and `output` (dense, dropout, residual LayerNorm) modules."""
-    inter, out = nn.Module(), nn.Module()
-    inter.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-    out.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-    out.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-    out.dropout = nn.Dropout(cfg.hidden_dropout)
-    return inter, out
-
-
 def _ffn(x: torch.Tensor, inter: nn.Module, out: nn.Module) -> torch.Tensor:
     return out.LayerNorm(out.dropout(out.dense(F.gelu(inter.dense(x)))) + x)
 
@@ -100,8 +75,8 @@ class QFormerLayer(nn.Module):
         super().__init__()
         self.attention = QFormerAttention(cfg, cfg.hidden_size)
         self.crossattention = QFormerAttention(cfg, vision_width) if cross_attention else None
-        self.intermediate, self.output = _feed_forward(cfg)
-        self.intermediate_query, self.output_query = _feed_forward(cfg)
+        self.intermediate, self.output = Intermediate(cfg), Output(cfg)
+        self.intermediate_query, self.output_query = Intermediate(cfg), Output(cfg)  # the queries' own
 
     def forward(
         self, x: torch.Tensor, *, num_query: int, image_embeds: torch.Tensor | None, mask, prefix: KV | None
@@ -135,17 +110,7 @@ class QFormer(nn.Module):
             QFormerLayer(cfg, vision_width, cross_attention=i % cross_attention_freq == 0)
             for i in range(cfg.num_layers)
         )
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        """BERT initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorm."""
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, std=self.cfg.initializer_range)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        self.apply(lambda m: bert_init(m, cfg.initializer_range))
 
     def forward(
         self,
