@@ -41,6 +41,10 @@ class TrainConfig:
     shuffle_buffer: int = 2000
     crop_scale_min: float = 0.85
     """RandomResizedCrop lower scale; mild, so that cropped objects and relations stay true."""
+    cache_samples_mb: int = 1024
+    """Keep the first epoch's reading (tar members and decoded images) in memory and replay it in the
+    later epochs when it fits in this many MB: the same batches without re-reading and re-decoding
+    (0: read the shards every epoch). In-process loading only (num_workers 0, one process)."""
     log_every: int = 10
     ckpt_every: int = 200
     """Save a resumable checkpoint every this many optimizer steps (and at the end)."""
@@ -107,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.grad_accum < 1 or self.keep_last < 1 or self.log_every < 1 or self.ckpt_every < 1:
             raise ValueError("train.grad_accum, keep_last, log_every and ckpt_every must be >= 1")
+        if self.cache_samples_mb < 0:
+            raise ValueError(f"train.cache_samples_mb must be >= 0, got {self.cache_samples_mb}")
         if not 0.05 <= self.crop_scale_min <= 1.0:
             raise ValueError(f"train.crop_scale_min must be in [0.05, 1], got {self.crop_scale_min}")
         if self.num_workers < 0 or self.shuffle_buffer < 0 or self.max_nonfinite_steps < 0:

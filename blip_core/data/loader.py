@@ -29,6 +29,7 @@ from torchvision.transforms import functional as TF
 
 from blip_core.config.data import REGION_GROUP, RELATION_GROUP, ReaderConfig, region_attributes
 from blip_core.data.reader import ReadStats, SampleDecoder, drop_duplicate_keys, track_shard
+from blip_core.data.sample_cache import SampleCache
 from blip_core.data.shards import list_shards, read_manifests
 from blip_core.distributed import world_info
 
@@ -329,6 +330,7 @@ class TrainData:
         swap_negatives: bool = False,
         phrase_positives: bool = False,
         lm_negatives: bool = False,
+        cache_bytes: int = 0,
     ) -> None:
         if not dirs:
             raise ValueError("training needs at least one data directory")
@@ -347,26 +349,34 @@ class TrainData:
         self.collate = LabelCollate(classes) if classes is not None else Collate(processor, prompt)
         self.stats = ReadStats()
         self.reader_cfg = reader_cfg
+        # later epochs replay the first one's reading (a worker's or another rank's cache dies with it)
+        self.cache = SampleCache(cache_bytes) if cache_bytes and num_workers == 0 and world == 1 else None
 
     def _pipeline(self, epoch: int) -> wds.DataPipeline:
         self.transform.epoch = epoch
         stats = self.stats
         consumers = world_info()[1] * max(1, self.num_workers)
         shard_split = len(self.urls) >= consumers
-        stages: list[Any] = [wds.SimpleShardList(self.urls)]
-        if shard_split:
-            stages += [wds.split_by_node, wds.split_by_worker]
-        stages += [
-            functools.partial(track_shard, stats=stats),
-            wds.tarfile_to_samples(handler=stats.handler),
-            functools.partial(drop_duplicate_keys, stats=stats),
-        ]
+        if self.cache is not None and self.cache.raw is not None:
+            stages: list[Any] = [functools.partial(iter, self.cache.raw)]  # an earlier pass's tar members
+        else:
+            stages = [wds.SimpleShardList(self.urls)]
+            if shard_split:
+                stages += [wds.split_by_node, wds.split_by_worker]
+            stages += [
+                functools.partial(track_shard, stats=stats),
+                wds.tarfile_to_samples(handler=stats.handler),
+                functools.partial(drop_duplicate_keys, stats=stats),
+            ]
+            if self.cache is not None:
+                stages.append(functools.partial(self.cache.record_raw, stats=stats))
         if self.shuffle_buffer:
             stages.append(
                 functools.partial(_seeded_shuffle, bufsize=self.shuffle_buffer, seed=f"{self.seed}/{epoch}/raw")
             )
+        decoder = SampleDecoder(stats, self.reader_cfg, labelled=self.labelled)
         stages += [
-            wds.map(SampleDecoder(stats, self.reader_cfg, labelled=self.labelled)),
+            wds.map(decoder if self.cache is None else self.cache.decoder(decoder)),
             _label_items if self.labelled else _expand_captions,
         ]
         if not shard_split and consumers > 1:

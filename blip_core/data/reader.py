@@ -236,15 +236,23 @@ class SampleDecoder:
         ({group: [class, ...]}) instead of captions; `missing_labels` / `bad_labels` otherwise."""
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any] | None:
-        shard = _shard_of(sample)
-        key = sample.get("__key__", "?")
+        return self.counted(sample, self.decode_or_skip(sample))
+
+    def decode_or_skip(self, sample: dict[str, Any]) -> dict[str, Any] | SkipSample:
+        """The decoded sample, or why it is skipped (not yet counted)."""
         try:
-            out = self._decode(sample, shard, key)
+            return self._decode(sample, _shard_of(sample), sample.get("__key__", "?"))
         except SkipSample as s:
-            self.stats.record_skip(shard, s.reason, f"{key}: {s.detail}")
+            return s
+
+    def counted(self, sample: dict[str, Any], result: dict[str, Any] | SkipSample) -> dict[str, Any] | None:
+        """Count `result` in the stats; None for a skip."""
+        shard = _shard_of(sample)
+        if isinstance(result, SkipSample):
+            self.stats.record_skip(shard, result.reason, f"{sample.get('__key__', '?')}: {result.detail}")
             return None
         self.stats.record_ok(shard)
-        return out
+        return result
 
     def _decode(self, sample: dict[str, Any], shard: str, key: str) -> dict[str, Any]:
         image_bytes = next((sample[e] for e in IMAGE_EXTS if e in sample), None)

@@ -234,6 +234,17 @@ class LMHead(nn.Module):
         return packing.linear(h, word_embeddings, self.bias, packed)  # (B, L, V)
 
 
+def bert_init(module: nn.Module, std: float) -> None:
+    """BERT initialisation (for `nn.Module.apply`): N(0, std) weights, zero biases, unit LayerNorm."""
+    if isinstance(module, nn.Linear | nn.Embedding):
+        nn.init.normal_(module.weight, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 class MED(nn.Module):
     """The text transformer. `forward` returns hidden states; `logits` applies the LM head."""
 
@@ -259,14 +270,7 @@ class MED(nn.Module):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """BERT initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorm."""
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, std=self.cfg.initializer_range)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        bert_init(module, self.cfg.initializer_range)
 
     def forward(
         self,

@@ -64,3 +64,81 @@ def test_relation_labels_batch_per_box_and_must_match_the_boxes():
     items[1]["relations"] = [[], ["above"]]
     with pytest.raises(ValueError, match="one list per region box"):
         collate(items)
+
+
+def _char_processor(texts, prompt=False):
+    """Captions as padded character codes: enough to compare batches (no tokenizer needed)."""
+    n = max(len(t) for t in texts)
+    ids = torch.tensor([[ord(c) for c in t] + [0] * (n - len(t)) for t in texts])
+    return ids, (ids > 0).long()
+
+
+def _epochs(data, n: int) -> list[list[dict]]:
+    return [list(data.batches(e)) for e in range(n)]
+
+
+def _same_batches(a: list[list[dict]], b: list[list[dict]]) -> None:
+    assert len(a) == len(b)
+    for ea, eb in zip(a, b, strict=True):
+        assert len(ea) == len(eb) > 0
+        for x, y in zip(ea, eb, strict=True):
+            assert x.keys() == y.keys() and x["keys"] == y["keys"]
+            for k, v in x.items():
+                if isinstance(v, torch.Tensor):
+                    assert torch.equal(v, y[k]), k
+                elif isinstance(v, dict):
+                    assert all(torch.equal(t, y[k][kk]) for kk, t in v.items()), k
+
+
+@pytest.mark.parametrize("split", ["coco_train", "objects"])
+def test_cached_epochs_are_the_epochs_read_from_disk(tiny_world, tmp_path, split):
+    """The epochs after the first replay its reading from memory: the same batches and the same read
+    counts as reading the shards every epoch, with the shards gone after the first epoch."""
+    import shutil
+
+    from blip_core.data.loader import TrainData, read_classes
+
+    shutil.copytree(tiny_world / split, tmp_path / split)
+    classes = read_classes([tmp_path / split]) if split == "objects" else None
+    kw = dict(batch_size=8, image_size=32, seed=3, crop_scale_min=0.8, shuffle_buffer=50, num_workers=0,
+              classes=classes)  # fmt: skip
+    streamed = TrainData([tmp_path / split], _char_processor, **kw)
+    want = _epochs(streamed, 3)
+    cached = TrainData([tmp_path / split], _char_processor, cache_bytes=64 * 2**20, **kw)
+    got = [list(cached.batches(0))]
+    assert cached.cache.raw is not None and cached.cache.decoded
+    shutil.rmtree(tmp_path / split)  # later epochs cannot read the shards: they replay
+    got += [list(cached.batches(e)) for e in (1, 2)]
+    _same_batches(got, want)
+    assert cached.stats.to_dict() == streamed.stats.to_dict()
+    assert streamed.cache is None
+
+
+def test_cache_budget_and_skips(tmp_path):
+    """A budget too small keeps nothing; a sample skipped in decoding is counted again each epoch; a
+    skip counted upstream of decoding (a duplicate key) keeps the pass from being replayed."""
+    from helpers import sample_members, write_raw_tar
+
+    from blip_core.data.loader import TrainData
+
+    members = [m for i in range(12) for m in sample_members(f"s{i:02d}", f"caption {i}")]
+    members += [("bad.jpg", b"not a jpeg"), ("bad.json", b'{"captions": ["x"]}')]
+    from blip_core.data.shards import manifest_path, write_manifest
+
+    for folder, extra in [("clean", []), ("dup", sample_members("s03", "again"))]:
+        write_raw_tar(tmp_path / folder / "00000.tar", members + extra)
+        rows = [{"key": f"s{i:02d}", "shard": "00000.tar", "width": 32, "height": 32, "caption": "c",
+                 "caption_len": 1, "num_captions": 1, "sha256": "", "source": "web", "split": "web",
+                 "image_id": f"s{i:02d}"} for i in range(13)]  # fmt: skip
+        write_manifest(rows, manifest_path(tmp_path / folder, "00000.tar"))
+    kw = dict(batch_size=4, image_size=16, seed=0, crop_scale_min=0.9, shuffle_buffer=5, num_workers=0)
+    for folder in ("clean", "dup"):
+        streamed = TrainData([tmp_path / folder], _char_processor, **kw)
+        want = _epochs(streamed, 2)
+        for budget, replays in [(64 * 2**20, folder == "clean"), (100, False)]:
+            cached = TrainData([tmp_path / folder], _char_processor, cache_bytes=budget, **kw)
+            _same_batches(_epochs(cached, 2), want)
+            assert cached.stats.to_dict() == streamed.stats.to_dict()
+            assert (cached.cache.raw is not None) == replays, (folder, budget)
+        assert streamed.stats.by_reason()["corrupt_image"] == 2  # once per epoch
+    assert streamed.stats.by_reason()["duplicate_key"] == 2
