@@ -61,7 +61,31 @@ def main() -> None:
         figs.append(figure("shard read + JPEG decode, in process", round(ref), "images/s"))
         figs.append(figure(f"shard read, DataLoader with {args.workers} workers", round(n2 / dt), "images/s",
                            ratio=round(n2 / dt / ref, 2), reference="in process"))  # fmt: skip
+        figs.append(replay_figure(tmp / f"w{max(results)}" / "objects"))
     save(args.json, figs)
+
+
+def replay_figure(folder: Path, epochs: int = 3) -> dict:
+    """Training batches of the label-only split (the vision start's data: crop, collate, no model),
+    epochs 2..N replaying epoch 1's reading (train.cache_samples_mb) against reading every epoch."""
+    from blip_core.data.loader import TrainData, read_classes
+
+    kw = dict(batch_size=64, image_size=64, seed=0, crop_scale_min=0.85, shuffle_buffer=2000, num_workers=0,
+              classes=read_classes([folder]))  # fmt: skip
+    rates = {}
+    for name, budget in (("read", 0), ("replay", 2**30)):
+        data = TrainData([folder], None, cache_bytes=budget, **kw)
+        next(iter(data.batches(0)))  # imports and first allocations out of the timing
+        data = TrainData([folder], None, cache_bytes=budget, **kw)
+        list(data.batches(0))
+        dt, n = _timed(lambda data=data: sum(len(b["keys"]) for e in range(1, epochs) for b in data.batches(e)))
+        rates[name] = n / dt
+    r = rates["replay"] / rates["read"]
+    print(f"training batches, epochs after the first: read {rates['read']:,.0f}, replayed {rates['replay']:,.0f} "
+          f"images/s ({r:.2f}x)")  # fmt: skip
+    name = "training batches (crop + collate), epochs after the first replayed"
+    return figure(name, round(rates["replay"]), "images/s", ratio=round(r, 2),
+                  reference=f"read every epoch: {rates['read']:,.0f} images/s")  # fmt: skip
 
 
 if __name__ == "__main__":
