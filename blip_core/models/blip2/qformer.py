@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blip_core.losses import itc_targets, itm_loss, lm_loss, sample_hard_negatives
+from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_hard_negatives
 from blip_core.models.blip2.config import Blip2Config
 from blip_core.models.common.config import TextConfig
 from blip_core.models.common.med import Attention, Intermediate, LMHead, Output, attention, bert_init
@@ -237,9 +237,7 @@ class Blip2QFormer(nn.Module):
         text_feat = self.text_feat(input_ids, attention_mask)  # (B, E)
         sim = torch.einsum("ike,te->itk", image_feats, text_feat).amax(dim=-1)  # (B_img, B_txt)
         sim_i2t, sim_t2i = sim / self.temp, sim.T / self.temp
-        targets = itc_targets(image_ids, image_ids)  # (B, B): every caption of the same image
-        itc_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets).sum(1).mean()
-        itc_t2i = -(F.log_softmax(sim_t2i, dim=1) * targets).sum(1).mean()
+        itc = itc_loss(sim_i2t, sim_t2i, itc_targets(image_ids, image_ids))  # every caption of the same image
 
         # ITM: positives, and for each pair one hard negative text and one hard negative image
         same = image_ids[:, None] == image_ids[None, :]
@@ -258,7 +256,7 @@ class Blip2QFormer(nn.Module):
         lm_labels = dec_ids.masked_fill(attention_mask == 0, -100)
         lm_logits = self.itg_logits(prefix, dec_ids, attention_mask)
         return {
-            "itc_loss": (itc_i2t + itc_t2i) / 2,
+            **itc,
             **itm_loss(logits, labels),
             **lm_loss(lm_logits, lm_labels, self.cfg.qformer.label_smoothing),
             "itm_logits": logits.detach(),
