@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_hard_negatives
+from blip_core.models.blip.model import TEMP_MAX, TEMP_MIN
 from blip_core.models.blip2.config import Blip2Config
 from blip_core.models.common.config import TextConfig
 from blip_core.models.common.med import Attention, Intermediate, LMHead, Output, attention, bert_init
 from blip_core.models.common.vision import create_vision_encoder, encode_image
 
-TEMP_MIN, TEMP_MAX = 0.001, 0.5
 KV = tuple[torch.Tensor, torch.Tensor]
 
 
