@@ -66,7 +66,7 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
         import torch
         from PIL import Image
 
-        from blip_core.data.loader import eval_transform
+        from blip_core.data.transforms import eval_transform
 
         imgs = [Image.open(io.BytesIO(v) if isinstance(v, bytes) else v).convert("RGB") for v in col]
         return torch.stack([eval_transform(im, self.image_size) for im in imgs])

@@ -29,9 +29,9 @@ import pyarrow.parquet as pq
 import torch
 
 from blip_core.config.pipeline import CapFiltConfig
-from blip_core.data.loader import eval_transform
 from blip_core.data.reader import ReadStats, build_pipeline, iter_samples
 from blip_core.data.shards import ShardWriter
+from blip_core.data.transforms import eval_transform
 from blip_core.data.world.grounding import Scene, ground_caption
 from blip_core.fileio import atomic_path, digest
 from blip_core.machine import out_of_memory_hint, uses_bf16

@@ -45,6 +45,11 @@ class TrainConfig:
     """Keep the first epoch's reading (tar members and decoded images) in memory and replay it in the
     later epochs when it fits in this many MB: the same batches without re-reading and re-decoding
     (0: read the shards every epoch). In-process loading only (num_workers 0, one process)."""
+    frozen_features_mb: int = 0
+    """With the tower frozen (vision_lr_scale 0): its images are not cropped (resized whole, as in
+    evaluation) and its output for each image is kept, up to this many MB, and looked up in later
+    epochs, by the other captions of the image and by a momentum copy equal to the tower
+    (`blip_core.models.common.feature_cache`). 0 = crop every epoch and run the tower every step."""
     log_every: int = 10
     ckpt_every: int = 200
     """Save a resumable checkpoint every this many optimizer steps (and at the end)."""
@@ -113,6 +118,8 @@ class TrainConfig:
             raise ValueError("train.grad_accum, keep_last, log_every and ckpt_every must be >= 1")
         if self.cache_samples_mb < 0:
             raise ValueError(f"train.cache_samples_mb must be >= 0, got {self.cache_samples_mb}")
+        if self.frozen_features_mb < 0:
+            raise ValueError(f"train.frozen_features_mb must be >= 0, got {self.frozen_features_mb}")
         if not 0.05 <= self.crop_scale_min <= 1.0:
             raise ValueError(f"train.crop_scale_min must be in [0.05, 1], got {self.crop_scale_min}")
         if self.num_workers < 0 or self.shuffle_buffer < 0 or self.max_nonfinite_steps < 0:
@@ -138,6 +145,16 @@ class TrainConfig:
     def vision_frozen(self) -> bool:
         """The tower never trains (lr x 0)."""
         return self.vision_lr_scale == 0
+
+    @property
+    def frozen_features(self) -> bool:
+        """The frozen tower's outputs are kept and looked up; its images are not cropped."""
+        return self.vision_frozen and self.frozen_features_mb > 0
+
+    @property
+    def train_crop_scale_min(self) -> float | None:
+        """The crop the training images get: None (resized whole) under `frozen_features`."""
+        return None if self.frozen_features else self.crop_scale_min
 
 
 @dataclass(kw_only=True, slots=True)

@@ -5,9 +5,7 @@ expansion -> seeded shuffle -> decode (guarded) -> one item per caption -> seede
 transform -> batch. Every random choice (shuffle order, crop) derives from (seed, epoch, rank,
 worker, sample key), so a run resumed mid-epoch sees exactly the batches it would have seen.
 
-Augmentation is deliberately mild: no horizontal flip (it would falsify "left of" captions) and no
-colour jitter (it would falsify colour words); a RandomResizedCrop with scale >= 0.85 keeps objects
-in view.
+The image transforms (mild crops, no flip, no colour jitter) are in `blip_core.data.transforms`.
 """
 
 from __future__ import annotations
@@ -24,60 +22,18 @@ from typing import Any
 
 import torch
 import webdataset as wds
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from blip_core.config.data import REGION_GROUP, RELATION_GROUP, ReaderConfig, region_attributes
 from blip_core.data.reader import ReadStats, SampleDecoder, drop_duplicate_keys, track_shard
 from blip_core.data.sample_cache import SampleCache
 from blip_core.data.shards import list_shards, read_manifests
+from blip_core.data.transforms import TrainTransform, eval_transform
 from blip_core.distributed import world_info
-
-# BLIP / CLIP normalisation
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def image_id_int(image_id: str) -> int:
     """A stable 63-bit integer for an image id string (same image -> same int, across processes)."""
     return int.from_bytes(hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "big") & ((1 << 63) - 1)
-
-
-def eval_transform(image, image_size: int) -> torch.Tensor:
-    """Resize to the model resolution (bicubic), to tensor, normalise."""
-    image = TF.resize(image, [image_size, image_size], interpolation=InterpolationMode.BICUBIC, antialias=True)
-    return TF.normalize(TF.to_tensor(image), MEAN, STD)
-
-
-class TrainTransform:
-    """Mild RandomResizedCrop whose randomness is a function of (seed, epoch, key): reproducible
-    whatever the number of workers and across resumes."""
-
-    def __init__(self, image_size: int, crop_scale_min: float, seed: int) -> None:
-        self.image_size, self.scale, self.seed = image_size, (crop_scale_min, 1.0), seed
-        self.epoch = 0
-
-    def crop(self, width: int, height: int, key: str) -> tuple[int, int, int, int]:
-        """(top, left, crop height, crop width) of `key`'s crop this epoch."""
-        g = random.Random(f"{self.seed}/{self.epoch}/{key}")
-        area = width * height * g.uniform(*self.scale)
-        ratio = g.uniform(0.9, 1.1)
-        cw, ch = min(width, round((area * ratio) ** 0.5)), min(height, round((area / ratio) ** 0.5))
-        return g.randint(0, height - ch), g.randint(0, width - cw), ch, cw
-
-    def __call__(self, image, key: str) -> torch.Tensor:
-        top, left, ch, cw = self.crop(*image.size, key)
-        image = TF.resized_crop(
-            image, top, left, ch, cw, [self.image_size] * 2, interpolation=InterpolationMode.BICUBIC, antialias=True
-        )
-        return TF.normalize(TF.to_tensor(image), MEAN, STD)
-
-    def crop_boxes(self, boxes: list[list[float]], width: int, height: int, key: str) -> list[list[float]]:
-        """Boxes (x0, y0, x1, y1 as fractions of the image) as fractions of `key`'s crop, as the
-        detection transforms move boxes with their image; a box may now reach past [0, 1]."""
-        top, left, ch, cw = self.crop(width, height, key)
-        return [[(x0 * width - left) / cw, (y0 * height - top) / ch, (x1 * width - left) / cw,
-                 (y1 * height - top) / ch] for x0, y0, x1, y1 in boxes]  # fmt: skip
 
 
 def _expand_captions(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -321,7 +277,7 @@ class TrainData:
         batch_size: int,
         image_size: int,
         seed: int,
-        crop_scale_min: float,
+        crop_scale_min: float | None,
         shuffle_buffer: int,
         num_workers: int,
         prompt: bool = False,

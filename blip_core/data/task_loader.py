@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from blip_core.data.loader import TrainTransform
 from blip_core.data.task_data import iter_task_items
+from blip_core.data.transforms import TrainTransform
 from blip_core.distributed import world_info
 
 
@@ -38,7 +38,7 @@ class TaskTrainData:
     """Epochs of batches over task-item folders, drop-last over the global batch."""
 
     def __init__(self, dirs: list[str | Path], collate, *, batch_size: int, image_size: int, seed: int,
-                 crop_scale_min: float) -> None:  # fmt: skip
+                 crop_scale_min: float | None) -> None:  # fmt: skip
         if not dirs:
             raise ValueError("training needs at least one data directory")
         self.items = [it for d in dirs for it in iter_task_items(d, decode=False)]
@@ -123,7 +123,7 @@ def task_train_data(collate_cls, cfg, data_dirs: list[str | Path], processor, mo
     """The registry's `train_data` of an item task: its items batched by `collate_cls(processor)`."""
     size = model.cfg.vision.image_size
     return TaskTrainData(data_dirs, collate_cls(processor), batch_size=cfg.batch_size, image_size=size, seed=cfg.seed,
-                         crop_scale_min=cfg.crop_scale_min)  # fmt: skip
+                         crop_scale_min=cfg.train_crop_scale_min)  # fmt: skip
 
 
 vqa_train_data = functools.partial(task_train_data, VQACollate)

@@ -136,8 +136,8 @@ def region_metrics(classifier, split: EvalSplit, *, batch_size: int = 256) -> di
 
     scenes = [Scene.from_dict(sc) for sc in split.scenes]  # type: ignore[arg-type]
     regions = [scene_regions(sc) for sc in scenes]
-    relations = [[subject_relations(o, sc) for o in sc.objects] for sc in scenes]
     names = classifier.cfg.classes.get(RELATION_GROUP, [])
+    relations = [[subject_relations(o, sc) for o in sc.objects] for sc in scenes] if names else []
     rel_pred: list[np.ndarray] = []
     rel_true: list[np.ndarray] = []
     attributes = [a for a, _ in classifier.region_groups]
@@ -228,8 +228,8 @@ def noise_auroc(model, processor, web_dir, *, image_size: int, max_images: int =
     """
     from sklearn.metrics import roc_auc_score
 
-    from blip_core.data.loader import eval_transform
     from blip_core.data.reader import iter_samples
+    from blip_core.data.transforms import eval_transform
 
     model.eval()
     images, captions, types = [], [], []

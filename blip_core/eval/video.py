@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from blip_core.config.train import EvalConfig
-from blip_core.data.loader import eval_transform
+from blip_core.data.transforms import eval_transform
 from blip_core.eval.retrieval import rank_pairs, recall_metrics
 
 

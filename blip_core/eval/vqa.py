@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from blip_core.config.train import EvalConfig
-from blip_core.data.loader import eval_transform
 from blip_core.data.task_data import TaskItem
+from blip_core.data.transforms import eval_transform
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _ARTICLES = {"a", "an", "the"}

@@ -133,7 +133,7 @@ def _run(
         data = task.call("train_data", cfg, data_dirs, processor, model)
     else:
         data = TrainData(data_dirs, processor, batch_size=cfg.batch_size, image_size=model.cfg.vision.image_size,
-                         seed=cfg.seed, crop_scale_min=cfg.crop_scale_min, shuffle_buffer=cfg.shuffle_buffer,
+                         seed=cfg.seed, crop_scale_min=cfg.train_crop_scale_min, shuffle_buffer=cfg.shuffle_buffer,
                          num_workers=cfg.num_workers, prompt=task.prompt, classes=classes,
                          cache_bytes=cfg.cache_samples_mb * 2**20,
                          swap_negatives=cfg.itm_swap_negatives,

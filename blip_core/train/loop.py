@@ -30,6 +30,7 @@ from blip_core.config.train import TrainConfig
 from blip_core.data.loader import TrainData
 from blip_core.distributed import default_device, is_dist, is_main_process, world_info
 from blip_core.machine import out_of_memory_hint, uses_bf16
+from blip_core.models.common.feature_cache import FeatureCache, attach, same_weights
 from blip_core.models.common.vision import vision_tower_names, written_out_attention
 from blip_core.registry import get_task, resolve
 from blip_core.tracking import MetricLogger, NullLogger
@@ -100,6 +101,8 @@ class Trainer:
                              "use vision_lr_scale")  # fmt: skip
         self._vision_frozen: bool | None = None
         self._freeze_vision(cfg.vision_frozen or cfg.vision_freeze_steps > 0)
+        self.feature_caches = self._attach_feature_caches() if cfg.frozen_features and self._towers else []
+        """A frozen tower's outputs, looked up after their first forward (TrainConfig.frozen_features_mb)."""
         self.opt = create_optimizer(model, cfg)
         self.sched = create_scheduler(self.opt, cfg, self.steps_per_epoch, self.total_steps)
         self.forward_model: nn.Module = model
@@ -172,6 +175,19 @@ class Trainer:
         for p in self._towers[0].parameters():
             p.requires_grad_(not frozen)
         self._vision_frozen = frozen
+
+    def _attach_feature_caches(self) -> list[FeatureCache]:
+        """One cache for the tower, shared by a momentum copy with the same weights (a frozen tower's
+        copy is never updated, so it stays the same), another for a copy that differs."""
+        online, *copies = self._towers
+        budget = self.cfg.frozen_features_mb * 2**20
+        caches = [FeatureCache(budget)]
+        attach(online, caches[0])
+        for tower in copies:
+            if not same_weights(online, tower):
+                caches.append(FeatureCache(budget))
+            attach(tower, caches[-1])
+        return caches
 
     def _set_train_mode(self) -> None:
         self.model.train()
@@ -298,6 +314,8 @@ class Trainer:
         bar.close()
         self.save()
         elapsed = time.perf_counter() - start
+        for tower in self._towers:  # the caches live for this run only
+            attach(tower, None)
         return {
             "steps": self.step,
             # whole epochs of optimizer steps (the epoch counter only moves when an epoch's
@@ -308,6 +326,7 @@ class Trainer:
             "images_per_s": steps_this_run * global_batch / max(elapsed, 1e-9),
             "precision": "bf16" if self.bf16 else "fp32",
             "nonfinite_steps": self.nonfinite_steps,
+            "frozen_features": [c.stats() for c in self.feature_caches],
         }
 
 

@@ -51,7 +51,7 @@ def toy_train_data(cfg, data_dirs, processor, model):
 
 
 def toy_evaluate(model, items, processor, cfg, device):
-    from blip_core.data.loader import eval_transform
+    from blip_core.data.transforms import eval_transform
 
     images = torch.stack([eval_transform(it.images[0], model.cfg.vision.image_size) for it in items])
     pred = model.logits(images.to(device)).argmax(-1).cpu()

@@ -170,3 +170,33 @@ def test_vision_init_names_its_problems(tiny_world, tokenizer_dir, tmp_path):
         TrainConfig(vision_layer_decay=0.0)
     with pytest.raises(ValueError, match="is not a label-only split"):
         run_training(_cfg(task="vision"), [tiny_world / "coco_train"], tmp_path / "y")
+
+
+def test_frozen_features_run_the_tower_once_per_image(tiny_world, tokenizer_dir, vision_start, tmp_path):
+    """Tower frozen, frozen_features_mb > 0: images uncropped, each image through the tower once over
+    three epochs (its captions and the momentum copy, equal to the tower, look it up); the losses are
+    those of running the tower every time (a budget too small to keep anything), up to rounding."""
+    from blip_core.data.shards import read_manifests
+
+    run, _ = vision_start
+    images = len(read_manifests(tiny_world / "coco_train"))
+    kw = dict(vision_lr_scale=0.0, max_steps=0, epochs=3, ckpt_every=100)
+    kept = run_training(_cfg(frozen_features_mb=64, **kw), [tiny_world / "coco_train"], tmp_path / "kept",
+                        tokenizer=tokenizer_dir, vision_init=run / "model")  # fmt: skip
+    (stats,) = kept["frozen_features"]  # one cache: the momentum copy shares the tower's
+    lookups = 2 * kept["steps"] * 8  # online + momentum tower, batch 8
+    assert stats["misses"] <= images and stats["uncached"] == 0
+    assert stats["hits"] + stats["misses"] == lookups and stats["hits"] > 0.8 * lookups
+    rerun = run_training(_cfg(frozen_features_mb=0, **kw) , [tiny_world / "coco_train"], tmp_path / "crop",
+                         tokenizer=tokenizer_dir, vision_init=run / "model")  # fmt: skip
+    assert rerun["frozen_features"] == []  # off: cropped every epoch, no cache
+    tiny = _cfg(frozen_features_mb=1, **kw)
+    object.__setattr__(tiny, "frozen_features_mb", 1e-6)  # a budget below one image's output: nothing kept
+    every = run_training(tiny, [tiny_world / "coco_train"], tmp_path / "every", tokenizer=tokenizer_dir,
+                         vision_init=run / "model")  # fmt: skip
+    assert every["frozen_features"][0]["images"] == 0
+    a, b = (
+        [json.loads(line)["loss"] for line in (tmp_path / d / "losses.jsonl").read_text().splitlines()]
+        for d in ("kept", "every")
+    )
+    assert len(a) == kept["steps"] and a == pytest.approx(b, rel=1e-4, abs=1e-5)

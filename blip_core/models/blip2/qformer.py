@@ -34,7 +34,7 @@ from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_ha
 from blip_core.models.blip.model import TEMP_MAX, TEMP_MIN
 from blip_core.models.blip2.config import Blip2Config
 from blip_core.models.common.config import TextConfig
-from blip_core.models.common.med import Attention, Intermediate, LMHead, Output, attention, bert_init
+from blip_core.models.common.med import Attention, Intermediate, LMHead, Output, attention, bert_init, key_mask
 from blip_core.models.common.vision import create_vision_encoder, encode_image
 
 KV = tuple[torch.Tensor, torch.Tensor]
@@ -185,7 +185,7 @@ class Blip2QFormer(nn.Module):
         return F.normalize(self.vision_proj(query_out), dim=-1)  # (B, K, E)
 
     def text_feat(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h, _ = self.qformer(input_ids=input_ids, mask=_key_mask(attention_mask))  # (B, L, D): no queries
+        h, _ = self.qformer(input_ids=input_ids, mask=key_mask(attention_mask))  # (B, L, D): no queries
         return F.normalize(self.text_proj(h[:, 0]), dim=-1)  # (B, E)
 
     def itm_logits(
@@ -196,7 +196,7 @@ class Blip2QFormer(nn.Module):
         B, K = input_ids.shape[0], self.cfg.num_query_tokens
         q = self.query_tokens.expand(B, -1, -1)
         keys = torch.cat([attention_mask.new_ones(B, K), attention_mask], dim=1)  # (B, K+L)
-        h, _ = self.qformer(query_embeds=q, input_ids=input_ids, image_embeds=image_embeds, mask=_key_mask(keys))
+        h, _ = self.qformer(query_embeds=q, input_ids=input_ids, image_embeds=image_embeds, mask=key_mask(keys))
         return self.itm_head(h[:, :K]).mean(dim=1)
 
     def itg_logits(self, prefix: list[KV], input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -263,10 +263,3 @@ class Blip2QFormer(nn.Module):
             "itm_labels": labels,
             "lm_logits": lm_logits.detach(),
         }
-
-
-def _key_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
-    """(B, S) 1 = token -> bool (B, 1, 1, S) for every query row, or None when nothing is padded."""
-    if bool(attention_mask.all()):
-        return None
-    return attention_mask.bool()[:, None, None, :]

@@ -245,6 +245,14 @@ def bert_init(module: nn.Module, std: float) -> None:
         nn.init.zeros_(module.bias)
 
 
+def key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, S) 1 = token -> boolean SDPA mask (B, 1, 1, S) that every row shares (True = attend), or
+    None when nothing is padded (faster kernels)."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
 class MED(nn.Module):
     """The text transformer. `forward` returns hidden states; `logits` applies the LM head."""
 
@@ -301,10 +309,8 @@ class MED(nn.Module):
     @staticmethod
     def _mask(attention_mask: torch.Tensor | None, mode: str, L: int, T: int) -> torch.Tensor | None:
         """Boolean SDPA mask (True = attend), or None when no padding is present (faster kernels)."""
-        if attention_mask is None or bool(attention_mask.all()):
-            return None
-        keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T+L)
-        if mode != "decoder":
+        keys = key_mask(attention_mask)  # (B, 1, 1, T+L)
+        if keys is None or mode != "decoder":
             return keys
         causal = torch.ones(L, keys.shape[-1], dtype=torch.bool, device=keys.device).tril(diagonal=keys.shape[-1] - L)
         return keys & causal  # (B, 1, L, T+L)

@@ -35,6 +35,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from blip_core.models.common.config import VisionConfig
+from blip_core.models.common.feature_cache import cached
 
 
 class HybridViT(nn.Module):
@@ -110,7 +111,11 @@ def create_vision_encoder(cfg: VisionConfig) -> nn.Module:
 
 
 def encode_image(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, N, D) image embeddings; [CLS] is token 0."""
+    """(B, 3, H, W) -> (B, N, D) image embeddings; [CLS] is token 0. A frozen tower with a
+    `FeatureCache` attached runs once per image (`blip_core.models.common.feature_cache`)."""
+    cache = cached(vit)
+    if cache is not None:
+        return cache(images, vit.forward_features)
     return vit.forward_features(images)
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from blip_core.data.loader import MEAN, STD, LabelCollate, TrainTransform
+from blip_core.data.loader import LabelCollate
+from blip_core.data.transforms import MEAN, STD, TrainTransform
 
 
 @pytest.mark.parametrize("key", ["a", "b", "c", "d", "e"])

@@ -9,8 +9,8 @@ from helpers import micro_config, text_batch
 from PIL import Image
 
 from blip_core.config.train import EvalConfig
-from blip_core.data.loader import eval_transform
 from blip_core.data.task_data import TaskItem
+from blip_core.data.transforms import eval_transform
 from blip_core.eval.nlvr import evaluate_nlvr
 from blip_core.models.blip.model import BlipPretrain
 from blip_core.models.blip.nlvr import BlipNLVR, TwinCrossAttention, nlvr_state_from_pretrain

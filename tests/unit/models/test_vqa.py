@@ -11,8 +11,8 @@ from helpers import micro_config, text_batch
 from PIL import Image
 
 from blip_core.config.train import EvalConfig
-from blip_core.data.loader import eval_transform
 from blip_core.data.task_data import TaskItem
+from blip_core.data.transforms import eval_transform
 from blip_core.eval.vqa import evaluate_vqa, normalize_answer, vqa_accuracy
 from blip_core.models.blip.model import BlipPretrain
 from blip_core.models.blip.presets import with_tokenizer
