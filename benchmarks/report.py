@@ -28,6 +28,7 @@ BENCHMARKS = {  # name -> (script and arguments, what it measures)
         ["bench_model.py", "--preset", "tiny", "--train-only", "--train-batch", "32", "--bf16-steps", "100"],
         "the tiny preset of `make run`: training images/s, fp32 and bf16 (HF cannot load its conv stem)",
     ),  # fmt: skip
+    "frozen": (["bench_frozen.py"], "work not done twice: a frozen tower's features, retrieval's ITM re-rank"),
     "capfilt-scale": (["bench_capfilt_scale.py", "--scales", "1", "0.25", "4"], "CapFilt as the web pool grows"),
     "dask": (["bench_dask.py"], "CapFilt subflow on a Dask cluster, 1 vs 2 workers"),
     "learning": (
@@ -59,18 +60,25 @@ def _fmt(v) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def _machine(m: dict) -> str:
+    return (f"{m['cpu']}; flags: {' '.join(m['flags']) or 'no AVX2'}; {m['torch_threads']} torch threads; "
+            f"torch {m['torch']}" + (f"; GPU {m['cuda']}" if m["cuda"] else "; no GPU"))  # fmt: skip
+
+
 def markdown(results: list[dict]) -> str:
     from blip_core.machine import describe
 
-    m = describe()
+    # `--only` keeps other benchmarks' figures from an earlier report, perhaps measured on another machine
+    machines: dict[str, list[str]] = {}
+    for r in results:
+        machines.setdefault(_machine(r.get("machine") or describe()), []).append(f"`{r['name']}`")
     lines = [
         "# Benchmarks",
         "",
         "Written by `make bench` (benchmarks/report.py). Ratios are against a reference measured in the same run,",
-        "so they compare across machines; absolute figures are this machine's.",
+        "so they compare across machines; absolute figures are the machine's that ran the benchmark.",
         "",
-        f"Machine: {m['cpu']}; flags: {' '.join(m['flags']) or 'no AVX2'}; {m['torch_threads']} torch threads; "
-        f"torch {m['torch']}" + (f"; GPU {m['cuda']}" if m["cuda"] else "; no GPU"),
+        *(f"Machine: {m}" if len(machines) == 1 else f"- {m}: {', '.join(names)}" for m, names in machines.items()),
         "",
         "| benchmark | figure | measured | ratio | against | goal | met |",
         "|---|---|---:|---:|---|---|:--:|",

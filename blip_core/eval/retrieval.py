@@ -65,34 +65,38 @@ def rank_pairs(model, captions: list[list[str]], encode, processor, cfg: EvalCon
     k_i2t, k_t2i = min(cfg.k_test, n_txt), min(cfg.k_test, n_img)
     top_i2t = sims.topk(k_i2t, dim=1)  # per image, candidate texts
     top_t2i = sims.T.topk(k_t2i, dim=1)  # per text, candidate images
-    # 3. ITM re-rank: group every candidate pair by its image
-    pairs: list[list[tuple[int, int, str]]] = [[] for _ in range(n_img)]  # (text, slot, direction)
+    # 3. ITM re-rank: every candidate pair once (a pair in both directions' top k is scored once),
+    # grouped by its image
+    wanted: list[dict[int, list[str]]] = [{} for _ in range(n_img)]  # image -> {text: directions}
     for i in range(n_img):
-        pairs[i] += [(int(t), j, "i2t") for j, t in enumerate(top_i2t.indices[i])]
+        for t in top_i2t.indices[i].tolist():
+            wanted[i].setdefault(t, []).append("i2t")
     for t in range(n_txt):
-        for j, i in enumerate(top_t2i.indices[t]):
-            pairs[int(i)].append((t, j, "t2i"))
+        for i in top_t2i.indices[t].tolist():
+            wanted[i].setdefault(t, []).append("t2i")
     score_i2t = torch.full((n_img, n_txt), -100.0)
     score_t2i = torch.full((n_txt, n_img), -100.0)
-    max_len = max(int(m.sum()) for m in mask_all)
+    lengths = [int(m.sum()) for m in mask_all]
     pad = processor.tokenizer.pad_token_id
     for s in tqdm(range(0, n_img, cfg.batch_size), desc="eval itm", leave=False):
         emb = encode(s, min(s + cfg.batch_size, n_img))[1]
-        rows = [(i, p) for i in range(s, min(s + cfg.batch_size, n_img)) for p in pairs[i]]
+        rows = [(i, t) for i in range(s, min(s + cfg.batch_size, n_img)) for t in wanted[i]]
+        rows.sort(key=lambda row: lengths[row[1]])  # chunks of like lengths: little padding
         for c in range(0, len(rows), cfg.batch_size * 4):
             chunk = rows[c : c + cfg.batch_size * 4]
             img_idx = torch.tensor([i - s for i, _ in chunk])
-            ids = torch.full((len(chunk), max_len), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), max_len), dtype=torch.long)
-            for r, (_, (t, _, _)) in enumerate(chunk):
-                n = int(mask_all[t].sum())
-                ids[r, :n], mask[r, :n] = ids_all[t][:n], 1
+            width = max(lengths[t] for _, t in chunk)  # this chunk's longest text, not the split's
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, (_, t) in enumerate(chunk):
+                ids[r, : lengths[t]], mask[r, : lengths[t]] = ids_all[t][: lengths[t]], 1
             logits = model.itm_logits(emb[img_idx.to(device)], ids.to(device), mask.to(device))[:, 1].float().cpu()
-            for r, (i, (t, _, direction)) in enumerate(chunk):
-                if direction == "i2t":
-                    score_i2t[i, t] = logits[r] + sims[i, t]
-                else:
-                    score_t2i[t, i] = logits[r] + sims[i, t]
+            for r, (i, t) in enumerate(chunk):
+                for direction in wanted[i][t]:
+                    if direction == "i2t":
+                        score_i2t[i, t] = logits[r] + sims[i, t]
+                    else:
+                        score_t2i[t, i] = logits[r] + sims[i, t]
     return score_i2t.numpy(), score_t2i.numpy(), txt2img, img2txt
 
 

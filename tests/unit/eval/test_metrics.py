@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from blip_core.eval.captioning import coco_caption_metrics, grounding_metrics
@@ -95,3 +96,54 @@ def test_itc_similarity_takes_one_or_k_features_per_image():
     assert torch.allclose(itc_similarity(img[:, None], txt), img @ txt.T)  # K = 1 is BLIP's
     queries = torch.stack([img, -img], dim=1)  # (4, 2, 8): the second query of each image mirrors the first
     assert torch.allclose(itc_similarity(queries, txt), (img @ txt.T).abs())  # the best-matching query scores
+
+
+def test_rank_pairs_scores_each_candidate_pair_as_a_pass_over_every_pair_does():
+    """ITM re-ranking scores a pair in both directions' top k once and pads each chunk to its own
+    longest text: the scores are those of scoring every candidate pair padded to the longest text."""
+    import torch
+    from helpers import micro_config
+
+    from blip_core.config.train import EvalConfig
+    from blip_core.eval.retrieval import itc_similarity, rank_pairs
+    from blip_core.models.blip.model import BlipRetrieval
+
+    torch.manual_seed(0)
+    model = BlipRetrieval(micro_config()).eval()
+    images = torch.randn(6, 3, 32, 32)
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(3, 12, (12,), generator=g)
+    ids = torch.randint(7, 120, (12, 12), generator=g)
+    ids[:, 0] = 2
+    mask = (torch.arange(12)[None] < lengths[:, None]).long()
+    ids = ids.masked_fill(mask == 0, 0)
+
+    class Processor:  # texts are their row numbers here
+        tokenizer = type("Tok", (), {"pad_token_id": 0})
+
+        def __call__(self, texts):
+            rows = [int(t) for t in texts]
+            return ids[rows], mask[rows]
+
+    def encode(s, e):
+        emb = model.image_embeds(images[s:e])
+        return model.image_feat(emb), emb
+
+    k = 3
+    cfg = EvalConfig(k_test=k, batch_size=4)  # 2 image blocks, chunks of 16 rows
+    with torch.no_grad():
+        i2t, t2i, txt2img, _ = rank_pairs(model, [[str(2 * i), str(2 * i + 1)] for i in range(6)], encode,
+                                          Processor(), cfg, torch.device("cpu"))  # fmt: skip
+        emb = model.image_embeds(images)
+        sims = itc_similarity(model.image_feat(emb), model.text_feat(ids, mask))
+        for i in range(6):
+            top = set(sims[i].topk(k).indices.tolist())
+            for t in range(12):
+                want = model.itm_logits(emb[i : i + 1], ids[t : t + 1], mask[t : t + 1])[0, 1] + sims[i, t]
+                assert i2t[i, t] == pytest.approx(float(want), abs=1e-4) if t in top else i2t[i, t] == -100
+        for t in range(12):
+            top = set(sims[:, t].topk(k).indices.tolist())
+            for i in range(6):
+                want = model.itm_logits(emb[i : i + 1], ids[t : t + 1], mask[t : t + 1])[0, 1] + sims[i, t]
+                assert t2i[t, i] == pytest.approx(float(want), abs=1e-4) if i in top else t2i[t, i] == -100
+    assert txt2img.tolist() == [i for i in range(6) for _ in range(2)]
