@@ -1,0 +1,101 @@
+"""Does a model know which way a relation points? Teacher-forced, not generated.
+
+For every ordered pair (A, B) of objects of a scene whose colour-shape is unique in it and which
+stand in exactly one direction (left of, right of, above, below; a diagonal pair satisfies two and
+is left out), the caption "a <A> <relation> a <B>" is scored against the same caption with the
+relation reversed ("left of" <-> "right of", "above" <-> "below"): the captioner by the caption's
+log-likelihood, the filter by ITM p(match). Accuracy is the share of pairs where the true caption
+wins (chance 0.5), by axis: `relation_direction_acc*` for a captioner, `itm_relation_direction_acc*` for
+a filter. Generated captions' relation precision mixes this with the prior over
+relation words and with which pair is described; this isolates the direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from blip_core.data.loader import EvalSplit
+from blip_core.data.world import lexicon as lx
+from blip_core.data.world.scene import Scene, relation_holds
+
+DIRECTIONS = ("left_of", "right_of", "above", "below")
+HORIZONTAL = ("left_of", "right_of")
+
+
+def direction_pairs(scenes: list[dict | None]) -> list[tuple[int, str, str, str]]:
+    """(image index, caption, reversed caption, true relation) for every pair the probe can judge."""
+    out = []
+    for idx, raw in enumerate(scenes):
+        if not raw:
+            continue
+        objs = Scene.from_dict(raw).objects
+        kinds = [(o.color, o.shape) for o in objs]
+        for a in objs:
+            for b in objs:
+                if a is b or kinds.count((a.color, a.shape)) > 1 or kinds.count((b.color, b.shape)) > 1:
+                    continue
+                holds = [r for r in DIRECTIONS if relation_holds(a, b, r)]
+                if len(holds) != 1:
+                    continue
+                r = holds[0]
+                pa, pb = f"a {a.color} {lx.SHAPE_SYNONYMS[a.shape][0]}", f"a {b.color} {lx.SHAPE_SYNONYMS[b.shape][0]}"
+                true, reverse = lx.RELATION_PHRASES[r][0], lx.RELATION_PHRASES[lx.INVERSE_RELATION[r]][0]
+                out.append((idx, f"{pa} {true} {pb}", f"{pa} {reverse} {pb}", r))
+    return out
+
+
+def _accuracy(pairs, wins: list[bool], prefix: str) -> dict[str, float]:
+    out: dict[str, float] = {f"{prefix}relation_direction_n": float(len(pairs))}
+    if not pairs:
+        return out
+    out[f"{prefix}relation_direction_acc"] = sum(wins) / len(wins)
+    for axis, members in (("horizontal", HORIZONTAL), ("vertical", ("above", "below"))):
+        picked = [w for (_, _, _, r), w in zip(pairs, wins, strict=True) if r in members]
+        if picked:
+            out[f"{prefix}relation_direction_acc_{axis}"] = sum(picked) / len(picked)
+    return out
+
+
+@torch.no_grad()
+def _probe(split: EvalSplit, batch_size: int, score: Callable[[torch.Tensor, list[str]], torch.Tensor], prefix: str):
+    pairs = direction_pairs(split.scenes)
+    wins: list[bool] = []
+    for s in tqdm(range(0, len(pairs), batch_size), desc=f"{prefix}relation direction", leave=False):
+        chunk = pairs[s : s + batch_size]
+        images = split.images[[idx for idx, *_ in chunk]]
+        both = score(images.repeat(2, 1, 1, 1), [p[1] for p in chunk] + [p[2] for p in chunk])  # (2b,)
+        wins += (both[: len(chunk)] > both[len(chunk) :]).tolist()
+    return _accuracy(pairs, wins, prefix)
+
+
+def caption_log_likelihood(captioner, images: torch.Tensor, texts: list[str], processor, device) -> torch.Tensor:
+    """(B,) teacher-forced log-likelihood of each caption after the captioner's prompt."""
+    ids, mask = (t.to(device) for t in processor(texts, prompt=True))
+    logits = captioner(images.to(device), ids, mask, prompt_length=processor.prompt_length)["lm_logits"]
+    target = ids.clone()
+    target[:, 0] = captioner.cfg.text.bos_token_id
+    logp = logits[:, :-1].float().log_softmax(-1).gather(-1, target[:, 1:, None])[..., 0]  # (B, L-1)
+    keep = mask[:, 1:].clone()
+    keep[:, : processor.prompt_length - 1] = 0  # the prompt is given, not scored
+    return (logp * keep).sum(1).cpu()
+
+
+def captioner_direction(captioner, split: EvalSplit, processor, batch_size: int, device: torch.device) -> dict:
+    """Teacher-forced: the true caption's log-likelihood (after the prompt) against the reversed one's."""
+    captioner.eval()
+    return _probe(split, batch_size, lambda im, tx: caption_log_likelihood(captioner, im, tx, processor, device), "")
+
+
+def itm_direction(model, split: EvalSplit, processor, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """ITM p(match) of the true caption against the reversed one's (metrics named `itm_*`)."""
+    model.eval()
+
+    def score(images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        ids, mask = (t.to(device) for t in processor(texts))
+        return model.score(model.image_embeds(images.to(device)), ids, mask)["itm_prob"].cpu()
+
+    return _probe(split, batch_size, score, "itm_")
