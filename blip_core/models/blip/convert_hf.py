@@ -22,7 +22,7 @@ from blip_core.models.blip.model import MOMENTUM_AND_QUEUES, copy_momentum
 from blip_core.models.common.config import TextConfig, VisionConfig
 from blip_core.models.pretrained import create_model, kind_of, load_strict
 
-_HF_VISION = [
+HF_VISION = [
     (r"^vision_model\.embeddings\.class_embedding$", "visual_encoder.cls_token"),
     (r"^vision_model\.embeddings\.patch_embedding\.", "visual_encoder.patch_embed.proj."),
     (r"^vision_model\.embeddings\.position_embedding$", "visual_encoder.pos_embed"),
@@ -43,7 +43,7 @@ _HF_RETRIEVAL_TEXT = [
     (r"^(vision_proj|text_proj|itm_head)\.", r"\1."),
 ]
 # the inverse direction (ours -> HF); order matters where prefixes overlap
-_HF_VISION_INV = [
+HF_VISION_INV = [
     (r"^visual_encoder\.cls_token$", "vision_model.embeddings.class_embedding"),
     (r"^visual_encoder\.patch_embed\.proj\.", "vision_model.embeddings.patch_embedding."),
     (r"^visual_encoder\.pos_embed$", "vision_model.embeddings.position_embedding"),
@@ -63,7 +63,9 @@ _HF_RETRIEVAL_TEXT_INV = [(r"^text\.", "text_encoder."), (r"^(vision_proj|text_p
 _HF_SKIP = re.compile(r"(cls\.predictions\.decoder\.|position_ids$|embeddings\.token_type|text_encoder\.pooler\.)")
 
 
-def _rename(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], skip: re.Pattern) -> dict[str, torch.Tensor]:
+def rename_keys(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], skip: re.Pattern) -> dict:
+    """Each key renamed by the first rule whose pattern it matches; keys matching `skip` dropped; a
+    key no rule matches is an error (a checkpoint of another layout)."""
     out = {}
     for k, v in state.items():
         if skip.search(k):
@@ -157,8 +159,8 @@ def ours_to_hf_config(cfg: ModelConfig):
 
 def from_hf_state(state: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
     """HF BLIP state dict -> ours (kind: captioner | retrieval)."""
-    rules = _HF_VISION + (_HF_CAPTION_TEXT if kind == "captioner" else _HF_RETRIEVAL_TEXT)
-    return _rename(state, rules, _HF_SKIP)
+    rules = HF_VISION + (_HF_CAPTION_TEXT if kind == "captioner" else _HF_RETRIEVAL_TEXT)
+    return rename_keys(state, rules, _HF_SKIP)
 
 
 def to_hf_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -168,8 +170,8 @@ def to_hf_state(model: nn.Module) -> dict[str, torch.Tensor]:
         raise ValueError("export a captioner or a filter (split the pre-training checkpoint first)")
     state = {k: v for k, v in model.state_dict().items() if "_m." not in k}  # no momentum copies in HF
     state = {k: v for k, v in state.items() if k not in ("image_queue", "text_queue", "idx_queue", "queue_ptr", "temp")}
-    rules = _HF_VISION_INV + (_HF_CAPTION_TEXT_INV if kind == "captioner" else _HF_RETRIEVAL_TEXT_INV)
-    out = _rename(state, rules, re.compile(r"^$"))
+    rules = HF_VISION_INV + (_HF_CAPTION_TEXT_INV if kind == "captioner" else _HF_RETRIEVAL_TEXT_INV)
+    out = rename_keys(state, rules, re.compile(r"^$"))
     if kind == "captioner":
         out["text_decoder.cls.predictions.decoder.weight"] = state["text.embeddings.word_embeddings.weight"]
         out["text_decoder.cls.predictions.decoder.bias"] = state["text.lm_head.bias"]

@@ -26,6 +26,9 @@ class Blip2Config:
     """ITC projection size."""
     temp: float = 0.07
     """Initial ITC temperature (learnable, clamped to [0.001, 0.5])."""
+    vision_final_norm: bool = True
+    """The tower keeps its own last LayerNorm (the world's towers end with one); False drops it, as
+    LAVIS's EVA ViT and Hugging Face BLIP-2 checkpoints do, where `ln_vision` is the last norm."""
     tokenizer: str = ""
 
     def __post_init__(self) -> None:

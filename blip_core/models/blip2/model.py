@@ -27,9 +27,9 @@ from torch import nn
 
 from blip_core.losses import lm_loss
 from blip_core.models.blip2.config import Blip2Config
-from blip_core.models.blip2.qformer import Blip2QFormer, QFormer
+from blip_core.models.blip2.qformer import Blip2QFormer, QFormer, frozen_tower
 from blip_core.models.common.med import key_mask
-from blip_core.models.common.vision import create_vision_encoder, encode_image
+from blip_core.models.common.vision import encode_image
 
 
 def load_language_model(path: str | Path) -> nn.Module:
@@ -60,15 +60,13 @@ class Blip2(nn.Module):
         super().__init__()
         self.cfg = cfg
         d, vw = cfg.qformer.hidden_size, cfg.vision.width
-        self.visual_encoder = create_vision_encoder(cfg.vision)
+        self.visual_encoder = frozen_tower(cfg)
         self.ln_vision = nn.LayerNorm(vw)
         self.query_tokens = nn.Parameter(torch.randn(1, cfg.num_query_tokens, d) * cfg.qformer.initializer_range)
         self.qformer = QFormer(cfg.qformer, vw, cfg.cross_attention_freq)
         self.language_model = language_model
         self.language_projection = nn.Linear(d, language_model.get_input_embeddings().embedding_dim)
-        for frozen in (self.visual_encoder, self.language_model):
-            for p in frozen.parameters():
-                p.requires_grad_(False)
+        self.language_model.requires_grad_(False)
         self.train()
 
     @classmethod

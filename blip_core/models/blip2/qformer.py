@@ -138,6 +138,16 @@ class QFormer(nn.Module):
         return x, kvs
 
 
+def frozen_tower(cfg: Blip2Config) -> nn.Module:
+    """BLIP-2's image tower: built from `cfg.vision`, its last LayerNorm dropped unless
+    `cfg.vision_final_norm`, no parameter trainable."""
+    tower = create_vision_encoder(cfg.vision)
+    if not cfg.vision_final_norm:
+        tower.norm = nn.Identity()
+    tower.requires_grad_(False)
+    return tower
+
+
 class Blip2QFormer(nn.Module):
     """BLIP-2 stage 1: the Q-Former learns to extract from a frozen tower's image tokens the K query
     features that the text needs (ITC + ITM + ITG). Returns a dict of `*_loss` tensors."""
@@ -149,9 +159,7 @@ class Blip2QFormer(nn.Module):
         super().__init__()
         self.cfg = cfg
         t, d, vw = cfg.qformer, cfg.qformer.hidden_size, cfg.vision.width
-        self.visual_encoder = create_vision_encoder(cfg.vision)
-        for p in self.visual_encoder.parameters():
-            p.requires_grad_(False)
+        self.visual_encoder = frozen_tower(cfg)
         self.ln_vision = nn.LayerNorm(vw)  # trained on the frozen tower's output (LAVIS `ln_vision`)
         self.query_tokens = nn.Parameter(torch.randn(1, cfg.num_query_tokens, d) * t.initializer_range)
         self.qformer = QFormer(t, vw, cfg.cross_attention_freq)
