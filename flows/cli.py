@@ -341,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--out", type=Path, default=None, help="page folder (default: <work>/audit)")
             q.set_defaults(func=_cmd_capfilt)
             continue
-        q.add_argument("--policy", default=None, help="override capfilt.policy: none|filter|captioner|both|clip_score")
+        q.add_argument(
+            "--policy", default=None, help="override capfilt.policy: none|filter|captioner|both|clip_score|top_k"
+        )
         q.add_argument("--params", type=Path, default=None, help=PARAMS_HELP)
         q.set_defaults(func=_cmd_capfilt)
 

@@ -316,6 +316,8 @@ def select(scores: pd.DataFrame, cfg: CapFiltConfig, *, threshold: float | None 
     - captioner: every web caption and every synthetic caption.
     - both (CapFilt): web and synthetic captions, each kept when p(match) >= threshold.
     - clip_score: the top `clip_keep_fraction` of web captions by ITC cosine, no synthetic ones.
+    - top_k (BLIP-2): each image's `top_k` captions by `top_k_score`, web and synthetic together,
+      no threshold (a repeat of a kept caption does not count against k).
     A caption that repeats one its image already keeps is kept once (`repeat`). With `max_synthetic`
     k > 0 an image keeps only its k best synthetic captions by p(match); `over_cap` marks the others.
     """
@@ -330,6 +332,10 @@ def select(scores: pd.DataFrame, cfg: CapFiltConfig, *, threshold: float | None 
         keep = web | syn
     elif cfg.policy == "both":
         keep = (web | syn) & passes
+    elif cfg.policy == "top_k":  # repeats removed first, so k distinct captions per image
+        fresh = ~df.assign(_text=df["caption"].str.strip()).duplicated(["key", "_text"])
+        rank = df.loc[fresh, cfg.top_k_score].groupby(df.loc[fresh, "key"]).rank(method="first", ascending=False)
+        keep = rank.le(cfg.top_k).reindex(df.index, fill_value=False)
     else:  # clip_score: rank, so ties at the cut never keep more than the fraction
         n_keep = int(round(cfg.clip_keep_fraction * int(web.sum())))
         order = df.loc[web, "itc_cosine"].rank(method="first", ascending=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-CAPFILT_POLICIES = ("none", "filter", "captioner", "both", "clip_score")
+CAPFILT_POLICIES = ("none", "filter", "captioner", "both", "clip_score", "top_k")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -26,7 +26,8 @@ class CapFiltConfig:
     path: sampled captions can differ from fp32 ones. Slower than fp32 on CPUs without bf16 units."""
     seed: int = 0
     policy: str = "both"
-    """none | filter | captioner | both | clip_score (the paper's 2x2 ablation plus a DataComp baseline)."""
+    """none | filter | captioner | both | clip_score (the paper's 2x2 ablation plus a DataComp baseline)
+    | top_k (BLIP-2's CapFilt: each image's `top_k` best captions, web and synthetic ranked together)."""
     threshold: float = 0.5
     """Keep a caption when the filter's ITM p(match) is at least this (threshold_mode fixed)."""
     threshold_mode: str = "fixed"
@@ -36,6 +37,13 @@ class CapFiltConfig:
     calibration_quantile: float = 0.1
     clip_keep_fraction: float = 0.3
     """clip_score policy: keep this top fraction of web captions by ITC cosine (DataComp keeps 30%)."""
+    top_k: int = 2
+    """top_k policy: captions kept per image, the web caption and the synthetic ones ranked together by
+    `top_k_score`, no threshold (BLIP-2 Sec. 3.4 keeps the top two by CLIP similarity; pre-training
+    then samples one per image per step: train.captions_per_image 1)."""
+    top_k_score: str = "itc_cosine"
+    """What top_k ranks by: itc_cosine (the filter's ITC, our CLIP similarity, BLIP-2's choice) or
+    itm_prob (the filter's ITM p(match))."""
     max_synthetic: int = 0
     """Keep at most this many synthetic captions per image, those with the highest p(match) among the
     ones that pass the threshold; 0 keeps every one that passes (BLIP). With `num_captions` N > 1 this
@@ -66,6 +74,10 @@ class CapFiltConfig:
             raise ValueError(f"capfilt.calibration_quantile must be in [0, 1], got {self.calibration_quantile}")
         if not 0.0 < self.clip_keep_fraction <= 1.0:
             raise ValueError(f"capfilt.clip_keep_fraction must be in (0, 1], got {self.clip_keep_fraction}")
+        if self.top_k < 1:
+            raise ValueError(f"capfilt.top_k must be >= 1, got {self.top_k}")
+        if self.top_k_score not in ("itc_cosine", "itm_prob"):
+            raise ValueError(f"capfilt.top_k_score must be itc_cosine or itm_prob, got {self.top_k_score!r}")
         if self.max_synthetic < 0:
             raise ValueError(f"capfilt.max_synthetic must be >= 0 (0: no cap), got {self.max_synthetic}")
 

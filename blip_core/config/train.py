@@ -45,6 +45,9 @@ class TrainConfig:
     """Keep the first epoch's reading (tar members and decoded images) in memory and replay it in the
     later epochs when it fits in this many MB: the same batches without re-reading and re-decoding
     (0: read the shards every epoch). In-process loading only (num_workers 0, one process)."""
+    captions_per_image: int = 0
+    """Captions of an image trained on per epoch: 0 = every caption is a pair (BLIP); n = n of them,
+    drawn per epoch (BLIP-2 keeps two per image and samples one per step: 1 with capfilt.policy top_k)."""
     frozen_features_mb: int = 0
     """With the tower frozen (vision_lr_scale 0): its images are not cropped (resized whole, as in
     evaluation) and its output for each image is kept, up to this many MB, and looked up in later
@@ -118,6 +121,8 @@ class TrainConfig:
             raise ValueError("train.grad_accum, keep_last, log_every and ckpt_every must be >= 1")
         if self.cache_samples_mb < 0:
             raise ValueError(f"train.cache_samples_mb must be >= 0, got {self.cache_samples_mb}")
+        if self.captions_per_image < 0:
+            raise ValueError(f"train.captions_per_image must be >= 0 (0: every caption), got {self.captions_per_image}")
         if self.frozen_features_mb < 0:
             raise ValueError(f"train.frozen_features_mb must be >= 0, got {self.frozen_features_mb}")
         if not 0.05 <= self.crop_scale_min <= 1.0:

@@ -36,10 +36,15 @@ def image_id_int(image_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "big") & ((1 << 63) - 1)
 
 
-def _expand_captions(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """One training pair per caption; all pairs of an image share its id (same-image aware losses)."""
+def _expand_captions(src: Iterator[dict[str, Any]], per_image: int = 0, seed: str = "") -> Iterator[dict[str, Any]]:
+    """One training pair per caption; all pairs of an image share its id (same-image aware losses).
+    `per_image` n > 0: n of an image's captions this epoch, drawn from (seed, key) (BLIP-2 samples one
+    of its top-two captions per image at each step)."""
     for s in src:
-        for i, caption in enumerate(s["captions"]):
+        chosen = list(enumerate(s["captions"]))
+        if 0 < per_image < len(chosen):
+            chosen = sorted(random.Random(f"{seed}/{s['key']}/captions").sample(chosen, per_image))
+        for i, caption in chosen:
             yield {
                 "key": s["key"],
                 "pair": f"{s['key']}/{i}",
@@ -221,11 +226,13 @@ class LabelCollate:
         return relations
 
 
-def count_pairs(dirs: list[str | Path], *, labelled: bool = False) -> int:
-    """Image-caption pairs (or labelled images) in shard folders, from their manifests (no tar reads)."""
+def count_pairs(dirs: list[str | Path], *, labelled: bool = False, per_image: int = 0) -> int:
+    """Image-caption pairs (or labelled images) in shard folders, from their manifests (no tar reads);
+    with `per_image` n > 0, at most n pairs per image."""
     if labelled:
         return int(sum(len(read_manifests(d)) for d in dirs))
-    return int(sum(read_manifests(d)["num_captions"].sum() for d in dirs))
+    counts = [read_manifests(d)["num_captions"] for d in dirs]
+    return int(sum((c.clip(upper=per_image) if per_image else c).sum() for c in counts))
 
 
 def is_labelled(folder: str | Path) -> bool:
@@ -287,6 +294,7 @@ class TrainData:
         phrase_positives: bool = False,
         lm_negatives: bool = False,
         cache_bytes: int = 0,
+        captions_per_image: int = 0,
     ) -> None:
         if not dirs:
             raise ValueError("training needs at least one data directory")
@@ -296,7 +304,8 @@ class TrainData:
         self.labelled = classes is not None
         self.swap_negatives, self.phrase_positives = swap_negatives, phrase_positives
         self.lm_negatives = lm_negatives
-        self.num_pairs = count_pairs(dirs, labelled=self.labelled)
+        self.captions_per_image = captions_per_image
+        self.num_pairs = count_pairs(dirs, labelled=self.labelled, per_image=captions_per_image)
         world = world_info()[1]
         self.steps_per_epoch = self.num_pairs // (batch_size * world)
         if self.steps_per_epoch < 1:
@@ -333,7 +342,9 @@ class TrainData:
         decoder = SampleDecoder(stats, self.reader_cfg, labelled=self.labelled)
         stages += [
             wds.map(decoder if self.cache is None else self.cache.decoder(decoder)),
-            _label_items if self.labelled else _expand_captions,
+            _label_items
+            if self.labelled
+            else functools.partial(_expand_captions, per_image=self.captions_per_image, seed=f"{self.seed}/{epoch}"),
         ]
         if not shard_split and consumers > 1:
             # few shards: split the pair stream, so N ranks see exactly the pairs one process would

@@ -135,7 +135,7 @@ def _run(
         data = TrainData(data_dirs, processor, batch_size=cfg.batch_size, image_size=model.cfg.vision.image_size,
                          seed=cfg.seed, crop_scale_min=cfg.train_crop_scale_min, shuffle_buffer=cfg.shuffle_buffer,
                          num_workers=cfg.num_workers, prompt=task.prompt, classes=classes,
-                         cache_bytes=cfg.cache_samples_mb * 2**20,
+                         cache_bytes=cfg.cache_samples_mb * 2**20, captions_per_image=cfg.captions_per_image,
                          swap_negatives=cfg.itm_swap_negatives,
                          phrase_positives=cfg.itm_phrase_positives,
                          lm_negatives=cfg.lm_unlikelihood > 0)  # fmt: skip

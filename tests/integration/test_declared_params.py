@@ -36,6 +36,8 @@ def _other_value(cfg, name: str):
         candidates = [p for p in CAPFILT_POLICIES if p != value]
     elif name == "threshold_mode":
         candidates = ["calibrated" if value == "fixed" else "fixed"]
+    elif name == "top_k_score":
+        candidates = ["itm_prob" if value == "itc_cosine" else "itc_cosine"]
     else:
         raise AssertionError(f"no variant for capfilt.{name} ({type(value).__name__}): teach the test one")
     for c in candidates:

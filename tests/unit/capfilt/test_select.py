@@ -178,3 +178,22 @@ def test_a_caption_the_image_already_keeps_is_kept_once():
     assert filter_quality(sel, 0.5)["kept/repeats_dropped"] == 1
     # a repeat that the policy drops anyway is no repeat
     assert not select(df, CapFiltConfig(policy="none"), threshold=0.5)["repeat"].any()
+
+
+def test_top_k_keeps_each_images_best_captions_web_and_synthetic_together():
+    """BLIP-2's CapFilt: rank an image's web and synthetic captions together, keep the top k, no
+    threshold; ties go to the earlier candidate; a repeat of a kept caption does not use up k."""
+    df = _best_of_n_scores().assign(itc_cosine=[0.2, 0.5, 0.1, 0.9, 0.5])
+    sel = select(df, CapFiltConfig(policy="top_k", top_k=2))  # by ITC cosine (BLIP-2: CLIP similarity)
+    assert sel.loc[sel["keep"], "cand"].tolist() == [1, 3]
+    sel = select(df, CapFiltConfig(policy="top_k", top_k=2, top_k_score="itm_prob"))
+    assert sel.loc[sel["keep"], "cand"].tolist() == [1, 2]  # 0.9 then the first 0.7
+    df.loc[3, "caption"] = "c1"  # candidate 3 repeats candidate 1 word for word
+    sel = select(df, CapFiltConfig(policy="top_k", top_k=2))
+    assert sel.loc[sel["keep"], "cand"].tolist() == [1, 4] and sel.loc[3, "repeat"] | ~sel.loc[3, "keep"]
+    # per image: every image keeps min(k, its captions)
+    sel = select(_scores(), CapFiltConfig(policy="top_k", top_k=1))
+    assert sorted(zip(sel.loc[sel["keep"], "key"], sel.loc[sel["keep"], "cand"])) == [
+        ("k0", 1), ("k1", 1), ("k2", 0), ("k3", 0)]  # fmt: skip
+    with pytest.raises(ValueError, match="top_k"):
+        CapFiltConfig(policy="top_k", top_k=0)

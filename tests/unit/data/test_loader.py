@@ -143,3 +143,30 @@ def test_cache_budget_and_skips(tmp_path):
             assert (cached.cache.raw is not None) == replays, (folder, budget)
         assert streamed.stats.by_reason()["corrupt_image"] == 2  # once per epoch
     assert streamed.stats.by_reason()["duplicate_key"] == 2
+
+
+def test_captions_per_image_draws_that_many_captions_of_each_image_per_epoch(tiny_world):
+    """BLIP-2's sampling: each image once per epoch with one of its captions, drawn anew per epoch
+    and the same on a re-read (resume); steps per epoch count images, not captions."""
+    from collections import Counter
+
+    from blip_core.data.loader import TrainData, count_pairs
+    from blip_core.data.shards import read_manifests
+
+    folder = tiny_world / "coco_train"
+    manifest = read_manifests(folder)
+    kw = dict(batch_size=4, image_size=16, seed=0, crop_scale_min=0.9, shuffle_buffer=0, num_workers=0)
+    one = TrainData([folder], _char_processor, captions_per_image=1, **kw)
+    assert one.num_pairs == len(manifest) == count_pairs([folder], per_image=1)
+    assert one.steps_per_epoch == len(manifest) // 4
+    every = TrainData([folder], _char_processor, **kw)
+    assert every.num_pairs == manifest["num_captions"].sum() > one.num_pairs
+    epochs = [[k for b in one.batches(e) for k in b["keys"]] for e in (0, 1)]
+    for pairs in epochs:
+        images = Counter(p.rsplit("/", 1)[0] for p in pairs)
+        assert max(images.values()) == 1 and len(images) == one.steps_per_epoch * 4
+    assert epochs[0] != epochs[1]  # other captions drawn in epoch 1
+    assert [k for b in TrainData([folder], _char_processor, captions_per_image=1, **kw).batches(1)
+            for k in b["keys"]] == epochs[1]  # fmt: skip
+    assert TrainData([folder], _char_processor, captions_per_image=2, **kw).num_pairs == manifest[
+        "num_captions"].clip(upper=2).sum()  # fmt: skip
