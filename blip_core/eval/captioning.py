@@ -29,7 +29,7 @@ from blip_core.data.world.grounding import (
     parse_caption,
     scene_has_pair_twice,
 )
-from blip_core.eval.relations import captioner_direction
+from blip_core.eval.composition import captioner_composition
 from blip_core.models.common.generate import GenerationConfig, generate
 
 logger = logging.getLogger(__name__)
@@ -149,8 +149,8 @@ def evaluate_captioning(captioner, split: EvalSplit, processor, cfg: EvalConfig,
     res = dict(zip(split.keys, preds))
     gts = dict(zip(split.keys, split.captions))
     metrics = coco_caption_metrics(gts, res) | grounding_metrics(preds, split.scenes)
-    if any(split.scenes):  # which way a relation points, teacher-forced (blip_core.eval.relations)
-        metrics |= captioner_direction(captioner, split, processor, cfg.batch_size, device)
+    if any(split.scenes):  # binding and relation direction, teacher-forced (blip_core.eval.composition)
+        metrics |= captioner_composition(captioner, split, processor, cfg.batch_size, device)
     return metrics, res
 
 

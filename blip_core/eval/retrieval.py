@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from blip_core.config.train import EvalConfig
 from blip_core.data.loader import EvalSplit
-from blip_core.eval.relations import itm_direction
+from blip_core.eval.composition import itm_composition
 
 
 @torch.no_grad()
@@ -121,12 +121,12 @@ def recall_metrics(score_i2t: np.ndarray, score_t2i: np.ndarray, txt2img: np.nda
 
 
 def evaluate_retrieval(model, split: EvalSplit, processor, cfg: EvalConfig, device: torch.device) -> dict:
-    # which way a relation points, on every image (blip_core.eval.relations); recall on the first n
-    direction = itm_direction(model, split, processor, cfg.batch_size, device) if any(split.scenes) else {}
+    # binding and relation direction on every image (blip_core.eval.composition); recall on the first n
+    composition = itm_composition(model, split, processor, cfg.batch_size, device) if any(split.scenes) else {}
     n = cfg.retrieval_max_images
     if n and len(split.keys) > n:  # the first n images and their captions
         split = EvalSplit(split.keys[:n], split.images[:n], split.captions[:n], split.scenes[:n])
     metrics = recall_metrics(*retrieval_scores(model, split, processor, cfg, device))
     # chance level for reference: a random ranking finds the image among N in the top 1 with p = 1/N
     metrics["chance_ir_r1"] = 100.0 / len(split.images)
-    return metrics | direction
+    return metrics | composition

@@ -11,10 +11,12 @@ from blip_core.fileio import write_json
 REPORT_METRICS = (
     "tr_r1", "ir_r1", "r_mean", "cider", "bleu4", "meteor", "grounded_precision", "grounded_true_rate",
     *(f"grounded_precision_{a}" for a in ("color", "shape", "size", "count", "relation", "background")),
-    "probe_shape_f1", "probe_color_f1", "relation_direction_acc", "itm_relation_direction_acc",
+    "probe_shape_f1", "probe_color_f1",
+    "binding_acc", "itm_binding_acc", "relation_direction_acc", "itm_relation_direction_acc",
 )  # fmt: skip
 """Compared baseline vs bootstrapped: retrieval, COCO metrics, grounding (overall and by attribute) and
-the probes of the pre-trained image tower, which way relations point (teacher-forced, captioner and ITM);
+the probes of the pre-trained image tower, binding and which way relations point (teacher-forced,
+captioner and ITM: blip_core.eval.composition);
 plus every registered task's `metrics` (report_metrics())."""
 
 

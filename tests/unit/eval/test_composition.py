@@ -1,4 +1,4 @@
-"""Which way a relation points (blip_core.eval.relations): the pairs it judges and the accuracy."""
+"""Binding and relation direction (blip_core.eval.composition): the cases it judges and the accuracy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from blip_core.data.loader import EvalSplit
-from blip_core.eval.relations import direction_pairs, itm_direction
+from blip_core.eval.composition import binding_pairs, direction_pairs, itm_composition
 
 
 def _scene(*objects, background="plain") -> dict:
@@ -30,6 +30,15 @@ def test_pairs_are_unique_objects_in_one_direction():
     # scene 1: the red circles are two, so no pair names one; the ring's pairs need a unique partner
     assert [p for p in pairs if p[0] == 1] == []
     assert len(pairs) == 2
+
+
+def test_binding_cases_are_two_objects_differing_in_colour_and_shape():
+    scenes = [
+        _scene(("red", "circle", "big", 1, 0), ("blue", "square", "small", 1, 2)),
+        _scene(("red", "circle", "big", 1, 0), ("red", "square", "small", 1, 2)),  # one colour: no case
+        _scene(("red", "circle", "big", 1, 0), ("blue", "square", "small", 1, 2), ("green", "star", "big", 0, 1)),
+    ]
+    assert binding_pairs(scenes) == [(0, "a red circle and a blue square", "a blue circle and a red square")]
 
 
 def test_vertical_phrases_and_the_disk_is_a_circle():
@@ -61,8 +70,9 @@ def test_accuracy_by_axis_from_the_scores():
         ids = torch.tensor([[1 if "left" in t else 0] for t in texts])
         return ids, torch.ones_like(ids)
 
-    out = itm_direction(_ReadsLeft(), split, processor, batch_size=3, device=torch.device("cpu"))
-    assert out["itm_relation_direction_n"] == 4
+    out = itm_composition(_ReadsLeft(), split, processor, batch_size=3, device=torch.device("cpu"))
+    assert out["itm_relation_direction_n"] == 4 and out["itm_binding_n"] == 2
+    assert out["itm_binding_acc"] == 0.0  # no "left" in either binding caption: ties, counted wrong
     assert out["itm_relation_direction_acc_horizontal"] == pytest.approx(0.5)  # left_of right, right_of wrong
     assert out["itm_relation_direction_acc_vertical"] == 0.0
     assert out["itm_relation_direction_acc"] == pytest.approx(0.25)
@@ -71,7 +81,7 @@ def test_accuracy_by_axis_from_the_scores():
 def test_caption_log_likelihood_scores_the_caption_after_the_prompt():
     from helpers import micro_config
 
-    from blip_core.eval.relations import caption_log_likelihood
+    from blip_core.eval.composition import caption_log_likelihood
     from blip_core.models.blip.model import BlipCaptioner
 
     torch.manual_seed(0)

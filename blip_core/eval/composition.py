@@ -1,0 +1,133 @@
+"""Does a model know which colour belongs to which object, and which way a relation points?
+Teacher-forced, not generated: a true caption against the same words in a false order.
+
+- Binding: for each scene of two objects that differ in colour and in shape, "a <c1> <s1> and a
+  <c2> <s2>" against the colours traded ("a <c2> <s1> and a <c1> <s2>"), as NegCLIP's and
+  ARO's word-order probes (Yuksekgonul et al. 2023).
+- Direction: for every ordered pair (A, B) of objects whose colour-shape is unique in the scene and
+  which stand in exactly one direction (left of, right of, above, below; a diagonal pair satisfies
+  two and is left out), "a <A> <relation> a <B>" against the relation reversed ("left of" <->
+  "right of", "above" <-> "below"), as What'sUp (Kamath et al. 2023).
+
+The captioner scores a caption by its log-likelihood, the filter by ITM p(match); accuracy is the
+share of cases where the true caption wins (chance 0.5): `binding_acc`, `relation_direction_acc`
+(by axis too) for a captioner, the same prefixed `itm_` for a filter. Generated captions'
+precision mixes these with the prior over words and with what is described; this isolates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from blip_core.data.loader import EvalSplit
+from blip_core.data.world import lexicon as lx
+from blip_core.data.world.scene import Scene, relation_holds
+
+DIRECTIONS = ("left_of", "right_of", "above", "below")
+HORIZONTAL = ("left_of", "right_of")
+Scorer = Callable[[torch.Tensor, list[str]], torch.Tensor]
+"""(images (B, 3, H, W), captions) -> (B,) scores, higher = more likely true."""
+
+
+def direction_pairs(scenes: list[dict | None]) -> list[tuple[int, str, str, str]]:
+    """(image index, caption, reversed caption, true relation) for every pair the probe can judge."""
+    out = []
+    for idx, raw in enumerate(scenes):
+        if not raw:
+            continue
+        objs = Scene.from_dict(raw).objects
+        kinds = [(o.color, o.shape) for o in objs]
+        for a in objs:
+            for b in objs:
+                if a is b or kinds.count((a.color, a.shape)) > 1 or kinds.count((b.color, b.shape)) > 1:
+                    continue
+                holds = [r for r in DIRECTIONS if relation_holds(a, b, r)]
+                if len(holds) != 1:
+                    continue
+                r = holds[0]
+                pa, pb = f"a {a.color} {lx.SHAPE_SYNONYMS[a.shape][0]}", f"a {b.color} {lx.SHAPE_SYNONYMS[b.shape][0]}"
+                true, reverse = lx.RELATION_PHRASES[r][0], lx.RELATION_PHRASES[lx.INVERSE_RELATION[r]][0]
+                out.append((idx, f"{pa} {true} {pb}", f"{pa} {reverse} {pb}", r))
+    return out
+
+
+def binding_pairs(scenes: list[dict | None]) -> list[tuple[int, str, str]]:
+    """(image index, caption, colours traded) for each scene of two objects differing in both."""
+    out = []
+    for idx, raw in enumerate(scenes):
+        if not raw or len(raw["objects"]) != 2:
+            continue
+        a, b = Scene.from_dict(raw).objects
+        if a.color == b.color or a.shape == b.shape:
+            continue
+        sa, sb = lx.SHAPE_SYNONYMS[a.shape][0], lx.SHAPE_SYNONYMS[b.shape][0]
+        out.append((idx, f"a {a.color} {sa} and a {b.color} {sb}", f"a {b.color} {sa} and a {a.color} {sb}"))
+    return out
+
+
+def _accuracy(pairs, wins: list[bool], prefix: str) -> dict[str, float]:
+    out: dict[str, float] = {f"{prefix}relation_direction_n": float(len(pairs))}
+    if not pairs:
+        return out
+    out[f"{prefix}relation_direction_acc"] = sum(wins) / len(wins)
+    for axis, members in (("horizontal", HORIZONTAL), ("vertical", ("above", "below"))):
+        picked = [w for (_, _, _, r), w in zip(pairs, wins, strict=True) if r in members]
+        if picked:
+            out[f"{prefix}relation_direction_acc_{axis}"] = sum(picked) / len(picked)
+    return out
+
+
+@torch.no_grad()
+def _wins(split: EvalSplit, cases: list[tuple], batch_size: int, score: Scorer, desc: str) -> list[bool]:
+    """Per case (image index, true caption, false caption, ...): does the true caption score higher?"""
+    wins: list[bool] = []
+    for s in tqdm(range(0, len(cases), batch_size), desc=desc, leave=False):
+        chunk = cases[s : s + batch_size]
+        images = split.images[[c[0] for c in chunk]]
+        both = score(images.repeat(2, 1, 1, 1), [c[1] for c in chunk] + [c[2] for c in chunk])  # (2b,)
+        wins += (both[: len(chunk)] > both[len(chunk) :]).tolist()
+    return wins
+
+
+def _probe(split: EvalSplit, batch_size: int, score: Scorer, prefix: str) -> dict[str, float]:
+    pairs = direction_pairs(split.scenes)
+    out = _accuracy(pairs, _wins(split, pairs, batch_size, score, f"{prefix}relation direction"), prefix)
+    bindings = binding_pairs(split.scenes)
+    out[f"{prefix}binding_n"] = float(len(bindings))
+    if bindings:
+        wins = _wins(split, bindings, batch_size, score, f"{prefix}binding")
+        out[f"{prefix}binding_acc"] = sum(wins) / len(wins)
+    return out
+
+
+def caption_log_likelihood(captioner, images: torch.Tensor, texts: list[str], processor, device) -> torch.Tensor:
+    """(B,) teacher-forced log-likelihood of each caption after the captioner's prompt."""
+    ids, mask = (t.to(device) for t in processor(texts, prompt=True))
+    logits = captioner(images.to(device), ids, mask, prompt_length=processor.prompt_length)["lm_logits"]
+    target = ids.clone()
+    target[:, 0] = captioner.cfg.text.bos_token_id
+    logp = logits[:, :-1].float().log_softmax(-1).gather(-1, target[:, 1:, None])[..., 0]  # (B, L-1)
+    keep = mask[:, 1:].clone()
+    keep[:, : processor.prompt_length - 1] = 0  # the prompt is given, not scored
+    return (logp * keep).sum(1).cpu()
+
+
+def captioner_composition(captioner, split: EvalSplit, processor, batch_size: int, device: torch.device) -> dict:
+    """Teacher-forced: the true caption's log-likelihood (after the prompt) against the false one's."""
+    captioner.eval()
+    return _probe(split, batch_size, lambda im, tx: caption_log_likelihood(captioner, im, tx, processor, device), "")
+
+
+def itm_composition(model, split: EvalSplit, processor, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """ITM p(match) of the true caption against the false one's (metrics named `itm_*`)."""
+    model.eval()
+
+    def score(images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        ids, mask = (t.to(device) for t in processor(texts))
+        return model.score(model.image_embeds(images.to(device)), ids, mask)["itm_prob"].cpu()
+
+    return _probe(split, batch_size, score, "itm_")
