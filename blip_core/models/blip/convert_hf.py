@@ -80,26 +80,26 @@ def rename_keys(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], sk
     return out
 
 
+def hf_vision_config(v) -> VisionConfig:
+    """Our tower config for a transformers BLIP / BLIP-2 vision config (a ViT patch tower)."""
+    return VisionConfig(image_size=v.image_size, patch_size=v.patch_size, width=v.hidden_size,
+                        depth=v.num_hidden_layers, num_heads=v.num_attention_heads,
+                        mlp_ratio=v.intermediate_size / v.hidden_size, layer_norm_eps=v.layer_norm_eps)  # fmt: skip
+
+
+def hf_bert_sizes(t) -> dict[str, Any]:
+    """The TextConfig sizes of a transformers BERT-style config (BLIP's text side, BLIP-2's Q-Former)."""
+    return dict(vocab_size=t.vocab_size, hidden_size=t.hidden_size, num_layers=t.num_hidden_layers,
+                num_heads=t.num_attention_heads, intermediate_size=t.intermediate_size,
+                max_position_embeddings=t.max_position_embeddings, layer_norm_eps=t.layer_norm_eps)  # fmt: skip
+
+
 def hf_config_to_ours(hf_config, *, tokenizer_dir: str = "") -> ModelConfig:
     """A ModelConfig equal to a transformers BlipConfig (vision LayerNorm eps included)."""
     v, t = hf_config.vision_config, hf_config.text_config
-    vision = VisionConfig(
-        image_size=v.image_size,
-        patch_size=v.patch_size,
-        width=v.hidden_size,
-        depth=v.num_hidden_layers,
-        num_heads=v.num_attention_heads,
-        mlp_ratio=v.intermediate_size / v.hidden_size,
-        layer_norm_eps=v.layer_norm_eps,
-    )
+    vision = hf_vision_config(v)
     text = TextConfig(
-        vocab_size=t.vocab_size,
-        hidden_size=t.hidden_size,
-        num_layers=t.num_hidden_layers,
-        num_heads=t.num_attention_heads,
-        intermediate_size=t.intermediate_size,
-        max_position_embeddings=t.max_position_embeddings,
-        layer_norm_eps=t.layer_norm_eps,
+        **hf_bert_sizes(t),
         # HF's config has no [CLS]/[ENC] ids (its tokenizer has them): BERT's layout by default,
         # replaced by the tokenizer's ids below when a tokenizer is given
         pad_token_id=t.pad_token_id,
@@ -178,6 +178,16 @@ def to_hf_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def hf_architecture(path: Path, known: tuple[str, ...]) -> str:
+    """The architecture a local Hugging Face model directory declares, one of `known`."""
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"not a Hugging Face model directory (no config.json): {path}")
+    arch = (json.loads((path / "config.json").read_text()).get("architectures") or [""])[0]
+    if arch not in known:
+        raise ValueError(f"{path}: unsupported architecture {arch!r} (one of {', '.join(known)})")
+    return arch
+
+
 def load_hf(path_or_model: Any, *, tokenizer_dir: str = "") -> nn.Module:
     """A transformers BlipForConditionalGeneration / BlipForImageTextRetrieval (object or local
     directory) as our captioner / filter; momentum encoders start as copies (BLIP's copy_params)."""
@@ -186,11 +196,7 @@ def load_hf(path_or_model: Any, *, tokenizer_dir: str = "") -> nn.Module:
     hf = path_or_model
     if isinstance(path_or_model, str | Path):
         path = Path(path_or_model)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"not a Hugging Face model directory (no config.json): {path}")
-        arch = (json.loads((path / "config.json").read_text()).get("architectures") or [""])[0]
-        if arch not in ("BlipForConditionalGeneration", "BlipForImageTextRetrieval"):
-            raise ValueError(f"{path}: unsupported architecture {arch!r} (captioning or retrieval BLIP expected)")
+        arch = hf_architecture(path, ("BlipForConditionalGeneration", "BlipForImageTextRetrieval"))
         hf = getattr(transformers, arch).from_pretrained(str(path), local_files_only=True)
         if not tokenizer_dir and (path / "tokenizer.json").is_file():
             tokenizer_dir = str(path)

@@ -16,18 +16,24 @@ prepends them, which is the same computation when the K placeholders come first.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from blip_core.models.blip.convert_hf import HF_VISION, HF_VISION_INV, rename_keys
+from blip_core.models.blip.convert_hf import (
+    HF_VISION,
+    HF_VISION_INV,
+    hf_architecture,
+    hf_bert_sizes,
+    hf_vision_config,
+    rename_keys,
+)
 from blip_core.models.blip2.config import Blip2Config
 from blip_core.models.blip2.model import Blip2, InstructBlip
 from blip_core.models.blip2.qformer import Blip2QFormer
-from blip_core.models.common.config import TextConfig, VisionConfig
+from blip_core.models.common.config import TextConfig
 
 ARCHITECTURES = {"Blip2ForImageTextRetrieval": Blip2QFormer, "Blip2ForConditionalGeneration": Blip2,
                  "InstructBlipForConditionalGeneration": InstructBlip}  # fmt: skip
@@ -62,18 +68,10 @@ _TEXT_SIDE = re.compile(
 def hf_config_to_ours(hf_config) -> Blip2Config:
     """Our Blip2Config for a transformers Blip2Config / InstructBlipConfig (no last tower norm)."""
     v, q = hf_config.vision_config, hf_config.qformer_config
-    vision = VisionConfig(image_size=v.image_size, patch_size=v.patch_size, width=v.hidden_size,
-                          depth=v.num_hidden_layers, num_heads=v.num_attention_heads,
-                          mlp_ratio=v.intermediate_size / v.hidden_size, layer_norm_eps=v.layer_norm_eps)  # fmt: skip
+    vision = hf_vision_config(v)
     pad = q.pad_token_id if q.pad_token_id is not None else 0
     qformer = TextConfig(
-        vocab_size=q.vocab_size,
-        hidden_size=q.hidden_size,
-        num_layers=q.num_hidden_layers,
-        num_heads=q.num_attention_heads,
-        intermediate_size=q.intermediate_size,
-        max_position_embeddings=q.max_position_embeddings,
-        layer_norm_eps=q.layer_norm_eps,
+        **hf_bert_sizes(q),
         # HF's config names no [CLS]/[SEP]/[DEC] ids (its tokenizer has them): BERT's layout
         pad_token_id=pad,
         cls_token_id=101 if q.vocab_size > 103 else 1,
@@ -153,11 +151,7 @@ def load_hf(path_or_model: Any) -> Blip2QFormer | Blip2:
     hf = path_or_model
     if isinstance(path_or_model, str | Path):
         path = Path(path_or_model)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"not a Hugging Face model directory (no config.json): {path}")
-        arch = (json.loads((path / "config.json").read_text()).get("architectures") or [""])[0]
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"{path}: unsupported architecture {arch!r} (one of {', '.join(ARCHITECTURES)})")
+        arch = hf_architecture(path, tuple(ARCHITECTURES))
         hf = getattr(transformers, arch).from_pretrained(str(path), local_files_only=True)
     cls = ARCHITECTURES.get(type(hf).__name__)
     if cls is None:
