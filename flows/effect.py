@@ -32,6 +32,7 @@ from typing import Any
 from blip_core.fileio import write_json
 from flows.results import (  # noqa: F401  (the study's public names, kept where users import them)
     ATTRIBUTES,
+    COMPOSITION,
     MODEL_METRICS,
     QUALITY_METRICS,
     RECIPE_SECTIONS,
@@ -195,6 +196,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         p = _get(m, path) or {}
         if p:
             out.append(f"| {name} | " + " | ".join(v(p.get(a), "{:.2f}") for a in ATTRIBUTES) + " |")
+    if any(_get(m, (model, "composition")) for model in ("baseline", "bootstrapped")):
+        out += ["", "Binding and relation direction, teacher-forced on test (blip_core/eval/composition.py; chance",
+                "0.5; mean ± sd over seeds): the true caption against its colours traded / its relation reversed,",
+                "by the captioner's log-likelihood and the filter's ITM p(match):", "",
+                "| model | captioner binding | captioner direction | filter binding | filter direction |",
+                "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for model in ("baseline", "bootstrapped"):
+            cells = [f"{v(_get(m, (model, 'composition', k)))} ± {v(_get(s, (model, 'composition', k)))}"
+                     for k in COMPOSITION]  # fmt: skip
+            out.append(f"| {model} | " + " | ".join(cells) + " |")
     if any(_get(m, (model, "repeated_pair_rate")) is not None for model in ("baseline", "bootstrapped")):
         out += ["", "A colour-shape pair named twice: share of multi-phrase test beam captions, and of the test",
                 "scenes with two or more objects that hold such a pair (mean ± sd over seeds):", "",

@@ -84,6 +84,10 @@ def run_verdict(
                    spread=seed_spread(params, report))  # fmt: skip
 
 
+COMPOSITION = ("binding_acc", "relation_direction_acc", "itm_binding_acc", "itm_relation_direction_acc")
+"""Test-split probes of binding and relation direction, captioner and filter (blip_core.eval.composition)."""
+
+
 def run_summary(root: str | Path) -> dict[str, Any]:
     """The effect figures of one finished bootstrap run under `root` (missing files -> absent keys)."""
     metrics = Path(root) / "metrics"
@@ -136,6 +140,9 @@ def run_summary(root: str | Path) -> dict[str, Any]:
             out[model]["attribute_precision"] = {
                 a: test[f"grounded_precision_{a}"] for a in ATTRIBUTES if f"grounded_precision_{a}" in test
             }
+            composition = {k: test[k] for k in COMPOSITION if k in test}  # teacher-forced, chance 0.5
+            if composition:
+                out[model]["composition"] = composition
             if "probe_shape_f1" in test:  # the pre-trained image tower, probed on test
                 out[model]["shape_probe_f1"] = test["probe_shape_f1"]
             if "grounded_repeated_pair_rate" in test:  # one colour-shape pair named twice, vs scenes that hold one
