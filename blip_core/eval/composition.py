@@ -17,6 +17,7 @@ precision mixes these with the prior over words and with what is described; this
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,12 @@ from blip_core.data.world.scene import Scene, relation_holds
 DIRECTIONS = ("left_of", "right_of", "above", "below")
 HORIZONTAL = ("left_of", "right_of")
 Scorer = Callable[[torch.Tensor, list[str]], torch.Tensor]
-"""(images (B, 3, H, W), captions) -> (B,) scores, higher = more likely true."""
+"""(images (b, 3, H, W), 2b captions: each image's true then false one) -> (2b,) scores in that
+order, higher = more likely true; the tower runs once per image."""
+
+
+def _phrase(o) -> str:
+    return f"a {o.color} {lx.SHAPE_SYNONYMS[o.shape][0]}"
 
 
 def direction_pairs(scenes: list[dict | None]) -> list[tuple[int, str, str, str]]:
@@ -49,7 +55,7 @@ def direction_pairs(scenes: list[dict | None]) -> list[tuple[int, str, str, str]
                 if len(holds) != 1:
                     continue
                 r = holds[0]
-                pa, pb = f"a {a.color} {lx.SHAPE_SYNONYMS[a.shape][0]}", f"a {b.color} {lx.SHAPE_SYNONYMS[b.shape][0]}"
+                pa, pb = _phrase(a), _phrase(b)
                 true, reverse = lx.RELATION_PHRASES[r][0], lx.RELATION_PHRASES[lx.INVERSE_RELATION[r]][0]
                 out.append((idx, f"{pa} {true} {pb}", f"{pa} {reverse} {pb}", r))
     return out
@@ -64,8 +70,8 @@ def binding_pairs(scenes: list[dict | None]) -> list[tuple[int, str, str]]:
         a, b = Scene.from_dict(raw).objects
         if a.color == b.color or a.shape == b.shape:
             continue
-        sa, sb = lx.SHAPE_SYNONYMS[a.shape][0], lx.SHAPE_SYNONYMS[b.shape][0]
-        out.append((idx, f"a {a.color} {sa} and a {b.color} {sb}", f"a {b.color} {sa} and a {a.color} {sb}"))
+        traded = _phrase(dataclasses.replace(a, color=b.color)), _phrase(dataclasses.replace(b, color=a.color))
+        out.append((idx, f"{_phrase(a)} and {_phrase(b)}", f"{traded[0]} and {traded[1]}"))
     return out
 
 
@@ -88,8 +94,8 @@ def _wins(split: EvalSplit, cases: list[tuple], batch_size: int, score: Scorer, 
     for s in tqdm(range(0, len(cases), batch_size), desc=desc, leave=False):
         chunk = cases[s : s + batch_size]
         images = split.images[[c[0] for c in chunk]]
-        both = score(images.repeat(2, 1, 1, 1), [c[1] for c in chunk] + [c[2] for c in chunk])  # (2b,)
-        wins += (both[: len(chunk)] > both[len(chunk) :]).tolist()
+        both = score(images, [text for c in chunk for text in c[1:3]]).view(-1, 2)  # (b, 2): true, false
+        wins += (both[:, 0] > both[:, 1]).tolist()
     return wins
 
 
@@ -104,10 +110,14 @@ def _probe(split: EvalSplit, batch_size: int, score: Scorer, prefix: str) -> dic
     return out
 
 
-def caption_log_likelihood(captioner, images: torch.Tensor, texts: list[str], processor, device) -> torch.Tensor:
-    """(B,) teacher-forced log-likelihood of each caption after the captioner's prompt."""
+def caption_log_likelihood(
+    captioner, images: torch.Tensor, texts: list[str], processor, device, *, per_image: int = 1
+) -> torch.Tensor:
+    """(B * per_image,) teacher-forced log-likelihood of each caption after the captioner's prompt;
+    image b's captions are rows b * per_image ... (b + 1) * per_image - 1, its tower run once."""
     ids, mask = (t.to(device) for t in processor(texts, prompt=True))
-    logits = captioner(images.to(device), ids, mask, prompt_length=processor.prompt_length)["lm_logits"]
+    emb = captioner.image_embeds(images.to(device)).repeat_interleave(per_image, dim=0)  # (B * R, N, Dv)
+    logits = captioner(None, ids, mask, prompt_length=processor.prompt_length, image_embeds=emb)["lm_logits"]
     target = ids.clone()
     target[:, 0] = captioner.cfg.text.bos_token_id
     logp = logits[:, :-1].float().log_softmax(-1).gather(-1, target[:, 1:, None])[..., 0]  # (B, L-1)
@@ -119,7 +129,11 @@ def caption_log_likelihood(captioner, images: torch.Tensor, texts: list[str], pr
 def captioner_composition(captioner, split: EvalSplit, processor, batch_size: int, device: torch.device) -> dict:
     """Teacher-forced: the true caption's log-likelihood (after the prompt) against the false one's."""
     captioner.eval()
-    return _probe(split, batch_size, lambda im, tx: caption_log_likelihood(captioner, im, tx, processor, device), "")
+
+    def score(images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        return caption_log_likelihood(captioner, images, texts, processor, device, per_image=2)
+
+    return _probe(split, batch_size, score, "")
 
 
 def itm_composition(model, split: EvalSplit, processor, batch_size: int, device: torch.device) -> dict[str, Any]:
@@ -128,6 +142,6 @@ def itm_composition(model, split: EvalSplit, processor, batch_size: int, device:
 
     def score(images: torch.Tensor, texts: list[str]) -> torch.Tensor:
         ids, mask = (t.to(device) for t in processor(texts))
-        return model.score(model.image_embeds(images.to(device)), ids, mask)["itm_prob"].cpu()
+        return model.score(model.image_embeds(images.to(device)), ids, mask)["itm_prob"].cpu()  # 2 rows per image
 
     return _probe(split, batch_size, score, "itm_")

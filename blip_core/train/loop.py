@@ -184,9 +184,10 @@ class Trainer:
         caches = [FeatureCache(budget)]
         attach(online, caches[0])
         for tower in copies:
-            if not same_weights(online, tower):
-                caches.append(FeatureCache(budget))
-            attach(tower, caches[-1])
+            cache = caches[0] if same_weights(online, tower) else FeatureCache(budget)
+            if cache is not caches[0]:
+                caches.append(cache)
+            attach(tower, cache)
         return caches
 
     def _set_train_mode(self) -> None:
