@@ -197,11 +197,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         if p:
             out.append(f"| {name} | " + " | ".join(v(p.get(a), "{:.2f}") for a in ATTRIBUTES) + " |")
     if any(_get(m, (model, "composition")) for model in ("baseline", "bootstrapped")):
-        out += ["", "Binding and relation direction, teacher-forced on test (blip_core/eval/composition.py; chance",
-                "0.5; mean ± sd over seeds): the true caption against its colours traded / its relation reversed,",
-                "by the captioner's log-likelihood and the filter's ITM p(match):", "",
-                "| model | captioner binding | captioner direction | filter binding | filter direction |",
-                "|---|---:|---:|---:|---:|"]  # fmt: skip
+        out += ["", "Binding, relation direction and count, teacher-forced on test (blip_core/eval/composition.py;",
+                "chance 0.5; mean ± sd over seeds): the true caption against its colours traded / its relation",
+                "reversed / its count off by one (groups of one and of more weighted equally), by the captioner's",
+                "log-likelihood and the filter's ITM p(match):", "",
+                "| model | captioner binding | captioner direction | captioner count | filter binding | filter direction"
+                " | filter count |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for model in ("baseline", "bootstrapped"):
             cells = [f"{v(_get(m, (model, 'composition', k)))} ± {v(_get(s, (model, 'composition', k)))}"
                      for k in COMPOSITION]  # fmt: skip

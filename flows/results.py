@@ -84,8 +84,9 @@ def run_verdict(
                    spread=seed_spread(params, report))  # fmt: skip
 
 
-COMPOSITION = ("binding_acc", "relation_direction_acc", "itm_binding_acc", "itm_relation_direction_acc")
-"""Test-split probes of binding and relation direction, captioner and filter (blip_core.eval.composition)."""
+COMPOSITION = ("binding_acc", "relation_direction_acc", "count_acc", "itm_binding_acc", "itm_relation_direction_acc",
+               "itm_count_acc")  # fmt: skip
+"""Test-split probes of binding, relation direction and count, captioner and filter (blip_core.eval.composition)."""
 
 
 def run_summary(root: str | Path) -> dict[str, Any]:

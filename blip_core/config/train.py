@@ -81,6 +81,11 @@ class TrainConfig:
     whenever the caption is) as a positive (and, with swap negatives, that phrase swapped as a
     negative): web alt-text is partial, and a filter trained only on complete human captions, whose
     in-batch negatives are often true of the image, learns to reject every partial caption."""
+    itm_word_loss: float = 0.0
+    """pretrain / retrieval, with itm_swap_negatives: weight of blip_core.losses.itm_word_loss, the ITM
+    head read at every word of the positives and caption-made rows, told which words a swap made
+    false (0 = off). One bit per caption did not teach the filter which colour belongs to which
+    object; a label per word says where the mismatch is, as the captioner's per-token loss does."""
     lm_unlikelihood: float = 0.0
     """caption: weight of blip_core.losses.unlikelihood_loss on a swap negative of each caption (0 = off)."""
     vision_init: str = ""
@@ -137,6 +142,8 @@ class TrainConfig:
 
         if (self.itm_swap_negatives or self.itm_phrase_positives) and not get_task(self.task).itm:
             raise ValueError("train.itm_swap_negatives / itm_phrase_positives need an ITM task (pretrain or retrieval)")
+        if self.itm_word_loss < 0 or (self.itm_word_loss and not self.itm_swap_negatives):
+            raise ValueError("train.itm_word_loss must be >= 0 and needs train.itm_swap_negatives (its false words)")
         if self.lm_unlikelihood < 0 or (self.lm_unlikelihood and self.task != "caption"):
             raise ValueError("train.lm_unlikelihood is a caption-task weight >= 0")
         if self.cpu_bf16 not in ("auto", "on", "off"):

@@ -53,8 +53,16 @@ def _alternatives(word: str, next_word: str | None) -> tuple[str, list[str]] | N
 def swap_negative(caption: str, rng: random.Random) -> str | None:
     """`caption` with one attribute swapped, chosen by `rng`; None when the caption names no
     attribute (spam, "untitled")."""
+    marked = swap_negative_marked(caption, rng)
+    return None if marked is None else marked[0]
+
+
+def swap_negative_marked(caption: str, rng: random.Random) -> tuple[str, set[int]] | None:
+    """`swap_negative`, with the indices of the words the swap made false (words as `word_spans`
+    counts them: the new colour words of a binding swap, the copied phrase of a repeat, the new
+    word or relation phrase of the others): the token-level ITM target (TrainConfig.itm_token_loss)."""
     text = caption.lower()
-    words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+    words = word_spans(text)
     # kind -> [(start, end, replacement), ...]: every single edit that falsifies one attribute
     edits: dict[str, list[tuple[int, int, str]]] = {}
     for i, (start, end, w) in enumerate(words):
@@ -88,12 +96,26 @@ def swap_negative(caption: str, rng: random.Random) -> str | None:
     kind = rng.choice(kinds)
     if kind == "binding":  # two colour words trade places
         (s1, e1, w1), (s2, e2, w2) = rng.choice(pairs)
-        return text[:s1] + w2 + text[e1:s2] + w1 + text[e2:]
+        new = text[:s1] + w2 + text[e1:s2] + w1 + text[e2:]
+        start2 = s1 + len(w2) + s2 - e1
+        return new, _words_in(new, [(s1, s1 + len(w2)), (start2, start2 + len(w1))])
     if kind == "repeat":  # one noun phrase copied over another: one object named twice
         (s1, e1, _, _), (s2, e2, _, _) = rng.choice(repeats)
-        return text[:s2] + text[s1:e1] + text[e2:]
+        return text[:s2] + text[s1:e1] + text[e2:], _words_in(text[:s2] + text[s1:e1], [(s2, s2 + e1 - s1)])
     start, end, replacement = rng.choice(edits[kind])
-    return text[:start] + replacement + text[end:]
+    new = text[:start] + replacement + text[end:]
+    return new, _words_in(new, [(start, start + len(replacement))])
+
+
+def word_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, word) of each word of `text`: runs of letters and digits, which caption
+    cleaning (`pre_caption`) keeps in order, so word i of a caption is word i of its cleaned form."""
+    return [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+
+
+def _words_in(text: str, spans: list[tuple[int, int]]) -> set[int]:
+    """Indices of the words of `text` that overlap any of `spans`."""
+    return {i for i, (s, e, _) in enumerate(word_spans(text)) if any(s < b and a < e for a, b in spans)}
 
 
 def _phrase_spans(words: list[tuple[int, int, str]]) -> list[tuple[int, int, str, tuple[str | None, str]]]:
@@ -114,7 +136,7 @@ def _phrase_spans(words: list[tuple[int, int, str]]) -> list[tuple[int, int, str
 def phrase_positive(caption: str, rng: random.Random) -> str | None:
     """One noun phrase of `caption` (its count, size and colour words and a shape noun), chosen by
     `rng`; None when the caption has no shape noun."""
-    words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(caption.lower())]
+    words = word_spans(caption.lower())
     phrases = [text for _, _, text, _ in _phrase_spans(words)]
     return rng.choice(phrases) if phrases else None
 

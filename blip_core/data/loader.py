@@ -88,18 +88,19 @@ def _apply_transform(src, transform: TrainTransform):
 def _add_itm_extras(src, transform: TrainTransform, *, swaps: bool, phrases: bool):
     """Extra ITM rows per pair (`blip_core.data.caption_edits`): its caption with one attribute
     swapped (label 0); one noun phrase of it (label 1) and, with swaps, that phrase swapped (label 0).
-    Drawn from (seed, epoch, pair) like the crop, so a resumed run sees the same rows."""
-    from blip_core.data.caption_edits import phrase_positive, swap_negative
+    Each row carries the indices of its false words (none for a positive). Drawn from (seed, epoch,
+    pair) like the crop, so a resumed run sees the same rows."""
+    from blip_core.data.caption_edits import phrase_positive, swap_negative_marked
 
     for item in src:
         rng = random.Random(f"{transform.seed}/{transform.epoch}/{item['pair']}/itm")
-        extra: list[tuple[str, int]] = []
-        if swaps and (neg := swap_negative(item["caption"], rng)) is not None:
-            extra.append((neg, 0))
+        extra: list[tuple[str, int, set[int]]] = []
+        if swaps and (neg := swap_negative_marked(item["caption"], rng)) is not None:
+            extra.append((neg[0], 0, neg[1]))
         if phrases and (part := phrase_positive(item["caption"], rng)) is not None:
-            extra.append((part, 1))
-            if swaps and (neg := swap_negative(part, rng)) is not None:
-                extra.append((neg, 0))
+            extra.append((part, 1, set()))
+            if swaps and (neg := swap_negative_marked(part, rng)) is not None:
+                extra.append((neg[0], 0, neg[1]))
         item["itm_extra"] = extra
         yield item
 
@@ -133,14 +134,15 @@ class Collate:
         }
         if "lm_negative" in items[0]:  # swap negatives, tokenized as the captions are
             batch["negative_ids"] = self.processor([it["lm_negative"] for it in items], prompt=self.prompt)[0]
-        rows = [(i, text, label) for i, it in enumerate(items) for text, label in it.get("itm_extra", ())]
+        rows = [(i, *row) for i, it in enumerate(items) for row in it.get("itm_extra", ())]
         if rows:  # extra ITM rows made from the captions (swap negatives, partial positives)
-            ids, mask = self.processor([text for _, text, _ in rows])
+            ids, mask, words = self.processor.with_word_labels([r[1] for r in rows], [r[3] for r in rows])
             batch["itm_extra"] = {
                 "input_ids": ids,
                 "attention_mask": mask,
-                "image_index": torch.tensor([i for i, _, _ in rows], dtype=torch.long),
-                "labels": torch.tensor([label for _, _, label in rows], dtype=torch.long),
+                "image_index": torch.tensor([r[0] for r in rows], dtype=torch.long),
+                "labels": torch.tensor([r[2] for r in rows], dtype=torch.long),
+                "word_labels": words,  # per token: 1 true word, 0 the swap's false word(s), -100 none
             }
         return batch
 

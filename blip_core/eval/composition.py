@@ -1,4 +1,4 @@
-"""Does a model know which colour belongs to which object, and which way a relation points?
+"""Does a model know which colour belongs to which object, which way a relation points, how many?
 Teacher-forced, not generated: a true caption against the same words in a false order.
 
 - Binding: for each scene of two objects that differ in colour and in shape, "a <c1> <s1> and a
@@ -8,10 +8,16 @@ Teacher-forced, not generated: a true caption against the same words in a false 
   which stand in exactly one direction (left of, right of, above, below; a diagonal pair satisfies
   two and is left out), "a <A> <relation> a <B>" against the relation reversed ("left of" <->
   "right of", "above" <-> "below"), as What'sUp (Kamath et al. 2023).
+- Count: for each colour-shape group of one to three objects, "<n> <colour> <shape>" against the
+  count off by one ("one red circle" vs "two red circles"; a group of two against one and three),
+  as CountBench's hard negatives (Paiss et al. 2023, "Teaching CLIP to count to ten"). Groups of
+  one outnumber the rest several times, so as many of them as there are cases of two or more are
+  used, and `count_acc` is the mean of `count_acc_single` and `count_acc_plural`: a model that
+  always says "one" scores 0.5.
 
 The captioner scores a caption by its log-likelihood, the filter by ITM p(match); accuracy is the
 share of cases where the true caption wins (chance 0.5): `binding_acc`, `relation_direction_acc`
-(by axis too) for a captioner, the same prefixed `itm_` for a filter. Generated captions'
+(by axis too) and `count_acc` for a captioner, the same prefixed `itm_` for a filter. Generated captions'
 precision mixes these with the prior over words and with what is described; this isolates them.
 """
 
@@ -75,6 +81,44 @@ def binding_pairs(scenes: list[dict | None]) -> list[tuple[int, str, str]]:
     return out
 
 
+COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+
+
+def _group(n: int, color: str, shape: str) -> str:
+    noun = lx.SHAPE_SYNONYMS[shape][0]
+    return f"{COUNT_WORDS[n]} {color} {noun if n == 1 else lx.plural(noun)}"
+
+
+def count_pairs(scenes: list[dict | None]) -> list[tuple[int, str, str, int]]:
+    """(image index, true count caption, count off by one, true count): every colour-shape group of
+    two or three objects, against one fewer and one more, then as many groups of one (against two)."""
+    plural, single = [], []
+    for idx, raw in enumerate(scenes):
+        if not raw:
+            continue
+        groups: dict[tuple[str, str], int] = {}
+        for o in Scene.from_dict(raw).objects:
+            groups[(o.color, o.shape)] = groups.get((o.color, o.shape), 0) + 1
+        for (color, shape), n in groups.items():
+            if n == 1:
+                single.append((idx, _group(1, color, shape), _group(2, color, shape), 1))
+            elif n <= 3:
+                plural += [(idx, _group(n, color, shape), _group(m, color, shape), n) for m in (n - 1, n + 1)]
+    return plural + single[: len(plural)]
+
+
+def _count_accuracy(cases, wins: list[bool], prefix: str) -> dict[str, float]:
+    out: dict[str, float] = {f"{prefix}count_n": float(len(cases))}
+    parts = {}
+    for part, pick in (("single", lambda n: n == 1), ("plural", lambda n: n > 1)):
+        picked = [w for c, w in zip(cases, wins, strict=True) if pick(c[3])]
+        if picked:
+            parts[part] = out[f"{prefix}count_acc_{part}"] = sum(picked) / len(picked)
+    if len(parts) == 2:
+        out[f"{prefix}count_acc"] = (parts["single"] + parts["plural"]) / 2
+    return out
+
+
 def _accuracy(pairs, wins: list[bool], prefix: str) -> dict[str, float]:
     out: dict[str, float] = {f"{prefix}relation_direction_n": float(len(pairs))}
     if not pairs:
@@ -107,7 +151,8 @@ def _probe(split: EvalSplit, batch_size: int, score: Scorer, prefix: str) -> dic
     if bindings:
         wins = _wins(split, bindings, batch_size, score, f"{prefix}binding")
         out[f"{prefix}binding_acc"] = sum(wins) / len(wins)
-    return out
+    counts = count_pairs(split.scenes)
+    return out | _count_accuracy(counts, _wins(split, counts, batch_size, score, f"{prefix}count"), prefix)
 
 
 def caption_log_likelihood(

@@ -13,9 +13,10 @@ REPORT_METRICS = (
     *(f"grounded_precision_{a}" for a in ("color", "shape", "size", "count", "relation", "background")),
     "probe_shape_f1", "probe_color_f1",
     "binding_acc", "itm_binding_acc", "relation_direction_acc", "itm_relation_direction_acc",
+    "count_acc", "itm_count_acc",
 )  # fmt: skip
 """Compared baseline vs bootstrapped: retrieval, COCO metrics, grounding (overall and by attribute) and
-the probes of the pre-trained image tower, binding and which way relations point (teacher-forced,
+the probes of the pre-trained image tower, binding, which way relations point and counts (teacher-forced,
 captioner and ITM: blip_core.eval.composition);
 plus every registered task's `metrics` (report_metrics())."""
 

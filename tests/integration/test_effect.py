@@ -35,6 +35,8 @@ def _fake_run(root, *, auroc, base_r, boot_r, threshold_mode="calibrated"):
                 "itm_binding_acc": 0.5 + r / 100,
                 "relation_direction_acc": 0.5,
                 "itm_relation_direction_acc": 0.48,
+                "count_acc": 0.55,
+                "itm_count_acc": 0.52,
             }
             for s in ("test", "novel")
         }
@@ -81,6 +83,8 @@ def test_run_summary_reads_a_finished_run(tmp_path):
         "relation_direction_acc": 0.5,
         "itm_binding_acc": pytest.approx(0.6),
         "itm_relation_direction_acc": 0.48,
+        "count_acc": 0.55,
+        "itm_count_acc": 0.52,
     }
     assert s["synthetic_auroc"] == 0.65 and s["synthetic_auroc_by_error"] == {"relation": 0.6, "repeated_pair": 0.7}
     assert any("true vs false: 0.650" in line for line in effect.quality_lines(s))
@@ -126,7 +130,7 @@ def test_aggregate_and_markdown(tmp_path):
     assert "| baseline | 0.800 ± 0.010 | 0.400 |" in md and "| relation | 0.600 ± 0.000 |" in md
     assert "| kept-set noise / raw web noise (calibrated threshold) | <= 0.5 | 0.500 ± 0.000 | yes |" in md
     assert "| baseline, test beam | 0.90 | 0.20 |" in md
-    assert "| baseline | 0.990 ± 0.000 | 0.500 ± 0.000 | 0.600 ± 0.010 | 0.480 ± 0.000 |" in md
+    assert "| baseline | 0.990 ± 0.000 | 0.500 ± 0.000 | 0.550 ± 0.000 | 0.600 ± 0.010 | 0.480 ± 0.000 | 0.520 ± 0.000 |" in md
     # the study's verdict: mean deltas against their sd over the seeds that finished
     assert "CapFilt verdict: better beyond the seed sd: test r_mean +3 (sd 2)" in md
     assert "kept set cleaner than the raw web (noise 0.200 vs 0.400)" in md

@@ -131,7 +131,7 @@ def test_finetunes_from_pretrain_checkpoint(tiny_world, tokenizer_dir, tmp_path)
     pre = tmp_path / "pre"
     run_training(_cfg(max_steps=2), [tiny_world / "coco_train"], pre, tokenizer=tokenizer_dir)
     for task in ("caption", "retrieval"):
-        extra = {"lm_unlikelihood": 0.5} if task == "caption" else {}
+        extra = {"lm_unlikelihood": 0.5} if task == "caption" else {"itm_swap_negatives": True, "itm_word_loss": 1.0}
         s = run_training(
             _cfg(task=task, max_steps=2, schedule="cosine", **extra),
             [tiny_world / "coco_train"],
@@ -141,6 +141,8 @@ def test_finetunes_from_pretrain_checkpoint(tiny_world, tokenizer_dir, tmp_path)
         assert s["steps"] == 2 and s["task"] == task
         if task == "caption":  # each caption's swap negative reached the loss
             assert all(line["unlikelihood_loss"] > 0 for line in _losses(tmp_path / task)), _losses(tmp_path / task)
+        else:  # the swap negatives' word labels reached the word-level ITM loss
+            assert all(line["itm_word_loss"] > 0 for line in _losses(tmp_path / task)), _losses(tmp_path / task)
         expected = BlipCaptioner if task == "caption" else BlipRetrieval
         assert type(load_pretrained(tmp_path / task / "model")) is expected
     # evaluation end to end: a pre-training checkpoint is scored as captioner and as filter

@@ -103,6 +103,16 @@ def test_malformed_params_yaml_is_one_line_with_file_and_line(tmp_path):
         load_params_section(bad, "world", WorldConfig)
 
 
+def test_itm_word_loss_needs_swap_negatives():
+    from blip_core.config.train import TrainConfig
+
+    assert TrainConfig(task="retrieval", itm_swap_negatives=True, itm_word_loss=1.0).itm_word_loss == 1.0
+    for bad in ({"task": "retrieval", "itm_word_loss": 1.0},
+                {"task": "retrieval", "itm_swap_negatives": True, "itm_word_loss": -1.0}):  # fmt: skip
+        with pytest.raises(ValueError, match="itm_word_loss"):
+            TrainConfig(**bad)
+
+
 def test_unlikelihood_is_a_caption_weight():
     from blip_core.config.train import TrainConfig
 

@@ -25,7 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from blip_core.distributed import all_gather_no_grad
-from blip_core.losses import itc_loss, itc_targets, itm_loss, lm_loss, sample_hard_negatives, unlikelihood_loss
+from blip_core.losses import (
+    itc_loss,
+    itc_targets,
+    itm_loss,
+    itm_word_loss,
+    lm_loss,
+    sample_hard_negatives,
+    unlikelihood_loss,
+)
 from blip_core.models.blip.config import ModelConfig
 from blip_core.models.common.med import MED, KVCache
 from blip_core.models.common.vision import create_vision_encoder, encode_image
@@ -142,9 +150,13 @@ class BlipRetrieval(nn.Module):
 
         `use_enc` puts `[ENC]` first as BLIP does; Hugging Face's port keeps `[CLS]` (use_enc=False).
         """
+        return self.itm_head(self.itm_hidden(image_embeds, input_ids, attention_mask, use_enc=use_enc,
+                                             image_index=image_index)[:, 0])  # fmt: skip
+
+    def itm_hidden(self, image_embeds, input_ids, attention_mask, *, use_enc=True, image_index=None) -> torch.Tensor:
+        """The image-grounded encoder's output (B, L, D) for `itm_logits`' pairs."""
         ids = _with_first_token(input_ids, self.cfg.text.enc_token_id) if use_enc else input_ids
-        h = self.text(ids, attention_mask, mode="multimodal", image_embeds=image_embeds, image_index=image_index)
-        return self.itm_head(h[:, 0])
+        return self.text(ids, attention_mask, mode="multimodal", image_embeds=image_embeds, image_index=image_index)
 
     @torch.no_grad()
     def score(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
@@ -170,16 +182,20 @@ class BlipRetrieval(nn.Module):
         alpha: float | None = None,
         generator: torch.Generator | None = None,
         itm_extra: dict[str, torch.Tensor] | None = None,
+        itm_word: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """`itm_extra`: more ITM rows made from the captions (blip_core.data.caption_edits): input_ids
-        (E, L'), attention_mask (E, L'), image_index (E,) into the batch, labels (E,) 1 match / 0 not."""
+        (E, L'), attention_mask (E, L'), image_index (E,) into the batch, labels (E,) 1 match / 0 not,
+        word_labels (E, L') which words are false. With `itm_word` > 0, also `itm_word_loss` x
+        `itm_word` on those rows and the positives (every word of a caption of the image is true)."""
         image_embeds = self.image_embeds(images)
-        out = self._itc_itm(images, image_embeds, input_ids, attention_mask, image_ids, alpha, generator, itm_extra)
+        out = self._itc_itm(images, image_embeds, input_ids, attention_mask, image_ids, alpha, generator, itm_extra,
+                            itm_word)  # fmt: skip
         out["image_embeds"] = image_embeds
         return out
 
     def _itc_itm(
-        self, images, image_embeds, input_ids, attention_mask, image_ids, alpha, generator, itm_extra=None
+        self, images, image_embeds, input_ids, attention_mask, image_ids, alpha, generator, itm_extra=None, itm_word=0.0
     ) -> dict:
         alpha = self.cfg.alpha if alpha is None else alpha
         B = input_ids.shape[0]
@@ -231,9 +247,13 @@ class BlipRetrieval(nn.Module):
             img_index.append(itm_extra["image_index"])
             labels.append(itm_extra["labels"].cpu())
         ids_all_itm, mask_all, img_index = torch.cat(ids_all_itm), torch.cat(mask_all), torch.cat(img_index)
-        logits = self.itm_logits(image_embeds, ids_all_itm, mask_all, image_index=img_index)  # (B + n_t + n_i + E, 2)
+        h = self.itm_hidden(image_embeds, ids_all_itm, mask_all, image_index=img_index)  # (B + n_t + n_i + E, L, D)
+        logits = self.itm_head(h[:, 0])  # (B + n_t + n_i + E, 2)
         labels = torch.cat(labels)
         out |= itm_loss(logits, labels.to(logits.device))
+        if itm_word and itm_extra is not None:
+            words = self._word_labels(attention_mask, len(rows_t) + len(rows_i), itm_extra["word_labels"], h.shape[1])
+            out["itm_word_loss"] = itm_word * itm_word_loss(self.itm_head(h), words)["itm_word_loss"]
         out |= {
             "itm_logits": logits,
             "itm_labels": labels,
@@ -242,6 +262,21 @@ class BlipRetrieval(nn.Module):
             "temp": self.temp.detach(),
         }
         return out
+
+
+    @staticmethod
+    def _word_labels(attention_mask: torch.Tensor, num_negatives: int, extra: torch.Tensor, L: int) -> torch.Tensor:
+        """(M, L) word targets of the ITM rows: the positives' words all true ([CLS] and [SEP]
+        unlabelled), the in-batch negatives unlabelled (which word is false is unknown), then
+        the caption-made rows' own."""
+        B = attention_mask.shape[0]
+        pos = attention_mask.clone()
+        pos[:, 0] = 0
+        pos[torch.arange(B), attention_mask.sum(1) - 1] = 0  # [SEP]
+        pos = torch.where(pos.bool(), 1, -100)
+        neg = torch.full((num_negatives, L), -100, dtype=torch.long, device=pos.device)
+        return torch.cat([F.pad(pos, (0, L - pos.shape[1]), value=-100), neg,
+                          F.pad(extra, (0, L - extra.shape[1]), value=-100)])  # fmt: skip
 
 
 class BlipPretrain(BlipRetrieval):

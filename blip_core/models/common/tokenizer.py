@@ -148,6 +148,26 @@ class TextProcessor:
         enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.max_len, return_tensors="pt")
         return enc.input_ids, enc.attention_mask
 
+    def with_word_labels(self, captions: list[str], false_words: list[set[int]]):
+        """`self(captions)` plus (B, L) labels per token: 0 for a token of a word in its row's
+        `false_words` (indices as `caption_edits.word_spans` counts words), 1 for the other words'
+        tokens, -100 for [CLS], [SEP], padding and punctuation."""
+        import torch
+
+        from blip_core.data.caption_edits import word_spans
+
+        texts = [pre_caption(c, self.max_words) for c in captions]
+        enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.max_len,
+                             return_tensors="pt", return_offsets_mapping=True)  # fmt: skip
+        labels = torch.full_like(enc.input_ids, -100)
+        for b, (text, false) in enumerate(zip(texts, false_words, strict=True)):
+            starts = [(s, e, i) for i, (s, e, _) in enumerate(word_spans(text))]
+            for t, (a, z) in enumerate(enc.offset_mapping[b].tolist()):
+                word = next((i for s, e, i in starts if s <= a < e), None) if z > a else None
+                if word is not None:
+                    labels[b, t] = int(word not in false)
+        return enc.input_ids, enc.attention_mask, labels
+
     def prompt_ids(self):
         """`[DEC]` + prompt tokens: the decoder input that generation continues."""
         import torch

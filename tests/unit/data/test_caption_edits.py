@@ -6,7 +6,7 @@ import random
 from collections import Counter
 
 from blip_core.config.data import WorldConfig
-from blip_core.data.caption_edits import phrase_positive, swap_negative
+from blip_core.data.caption_edits import phrase_positive, swap_negative, swap_negative_marked, word_spans
 from blip_core.data.world.grounding import Scene, ground_caption, parse_caption
 from blip_core.data.world.samples import make_sample
 
@@ -51,6 +51,23 @@ def test_swaps_keep_the_noun_number_and_skip_captions_without_attributes():
         neg = swap_negative("three green hexagons", rng)
         assert neg.split()[-1].endswith("s") and neg != "three green hexagons"
     assert swap_negative("IMG_2041.jpg", rng) is None and swap_negative("untitled", rng) is None
+
+
+ORIGINAL = "one big red star left of a blue circle".split()
+
+
+def test_a_swap_marks_the_words_it_made_false():
+    rng = random.Random(5)
+    seen = set()
+    for _ in range(300):
+        neg, false = swap_negative_marked("one big red star left of a blue circle", rng)
+        words = [w for _, _, w in word_spans(neg)]
+        marked = " ".join(words[i] for i in sorted(false))
+        seen.add(marked)
+        if len(words) == len(ORIGINAL):  # a word replaced or two traded: every unmarked word is the original's
+            assert all(w == o for i, (w, o) in enumerate(zip(words, ORIGINAL, strict=True)) if i not in false)
+    # a binding swap marks both moved colours; a repeat the copied phrase; a relation its phrase
+    assert {"blue red", "a blue circle", "to the right of", "one big red star"} <= seen
 
 
 def test_swap_negatives_of_true_captions_are_mostly_false_and_phrases_always_true():

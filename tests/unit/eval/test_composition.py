@@ -1,4 +1,4 @@
-"""Binding and relation direction (blip_core.eval.composition): the cases it judges and the accuracy."""
+"""Binding, relation direction and count (blip_core.eval.composition): the cases it judges and the accuracy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from blip_core.data.loader import EvalSplit
-from blip_core.eval.composition import binding_pairs, direction_pairs, itm_composition
+from blip_core.eval.composition import binding_pairs, count_pairs, direction_pairs, itm_composition
 
 
 def _scene(*objects, background="plain") -> dict:
@@ -39,6 +39,55 @@ def test_binding_cases_are_two_objects_differing_in_colour_and_shape():
         _scene(("red", "circle", "big", 1, 0), ("blue", "square", "small", 1, 2), ("green", "star", "big", 0, 1)),
     ]
     assert binding_pairs(scenes) == [(0, "a red circle and a blue square", "a blue circle and a red square")]
+
+
+def test_count_cases_are_off_by_one_and_as_many_singles_as_plural_cases():
+    scenes = [
+        _scene(("red", "circle", "big", 0, 0), ("red", "circle", "small", 2, 2), ("blue", "ring", "big", 2, 0)),
+        _scene(("green", "star", "big", 0, 0), ("white", "cross", "big", 1, 1), ("white", "cross", "small", 2, 2),
+               ("white", "cross", "big", 0, 2)),
+        _scene(("black", "square", "big", 0, 0), ("pink", "diamond", "big", 2, 2)),
+    ]
+    assert count_pairs(scenes) == [
+        (0, "two red circles", "one red circle", 2),
+        (0, "two red circles", "three red circles", 2),
+        (1, "three white crosses", "two white crosses", 3),
+        (1, "three white crosses", "four white crosses", 3),
+        # four plural cases, so the first four groups of one (of five), each against two
+        (0, "one blue ring", "two blue rings", 1),
+        (1, "one green star", "two green stars", 1),
+        (2, "one black square", "two black squares", 1),
+        (2, "one pink diamond", "two pink diamonds", 1),
+    ]
+
+
+class _SaysOne:
+    """A stand-in filter that believes every "one" caption: right on every group of one, wrong on
+    every group of two or more; `count_acc` must call that chance (0.5), not 0.8."""
+
+    def eval(self):
+        return self
+
+    def image_embeds(self, images):
+        return images
+
+    def score(self, image_embeds, ids, mask):
+        return {"itm_prob": ids[:, 0].float()}
+
+
+def test_count_accuracy_balances_groups_of_one_and_more():
+    scenes = [_scene(("red", "circle", "big", 0, 0), ("red", "circle", "small", 2, 2), ("blue", "ring", "big", 2, 0),
+                     ("green", "star", "big", 0, 2), ("pink", "cross", "big", 1, 1))]  # fmt: skip
+    split = EvalSplit(["a"], torch.zeros(1, 3, 8, 8), [["x"]], scenes)
+
+    def processor(texts):
+        ids = torch.tensor([[1 if t.startswith("one") else 0] for t in texts])
+        return ids, torch.ones_like(ids)
+
+    out = itm_composition(_SaysOne(), split, processor, batch_size=3, device=torch.device("cpu"))
+    assert out["itm_count_n"] == 4  # two against "two red circles", two groups of one
+    assert out["itm_count_acc_single"] == 1.0 and out["itm_count_acc_plural"] == 0.0
+    assert out["itm_count_acc"] == pytest.approx(0.5)
 
 
 def test_vertical_phrases_and_the_disk_is_a_circle():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import torch
+
 from transformers import BertTokenizerFast
 
 from blip_core.data.text import pre_caption
@@ -57,3 +59,23 @@ def test_max_words_travels_with_the_tokenizer(tmp_path):
     proc = text_processor(ModelConfig(tokenizer=str(tmp_path / "tok")))
     ids, _ = proc(["one two three four five six seven eight"])
     assert proc.tokenizer.decode(ids[0], skip_special_tokens=True) == "one two three four"
+
+
+def test_word_labels_mark_the_tokens_of_false_words(tmp_path):
+    """TrainConfig.itm_word_loss's targets: a false word's every token 0, the other words' tokens 1,
+    [CLS] / [SEP] / padding / punctuation unlabelled; the ids are the processor's own."""
+    from blip_core.models.common.tokenizer import TextProcessor
+
+    caps = ["a red circle left of a blue star", "two green squares", "a small ring"] * 5
+    proc = TextProcessor(train_tokenizer(caps, tmp_path / "tok", vocab_size=300, min_frequency=1))
+    texts = ["Two green squares, left of a hexagonal star!", "a red circle"]
+    ids, mask, labels = proc.with_word_labels(texts, [{1, 6}, set()])  # "green", "hexagonal"
+    want_ids, want_mask = proc(texts)
+    assert torch.equal(ids, want_ids) and torch.equal(mask, want_mask)
+    tokens = proc.tokenizer.convert_ids_to_tokens(ids[0])
+    by_token = dict(zip(tokens, labels[0].tolist(), strict=True))
+    assert by_token["[CLS]"] == by_token["[SEP]"] == by_token[","] == -100
+    assert by_token["green"] == 0 and by_token["two"] == by_token["squares"] == by_token["star"] == 1
+    hexagonal = [lab for tok, lab in zip(tokens, labels[0].tolist(), strict=True) if tok.startswith("##")]
+    assert hexagonal and set(hexagonal) == {0}  # every piece of the false word "hexagonal"
+    assert labels[1].tolist()[1:4] == [1, 1, 1] and set(labels[1].tolist()[4:]) == {-100}  # [SEP] + padding
