@@ -72,7 +72,9 @@ def itm_loss(itm_logits: torch.Tensor, itm_labels: torch.Tensor) -> dict[str, to
 def itm_word_loss(word_logits: torch.Tensor, word_labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """ITM read at every text token: does this word match the image? (M, L, 2), (M, L) with 1 true
     word, 0 false word, -100 unlabelled. Dense where `itm_loss` gives one bit per caption."""
-    return {"itm_word_loss": F.cross_entropy(word_logits.flatten(0, 1).float(), word_labels.flatten(), ignore_index=-100)}
+    return {
+        "itm_word_loss": F.cross_entropy(word_logits.flatten(0, 1).float(), word_labels.flatten(), ignore_index=-100)
+    }
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1) -> dict[str, torch.Tensor]:

@@ -201,8 +201,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 "chance 0.5; mean ± sd over seeds): the true caption against its colours traded / its relation",
                 "reversed / its count off by one (groups of one and of more weighted equally), by the captioner's",
                 "log-likelihood and the filter's ITM p(match):", "",
-                "| model | captioner binding | captioner direction | captioner count | filter binding | filter direction"
-                " | filter count |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+                "| model | captioner binding | captioner direction | captioner count | filter binding"
+                " | filter direction | filter count |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for model in ("baseline", "bootstrapped"):
             cells = [f"{v(_get(m, (model, 'composition', k)))} ± {v(_get(s, (model, 'composition', k)))}"
                      for k in COMPOSITION]  # fmt: skip

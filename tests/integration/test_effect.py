@@ -130,7 +130,8 @@ def test_aggregate_and_markdown(tmp_path):
     assert "| baseline | 0.800 ± 0.010 | 0.400 |" in md and "| relation | 0.600 ± 0.000 |" in md
     assert "| kept-set noise / raw web noise (calibrated threshold) | <= 0.5 | 0.500 ± 0.000 | yes |" in md
     assert "| baseline, test beam | 0.90 | 0.20 |" in md
-    assert "| baseline | 0.990 ± 0.000 | 0.500 ± 0.000 | 0.550 ± 0.000 | 0.600 ± 0.010 | 0.480 ± 0.000 | 0.520 ± 0.000 |" in md
+    row = "| baseline | 0.990 ± 0.000 | 0.500 ± 0.000 | 0.550 ± 0.000 | 0.600 ± 0.010 | 0.480 ± 0.000 | 0.520 ± 0.000 |"
+    assert row in md
     # the study's verdict: mean deltas against their sd over the seeds that finished
     assert "CapFilt verdict: better beyond the seed sd: test r_mean +3 (sd 2)" in md
     assert "kept set cleaner than the raw web (noise 0.200 vs 0.400)" in md

@@ -263,7 +263,6 @@ class BlipRetrieval(nn.Module):
         }
         return out
 
-
     @staticmethod
     def _word_labels(attention_mask: torch.Tensor, num_negatives: int, extra: torch.Tensor, L: int) -> torch.Tensor:
         """(M, L) word targets of the ITM rows: the positives' words all true ([CLS] and [SEP]

@@ -53,7 +53,7 @@ def test_swaps_keep_the_noun_number_and_skip_captions_without_attributes():
     assert swap_negative("IMG_2041.jpg", rng) is None and swap_negative("untitled", rng) is None
 
 
-ORIGINAL = "one big red star left of a blue circle".split()
+ORIGINAL = ["one", "big", "red", "star", "left", "of", "a", "blue", "circle"]
 
 
 def test_a_swap_marks_the_words_it_made_false():

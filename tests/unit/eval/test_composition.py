@@ -44,8 +44,12 @@ def test_binding_cases_are_two_objects_differing_in_colour_and_shape():
 def test_count_cases_are_off_by_one_and_as_many_singles_as_plural_cases():
     scenes = [
         _scene(("red", "circle", "big", 0, 0), ("red", "circle", "small", 2, 2), ("blue", "ring", "big", 2, 0)),
-        _scene(("green", "star", "big", 0, 0), ("white", "cross", "big", 1, 1), ("white", "cross", "small", 2, 2),
-               ("white", "cross", "big", 0, 2)),
+        _scene(
+            ("green", "star", "big", 0, 0),
+            ("white", "cross", "big", 1, 1),
+            ("white", "cross", "small", 2, 2),
+            ("white", "cross", "big", 0, 2),
+        ),
         _scene(("black", "square", "big", 0, 0), ("pink", "diamond", "big", 2, 2)),
     ]
     assert count_pairs(scenes) == [

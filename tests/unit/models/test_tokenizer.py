@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import torch
-
 from transformers import BertTokenizerFast
 
 from blip_core.data.text import pre_caption
