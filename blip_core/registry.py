@@ -102,8 +102,12 @@ class Task:
     """The metric names `evaluate` reports that the baseline-vs-bootstrapped report compares."""
     init_from: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], Any]] | str] = field(default_factory=dict)
     """{other checkpoint kind: conversion} for the kinds a model of it can start from (BLIP's fine-tunes:
-    "pretrain"; BLIP-2's second stage: its first); a conversion maps that kind's state dict to
-    (this model's state, keys left at their fresh init). A checkpoint of its own kind always can."""
+    "pretrain"; BLIP-2's second stage: its first); a conversion maps that kind's state dict (and, if
+    it takes a `cfg` argument, this model's config) to (this model's state, keys left at their fresh
+    init). A checkpoint of its own kind always can."""
+    config_from: Callable[[Any], Any] | str | None = None
+    """(the config of an `init_from` checkpoint of another family) -> this model's config (a Q-Former's
+    sizes from the BLIP pre-training it starts from)."""
     role: str | None = None
     """The registered model a fine-tune of it becomes (`<family>-<role>` in MLflow's registry)."""
     registry_metric: str = ""
@@ -116,6 +120,8 @@ class Task:
     """Trains ITM: the caption-made ITM extras (swap negatives, phrase positives) apply."""
     queue: bool = False
     """Keeps a feature queue filled a global batch at a time: the global batch must divide it."""
+    frozen_vision: bool = False
+    """Its vision tower never trains (BLIP-2's frozen image encoder): `vision_lr_scale` must be 0."""
     train_split: str | None = None
     """The world split a downstream task fine-tunes on (the pipeline's `finetune_<name>_*` stages)."""
     eval_splits: tuple[str, ...] = ()
@@ -169,15 +175,23 @@ class Task:
         found += [r.__module__ for r in refs if r is not None and not isinstance(r, str)]
         return tuple(dict.fromkeys(found))
 
-    def convert(self, from_kind: str, state: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        """A `from_kind` checkpoint's state dict as this task's model's (`init_from`)."""
+    def convert(self, from_kind: str, state: dict[str, Any], cfg: Any = None) -> tuple[dict[str, Any], Any]:
+        """A `from_kind` checkpoint's state dict as this task's model's (`init_from`); `cfg`, the
+        model's config, goes to a conversion that takes one (which layers a Q-Former has)."""
+        import inspect
+
         if from_kind not in self.init_from:
             raise ValueError(f"task {self.name} cannot start from a {from_kind} checkpoint (init_from: "
                              f"{', '.join(self.init_from) or 'none'})")  # fmt: skip
-        return resolve(self.init_from[from_kind])(state)
+        fn = resolve(self.init_from[from_kind])
+        if "cfg" in inspect.signature(fn).parameters:
+            if cfg is None:
+                raise ValueError(f"task {self.name}: converting a {from_kind} checkpoint needs the model's config")
+            return fn(state, cfg=cfg)
+        return fn(state)
 
     def call(self, what: str, *args: Any, **kwargs: Any) -> Any:
-        """Call one of its references (`forward`, `train_data`, `load_eval`, `evaluate`)."""
+        """Call one of its references (`forward`, `train_data`, `load_eval`, `evaluate`, `config_from`)."""
         ref = getattr(self, what)
         if ref is None:
             raise ValueError(f"task {self.name} has no {what}")
@@ -290,8 +304,11 @@ def section_of(task: str) -> str:
 
 def evaluations(kind: str, data: str) -> list[Task]:
     """The tasks that evaluate a `kind` checkpoint on a folder holding `data`. A checkpoint that other
-    kinds start from (a pre-training) is evaluated as each image-caption kind it becomes (`init_from`)."""
-    kinds = {kind} | {t.kind for t in tasks().values() if t.owns_kind and kind in t.init_from and t.data == "pairs"}
+    kinds start from (a pre-training) is evaluated as each image-caption kind of its own family it
+    becomes (`init_from`; BLIP's pre-training as captioner and filter, not as a fresh Q-Former)."""
+    family = get_task(kind_task(kind)).family
+    kinds = {kind} | {t.kind for t in tasks().values()
+                      if t.owns_kind and kind in t.init_from and t.data == "pairs" and t.family == family}  # fmt: skip
     return [t for t in tasks().values() if t.kind in kinds and t.data == data and t.evaluate is not None]
 
 

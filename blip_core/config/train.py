@@ -142,6 +142,8 @@ class TrainConfig:
 
         if (self.itm_swap_negatives or self.itm_phrase_positives) and not get_task(self.task).itm:
             raise ValueError("train.itm_swap_negatives / itm_phrase_positives need an ITM task (pretrain or retrieval)")
+        if get_task(self.task).frozen_vision and self.vision_lr_scale != 0:
+            raise ValueError(f"train.vision_lr_scale must be 0 for {self.task}: its image tower is frozen")
         if self.itm_word_loss < 0 or (self.itm_word_loss and not self.itm_swap_negatives):
             raise ValueError("train.itm_word_loss must be >= 0 and needs train.itm_swap_negatives (its false words)")
         if self.lm_unlikelihood < 0 or (self.lm_unlikelihood and self.task != "caption"):

@@ -89,12 +89,16 @@ def load_pretrained(path: str | Path, *, kind: str | None = None, map_location: 
     saved_kind, cfg = read_config(path)
     state = load_file(str(Path(path) / "model.safetensors"), device=map_location)
     kind = kind or saved_kind
-    model = create_model(kind, cfg)
     if kind != saved_kind:
-        if saved_kind not in get_task(kind_task(kind)).init_from:
+        task = get_task(kind_task(kind))
+        if saved_kind not in task.init_from:
             raise ValueError(f"cannot turn a {saved_kind} checkpoint into a {kind}")
+        if not isinstance(cfg, task.config_class):  # another family's checkpoint (a Q-Former from BLIP)
+            cfg = task.call("config_from", cfg)
+        model = create_model(kind, cfg)
         load_converted(model, state, saved_kind)
     else:
+        model = create_model(kind, cfg)
         load_strict(model, state, ignore_missing=())
     return model
 
@@ -104,7 +108,7 @@ def load_converted(model: nn.Module, state: dict[str, torch.Tensor], from_kind: 
     through its task's `init_from` conversion (e.g. the captioner's split, VQA's encoder + decoder):
     strict but for the keys the conversion leaves at their fresh init (a classifier head, merge
     layers), which it returns."""
-    converted, fresh = get_task(kind_task(kind_of(model))).convert(from_kind, state)
+    converted, fresh = get_task(kind_task(kind_of(model))).convert(from_kind, state, model.cfg)
     load_strict(model, converted, ignore_missing=tuple(fresh))
     return tuple(fresh)
 

@@ -424,3 +424,36 @@ def test_cpu_bf16_knob_trains_under_autocast_only_where_asked(tiny_world, tokeni
         assert out["precision"] == expected
     with pytest.raises(ValueError, match="cpu_bf16"):
         _cfg(cpu_bf16="yes")
+
+
+def test_a_qformer_starts_from_a_blip_pretraining_trains_on_its_frozen_tower_and_is_evaluated(
+    tiny_world, tokenizer_dir, tmp_path
+):
+    """BLIP-2 stage 1 through the registry: a Q-Former config from the BLIP pre-training's (tower,
+    text sizes, tokenizer), its weights converted (the queries, `ln_vision` and the query projection
+    fresh), trained with its tower frozen and its tokens computed once per image, saved in our
+    format, and evaluated as a retrieval model (ITC over the best query, ITM re-rank, probes)."""
+    from blip_core.models.blip2.qformer import Blip2QFormer
+    from flows.stages import stage_evaluate
+
+    pre = tmp_path / "pre"
+    run_training(_cfg(max_steps=2), [tiny_world / "coco_train"], pre, tokenizer=tokenizer_dir)
+    cfg = _cfg(task="qformer", max_steps=3, vision_lr_scale=0.0, frozen_features_mb=64, epochs=1)
+    s = run_training(cfg, [tiny_world / "coco_train"], tmp_path / "qf", init=pre / "model")
+    assert s["steps"] == 3 and s["task"] == "qformer"
+    assert s["frozen_features"] and s["frozen_features"][0]["hits"] + s["frozen_features"][0]["misses"] > 0
+    losses = _losses(tmp_path / "qf")
+    assert all(line["itc_loss"] > 0 and line["itm_loss"] > 0 and line["lm_loss"] > 0 for line in losses)
+    model = load_pretrained(tmp_path / "qf" / "model")
+    start = load_pretrained(pre / "model")
+    assert type(model) is Blip2QFormer and model.cfg.num_query_tokens == 8
+    tower, start_tower = model.visual_encoder.state_dict(), start.visual_encoder.state_dict()
+    assert tower.keys() == start_tower.keys() and all(torch.equal(tower[k], start_tower[k]) for k in tower)  # frozen
+    params = tmp_path / "p.yaml"
+    params.write_text("evaluate:\n  batch_size: 4\n  k_test: 3\n  max_images: 6\n  max_length: 12\n")
+    m = stage_evaluate([tmp_path / "qf" / "model"], [tiny_world / "val"], tmp_path / "eval.json", params=params)["val"]
+    assert {"tr_r1", "ir_r1", "r_mean", "itm_binding_n", "itm_count_n"} <= set(m) and "cider" not in m
+    # the BLIP pre-training itself is evaluated as BLIP's captioner and filter, not as a fresh Q-Former
+    from blip_core.registry import evaluations
+
+    assert {t.name for t in evaluations("pretrain", "pairs")} == {"caption", "retrieval"}

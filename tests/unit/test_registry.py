@@ -91,6 +91,32 @@ def test_vision_towers_are_what_the_model_names():
     assert {g["lr_scale"] for g in param_groups(NoTower(), 0.05, vision_scale=0.1)} == {1.0}
 
 
+def test_blip2_is_a_family_whose_qformer_starts_from_blips_pretraining(tmp_path):
+    """A Q-Former from a BLIP pre-training checkpoint: the config from BLIP's (`config_from`), the
+    Q-Former's layers from BLIP's text encoder (its bidirectional self-attention, the cross-attention
+    of every `cross_attention_freq`-th layer, the feed-forward twice: text and queries), fresh queries."""
+    from blip_core.config.train import TrainConfig
+
+    assert get_task("qformer").family == "blip2" and get_task("qformer").frozen_vision
+    assert get_family("blip2").call("preset", "tiny").num_query_tokens == 8
+    pre = pretrained.create_model("pretrain", get_preset("tiny"))
+    pretrained.save_pretrained(pre, tmp_path / "pre")
+    q = pretrained.load_pretrained(tmp_path / "pre", kind="qformer")
+    assert type(q).__name__ == "Blip2QFormer" and q.cfg.qformer.hidden_size == pre.cfg.text.hidden_size
+    src, dst = pre.text.encoder.layer, q.qformer.encoder.layer
+    assert torch.equal(dst[1].attention.self.query.weight, src[1].attention.self.query.weight)  # not attention_dec
+    assert torch.equal(dst[2].crossattention.self.key.weight, src[2].crossattention.self.key.weight)
+    assert dst[1].crossattention is None  # cross_attention_freq 2: layers 0 and 2 only
+    assert torch.equal(dst[3].output_query.dense.weight, src[3].output.dense.weight)
+    assert torch.equal(q.lm_head.transform.dense.weight, pre.text.lm_head.transform.dense.weight)
+    assert not any(p.requires_grad for p in q.visual_encoder.parameters())
+    with pytest.raises(ValueError, match="vision_lr_scale must be 0 for qformer"):
+        TrainConfig(task="qformer", vision_lr_scale=0.1)
+    with pytest.raises(ValueError, match="cannot turn a qformer checkpoint into a captioner"):
+        pretrained.save_pretrained(q, tmp_path / "q")
+        pretrained.load_pretrained(tmp_path / "q", kind="captioner")
+
+
 def test_a_conversion_is_named_per_source_kind():
     with pytest.raises(ValueError, match="task caption cannot start from a retrieval checkpoint"):
         get_task("caption").convert("retrieval", {})

@@ -75,7 +75,12 @@ def large() -> ModelConfig:
 
 def with_tokenizer(cfg: ModelConfig, tokenizer) -> ModelConfig:
     """Set the vocabulary size and special token ids from a loaded tokenizer (in place)."""
-    t = cfg.text
+    set_text_ids(cfg.text, tokenizer)
+    return cfg
+
+
+def set_text_ids(t: TextConfig, tokenizer) -> None:
+    """A text config's vocabulary size and special token ids from a loaded tokenizer (in place)."""
     t.vocab_size = len(tokenizer)
     t.pad_token_id, t.cls_token_id, t.sep_token_id = (
         tokenizer.pad_token_id,
@@ -84,7 +89,6 @@ def with_tokenizer(cfg: ModelConfig, tokenizer) -> ModelConfig:
     )
     t.bos_token_id, t.enc_token_id = tokenizer.bos_token_id, tokenizer.enc_token_id
     t.__post_init__()
-    return cfg
 
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": tiny, "tiny_vit": tiny_vit, "base": base, "large": large}

@@ -26,6 +26,8 @@ E embed dim, V vocab.
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -192,6 +194,11 @@ class Blip2QFormer(nn.Module):
     def image_feats(self, query_out: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.vision_proj(query_out), dim=-1)  # (B, K, E)
 
+    def image_feat(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, N, Dv) -> (B, K, E): the retrieval evaluator's ITC features (`itc_similarity` takes the
+        best-matching query, as BLIP-2's ITC)."""
+        return self.image_feats(self.query_pass(image_embeds)[0])
+
     def text_feat(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         h, _ = self.qformer(input_ids=input_ids, mask=key_mask(attention_mask))  # (B, L, D): no queries
         return F.normalize(self.text_proj(h[:, 0]), dim=-1)  # (B, E)
@@ -206,6 +213,17 @@ class Blip2QFormer(nn.Module):
         keys = torch.cat([attention_mask.new_ones(B, K), attention_mask], dim=1)  # (B, K+L)
         h, _ = self.qformer(query_embeds=q, input_ids=input_ids, image_embeds=image_embeds, mask=key_mask(keys))
         return self.itm_head(h[:, :K]).mean(dim=1)
+
+    @torch.no_grad()
+    def score(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        """CapFilt's filter scores, as `BlipRetrieval.score`: each image once (Bi, N, Dv) and its R
+        captions as consecutive rows (B = Bi * R) -> ITM p(match) and the best query's ITC cosine."""
+        R = input_ids.shape[0] // image_embeds.shape[0]
+        rows = image_embeds.repeat_interleave(R, dim=0)  # (B, N, Dv)
+        itm = self.itm_logits(rows, input_ids, attention_mask).float().softmax(dim=-1)[:, 1]
+        img = self.image_feat(image_embeds).repeat_interleave(R, dim=0)  # (B, K, E)
+        txt = self.text_feat(input_ids, attention_mask)  # (B, E)
+        return {"itm_prob": itm, "itc_cosine": torch.einsum("bke,be->bk", img, txt).amax(dim=1).float()}
 
     def itg_logits(self, prefix: list[KV], input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Text (B, L), [DEC] first, causal, attending to every query through the query pass's
@@ -271,3 +289,27 @@ class Blip2QFormer(nn.Module):
             "itm_labels": labels,
             "lm_logits": lm_logits.detach(),
         }
+
+
+def qformer_from_pretrain(
+    state: dict[str, torch.Tensor], *, cfg: Blip2Config
+) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """A Q-Former's start from a BLIP pre-training (its registry entry's `init_from`): the tower, and
+    for the Q-Former what BLIP-2 takes from BERT-base, here BLIP's own text encoder: its embeddings,
+    bidirectional self-attention and feed-forward (copied into the queries' own, as LAVIS does), the
+    cross-attention of the layers that keep one (every `cfg.cross_attention_freq`-th), its LM head,
+    ITC text projection, ITM head and temperature. Fresh: the queries, `ln_vision` and the query
+    projection, whose input is a query output rather than BLIP's image [CLS]."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.startswith(("visual_encoder.", "text_proj.", "itm_head.")) or k == "temp":
+            out[k] = v
+        elif k.startswith(("text.lm_head.", "text.embeddings.", "text.encoder.layer.")):
+            m = re.match(r"text\.encoder\.layer\.(\d+)\.(\w+)\.", k)
+            if m and (m[2] == "attention_dec" or (m[2] == "crossattention" and int(m[1]) % cfg.cross_attention_freq)):
+                continue  # the decoder's causal self-attention; cross-attention where a layer has none
+            name = k.replace("text.", "" if k.startswith("text.lm_head.") else "qformer.", 1)
+            out[name] = v
+            if m and m[2] in ("intermediate", "output"):  # the queries' feed-forward starts as the text's
+                out[name.replace(f".{m[2]}.", f".{m[2]}_query.", 1)] = v
+    return out, ("query_tokens", "ln_vision.", "vision_proj.")

@@ -149,3 +149,21 @@ def test_overfits_a_handful_of_items():
     assert (out["itm_logits"].argmax(-1) == out["itm_labels"]).all()
     pred = out["lm_logits"][:, :-1].argmax(-1)
     assert (pred == ids[:, 1:]).all()
+
+
+def test_filter_scores_as_the_retrieval_model_gives_them():
+    """`score` (CapFilt's filter, the probes): each image once and its R captions as rows -> ITM
+    p(match) of each pair and the best query's ITC cosine, as `itm_logits` and `image_feat` give them."""
+    model = micro_blip2().eval()
+    images = torch.randn(2, 3, 32, 32)
+    ids, mask = text_batch(B=4, L=7)
+    emb = model.image_embeds(images)
+    out = model.score(emb, ids, mask)  # rows 0-1: image 0, rows 2-3: image 1
+    rows = emb.repeat_interleave(2, dim=0)
+    with torch.no_grad():
+        want_itm = model.itm_logits(rows, ids, mask).softmax(-1)[:, 1]
+        feats = model.image_feat(emb).repeat_interleave(2, dim=0)  # (4, K, E)
+        want_itc = (feats @ model.text_feat(ids, mask)[:, :, None])[..., 0].amax(dim=1)
+    assert torch.allclose(out["itm_prob"], want_itm, atol=1e-6) and torch.allclose(
+        out["itc_cosine"], want_itc, atol=1e-6
+    )
