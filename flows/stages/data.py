@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,16 @@ def stage_inspect(
     return out
 
 
+def _is_blip2_dir(src: str | Path) -> bool:
+    """A Hugging Face directory whose config names a BLIP-2 / InstructBLIP architecture."""
+    from blip_core.models.blip2.convert_hf import ARCHITECTURES
+
+    config = Path(src) / "config.json"
+    if not config.is_file():
+        return False
+    return bool(set(json.loads(config.read_text()).get("architectures") or ()) & set(ARCHITECTURES))
+
+
 def stage_convert(
     src: str | Path,
     out_dir: str | Path,
@@ -91,12 +102,16 @@ def stage_convert(
 
     - `blip`: needs `kind` (pretrain | captioner | retrieval), the architecture `preset` and a local
       tokenizer directory (bert-base-uncased for official weights);
-    - `hf`: a BlipForConditionalGeneration / BlipForImageTextRetrieval directory;
+    - `hf`: a BlipForConditionalGeneration / BlipForImageTextRetrieval directory, or a BLIP-2
+      Blip2ForImageTextRetrieval one (our `qformer`; its BERT tokenizer from `tokenizer` or the
+      directory). BLIP-2's stage-2 models hold a language model our format does not store yet:
+      load those in Python (`blip_core.models.blip2.convert_hf.load_hf`);
     - `ours`: one of our checkpoint directories (with `kind`, a pre-training checkpoint is split).
     """
     from blip_core.models import pretrained
     from blip_core.models.blip import convert_hf, convert_official
     from blip_core.models.blip.presets import get_preset, with_tokenizer
+    from blip_core.models.blip2 import convert_hf as blip2_hf
     from blip_core.models.common.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer) if tokenizer else None
@@ -107,6 +122,16 @@ def stage_convert(
             raise ValueError("converting an official BLIP checkpoint needs --tokenizer (a local bert-base-uncased dir)")
         cfg = with_tokenizer(get_preset(preset), tok)
         model = convert_official.load_official(src, kind, cfg)
+    elif src_format == "hf" and _is_blip2_dir(src):
+        model = blip2_hf.load_hf(src)
+        if type(model).__name__ != "Blip2QFormer":
+            raise ValueError(f"{src}: a BLIP-2 model with a language model ({type(model).__name__}) has no "
+                             "checkpoint format of ours yet; Blip2ForImageTextRetrieval converts")  # fmt: skip
+        if tok is None and (Path(src) / "tokenizer.json").is_file():
+            tok = load_tokenizer(src)
+        if tok is None:
+            raise ValueError("converting a BLIP-2 Q-Former needs --tokenizer (its BERT tokenizer directory)")
+        model.cfg.tokenizer = str(tokenizer or src)
     elif src_format == "hf":
         model = convert_hf.load_hf(src, tokenizer_dir=str(tokenizer or ""))
     elif src_format == "ours":
@@ -115,7 +140,11 @@ def stage_convert(
         raise ValueError(f"unknown source format {src_format!r} (blip, hf or ours)")
     if tok is None and model.cfg.tokenizer:
         tok = load_tokenizer(model.cfg.tokenizer)
-    if dst_format == "hf":
+    if dst_format == "hf" and pretrained.kind_of(model) == "qformer":
+        blip2_hf.export_hf(model, out_dir)
+        if tok is not None:
+            tok.save_pretrained(str(out_dir))
+    elif dst_format == "hf":
         convert_hf.export_hf(model, out_dir, tokenizer=tok)
     elif dst_format == "ours":
         pretrained.save_pretrained(model, out_dir, tokenizer=tok)
