@@ -321,7 +321,7 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
                   outs=(selection, meta),
                   params=("capfilt.policy", "capfilt.threshold", "capfilt.threshold_mode",
                           "capfilt.calibration_quantile", "capfilt.clip_keep_fraction", "capfilt.max_synthetic",
-                          "capfilt.top_k", "capfilt.top_k_score"),
+                          "capfilt.top_k", "capfilt.top_k_score", "capfilt.min_confidence"),
                   metrics=(L.quality(k),),
                   plots=(f"{plots}/score_hist.png", f"{plots}/precision_recall.png", f"{plots}/noise_by_type.png"),
                   comment="the policy on stored scores: seconds, no model run"),

@@ -42,6 +42,8 @@ def filter_quality(selection: pd.DataFrame, threshold: float) -> dict[str, Any]:
         out["kept/repeats_dropped"] = int(selection["repeat"].sum())
     if "over_cap" in selection:  # passed, but not among its image's `max_synthetic` best
         out["kept/over_cap_dropped"] = int(selection["over_cap"].sum())
+    if "unsure" in selection:  # the captioner below `min_confidence` in one of its words
+        out["kept/unsure_dropped"] = int(selection["unsure"].sum())
     web = selection[selection["source"].eq("web") & selection["gt_noisy"].notna()]
     if len(web):
         noisy = web["gt_noisy"].astype(bool).to_numpy()
@@ -64,6 +66,9 @@ def filter_quality(selection: pd.DataFrame, threshold: float) -> dict[str, Any]:
         # can the filter tell the captioner's false captions from its true ones?
         out["synthetic/auroc"] = auroc(syn["gt_noisy"].astype(bool).to_numpy(), -syn["itm_prob"].to_numpy())
         out |= {f"synthetic/auroc/{kind}": v for kind, v in synthetic_auroc_by_error(syn).items()}
+        if "confidence" in syn and syn["confidence"].notna().all():  # the captioner's own confidence, too
+            noisy = syn["gt_noisy"].astype(bool).to_numpy()
+            out["synthetic/confidence_auroc"] = auroc(noisy, -syn["confidence"].to_numpy())
         out |= {f"synthetic/precision/{a}": v for a, v in attribute_precision(syn).items()}
     kept = selection[selection["keep"] & selection["gt_noisy"].notna()]
     if len(kept):

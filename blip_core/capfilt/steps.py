@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from blip_core.capfilt.confidence import AttributeConfidence
 from blip_core.config.pipeline import CapFiltConfig
 from blip_core.data.reader import ReadStats, build_pipeline, iter_samples
 from blip_core.data.shards import ShardWriter
@@ -45,8 +46,11 @@ CAPTION_SCHEMA = pa.schema(
         pa.field("shard", pa.string(), nullable=False),
         pa.field("sample", pa.int32(), nullable=False),
         pa.field("caption", pa.string(), nullable=False),
+        pa.field("confidence", pa.float32(), nullable=False),
     ]
 )
+"""`confidence`: the captioner's confidence in the caption's least sure attribute word
+(blip_core.capfilt.confidence)."""
 SCORE_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
@@ -56,13 +60,15 @@ SCORE_SCHEMA = pa.schema(
         pa.field("caption", pa.string(), nullable=False),
         pa.field("itm_prob", pa.float32(), nullable=False),
         pa.field("itc_cosine", pa.float32(), nullable=False),
+        pa.field("confidence", pa.float32()),
         pa.field("gt_noise_type", pa.string()),
         pa.field("gt_noisy", pa.bool_()),
         pa.field("gt_attributes", pa.string()),
     ]
 )
-"""`gt_attributes`: synthetic captions only, the grounding checker's per-attribute tally as JSON
-({attribute: [mentions, true mentions]}), for CapFilt quality by attribute."""
+"""`confidence`: synthetic captions only, the captioner's (CAPTION_SCHEMA). `gt_attributes`: synthetic
+captions only, the grounding checker's per-attribute tally as JSON ({attribute: [mentions, true
+mentions]}), for CapFilt quality by attribute."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,7 +149,7 @@ def caption_output(out_dir: str | Path, shard: str | Path, ckpt: str, cfg: CapFi
     gen = asdict(generation_config(cfg))
     # the batch size is part of the identity: the shard's generator draws per batch, so another batch
     # size samples other captions from the same seed
-    ident = {"gen": gen, "seed": cfg.seed, "batch": cfg.caption_batch_size}
+    ident = {"gen": gen, "seed": cfg.seed, "batch": cfg.caption_batch_size, "columns": "confidence"}
     if cfg.caption_bf16:  # other numerics, other captions (kept out of the hash when off: fp32 ids stay)
         ident["bf16"] = True
     h = step_hash(step="caption", shard=file_sha256(shard), ckpt=ckpt, **ident)
@@ -161,7 +167,8 @@ def caption_shard(
     ckpt: str,
     device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """Write `num_captions` nucleus-sampled captions per image of one shard; skip if already done."""
+    """Write `num_captions` nucleus-sampled captions per image of one shard, each with the captioner's
+    confidence in its attribute words (blip_core.capfilt.confidence); skip if already done."""
     shard = Path(shard)
     out = caption_output(out_dir, shard, ckpt, cfg)
     if out.is_file():
@@ -170,20 +177,21 @@ def caption_shard(
     captioner.eval()
     gen = generation_config(cfg)
     generator = torch.Generator(device=device).manual_seed(shard_seed(cfg.seed, shard.stem))
+    confidence = AttributeConfidence(processor)
     stats = ReadStats()
     rows: list[dict[str, Any]] = []
     for batch in _batches(shard, cfg.caption_batch_size, stats):
         oom = out_of_memory_hint(f"CapFilt captioning of {shard.name}", "capfilt.caption_batch_size",
                                  cfg.caption_batch_size)  # fmt: skip
         with _autocast(device, cpu_bf16=cfg.caption_bf16), oom:
-            caps = caption_images(
-                captioner, processor, _images(batch, captioner.cfg.vision.image_size, device), gen, generator=generator
-            )
+            embeds = captioner.image_embeds(_images(batch, captioner.cfg.vision.image_size, device))
+            caps = caption_images(captioner, processor, None, gen, generator=generator, image_embeds=embeds)
+            conf = confidence(captioner, embeds, caps)
         for i, s in enumerate(batch):
             for j in range(cfg.num_captions):
-                rows.append(
-                    {"key": s["key"], "shard": shard.stem, "sample": j, "caption": caps[i * cfg.num_captions + j]}
-                )
+                n = i * cfg.num_captions + j
+                row = {"key": s["key"], "shard": shard.stem, "sample": j, "caption": caps[n], "confidence": conf[n]}
+                rows.append(row)
     _write_table(rows, CAPTION_SCHEMA, out)
     return {"shard": shard.stem, "path": str(out), "skipped": False, "images": stats.num_ok, "read": stats.to_dict()}
 
@@ -243,10 +251,10 @@ def filter_shard(
         return {"shard": shard.stem, "path": str(out), "skipped": True}
     device = device or next(filter_model.parameters()).device
     filter_model.eval()
-    synthetic: dict[str, list[str]] = {}
+    synthetic: dict[str, list[tuple[str, float]]] = {}
     if captions is not None:
         for r in pq.read_table(captions).to_pylist():
-            synthetic.setdefault(r["key"], []).append(r["caption"])
+            synthetic.setdefault(r["key"], []).append((r["caption"], r["confidence"]))
     k = cfg.num_captions if captions is not None else 0
     stats = ReadStats()
     rows: list[dict[str, Any]] = []
@@ -256,10 +264,10 @@ def filter_shard(
             syn = synthetic.get(s["key"], [])
             if len(syn) != k:
                 raise ValueError(f"{captions}: {s['key']} has {len(syn)} synthetic captions, expected {k}")
-            own = [(t, source) for t in s["captions"]]
-            for c, (text, src) in enumerate(own + [(t, "synthetic") for t in syn]):
+            own = [(t, source, None) for t in s["captions"]]
+            for c, (text, src, conf) in enumerate(own + [(t, "synthetic", conf) for t, conf in syn]):
                 texts.append(text)
-                cands.append((s, c, text, src))
+                cands.append((s, c, text, src, conf))
             counts.append(len(own) + len(syn))
         ids, mask = processor(texts)
         oom = out_of_memory_hint(f"CapFilt filtering of {shard.name}", "capfilt.filter_batch_size",
@@ -269,7 +277,7 @@ def filter_shard(
             embeds = embeds.repeat_interleave(torch.tensor(counts, device=device), dim=0)  # (sum counts, N, D)
             scores = filter_model.score(embeds, ids.to(device), mask.to(device))
         itm, itc = scores["itm_prob"].float().cpu().tolist(), scores["itc_cosine"].float().cpu().tolist()
-        for (s, c, text, src), p, cos in zip(cands, itm, itc, strict=True):
+        for (s, c, text, src, conf), p, cos in zip(cands, itm, itc, strict=True):
             nt, noisy, attributes = _ground_truth(s["meta"], text, src)
             rows.append(
                 {
@@ -280,6 +288,7 @@ def filter_shard(
                     "caption": text,
                     "itm_prob": p,
                     "itc_cosine": cos,
+                    "confidence": conf,
                     "gt_noise_type": nt,
                     "gt_noisy": noisy,
                     "gt_attributes": attributes,
@@ -320,9 +329,18 @@ def select(scores: pd.DataFrame, cfg: CapFiltConfig, *, threshold: float | None 
       no threshold (a repeat of a kept caption does not count against k).
     A caption that repeats one its image already keeps is kept once (`repeat`). With `max_synthetic`
     k > 0 an image keeps only its k best synthetic captions by p(match); `over_cap` marks the others.
+    With `min_confidence` > 0 a synthetic caption takes part only if the captioner's `confidence` in
+    each of its attribute words reaches it (`unsure` marks the others).
     """
     df = scores.copy()
     web, syn = df["source"].eq("web"), df["source"].eq("synthetic")
+    df["unsure"] = False
+    if cfg.min_confidence > 0:
+        if "confidence" not in df:
+            raise ValueError("capfilt.min_confidence needs the captioner's confidence: score files written before "
+                             "it existed lack it (re-run capfilt_score)")  # fmt: skip
+        df["unsure"] = syn & ~df["confidence"].fillna(0.0).ge(cfg.min_confidence)
+        syn = syn & ~df["unsure"]
     passes = df["itm_prob"].ge(cfg.threshold if threshold is None else threshold)
     if cfg.policy == "none":
         keep = web
@@ -333,7 +351,7 @@ def select(scores: pd.DataFrame, cfg: CapFiltConfig, *, threshold: float | None 
     elif cfg.policy == "both":
         keep = (web | syn) & passes
     elif cfg.policy == "top_k":  # repeats removed first, so k distinct captions per image
-        fresh = ~df.assign(_text=df["caption"].str.strip()).duplicated(["key", "_text"])
+        fresh = ~df.assign(_text=df["caption"].str.strip()).duplicated(["key", "_text"]) & ~df["unsure"]
         rank = df.loc[fresh, cfg.top_k_score].groupby(df.loc[fresh, "key"]).rank(method="first", ascending=False)
         keep = rank.le(cfg.top_k).reindex(df.index, fill_value=False)
     else:  # clip_score: rank, so ties at the cut never keep more than the fraction

@@ -48,6 +48,10 @@ class CapFiltConfig:
     """Keep at most this many synthetic captions per image, those with the highest p(match) among the
     ones that pass the threshold; 0 keeps every one that passes (BLIP). With `num_captions` N > 1 this
     is best-of-N captioning (BLIP-2 Sec. 3.4 ranks 10 sampled captions and keeps the top two)."""
+    min_confidence: float = 0.0
+    """A synthetic caption takes part in the selection only when the captioner's confidence in each of
+    its attribute words reaches this (blip_core.capfilt.confidence: the word's class probability
+    among the classes of its kind); 0 = every one (BLIP). Self-training's confidence threshold."""
     rounds: int = 1
     """Rounds of bootstrapping (a knob that shapes the DAG): round k > 1 runs CapFilt again on the web
     pool with round k-1's fine-tuned captioner and filter, re-pre-trains on what it keeps and
@@ -78,6 +82,8 @@ class CapFiltConfig:
             raise ValueError(f"capfilt.top_k must be >= 1, got {self.top_k}")
         if self.top_k_score not in ("itc_cosine", "itm_prob"):
             raise ValueError(f"capfilt.top_k_score must be itc_cosine or itm_prob, got {self.top_k_score!r}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"capfilt.min_confidence must be in [0, 1], got {self.min_confidence}")
         if self.max_synthetic < 0:
             raise ValueError(f"capfilt.max_synthetic must be >= 0 (0: no cap), got {self.max_synthetic}")
 

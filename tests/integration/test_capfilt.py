@@ -47,6 +47,14 @@ def test_caption_and_filter_outputs_are_complete_and_idempotent(tiny_world, mode
     web = scores[scores["source"] == "web"]
     assert set(web["gt_noise_type"]) <= {"clean", "mismatched", "corrupted", "spam", "uninformative"}
     assert scores.loc[scores["source"] == "synthetic", "gt_noisy"].notna().all()  # grounded against the scene
+    # the captioner's confidence travels with each synthetic caption into its score row
+    assert caps["confidence"].between(0, 1).all()
+    synthetic = scores[scores["source"] == "synthetic"].merge(
+        caps, left_on=["key", "caption"], right_on=["key", "caption"]
+    )
+    assert (
+        synthetic["confidence_x"].sub(synthetic["confidence_y"]).abs().max() < 1e-6 and web["confidence"].isna().all()
+    )
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")}
     second = _run_score(tiny_world, models, tmp_path, cfg)
     assert second["caption"]["shards_skipped"] == 3 and second["filter"]["shards_skipped"] == 3

@@ -217,9 +217,16 @@ def _beam_search(captioner, image_embeds, prompt, cfg: GenerationConfig) -> torc
 
 @torch.no_grad()
 def caption_images(
-    captioner, processor, images: torch.Tensor, cfg: GenerationConfig, *, generator: torch.Generator | None = None
+    captioner,
+    processor,
+    images: torch.Tensor | None,
+    cfg: GenerationConfig,
+    *,
+    generator: torch.Generator | None = None,
+    image_embeds: torch.Tensor | None = None,
 ) -> list[str]:
-    """Images (Bi, 3, H, W) -> Bi * R captions (R = num_return_sequences for nucleus, else 1)."""
-    embeds = captioner.image_embeds(images)
-    seqs = generate(captioner, embeds, processor.prompt_ids().to(images.device), cfg, generator=generator)
+    """Images (Bi, 3, H, W), or their tower output `image_embeds` -> Bi * R captions (R =
+    num_return_sequences for nucleus, else 1)."""
+    embeds = captioner.image_embeds(images) if image_embeds is None else image_embeds
+    seqs = generate(captioner, embeds, processor.prompt_ids().to(embeds.device), cfg, generator=generator)
     return processor.decode(seqs)

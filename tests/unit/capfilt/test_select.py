@@ -197,3 +197,25 @@ def test_top_k_keeps_each_images_best_captions_web_and_synthetic_together():
         ("k0", 1), ("k1", 1), ("k2", 0), ("k3", 0)]  # fmt: skip
     with pytest.raises(ValueError, match="top_k"):
         CapFiltConfig(policy="top_k", top_k=0)
+
+
+def test_min_confidence_keeps_only_synthetic_captions_the_captioner_was_sure_of():
+    """capfilt.min_confidence: a synthetic caption whose least sure attribute word is below it takes no
+    part (marked `unsure`), under every policy that keeps synthetic captions; web captions never."""
+    scores = _scores()
+    scores["confidence"] = [None, 0.9, None, 0.3, None, 0.2, None, 0.5]  # per row: web, syn, web, syn, ...
+    sel = select(scores, CapFiltConfig(policy="both", min_confidence=0.5))
+    kept = sorted(zip(sel.loc[sel["keep"], "key"], sel.loc[sel["keep"], "cand"]))
+    assert kept == [("k0", 0), ("k0", 1), ("k2", 0), ("k3", 1)]  # k1's synthetic (0.3) dropped; 0.5 passes (>=)
+    assert sel.loc[sel["unsure"], "key"].tolist() == ["k1", "k2"]
+    sel = select(scores, CapFiltConfig(policy="captioner", min_confidence=0.5))
+    assert int(sel["keep"].sum()) == 6 and not sel.loc[sel["unsure"], "keep"].any()
+    top = select(scores, CapFiltConfig(policy="top_k", top_k=1, top_k_score="itm_prob", min_confidence=0.5))
+    assert ("k1", 0) in list(zip(top.loc[top["keep"], "key"], top.loc[top["keep"], "cand"]))  # its web caption instead
+    q = filter_quality(sel, 0.5)
+    assert q["kept/unsure_dropped"] == 2 and q["synthetic/confidence_auroc"] == pytest.approx(1.0)  # k2's is false
+    assert select(_scores(), CapFiltConfig(policy="both"))["unsure"].sum() == 0  # off: BLIP
+    with pytest.raises(ValueError, match="re-run capfilt_score"):
+        select(_scores(), CapFiltConfig(policy="both", min_confidence=0.5))
+    with pytest.raises(ValueError, match="min_confidence"):
+        CapFiltConfig(min_confidence=1.5)
