@@ -60,7 +60,8 @@ def quality_lines(s: dict[str, Any]) -> list[str]:
         f"  filter AUROC (ITM p(match), noisy vs clean web captions): {f('filter_auroc')}"
         f" (attribute-corrupted alt-texts alone: {f('filter_auroc_corrupted')})",
         f"  synthetic captions fully grounded:                        {f('synthetic_grounded_accuracy')}"
-        f" (filter AUROC on them, true vs false: {f('synthetic_auroc')})",
+        f" (true vs false by the filter's p(match): AUROC {f('synthetic_auroc')},"
+        f" by the captioner's confidence: {f('synthetic_confidence_auroc')})",
         f"  noise rate: raw web {f('web_noise_rate')} -> kept set {f('kept_noise_rate')}"
         f" (threshold {f('threshold')}, {s.get('threshold_mode', '?')})",
     ]

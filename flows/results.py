@@ -28,6 +28,7 @@ QUALITY_METRICS = {
     "kept_noise_rate": "kept/noise_rate",
     "synthetic_grounded_accuracy": "synthetic/grounded_accuracy",
     "synthetic_auroc": "synthetic/auroc",
+    "synthetic_confidence_auroc": "synthetic/confidence_auroc",
 }
 ATTRIBUTES = ("color", "shape", "size", "count", "relation", "background")
 """The attributes whose precision in test beam captions (and synthetic captions) is reported."""
@@ -110,9 +111,10 @@ def run_summary(root: str | Path) -> dict[str, Any]:
             a: q[f"synthetic/precision/{a}"] for a in ATTRIBUTES if f"synthetic/precision/{a}" in q
         }
         selection = Path(root) / "capfilt" / SELECTION
+        gates = (q.get("max_synthetic", 0), q.get("min_confidence", 0.0))  # the run's synthetic cap and confidence gate
         if selection.is_file():
             if q.get("threshold_mode") != "fixed":
-                out["at_threshold_0.5"] = kept_at(selection, q["policy"], 0.5, q.get("max_synthetic", 0))
+                out["at_threshold_0.5"] = kept_at(selection, q["policy"], 0.5, *gates)
             at05 = out.get("at_threshold_0.5", {}).get("kept_noise_rate", out.get("kept_noise_rate"))
             out["kept_noise_rate_fixed_0_5"] = at05  # the paper's threshold, whatever the run used
         # the calibrated operating point (the 10% quantile of clean held-out pairs), whatever the run used
@@ -129,7 +131,7 @@ def run_summary(root: str | Path) -> dict[str, Any]:
                     out[key] = out[src] / raw
             # the paper's 2x2 (Table 1) on the same scores: what each policy would have kept (the run's cap)
             out["kept_noise_by_policy"] = {
-                pol: kept_at(selection, pol, q["threshold"], q.get("max_synthetic", 0))["kept_noise_rate"]
+                pol: kept_at(selection, pol, q["threshold"], *gates)["kept_noise_rate"]
                 for pol in ("none", "filter", "captioner", "both")
             }
     for model in ("baseline", "bootstrapped"):
@@ -174,15 +176,18 @@ def import_summary_deps() -> None:
     import blip_core.capfilt.steps  # noqa: F401
 
 
-def kept_at(selection: Path, policy: str, threshold: float, max_synthetic: int = 0) -> dict[str, float]:
-    """The kept set a policy, threshold and synthetic cap would give, from the stored scores (no model runs)."""
+def kept_at(
+    selection: Path, policy: str, threshold: float, max_synthetic: int = 0, min_confidence: float = 0.0
+) -> dict[str, float]:
+    """The kept set a policy, threshold, synthetic cap and confidence gate would give, from the stored
+    scores (no model runs)."""
     import pandas as pd
 
     from blip_core.capfilt.quality import filter_quality
     from blip_core.capfilt.steps import select
     from blip_core.config.pipeline import CapFiltConfig
 
-    cfg = CapFiltConfig(policy=policy, max_synthetic=max_synthetic)
+    cfg = CapFiltConfig(policy=policy, max_synthetic=max_synthetic, min_confidence=min_confidence)
     sel = select(pd.read_parquet(selection), cfg, threshold=threshold)
     q = filter_quality(sel, threshold)
     return {

@@ -301,7 +301,7 @@ def run_select(cfg: CapFiltConfig, work_dir: str | Path, *, metrics_dir: str | P
     sel = steps.select(scores, cfg, threshold=threshold)
     sel.to_parquet(work_dir / SELECTION, index=False)
     meta = {"policy": cfg.policy, "threshold": threshold, "threshold_mode": cfg.threshold_mode,
-            "max_synthetic": cfg.max_synthetic}  # fmt: skip
+            "max_synthetic": cfg.max_synthetic, "min_confidence": cfg.min_confidence}  # fmt: skip
     if calibration is not None:
         meta |= {"calibration_quantile": cfg.calibration_quantile, "calibration_pairs": int(len(calibration))}
     write_json(work_dir / SELECTION_META, meta)

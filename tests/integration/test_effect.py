@@ -87,7 +87,7 @@ def test_run_summary_reads_a_finished_run(tmp_path):
         "itm_count_acc": 0.52,
     }
     assert s["synthetic_auroc"] == 0.65 and s["synthetic_auroc_by_error"] == {"relation": 0.6, "repeated_pair": 0.7}
-    assert any("true vs false: 0.650" in line for line in effect.quality_lines(s))
+    assert any("p(match): AUROC 0.650" in line for line in effect.quality_lines(s))
     assert any("named twice in 0.800" in line and "0.400" in line for line in effect.quality_lines(s))
     lines = effect.quality_lines(s)
     assert any("corrupted" in line and "0.700" in line for line in lines)
