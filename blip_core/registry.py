@@ -306,7 +306,8 @@ def evaluations(kind: str, data: str) -> list[Task]:
     """The tasks that evaluate a `kind` checkpoint on a folder holding `data`. A checkpoint that other
     kinds start from (a pre-training) is evaluated as each image-caption kind of its own family it
     becomes (`init_from`; BLIP's pre-training as captioner and filter, not as a fresh Q-Former)."""
-    family = get_task(kind_task(kind)).family
+    owner = next((t for t in tasks().values() if t.kind == kind and t.owns_kind), None)  # none: an unknown kind
+    family = owner.family if owner else None
     kinds = {kind} | {t.kind for t in tasks().values()
                       if t.owns_kind and kind in t.init_from and t.data == "pairs" and t.family == family}  # fmt: skip
     return [t for t in tasks().values() if t.kind in kinds and t.data == data and t.evaluate is not None]
