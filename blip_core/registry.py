@@ -48,6 +48,10 @@ def family_names() -> list[str]:
                   if m.ispkg and importlib.util.find_spec(family_module(m.name)) is not None)  # fmt: skip
 
 
+Conversion = Callable[[dict[str, Any], Any], tuple[dict[str, Any], Any]]
+"""(a state dict of another kind, the receiving model's config) -> (its state, keys left fresh)."""
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family (BLIP; later BLIP-2, InstructBLIP): what its tasks share."""
@@ -100,11 +104,11 @@ class Task:
     """(model, loaded data, processor, cfg: EvalConfig, device) -> metrics, or (metrics, predictions)."""
     metrics: tuple[str, ...] = ()
     """The metric names `evaluate` reports that the baseline-vs-bootstrapped report compares."""
-    init_from: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], Any]] | str] = field(default_factory=dict)
+    init_from: dict[str, Conversion | str] = field(default_factory=dict)
     """{other checkpoint kind: conversion} for the kinds a model of it can start from (BLIP's fine-tunes:
-    "pretrain"; BLIP-2's second stage: its first); a conversion maps that kind's state dict (and, if
-    it takes a `cfg` argument, this model's config) to (this model's state, keys left at their fresh
-    init). A checkpoint of its own kind always can."""
+    "pretrain"; BLIP-2's second stage: its first); a conversion maps that kind's state dict and this
+    model's config (which BLIP's conversions do not need) to (this model's state, keys left at their
+    fresh init). A checkpoint of its own kind always can."""
     config_from: Callable[[Any], Any] | str | None = None
     """(the config of an `init_from` checkpoint of another family) -> this model's config (a Q-Former's
     sizes from the BLIP pre-training it starts from)."""
@@ -176,19 +180,12 @@ class Task:
         return tuple(dict.fromkeys(found))
 
     def convert(self, from_kind: str, state: dict[str, Any], cfg: Any = None) -> tuple[dict[str, Any], Any]:
-        """A `from_kind` checkpoint's state dict as this task's model's (`init_from`); `cfg`, the
-        model's config, goes to a conversion that takes one (which layers a Q-Former has)."""
-        import inspect
-
+        """A `from_kind` checkpoint's state dict as this task's model's (`init_from`); `cfg` is the
+        receiving model's config (a Q-Former's conversion reads which layers it has)."""
         if from_kind not in self.init_from:
             raise ValueError(f"task {self.name} cannot start from a {from_kind} checkpoint (init_from: "
                              f"{', '.join(self.init_from) or 'none'})")  # fmt: skip
-        fn = resolve(self.init_from[from_kind])
-        if "cfg" in inspect.signature(fn).parameters:
-            if cfg is None:
-                raise ValueError(f"task {self.name}: converting a {from_kind} checkpoint needs the model's config")
-            return fn(state, cfg=cfg)
-        return fn(state)
+        return resolve(self.init_from[from_kind])(state, cfg)
 
     def call(self, what: str, *args: Any, **kwargs: Any) -> Any:
         """Call one of its references (`forward`, `train_data`, `load_eval`, `evaluate`, `config_from`)."""
@@ -282,12 +279,17 @@ def task_for_role(role: str) -> Task:
     return found[0]
 
 
+def kind_owner(kind: str) -> Task | None:
+    """The task whose model class a checkpoint kind is; None for an unknown kind."""
+    return next((t for t in tasks().values() if t.kind == kind and t.owns_kind), None)
+
+
 def kind_task(kind: str) -> str:
-    """The task whose model class a checkpoint kind is."""
-    for t in tasks().values():
-        if t.kind == kind and t.owns_kind:
-            return t.name
-    raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(model_kinds())}")
+    """The name of the task whose model class a checkpoint kind is."""
+    owner = kind_owner(kind)
+    if owner is None:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(model_kinds())}")
+    return owner.name
 
 
 def model_kinds() -> dict[str, type]:
@@ -306,7 +308,7 @@ def evaluations(kind: str, data: str) -> list[Task]:
     """The tasks that evaluate a `kind` checkpoint on a folder holding `data`. A checkpoint that other
     kinds start from (a pre-training) is evaluated as each image-caption kind of its own family it
     becomes (`init_from`; BLIP's pre-training as captioner and filter, not as a fresh Q-Former)."""
-    owner = next((t for t in tasks().values() if t.kind == kind and t.owns_kind), None)  # none: an unknown kind
+    owner = kind_owner(kind)  # None: an unknown kind, which no task evaluates
     family = owner.family if owner else None
     kinds = {kind} | {t.kind for t in tasks().values()
                       if t.owns_kind and kind in t.init_from and t.data == "pairs" and t.family == family}  # fmt: skip

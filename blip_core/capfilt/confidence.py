@@ -22,7 +22,8 @@ import torch
 from blip_core.data.caption_edits import word_spans
 from blip_core.data.world import lexicon as lx
 
-COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4}
+# the numerals the world writes; an article ("a") is no count a reader holds to
+COUNT_WORDS = {w: n for n, words in lx.COUNT_WORDS.items() for w in words if w not in ("a", "an")}
 
 
 def lexicon_classes() -> dict[str, tuple[str, str]]:
@@ -41,13 +42,14 @@ class AttributeConfidence:
     def __init__(self, processor, classes: dict[str, tuple[str, str]] | None = None) -> None:
         self.processor = processor
         tok = processor.tokenizer
-        first = {w: tok(w, add_special_tokens=False).input_ids[:1] for w in (classes or lexicon_classes())}
+        classes = classes or lexicon_classes()
+        first = {w: tok(w, add_special_tokens=False).input_ids[:1] for w in classes}
         owners: dict[tuple[str, int], set[str]] = defaultdict(set)
-        for w, (kind, cls) in (classes or lexicon_classes()).items():
+        for w, (kind, cls) in classes.items():
             if first[w]:
                 owners[(kind, first[w][0])].add(cls)
         # a first token two classes of one kind share says nothing about either: left out
-        self.classes = {w: kc for w, kc in (classes or lexicon_classes()).items()
+        self.classes = {w: kc for w, kc in classes.items()
                         if first[w] and len(owners[(kc[0], first[w][0])]) == 1}  # fmt: skip
         self.tokens: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))  # kind -> class -> ids
         for w, (kind, cls) in self.classes.items():

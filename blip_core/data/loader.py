@@ -122,6 +122,8 @@ class Collate:
 
     processor: Any
     prompt: bool = False
+    word_labels: bool = False
+    """Label the ITM rows' words (TrainConfig.itm_word_loss): true, false (a swap's) or none."""
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         ids, mask = self.processor([it["caption"] for it in items], prompt=self.prompt)
@@ -136,14 +138,22 @@ class Collate:
             batch["negative_ids"] = self.processor([it["lm_negative"] for it in items], prompt=self.prompt)[0]
         rows = [(i, *row) for i, it in enumerate(items) for row in it.get("itm_extra", ())]
         if rows:  # extra ITM rows made from the captions (swap negatives, partial positives)
-            ids, mask, words = self.processor.with_word_labels([r[1] for r in rows], [r[3] for r in rows])
+            texts = [r[1] for r in rows]
+            if self.word_labels:
+                ids, mask, words = self.processor.with_word_labels(texts, [r[3] for r in rows])
+            else:
+                ids, mask = self.processor(texts)
             batch["itm_extra"] = {
                 "input_ids": ids,
                 "attention_mask": mask,
                 "image_index": torch.tensor([r[0] for r in rows], dtype=torch.long),
                 "labels": torch.tensor([r[2] for r in rows], dtype=torch.long),
-                "word_labels": words,  # per token: 1 true word, 0 the swap's false word(s), -100 none
             }
+            if self.word_labels:  # per token: 1 true word, 0 the swap's false word(s), -100 none
+                captions = [it["caption"] for it in items]
+                batch["itm_extra"]["word_labels"] = words
+                batch["itm_extra"]["positive_word_labels"] = self.processor.with_word_labels(
+                    captions, [set()] * len(captions))[2]  # fmt: skip
         return batch
 
 
@@ -295,6 +305,7 @@ class TrainData:
         swap_negatives: bool = False,
         phrase_positives: bool = False,
         lm_negatives: bool = False,
+        word_labels: bool = False,
         cache_bytes: int = 0,
         captions_per_image: int = 0,
     ) -> None:
@@ -313,7 +324,7 @@ class TrainData:
         if self.steps_per_epoch < 1:
             raise ValueError(f"{self.num_pairs} training pairs are fewer than one global batch ({batch_size * world})")
         self.transform = TrainTransform(image_size, crop_scale_min, seed)
-        self.collate = LabelCollate(classes) if classes is not None else Collate(processor, prompt)
+        self.collate = LabelCollate(classes) if classes is not None else Collate(processor, prompt, word_labels)
         self.stats = ReadStats()
         self.reader_cfg = reader_cfg
         # later epochs replay the first one's reading (a worker's or another rank's cache dies with it)

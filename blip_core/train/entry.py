@@ -138,7 +138,7 @@ def _run(
                          cache_bytes=cfg.cache_samples_mb * 2**20, captions_per_image=cfg.captions_per_image,
                          swap_negatives=cfg.itm_swap_negatives,
                          phrase_positives=cfg.itm_phrase_positives,
-                         lm_negatives=cfg.lm_unlikelihood > 0)  # fmt: skip
+                         lm_negatives=cfg.lm_unlikelihood > 0, word_labels=cfg.itm_word_loss > 0)  # fmt: skip
     resolved = {
         "train": dataclasses.asdict(cfg),
         "model": model.cfg.to_dict(),

@@ -203,6 +203,10 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
+    def step_generator(self) -> torch.Generator:
+        """A generator seeded by the run's seed and the step: a resumed run draws the same negatives."""
+        return torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + self.step)
+
     def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         b = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with self._autocast():

@@ -18,13 +18,12 @@ def itc_itm_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tens
     """pretrain / retrieval: ITC + ITM (+ LM), momentum distillation ramped over the first epoch."""
     cfg = trainer.cfg
     ramp = int(cfg.alpha_ramp_epochs * trainer.steps_per_epoch)
-    gen = torch.Generator(device=trainer.device).manual_seed(cfg.seed * 1_000_003 + trainer.step)
     extra = b.get("itm_extra")  # caption-made ITM rows (TrainConfig.itm_swap_negatives / itm_phrase_positives)
     extras = {} if extra is None else {"itm_extra": {k: v.to(trainer.device) for k, v in extra.items()},
                                        "itm_word": cfg.itm_word_loss}  # fmt: skip
     return trainer.forward_model(b["images"], b["input_ids"], b["attention_mask"], b["image_ids"],
-                                 alpha=alpha_ramp(trainer.step, ramp, trainer.model.cfg.alpha), generator=gen,
-                                 **extras)  # fmt: skip
+                                 alpha=alpha_ramp(trainer.step, ramp, trainer.model.cfg.alpha),
+                                 generator=trainer.step_generator(), **extras)  # fmt: skip
 
 
 def caption_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -186,8 +186,8 @@ class BlipRetrieval(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """`itm_extra`: more ITM rows made from the captions (blip_core.data.caption_edits): input_ids
         (E, L'), attention_mask (E, L'), image_index (E,) into the batch, labels (E,) 1 match / 0 not,
-        word_labels (E, L') which words are false. With `itm_word` > 0, also `itm_word_loss` x
-        `itm_word` on those rows and the positives (every word of a caption of the image is true)."""
+        and, for `itm_word` > 0, word_labels (E, L') which words are false and positive_word_labels
+        (B, L'') the captions' words (all true): `itm_word_loss` x `itm_word` on those rows."""
         image_embeds = self.image_embeds(images)
         out = self._itc_itm(images, image_embeds, input_ids, attention_mask, image_ids, alpha, generator, itm_extra,
                             itm_word)  # fmt: skip
@@ -252,7 +252,8 @@ class BlipRetrieval(nn.Module):
         labels = torch.cat(labels)
         out |= itm_loss(logits, labels.to(logits.device))
         if itm_word and itm_extra is not None:
-            words = self._word_labels(attention_mask, len(rows_t) + len(rows_i), itm_extra["word_labels"], h.shape[1])
+            words = self._word_labels(itm_extra["positive_word_labels"], len(rows_t) + len(rows_i),
+                                      itm_extra["word_labels"], h.shape[1])  # fmt: skip
             out["itm_word_loss"] = itm_word * itm_word_loss(self.itm_head(h), words)["itm_word_loss"]
         out |= {
             "itm_logits": logits,
@@ -264,15 +265,10 @@ class BlipRetrieval(nn.Module):
         return out
 
     @staticmethod
-    def _word_labels(attention_mask: torch.Tensor, num_negatives: int, extra: torch.Tensor, L: int) -> torch.Tensor:
-        """(M, L) word targets of the ITM rows: the positives' words all true ([CLS] and [SEP]
-        unlabelled), the in-batch negatives unlabelled (which word is false is unknown), then
-        the caption-made rows' own."""
-        B = attention_mask.shape[0]
-        pos = attention_mask.clone()
-        pos[:, 0] = 0
-        pos[torch.arange(B), attention_mask.sum(1) - 1] = 0  # [SEP]
-        pos = torch.where(pos.bool(), 1, -100)
+    def _word_labels(pos: torch.Tensor, num_negatives: int, extra: torch.Tensor, L: int) -> torch.Tensor:
+        """(M, L) word targets of the ITM rows: the positives' (labelled as the caption-made rows
+        are), the in-batch negatives unlabelled (which word is false is unknown), then the
+        caption-made rows' own."""
         neg = torch.full((num_negatives, L), -100, dtype=torch.long, device=pos.device)
         return torch.cat([F.pad(pos, (0, L - pos.shape[1]), value=-100), neg,
                           F.pad(extra, (0, L - extra.shape[1]), value=-100)])  # fmt: skip
@@ -389,11 +385,15 @@ def copy_momentum(model: nn.Module) -> None:
             mom.copy_(online)
 
 
-def captioner_from_pretrain(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+def captioner_from_pretrain(
+    state: dict[str, torch.Tensor], cfg: ModelConfig | None = None
+) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
     """The captioner's state from a pre-training state (its registry entry's `init_from`; nothing fresh)."""
     return split_pretrain_state(state)[0], ()
 
 
-def retrieval_from_pretrain(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+def retrieval_from_pretrain(
+    state: dict[str, torch.Tensor], cfg: ModelConfig | None = None
+) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
     """The filter's state from a pre-training state (its registry entry's `init_from`; nothing fresh)."""
     return split_pretrain_state(state)[1], ()

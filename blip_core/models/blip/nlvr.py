@@ -135,7 +135,9 @@ class BlipNLVR(nn.Module):
 CLS_HEAD_KEYS = ("cls_head.0.weight", "cls_head.0.bias", "cls_head.2.weight", "cls_head.2.bias")
 
 
-def nlvr_state_from_pretrain(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+def nlvr_state_from_pretrain(
+    state: dict[str, torch.Tensor], cfg: ModelConfig | None = None
+) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
     """A `BlipPretrain` (or `BlipRetrieval`) state dict -> (BlipNLVR state, keys left at their fresh init).
 
     As BLIP's `blip_nlvr.load_checkpoint`: the encoder is the pre-trained image-grounded encoder;

@@ -189,7 +189,9 @@ def _check_pretrain_state(state: dict[str, torch.Tensor]) -> None:
                          "(text.encoder.layer.*.attention_dec.*)")  # fmt: skip
 
 
-def vqa_state_from_pretrain(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+def vqa_state_from_pretrain(
+    state: dict[str, torch.Tensor], cfg: ModelConfig | None = None
+) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
     """A `BlipPretrain` state dict -> (BlipVQA state, keys left at their fresh init).
 
     As BLIP: the question encoder is the pre-trained image-grounded encoder (self-attention,

@@ -12,5 +12,5 @@ if TYPE_CHECKING:
 
 def qformer_forward(trainer: Trainer, b: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Stage 1: ITC + ITM + ITG; the hard-negative generator seeded per step, as BLIP's."""
-    gen = torch.Generator(device=trainer.device).manual_seed(trainer.cfg.seed * 1_000_003 + trainer.step)
-    return trainer.forward_model(b["images"], b["input_ids"], b["attention_mask"], b["image_ids"], generator=gen)
+    return trainer.forward_model(b["images"], b["input_ids"], b["attention_mask"], b["image_ids"],
+                                 generator=trainer.step_generator())  # fmt: skip

@@ -292,7 +292,7 @@ class Blip2QFormer(nn.Module):
 
 
 def qformer_from_pretrain(
-    state: dict[str, torch.Tensor], *, cfg: Blip2Config
+    state: dict[str, torch.Tensor], cfg: Blip2Config | None
 ) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
     """A Q-Former's start from a BLIP pre-training (its registry entry's `init_from`): the tower, and
     for the Q-Former what BLIP-2 takes from BERT-base, here BLIP's own text encoder: its embeddings,
@@ -300,6 +300,8 @@ def qformer_from_pretrain(
     cross-attention of the layers that keep one (every `cfg.cross_attention_freq`-th), its LM head,
     ITC text projection, ITM head and temperature. Fresh: the queries, `ln_vision` and the query
     projection, whose input is a query output rather than BLIP's image [CLS]."""
+    if cfg is None:
+        raise ValueError("a Q-Former's start from a BLIP pre-training needs the Q-Former's config")
     out: dict[str, torch.Tensor] = {}
     for k, v in state.items():
         if k.startswith(("visual_encoder.", "text_proj.", "itm_head.")) or k == "temp":

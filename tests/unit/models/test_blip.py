@@ -48,16 +48,20 @@ def test_caption_made_itm_rows_are_appended_with_their_labels(cfg):
 
 
 def test_itm_word_loss_reads_the_itm_head_at_every_labelled_word(cfg):
-    """TrainConfig.itm_word_loss: the ITM head at each token of the positives (every word true,
-    [CLS] / [SEP] / padding unlabelled), none of the in-batch negatives (which word is false is
-    unknown) and the caption-made rows (their own word labels); weighted, and absent at weight 0."""
+    """TrainConfig.itm_word_loss: the ITM head at each labelled token of the positives (every word
+    true), none of the in-batch negatives (which word is false is unknown) and the caption-made
+    rows (their own word labels); weighted, and absent at weight 0."""
     model = BlipRetrieval(cfg)
     ids, mask = text_batch(B=4, L=9)
     mask[1, 6:] = 0
+    pos_labels = torch.full((4, 9), -100)
+    pos_labels[:, 1:8] = 1  # [CLS] at 0, [SEP] at 8
+    pos_labels[1, 5:] = -100  # row 1: [SEP] at 5, then padding
+    pos_labels[2, 3] = -100  # a punctuation token, unlabelled as in the caption-made rows
     extra_ids, extra_mask = text_batch(B=2, L=7, seed=5)
     words = torch.tensor([[-100, 1, 0, 1, 1, 1, -100], [-100, 1, 1, -100, -100, -100, -100]])
     extra = {"input_ids": extra_ids, "attention_mask": extra_mask, "image_index": torch.tensor([0, 2]),
-             "labels": torch.tensor([0, 1]), "word_labels": words}  # fmt: skip
+             "labels": torch.tensor([0, 1]), "word_labels": words, "positive_word_labels": pos_labels}  # fmt: skip
     imgs = torch.randn(4, 3, 32, 32)
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     out = model(imgs, ids, mask, torch.arange(4), generator=gen(), itm_extra=extra, itm_word=0.5)
@@ -67,9 +71,6 @@ def test_itm_word_loss_reads_the_itm_head_at_every_labelled_word(cfg):
         emb = model.image_embeds(imgs)
         pos = model.itm_head(model.itm_hidden(emb, ids, mask))  # (4, 9, 2)
         ext = model.itm_head(model.itm_hidden(emb, extra_ids, extra_mask, image_index=extra["image_index"]))
-    pos_labels = torch.full((4, 9), -100)
-    pos_labels[:, 1:8] = 1  # [CLS] at 0, [SEP] at 8
-    pos_labels[1, 5:] = -100  # row 1: [SEP] at 5, then padding
     logits = torch.cat([pos[pos_labels >= 0], ext[words >= 0]])
     target = torch.cat([pos_labels[pos_labels >= 0], words[words >= 0]])
     want = 0.5 * torch.nn.functional.cross_entropy(logits, target)

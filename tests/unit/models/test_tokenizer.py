@@ -78,3 +78,23 @@ def test_word_labels_mark_the_tokens_of_false_words(tmp_path):
     hexagonal = [lab for tok, lab in zip(tokens, labels[0].tolist(), strict=True) if tok.startswith("##")]
     assert hexagonal and set(hexagonal) == {0}  # every piece of the false word "hexagonal"
     assert labels[1].tolist()[1:4] == [1, 1, 1] and set(labels[1].tolist()[4:]) == {-100}  # [SEP] + padding
+
+
+def test_collate_labels_words_only_when_asked(tmp_path):
+    """Collate: the ITM rows' word labels (and the positives', labelled the same way: punctuation
+    unlabelled) only with `word_labels` (TrainConfig.itm_word_loss > 0); the rows' ids are the same."""
+    from blip_core.data.loader import Collate
+    from blip_core.models.common.tokenizer import TextProcessor
+
+    caps = ["a red circle left of a blue star", "two green squares", "a small ring"] * 5
+    proc = TextProcessor(train_tokenizer(caps, tmp_path / "tok", vocab_size=300, min_frequency=1))
+    items = [{"caption": "two green squares, a ring", "tensor": torch.zeros(3, 8, 8), "image_id": "a-1", "pair": "p0",
+              "itm_extra": [("two red squares", 0, {1})]},
+             {"caption": "a red circle", "tensor": torch.zeros(3, 8, 8), "image_id": "a-2", "pair": "p1"}]  # fmt: skip
+    plain, labelled = Collate(proc)(items)["itm_extra"], Collate(proc, word_labels=True)(items)["itm_extra"]
+    assert "word_labels" not in plain and "positive_word_labels" not in plain
+    assert torch.equal(plain["input_ids"], labelled["input_ids"])
+    assert labelled["word_labels"][0].tolist()[1:4] == [1, 0, 1]  # "red" is the swap's false word
+    pos = labelled["positive_word_labels"]
+    tokens = proc.tokenizer.convert_ids_to_tokens(proc([it["caption"] for it in items])[0][0])
+    assert dict(zip(tokens, pos[0].tolist(), strict=True))[","] == -100 and pos[0, 1] == 1
