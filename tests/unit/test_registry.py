@@ -120,3 +120,5 @@ def test_blip2_is_a_family_whose_qformer_starts_from_blips_pretraining(tmp_path)
 def test_a_conversion_is_named_per_source_kind():
     with pytest.raises(ValueError, match="task caption cannot start from a retrieval checkpoint"):
         get_task("caption").convert("retrieval", {})
+    with pytest.raises(ValueError, match="needs the Q-Former's config"):
+        get_task("qformer").convert("pretrain", {})  # every conversion takes (state, cfg); a Q-Former needs its cfg
