@@ -141,6 +141,8 @@ def run_size(args, n: int, test: EvalSplit) -> dict:
     test_pairs = test_pairs[: args.max_test] if args.max_test else test_pairs
     print(f"{args.probe}, {n} scenes of {args.train}: {len(train_pairs)} statement pairs; held out: "
           f"{len(test_pairs)}", flush=True)  # fmt: skip
+    before = probe.accuracy(test_feats, test_pairs)  # the checkpoint as the chain left it
+    print(f"  step     0 held-out {before:.3f} (the checkpoint as trained)", flush=True)
     rng, curve, step, start = random.Random(0), [], 0, time.perf_counter()
     while step < args.steps:
         rng.shuffle(train_pairs)
@@ -156,7 +158,7 @@ def run_size(args, n: int, test: EvalSplit) -> dict:
                       f"held-out {row['test']:.3f}", flush=True)  # fmt: skip
             if step >= args.steps:
                 break
-    return {"scenes": n, "statements": len(train_pairs), "curve": curve}
+    return {"scenes": n, "statements": len(train_pairs), "before": before, "curve": curve}
 
 
 def main() -> None:
@@ -185,9 +187,11 @@ def main() -> None:
         name = f"held-out {args.probe} accuracy, {r['scenes']} scenes, {last['step']} steps"
         figures.append(figure(name, last["test"],
                               ratio=last["test"] / ref if ref else None, reference=f"{runs[0]['scenes']} scenes",
-                              note=f"train {last['train']:.3f}; {last['seconds']} s"))  # fmt: skip
-        print(f"{r['scenes']:6d} scenes: held-out {last['test']:.3f} (x{last['test'] / ref:.2f} of "
-              f"{runs[0]['scenes']} scenes), train {last['train']:.3f}, {last['seconds']} s", flush=True)  # fmt: skip
+                              note=f"train {last['train']:.3f}; before {r['before']:.3f}; "
+                                   f"{last['seconds']} s"))  # fmt: skip
+        print(f"{r['scenes']:6d} scenes: held-out {r['before']:.3f} -> {last['test']:.3f} "
+              f"(x{last['test'] / ref:.2f} of {runs[0]['scenes']} scenes), train {last['train']:.3f}, "
+              f"{last['seconds']} s", flush=True)  # fmt: skip
     save(args.json, figures, model=args.model, probe=args.probe, train=args.train, runs=runs)
 
 
