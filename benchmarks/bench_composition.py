@@ -65,7 +65,7 @@ PROBES = {"relation": direction_pairs, "count": count_pairs}
 
 
 class Probe:
-    """One checkpoint's text side trained on relation statements over frozen image features."""
+    """One checkpoint's text side trained on a probe's statements over frozen image features."""
 
     def __init__(self, path: str, lr: float) -> None:
         self.kind = pretrained.read_meta(path)["kind"]
@@ -89,8 +89,8 @@ class Probe:
         if self.kind == "retrieval":
             ids, mask = self.proc(texts)
             return self.model.itm_logits(feats, ids, mask).float().log_softmax(-1)[:, 1]
-        return caption_log_likelihood(_FrozenFeatures(self.model), feats, texts, self.proc, torch.device("cpu"),
-                                      per_image=2)  # fmt: skip
+        return caption_log_likelihood(self.model, None, texts, self.proc, torch.device("cpu"), per_image=2,
+                                      image_embeds=feats)  # fmt: skip
 
     def step(self, feats: torch.Tensor, pairs: list[tuple]) -> float:
         self.model.train()
@@ -116,19 +116,6 @@ class Probe:
             both = self._scores(feats[[p[0] for p in chunk]], [t for p in chunk for t in p[1:3]]).view(-1, 2)
             wins += int((both[:, 0] > both[:, 1]).sum())
         return wins / len(pairs)
-
-
-class _FrozenFeatures:
-    """A captioner given the tower's features in place of images (the tower ran once)."""
-
-    def __init__(self, model) -> None:
-        self.model, self.cfg = model, model.cfg
-
-    def image_embeds(self, feats: torch.Tensor) -> torch.Tensor:
-        return feats
-
-    def __call__(self, *args, **kwargs):
-        return self.model(*args, **kwargs)
 
 
 def run_size(args, n: int, test: EvalSplit) -> dict:

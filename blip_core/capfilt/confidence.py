@@ -69,7 +69,8 @@ class AttributeConfidence:
         dec = ids.clone()
         dec[:, 0] = captioner.cfg.text.bos_token_id
         embeds = image_embeds.repeat_interleave(R, dim=0)
-        logp = captioner(None, dec, mask, image_embeds=embeds)["lm_logits"].float().log_softmax(-1)  # (B, L, V)
+        logits = captioner(None, dec, mask, image_embeds=embeds)["lm_logits"]
+        probs = logits.float().log_softmax(-1).exp().cpu()  # (B, L, V), read per word below: one transfer
         out = []
         for b, text in enumerate(texts):
             starts = {a: t for t, (a, z) in enumerate(enc.offset_mapping[b].tolist()) if z > a}
@@ -79,7 +80,7 @@ class AttributeConfidence:
                 if start < len(proc.prompt) or word not in self.classes or not t:
                     continue
                 kind, cls = self.classes[word]
-                mass = {c: logp[b, t - 1, ids_].exp().sum().item() for c, ids_ in self.tokens[kind].items()}
+                mass = {c: probs[b, t - 1, ids_].sum().item() for c, ids_ in self.tokens[kind].items()}
                 worst = min(worst, mass[cls] / sum(mass.values()))
             out.append(worst)
         return out

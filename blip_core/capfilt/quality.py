@@ -61,13 +61,13 @@ def filter_quality(selection: pd.DataFrame, threshold: float) -> dict[str, Any]:
                 out[f"filter/auroc/{nt}"] = auroc(versus, -scores)
     syn = selection[selection["source"].eq("synthetic") & selection["gt_noisy"].notna()]
     if len(syn):
-        out["synthetic/grounded_accuracy"] = float(1 - syn["gt_noisy"].astype(bool).mean())
+        noisy = syn["gt_noisy"].astype(bool).to_numpy()
+        out["synthetic/grounded_accuracy"] = float(1 - noisy.mean())
         out["synthetic/removed_rate"] = float((syn["itm_prob"] < threshold).mean())
         # can the filter tell the captioner's false captions from its true ones?
-        out["synthetic/auroc"] = auroc(syn["gt_noisy"].astype(bool).to_numpy(), -syn["itm_prob"].to_numpy())
+        out["synthetic/auroc"] = auroc(noisy, -syn["itm_prob"].to_numpy())
         out |= {f"synthetic/auroc/{kind}": v for kind, v in synthetic_auroc_by_error(syn).items()}
         if "confidence" in syn and syn["confidence"].notna().all():  # the captioner's own confidence, too
-            noisy = syn["gt_noisy"].astype(bool).to_numpy()
             out["synthetic/confidence_auroc"] = auroc(noisy, -syn["confidence"].to_numpy())
         out |= {f"synthetic/precision/{a}": v for a, v in attribute_precision(syn).items()}
     kept = selection[selection["keep"] & selection["gt_noisy"].notna()]

@@ -125,8 +125,16 @@ class Collate:
     word_labels: bool = False
     """Label the ITM rows' words (TrainConfig.itm_word_loss): true, false (a swap's) or none."""
 
+    def __post_init__(self) -> None:
+        if self.word_labels and self.prompt:
+            raise ValueError("word labels are for ITM batches, which have no captioner prompt")
+
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        ids, mask = self.processor([it["caption"] for it in items], prompt=self.prompt)
+        captions = [it["caption"] for it in items]
+        if self.word_labels:  # an ITM task (no prompt): the same ids, and each token's word labelled true
+            ids, mask, positive_words = self.processor.with_word_labels(captions, [set()] * len(captions))
+        else:
+            ids, mask = self.processor(captions, prompt=self.prompt)
         batch = {
             "images": torch.stack([it["tensor"] for it in items]),
             "input_ids": ids,
@@ -139,21 +147,14 @@ class Collate:
         rows = [(i, *row) for i, it in enumerate(items) for row in it.get("itm_extra", ())]
         if rows:  # extra ITM rows made from the captions (swap negatives, partial positives)
             texts = [r[1] for r in rows]
-            if self.word_labels:
-                ids, mask, words = self.processor.with_word_labels(texts, [r[3] for r in rows])
+            extra = {"image_index": torch.tensor([r[0] for r in rows], dtype=torch.long),
+                     "labels": torch.tensor([r[2] for r in rows], dtype=torch.long)}  # fmt: skip
+            if self.word_labels:  # per token: 1 true word, 0 the swap's false word(s), -100 none
+                ids, mask, extra["word_labels"] = self.processor.with_word_labels(texts, [r[3] for r in rows])
+                extra["positive_word_labels"] = positive_words
             else:
                 ids, mask = self.processor(texts)
-            batch["itm_extra"] = {
-                "input_ids": ids,
-                "attention_mask": mask,
-                "image_index": torch.tensor([r[0] for r in rows], dtype=torch.long),
-                "labels": torch.tensor([r[2] for r in rows], dtype=torch.long),
-            }
-            if self.word_labels:  # per token: 1 true word, 0 the swap's false word(s), -100 none
-                captions = [it["caption"] for it in items]
-                batch["itm_extra"]["word_labels"] = words
-                batch["itm_extra"]["positive_word_labels"] = self.processor.with_word_labels(
-                    captions, [set()] * len(captions))[2]  # fmt: skip
+            batch["itm_extra"] = {"input_ids": ids, "attention_mask": mask, **extra}
         return batch
 
 

@@ -156,12 +156,21 @@ def _probe(split: EvalSplit, batch_size: int, score: Scorer, prefix: str) -> dic
 
 
 def caption_log_likelihood(
-    captioner, images: torch.Tensor, texts: list[str], processor, device, *, per_image: int = 1
+    captioner,
+    images: torch.Tensor | None,
+    texts: list[str],
+    processor,
+    device,
+    *,
+    per_image: int = 1,
+    image_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B * per_image,) teacher-forced log-likelihood of each caption after the captioner's prompt;
-    image b's captions are rows b * per_image ... (b + 1) * per_image - 1, its tower run once."""
+    image b's captions are rows b * per_image ... (b + 1) * per_image - 1, its tower run once (or
+    its output given as `image_embeds`, (B, N, Dv))."""
     ids, mask = (t.to(device) for t in processor(texts, prompt=True))
-    emb = captioner.image_embeds(images.to(device)).repeat_interleave(per_image, dim=0)  # (B * R, N, Dv)
+    emb = captioner.image_embeds(images.to(device)) if image_embeds is None else image_embeds.to(device)
+    emb = emb.repeat_interleave(per_image, dim=0)  # (B * R, N, Dv)
     logits = captioner(None, ids, mask, prompt_length=processor.prompt_length, image_embeds=emb)["lm_logits"]
     target = ids.clone()
     target[:, 0] = captioner.cfg.text.bos_token_id

@@ -91,7 +91,9 @@ def test_collate_labels_words_only_when_asked(tmp_path):
     items = [{"caption": "two green squares, a ring", "tensor": torch.zeros(3, 8, 8), "image_id": "a-1", "pair": "p0",
               "itm_extra": [("two red squares", 0, {1})]},
              {"caption": "a red circle", "tensor": torch.zeros(3, 8, 8), "image_id": "a-2", "pair": "p1"}]  # fmt: skip
-    plain, labelled = Collate(proc)(items)["itm_extra"], Collate(proc, word_labels=True)(items)["itm_extra"]
+    plain_batch, labelled_batch = Collate(proc)(items), Collate(proc, word_labels=True)(items)
+    assert torch.equal(plain_batch["input_ids"], labelled_batch["input_ids"])
+    plain, labelled = plain_batch["itm_extra"], labelled_batch["itm_extra"]
     assert "word_labels" not in plain and "positive_word_labels" not in plain
     assert torch.equal(plain["input_ids"], labelled["input_ids"])
     assert labelled["word_labels"][0].tolist()[1:4] == [1, 0, 1]  # "red" is the swap's false word
