@@ -184,24 +184,27 @@ class Stage:
             return self.fn(**self.kwargs, **extra)
 
 
-def _shape(params: str) -> tuple[str, list[str], int]:
+def _shape(params: str) -> tuple[str, list[str], int, set[str]]:
     """The params.yaml knobs that shape the DAG, from one read of the file: `pretrain.vision_init`,
-    `downstream.tasks` (in registry order) and `capfilt.rounds`; "", none and 1 without a file."""
+    `downstream.tasks` (in registry order), `capfilt.rounds` and the CapFilt fine-tunes' sections with
+    `count_statements` (they read the `objects` split too); "", none, 1 and none without a file."""
     from blip_core.config.loader import from_dict, read_params
     from blip_core.config.pipeline import CapFiltConfig, DownstreamConfig
     from blip_core.config.train import TrainConfig
-    from blip_core.registry import tasks
+    from blip_core.registry import task_for_role, tasks
 
     if not Path(params).is_file():
-        return "", [], 1
+        return "", [], 1, set()
     doc = read_params(params)
 
     def section(name: str, cls: type) -> Any:
         return from_dict(cls, doc.get(name, {}) or {}, section=name)
 
     chosen = section("downstream", DownstreamConfig).tasks
+    capfilt_sections = [task_for_role(role).section for role in ("captioner", "filter")]
+    statements = {s for s in capfilt_sections if section(s, TrainConfig).count_statements}
     return (section("pretrain", TrainConfig).vision_init, [t for t in tasks() if t in chosen],
-            section("capfilt", CapFiltConfig).rounds)  # fmt: skip
+            section("capfilt", CapFiltConfig).rounds, statements)  # fmt: skip
 
 
 def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
@@ -215,7 +218,7 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
     pool = [human, web]
     evals = [val, L.split("test"), L.split("novel")]
     objects = L.split("objects")
-    vision_init, chosen, rounds = _shape(params)
+    vision_init, chosen, rounds, with_statements = _shape(params)
     downstream = [get_task(t) for t in chosen]
     out: list[Stage] = [
         Stage(name="world", fn=fns.stage_world, kwargs={"out_dir": L.world, "params": params}, deps=(),
@@ -286,7 +289,9 @@ def stages(params: str = "params.yaml", root: str = "data") -> list[Stage]:
 
     def finetunes(model: str, tasks: list) -> list[Stage]:
         pre = L.model(model, "pretrain")
-        return [train(model, t.name, [L.split(t.train_split or "coco_train")], pre, []) for t in tasks]
+        return [train(model, t.name, [L.split(t.train_split or "coco_train"),
+                                      *([objects] if t.section in with_statements else [])], pre, [])
+                for t in tasks]  # fmt: skip
 
     gates_raw = [f"{m}/validate_raw.json", f"{m}/leakage.json"]
     out.append(train("baseline", "pretrain", pool, None, gates_raw))

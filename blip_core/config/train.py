@@ -86,6 +86,12 @@ class TrainConfig:
     head read at every word of the positives and caption-made rows, told which words a swap made
     false (0 = off). One bit per caption did not teach the filter which colour belongs to which
     object; a label per word says where the mismatch is, as the captioner's per-token loss does."""
+    count_statements: int = 0
+    """caption / retrieval: count statements per batch (beside batch_size captions), written from the
+    region labels of the label-only folders among the stage's data (`blip_core.data.region_text`; the
+    `objects` split, Visual Genome's role). 0 = captions only."""
+    count_statement_kind: str = "scene"
+    """scene (every colour-shape group of the image, counted) | group (one group, via a random object)."""
     lm_unlikelihood: float = 0.0
     """caption: weight of blip_core.losses.unlikelihood_loss on a swap negative of each caption (0 = off)."""
     vision_init: str = ""
@@ -148,6 +154,12 @@ class TrainConfig:
             raise ValueError("train.itm_word_loss must be >= 0 and needs train.itm_swap_negatives (its false words)")
         if self.lm_unlikelihood < 0 or (self.lm_unlikelihood and self.task != "caption"):
             raise ValueError("train.lm_unlikelihood is a caption-task weight >= 0")
+        if self.count_statements < 0 or (self.count_statements and get_task(self.task).name not in ("caption", "retrieval")):
+            raise ValueError(f"train.count_statements is a caption / retrieval count >= 0, got {self.count_statements}")
+        from blip_core.data.region_text import STATEMENT_KINDS
+
+        if self.count_statement_kind not in STATEMENT_KINDS:
+            raise ValueError(f"train.count_statement_kind must be one of {STATEMENT_KINDS}, got {self.count_statement_kind!r}")
         if self.cpu_bf16 not in ("auto", "on", "off"):
             raise ValueError(f"train.cpu_bf16 must be auto, on or off, got {self.cpu_bf16!r}")
         if self.fused_optimizer not in ("auto", "on", "off"):

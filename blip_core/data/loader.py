@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,29 @@ def _apply_transform(src, transform: TrainTransform):
             item["regions"] = [{**r, "box": b} for r, b in zip(item["regions"], boxes, strict=True)]
         item["tensor"] = transform(image, item["pair"])
         yield item
+
+
+def _statement_items(src: Iterator[dict[str, Any]], kind: str, seed: str, stats: ReadStats) -> Iterator[dict[str, Any]]:
+    """One captioned item per labelled image: a count statement written from its region labels
+    (`blip_core.data.region_text`), drawn from (seed, key); an image it cannot describe is a counted skip."""
+    from blip_core.data.region_text import count_statement
+
+    for s in src:
+        statement = count_statement(s["labels"].get(REGION_GROUP) or [], kind, random.Random(f"{seed}/{s['key']}"))
+        if statement is None:
+            stats.record_skip(stats.current_shard, "no_count_statement", f"{s['key']}: no regions, or a group past four")
+            continue
+        yield {"key": s["key"], "pair": f"{s['key']}/statement", "image": s["image"], "caption": statement,
+               "image_id": str(s["meta"].get("image_id", s["key"]))}  # fmt: skip
+
+
+def _mix_in(src, others: Callable[[], Iterator[dict[str, Any]]], every: int, k: int) -> Iterator[dict[str, Any]]:
+    """After each `every` items of `src`, `k` items of the (endless) stream `others()` builds."""
+    extra = others()
+    for i, item in enumerate(src, 1):
+        yield item
+        if i % every == 0:
+            yield from itertools.islice(extra, k)
 
 
 def _add_itm_extras(src, transform: TrainTransform, *, swaps: bool, phrases: bool):
@@ -286,7 +309,9 @@ class TrainData:
     global batch); `batches(epoch, skip)` restarts an epoch part-way for resume.
 
     Image-caption pairs by default; with `classes` ({group: [class, ...]}), label-only images
-    (object recognition) batched with multi-hot `labels` instead of tokenized captions.
+    (object recognition) batched with multi-hot `labels` instead of tokenized captions. With
+    `statement_dirs` (label-only folders) and `statements_per_batch` k, each batch of captions gets k
+    count statements written from those images' region labels (`blip_core.data.region_text`).
     """
 
     def __init__(
@@ -309,9 +334,18 @@ class TrainData:
         word_labels: bool = False,
         cache_bytes: int = 0,
         captions_per_image: int = 0,
+        statement_dirs: list[str | Path] = (),
+        statements_per_batch: int = 0,
+        statement_kind: str = "scene",
     ) -> None:
         if not dirs:
             raise ValueError("training needs at least one data directory")
+        if bool(statement_dirs) != (statements_per_batch > 0) or (statement_dirs and classes is not None):
+            raise ValueError("count statements need label-only folders and statements_per_batch > 0, for a caption "
+                             f"task (got {len(statement_dirs)} folders, {statements_per_batch} per batch)")  # fmt: skip
+        self.statement_urls = [str(p) for d in statement_dirs for p in list_shards(d)]
+        self.statements_per_batch, self.statement_kind = statements_per_batch, statement_kind
+        self.statement_stats = ReadStats()
         self.urls = [str(p) for d in dirs for p in list_shards(d)]
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.shuffle_buffer = shuffle_buffer
@@ -369,13 +403,41 @@ class TrainData:
                 functools.partial(_seeded_shuffle, bufsize=4 * self.batch_size, seed=f"{self.seed}/{epoch}/pairs")
             )
         stages.append(functools.partial(_apply_transform, transform=self.transform))
+        if self.statements_per_batch:  # before the per-item edits, so the statements get them too
+            others = functools.partial(self._statements, epoch)
+            stages.append(functools.partial(_mix_in, others=others, every=self.batch_size, k=self.statements_per_batch))
         if self.swap_negatives or self.phrase_positives:
             stages.append(functools.partial(_add_itm_extras, transform=self.transform, swaps=self.swap_negatives,
                                             phrases=self.phrase_positives))  # fmt: skip
         if self.lm_negatives:
             stages.append(functools.partial(_add_lm_negatives, transform=self.transform))
-        stages.append(wds.batched(self.batch_size, collation_fn=self.collate, partial=False))
+        size = self.batch_size + self.statements_per_batch
+        stages.append(wds.batched(size, collation_fn=self.collate, partial=False))
         return wds.DataPipeline(*stages).repeat()
+
+    def _statements(self, epoch: int) -> Iterator[dict[str, Any]]:
+        """The endless stream of count-statement items of this epoch, for this consumer (item-level
+        split: the label-only folder is read whole by each, every consumer keeps its own share)."""
+        stats = self.statement_stats
+        consumers = world_info()[1] * max(1, self.num_workers)
+        urls = list(self.statement_urls)  # a fresh shard order each epoch: the epochs read different images first
+        random.Random(f"{self.seed}/{epoch}/statement-shards").shuffle(urls)
+        stages: list[Any] = [
+            wds.SimpleShardList(urls),
+            functools.partial(track_shard, stats=stats),
+            wds.tarfile_to_samples(handler=stats.handler),
+            functools.partial(drop_duplicate_keys, stats=stats),
+        ]
+        if consumers > 1:
+            stages.append(functools.partial(_split_samples, consumers=consumers,
+                                            index_fn=functools.partial(_consumer_index, self.num_workers)))  # fmt: skip
+        stages += [
+            functools.partial(_seeded_shuffle, bufsize=max(self.shuffle_buffer, 1), seed=f"{self.seed}/{epoch}/statements"),
+            wds.map(SampleDecoder(stats, self.reader_cfg, labelled=True)),
+            functools.partial(_statement_items, kind=self.statement_kind, seed=f"{self.seed}/{epoch}", stats=stats),
+            functools.partial(_apply_transform, transform=self.transform),
+        ]
+        return iter(wds.DataPipeline(*stages).repeat())
 
     def batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, Any]]:
         """The batches of `epoch`, starting after the first `skip` (for resume)."""

@@ -127,18 +127,21 @@ def _run(
     model, tok = build_model(cfg, init=init, tokenizer=tokenizer, classes=classes, vision_init=vision_init)
     world = world_info()[1]
     if task.queue:
-        model.cfg.check_batch(cfg.batch_size * world)
+        model.cfg.check_batch((cfg.batch_size + cfg.count_statements) * world)  # the statements join each batch
     processor = None if tok is None else get_family(task.family).call("processor", model.cfg, tok, tokenizer)
     if task.train_data is not None:  # the task's own items (VQA, NLVR², ...)
         data = task.call("train_data", cfg, data_dirs, processor, model)
     else:
-        data = TrainData(data_dirs, processor, batch_size=cfg.batch_size, image_size=model.cfg.vision.image_size,
+        captions, statements = (data_dirs, []) if classes is not None else _split_statement_dirs(cfg, data_dirs)
+        data = TrainData(captions, processor, batch_size=cfg.batch_size, image_size=model.cfg.vision.image_size,
                          seed=cfg.seed, crop_scale_min=cfg.train_crop_scale_min, shuffle_buffer=cfg.shuffle_buffer,
                          num_workers=cfg.num_workers, prompt=task.prompt, classes=classes,
                          cache_bytes=cfg.cache_samples_mb * 2**20, captions_per_image=cfg.captions_per_image,
                          swap_negatives=cfg.itm_swap_negatives,
                          phrase_positives=cfg.itm_phrase_positives,
-                         lm_negatives=cfg.lm_unlikelihood > 0, word_labels=cfg.itm_word_loss > 0)  # fmt: skip
+                         lm_negatives=cfg.lm_unlikelihood > 0, word_labels=cfg.itm_word_loss > 0,
+                         statement_dirs=statements, statements_per_batch=cfg.count_statements,
+                         statement_kind=cfg.count_statement_kind)  # fmt: skip
     resolved = {
         "train": dataclasses.asdict(cfg),
         "model": model.cfg.to_dict(),
@@ -167,10 +170,26 @@ def _run(
         "steps_per_epoch": trainer.steps_per_epoch,
         "read": data.stats.to_dict(),
     }
+    if getattr(data, "statements_per_batch", 0):
+        summary["read_count_statements"] = data.statement_stats.to_dict()
     if is_main_process():
         pretrained.save_pretrained(model.cpu(), out_dir / "model", tokenizer=tok)
         write_json(out_dir / "train_summary.json", summary, default=str)
     return summary
+
+
+def _split_statement_dirs(cfg: TrainConfig, data_dirs: list[str | Path]) -> tuple[list, list]:
+    """(caption folders, label-only folders) of a caption / retrieval stage's data: with
+    `count_statements` the label-only ones are the statements' source; without, none may be given."""
+    from blip_core.data.loader import is_labelled
+
+    labelled = [d for d in data_dirs if is_labelled(d)]
+    captions = [d for d in data_dirs if d not in labelled]
+    if bool(labelled) != bool(cfg.count_statements) or not captions:
+        raise ValueError(f"{cfg.task}: train.count_statements={cfg.count_statements} needs caption folders and, when > 0, "
+                         f"label-only folders among the data (label-only: {[str(d) for d in labelled]}, "
+                         f"captions: {[str(d) for d in captions]})")  # fmt: skip
+    return captions, labelled
 
 
 @functools.cache
