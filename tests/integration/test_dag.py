@@ -187,3 +187,24 @@ def test_a_second_round_of_bootstrapping_is_one_knob(tmp_path):
         assert not set(s.outputs) & made, s.name
         made |= set(s.outputs)
     assert "capfilt_score_r2:" in dag.dvc_yaml(str(params)) and "capfilt_score_r2" not in dag.dvc_yaml()
+
+
+def test_count_statements_give_the_capfilt_fine_tunes_the_objects_split(tmp_path):
+    """A fine-tune with count statements reads the `objects` split too (a dependency, so a change of
+    it reruns them); with the knob at 0 it reads its caption split alone."""
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    objects = dag.Layout().split("objects")
+    for section in ("finetune_caption", "finetune_retrieval"):
+        doc[section]["count_statements"] = 0
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(doc))
+    off = {s.name: s for s in dag.stages(str(params))}
+    doc["finetune_caption"]["count_statements"] = 4
+    params.write_text(yaml.safe_dump(doc))
+    on = {s.name: s for s in dag.stages(str(params))}
+    for model in ("baseline", "bootstrapped"):
+        caption, filt = f"finetune_caption_{model}", f"finetune_retrieval_{model}"
+        assert objects not in off[caption].deps and objects not in off[filt].deps
+        assert on[caption].kwargs["data_dirs"] == [dag.Layout().split("coco_train"), objects]
+        assert objects in on[caption].deps and objects not in on[filt].deps
+    assert objects not in on["finetune_vqa_baseline"].deps

@@ -457,3 +457,16 @@ def test_a_qformer_starts_from_a_blip_pretraining_trains_on_its_frozen_tower_and
     from blip_core.registry import evaluations
 
     assert {t.name for t in evaluations("pretrain", "pairs")} == {"caption", "retrieval"}
+
+
+@pytest.mark.parametrize("task", ["caption", "retrieval"])
+def test_a_fine_tune_with_count_statements_reads_the_label_only_folder(tiny_world, tokenizer_dir, tmp_path, task):
+    """Statements of the `objects` images join each batch (its read counts in the summary); a
+    label-only folder without the knob, or the knob without one, is refused before training."""
+    data = [tiny_world / "coco_train", tiny_world / "objects"]
+    kw = dict(task=task, max_steps=2, ckpt_every=2, itm_swap_negatives=task == "retrieval")
+    summary = run_training(_cfg(count_statements=8, **kw), data, tmp_path / "on", tokenizer=tokenizer_dir)
+    assert summary["read_count_statements"]["num_ok"] >= 2 * 8 and summary["steps"] == 2
+    for cfg, dirs in ((_cfg(**kw), data), (_cfg(count_statements=8, **kw), data[:1])):
+        with pytest.raises(ValueError, match="label-only folders"):
+            run_training(cfg, dirs, tmp_path / "bad", tokenizer=tokenizer_dir)

@@ -170,3 +170,29 @@ def test_captions_per_image_draws_that_many_captions_of_each_image_per_epoch(tin
             for k in b["keys"]] == epochs[1]  # fmt: skip
     assert TrainData([folder], _char_processor, captions_per_image=2, **kw).num_pairs == manifest[
         "num_captions"].clip(upper=2).sum()  # fmt: skip
+
+
+def test_count_statements_join_each_batch_the_same_on_a_reread(tiny_world):
+    """k statements of label-only images after each batch of captions: written from the region
+    labels, drawn anew per epoch, the same on a re-read and on a resumed epoch; misuse is refused."""
+    from blip_core.data.loader import TrainData
+    from blip_core.data.shards import read_manifests
+
+    kw = dict(batch_size=4, image_size=16, seed=0, crop_scale_min=0.9, shuffle_buffer=20, num_workers=0,
+              statement_dirs=[tiny_world / "objects"], statements_per_batch=3)  # fmt: skip
+    data = TrainData([tiny_world / "coco_train"], _char_processor, **kw)
+    epochs = _epochs(data, 2)
+    plain = TrainData([tiny_world / "coco_train"], _char_processor, **{**kw, "statement_dirs": [],
+                                                                         "statements_per_batch": 0})  # fmt: skip
+    assert len(epochs[0]) == data.steps_per_epoch == plain.steps_per_epoch  # statements add rows, not steps
+    for batch, caps in zip(epochs[0], plain.batches(0), strict=True):
+        assert batch["images"].shape[0] == 7 and batch["keys"][:4] == caps["keys"]
+        assert all(k.startswith("objects") and k.endswith("/statement") for k in batch["keys"][4:])
+    statements = [[k for b in e for k in b["keys"][4:]] for e in epochs]
+    one_pass = min(len(read_manifests(tiny_world / "objects")), len(statements[0]))  # then the split repeats
+    assert statements[0] != statements[1] and len(set(statements[0][:one_pass])) == one_pass
+    _same_batches(_epochs(TrainData([tiny_world / "coco_train"], _char_processor, **kw), 2), epochs)
+    _same_batches([list(data.batches(1, skip=2))], [epochs[1][2:]])
+    assert data.statement_stats.num_ok > 0 and data.statement_stats.num_skipped == 0
+    with pytest.raises(ValueError, match="count statements need"):
+        TrainData([tiny_world / "coco_train"], _char_processor, **{**kw, "statements_per_batch": 0})
