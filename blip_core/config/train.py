@@ -154,12 +154,13 @@ class TrainConfig:
             raise ValueError("train.itm_word_loss must be >= 0 and needs train.itm_swap_negatives (its false words)")
         if self.lm_unlikelihood < 0 or (self.lm_unlikelihood and self.task != "caption"):
             raise ValueError("train.lm_unlikelihood is a caption-task weight >= 0")
-        if self.count_statements < 0 or (self.count_statements and get_task(self.task).name not in ("caption", "retrieval")):
+        if self.count_statements < 0 or (self.count_statements and self.task not in ("caption", "retrieval")):
             raise ValueError(f"train.count_statements is a caption / retrieval count >= 0, got {self.count_statements}")
         from blip_core.data.region_text import STATEMENT_KINDS
 
         if self.count_statement_kind not in STATEMENT_KINDS:
-            raise ValueError(f"train.count_statement_kind must be one of {STATEMENT_KINDS}, got {self.count_statement_kind!r}")
+            raise ValueError(f"train.count_statement_kind must be one of {STATEMENT_KINDS}, "
+                             f"got {self.count_statement_kind!r}")  # fmt: skip
         if self.cpu_bf16 not in ("auto", "on", "off"):
             raise ValueError(f"train.cpu_bf16 must be auto, on or off, got {self.cpu_bf16!r}")
         if self.fused_optimizer not in ("auto", "on", "off"):

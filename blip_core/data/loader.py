@@ -93,7 +93,8 @@ def _statement_items(src: Iterator[dict[str, Any]], kind: str, seed: str, stats:
     for s in src:
         statement = count_statement(s["labels"].get(REGION_GROUP) or [], kind, random.Random(f"{seed}/{s['key']}"))
         if statement is None:
-            stats.record_skip(stats.current_shard, "no_count_statement", f"{s['key']}: no regions, or a group past four")
+            detail = f"{s['key']}: no regions, or a group past four"
+            stats.record_skip(stats.current_shard, "no_count_statement", detail)
             continue
         yield {"key": s["key"], "pair": f"{s['key']}/statement", "image": s["image"], "caption": statement,
                "image_id": str(s["meta"].get("image_id", s["key"]))}  # fmt: skip
@@ -432,7 +433,9 @@ class TrainData:
             stages.append(functools.partial(_split_samples, consumers=consumers,
                                             index_fn=functools.partial(_consumer_index, self.num_workers)))  # fmt: skip
         stages += [
-            functools.partial(_seeded_shuffle, bufsize=max(self.shuffle_buffer, 1), seed=f"{self.seed}/{epoch}/statements"),
+            functools.partial(
+                _seeded_shuffle, bufsize=max(self.shuffle_buffer, 1), seed=f"{self.seed}/{epoch}/statements"
+            ),  # fmt: skip
             wds.map(SampleDecoder(stats, self.reader_cfg, labelled=True)),
             functools.partial(_statement_items, kind=self.statement_kind, seed=f"{self.seed}/{epoch}", stats=stats),
             functools.partial(_apply_transform, transform=self.transform),

@@ -24,8 +24,9 @@ STATEMENT_KINDS = ("group", "scene")
 
 
 def _phrase(n: int, color: str, shape: str, rng: random.Random) -> str:
-    noun = rng.choice(lx.SHAPE_SYNONYMS[shape])
-    return f"{rng.choice(lx.COUNT_WORDS[n])} {rng.choice(lx.COLOR_SYNONYMS[color])} {noun if n == 1 else lx.plural(noun)}"
+    noun = rng.choice(lx.SHAPE_SYNONYMS[shape])  # drawn first: the order of the draws fixes the words
+    count, colour = rng.choice(lx.COUNT_WORDS[n]), rng.choice(lx.COLOR_SYNONYMS[color])
+    return f"{count} {colour} {noun if n == 1 else lx.plural(noun)}"
 
 
 def _join(phrases: list[str]) -> str:

@@ -186,8 +186,8 @@ def _split_statement_dirs(cfg: TrainConfig, data_dirs: list[str | Path]) -> tupl
     labelled = [d for d in data_dirs if is_labelled(d)]
     captions = [d for d in data_dirs if d not in labelled]
     if bool(labelled) != bool(cfg.count_statements) or not captions:
-        raise ValueError(f"{cfg.task}: train.count_statements={cfg.count_statements} needs caption folders and, when > 0, "
-                         f"label-only folders among the data (label-only: {[str(d) for d in labelled]}, "
+        raise ValueError(f"{cfg.task}: train.count_statements={cfg.count_statements} needs caption folders and, "
+                         f"when > 0, label-only folders among the data (label-only: {[str(d) for d in labelled]}, "
                          f"captions: {[str(d) for d in captions]})")  # fmt: skip
     return captions, labelled
 

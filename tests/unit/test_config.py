@@ -126,7 +126,8 @@ def test_count_statements_are_for_caption_and_retrieval_fine_tunes():
     from blip_core.config.train import TrainConfig
 
     assert TrainConfig(task="caption", count_statements=8).count_statements == 8
-    assert TrainConfig(task="retrieval", count_statements=8, count_statement_kind="group").count_statement_kind == "group"
+    cfg = TrainConfig(task="retrieval", count_statements=8, count_statement_kind="group")
+    assert cfg.count_statement_kind == "group"
     for bad, match in (({"task": "vqa", "count_statements": 8}, "count_statements"),
                        ({"task": "caption", "count_statements": -1}, "count_statements"),
                        ({"task": "caption", "count_statement_kind": "caption"}, "count_statement_kind")):  # fmt: skip
