@@ -116,8 +116,10 @@ def micro_params(path, **sections) -> Path:
         "tokenizer": {"vocab_size": 400},
         "pretrain_vision": {"batch_size": 8, "max_steps": 3, "warmup_steps": 1, "shuffle_buffer": 50, "log_every": 1},
         "pretrain": {"batch_size": 8, "max_steps": 3, "warmup_steps": 1, "shuffle_buffer": 50, "log_every": 1},
-        "finetune_caption": {"batch_size": 8, "max_steps": 2, "warmup_steps": 1, "shuffle_buffer": 50},
-        "finetune_retrieval": {"batch_size": 8, "max_steps": 2, "warmup_steps": 1, "shuffle_buffer": 50},
+        "finetune_caption": {"batch_size": 8, "max_steps": 2, "warmup_steps": 1, "shuffle_buffer": 50,
+                             "count_statements": 4},
+        "finetune_retrieval": {"batch_size": 8, "max_steps": 2, "warmup_steps": 1, "shuffle_buffer": 50,
+                               "count_statements": 8},  # 8 + 8 divides the ITC queue
         "finetune_vqa": {"batch_size": 8, "max_steps": 2, "warmup_steps": 1},
         "finetune_nlvr": {"batch_size": 8, "max_steps": 2, "warmup_steps": 1},
         "evaluate": {"batch_size": 16, "k_test": 4, "max_images": 8, "num_beams": 2, "max_length": 12},

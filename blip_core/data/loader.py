@@ -342,8 +342,8 @@ class TrainData:
         if not dirs:
             raise ValueError("training needs at least one data directory")
         if bool(statement_dirs) != (statements_per_batch > 0) or (statement_dirs and classes is not None):
-            raise ValueError("count statements need label-only folders and statements_per_batch > 0, for a caption "
-                             f"task (got {len(statement_dirs)} folders, {statements_per_batch} per batch)")  # fmt: skip
+            raise ValueError("count statements need label-only folders and statements_per_batch > 0, for image-text "
+                             f"pairs (got {len(statement_dirs)} folders, {statements_per_batch} a batch)")  # fmt: skip
         self.statement_urls = [str(p) for d in statement_dirs for p in list_shards(d)]
         self.statements_per_batch, self.statement_kind = statements_per_batch, statement_kind
         self.statement_stats = ReadStats()
