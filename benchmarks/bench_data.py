@@ -68,7 +68,8 @@ def main() -> None:
 def replay_figure(folder: Path, epochs: int = 3) -> dict:
     """Training batches of the label-only split (the vision start's data: crop, collate, no model),
     epochs 2..N replaying epoch 1's reading (train.cache_samples_mb) against reading every epoch."""
-    from blip_core.data.loader import TrainData, read_classes
+    from blip_core.data.labelled import read_classes
+    from blip_core.data.loader import TrainData
 
     kw = dict(batch_size=64, image_size=64, seed=0, crop_scale_min=0.85, shuffle_buffer=2000, num_workers=0,
               classes=read_classes([folder]))  # fmt: skip

@@ -147,6 +147,6 @@ def load_eval_items(folder: str | Path, image_size: int, *, max_images: int = 0)
 def data_kind(folder: str | Path) -> str:
     """What a data folder holds (a `blip_core.registry.Task.data`): a task's items, label-only images or
     image-caption pairs."""
-    from blip_core.data.loader import is_labelled
+    from blip_core.data.labelled import is_labelled
 
     return task_of(folder) or ("labels" if is_labelled(folder) else "pairs")

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from blip_core.config.train import VISION_STAGE, TrainConfig
-from blip_core.data.loader import TrainData, read_classes
+from blip_core.data.labelled import read_classes
+from blip_core.data.loader import TrainData
 from blip_core.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
 from blip_core.fileio import digest, source_hash, write_json
 from blip_core.machine import deterministic_algorithms
@@ -181,7 +182,7 @@ def _run(
 def _split_statement_dirs(cfg: TrainConfig, data_dirs: list[str | Path]) -> tuple[list, list]:
     """(caption folders, label-only folders) of a caption / retrieval stage's data: with
     `count_statements` the label-only ones are the statements' source; without, none may be given."""
-    from blip_core.data.loader import is_labelled
+    from blip_core.data.labelled import is_labelled
 
     labelled = [d for d in data_dirs if is_labelled(d)]
     captions = [d for d in data_dirs if d not in labelled]

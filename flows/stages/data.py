@@ -57,7 +57,7 @@ def stage_inspect(
 ) -> dict[str, Any]:
     """Read every sample of the given shard folders with the guarded reader; report counts and skips
     (also as JSON in `out_file`)."""
-    from blip_core.data.loader import is_labelled
+    from blip_core.data.labelled import is_labelled
     from blip_core.data.reader import ReadStats, iter_samples
 
     reader_cfg: ReaderConfig = section(params, "reader", ReaderConfig)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from blip_core.data.loader import LabelCollate
+from blip_core.data.labelled import LabelCollate
 from blip_core.data.transforms import MEAN, STD, TrainTransform
 
 
@@ -97,7 +97,8 @@ def test_cached_epochs_are_the_epochs_read_from_disk(tiny_world, tmp_path, split
     counts as reading the shards every epoch, with the shards gone after the first epoch."""
     import shutil
 
-    from blip_core.data.loader import TrainData, read_classes
+    from blip_core.data.labelled import read_classes
+    from blip_core.data.loader import TrainData
 
     shutil.copytree(tiny_world / split, tmp_path / split)
     classes = read_classes([tmp_path / split]) if split == "objects" else None

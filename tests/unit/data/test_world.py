@@ -186,7 +186,7 @@ def test_objects_split_is_label_only_and_its_labels_are_true_of_the_rendered_ima
     rendered scene, and each labelled colour is visibly in the image."""
     import numpy as np
 
-    from blip_core.data.loader import is_labelled, read_classes
+    from blip_core.data.labelled import is_labelled, read_classes
 
     stats = ReadStats()
     samples = list(iter_samples(tiny_world / "objects", labelled=True, stats=stats))
