@@ -85,6 +85,12 @@ def _apply_transform(src, transform: TrainTransform):
         yield item
 
 
+def _tar_samples(stats: ReadStats) -> list[Any]:
+    """Shard urls -> raw samples, each shard tracked and each skip counted in `stats`."""
+    return [functools.partial(track_shard, stats=stats), wds.tarfile_to_samples(handler=stats.handler),
+            functools.partial(drop_duplicate_keys, stats=stats)]  # fmt: skip
+
+
 def _statement_items(src: Iterator[dict[str, Any]], kind: str, seed: str, stats: ReadStats) -> Iterator[dict[str, Any]]:
     """One captioned item per labelled image: a count statement written from its region labels
     (`blip_core.data.region_text`), drawn from (seed, key); an image it cannot describe is a counted skip."""
@@ -266,11 +272,7 @@ class TrainData:
             stages = [wds.SimpleShardList(self.urls)]
             if shard_split:
                 stages += [wds.split_by_node, wds.split_by_worker]
-            stages += [
-                functools.partial(track_shard, stats=stats),
-                wds.tarfile_to_samples(handler=stats.handler),
-                functools.partial(drop_duplicate_keys, stats=stats),
-            ]
+            stages += _tar_samples(stats)
             if self.cache is not None:
                 stages.append(functools.partial(self.cache.record_raw, stats=stats))
         if self.shuffle_buffer:
@@ -312,12 +314,7 @@ class TrainData:
         consumers = world_info()[1] * max(1, self.num_workers)
         urls = list(self.statement_urls)  # a fresh shard order each epoch: the epochs read different images first
         random.Random(f"{self.seed}/{epoch}/statement-shards").shuffle(urls)
-        stages: list[Any] = [
-            wds.SimpleShardList(urls),
-            functools.partial(track_shard, stats=stats),
-            wds.tarfile_to_samples(handler=stats.handler),
-            functools.partial(drop_duplicate_keys, stats=stats),
-        ]
+        stages: list[Any] = [wds.SimpleShardList(urls), *_tar_samples(stats)]
         if consumers > 1:
             stages.append(functools.partial(_split_samples, consumers=consumers,
                                             index_fn=functools.partial(_consumer_index, self.num_workers)))  # fmt: skip

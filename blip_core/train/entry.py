@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from blip_core.config.train import VISION_STAGE, TrainConfig
-from blip_core.data.labelled import read_classes
+from blip_core.data.labelled import is_labelled, read_classes
 from blip_core.data.loader import TrainData
 from blip_core.distributed import cleanup_distributed, init_distributed, is_main_process, world_info
 from blip_core.fileio import digest, source_hash, write_json
@@ -133,7 +133,9 @@ def _run(
     if task.train_data is not None:  # the task's own items (VQA, NLVR², ...)
         data = task.call("train_data", cfg, data_dirs, processor, model)
     else:
-        captions, statements = (data_dirs, []) if classes is not None else _split_statement_dirs(cfg, data_dirs)
+        # label-only folders among image-text data are the count statements' source (TrainData checks the knob)
+        statements = [d for d in data_dirs if classes is None and is_labelled(d)]
+        captions = [d for d in data_dirs if d not in statements]
         data = TrainData(captions, processor, batch_size=cfg.batch_size, image_size=model.cfg.vision.image_size,
                          seed=cfg.seed, crop_scale_min=cfg.train_crop_scale_min, shuffle_buffer=cfg.shuffle_buffer,
                          num_workers=cfg.num_workers, prompt=task.prompt, classes=classes,
@@ -177,20 +179,6 @@ def _run(
         pretrained.save_pretrained(model.cpu(), out_dir / "model", tokenizer=tok)
         write_json(out_dir / "train_summary.json", summary, default=str)
     return summary
-
-
-def _split_statement_dirs(cfg: TrainConfig, data_dirs: list[str | Path]) -> tuple[list, list]:
-    """(caption folders, label-only folders) of a caption / retrieval stage's data: with
-    `count_statements` the label-only ones are the statements' source; without, none may be given."""
-    from blip_core.data.labelled import is_labelled
-
-    labelled = [d for d in data_dirs if is_labelled(d)]
-    captions = [d for d in data_dirs if d not in labelled]
-    if bool(labelled) != bool(cfg.count_statements) or not captions:
-        raise ValueError(f"{cfg.task}: train.count_statements={cfg.count_statements} needs caption folders and, "
-                         f"when > 0, label-only folders among the data (label-only: {[str(d) for d in labelled]}, "
-                         f"captions: {[str(d) for d in captions]})")  # fmt: skip
-    return captions, labelled
 
 
 @functools.cache
